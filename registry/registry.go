@@ -1,0 +1,287 @@
+package registry
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tapes-go/tapes/wire"
+)
+
+// Metric is implemented by *Counter, *Gauge, *Meter, *Timer and *Histogram.
+// Reporters switch on the concrete type to read a typed snapshot.
+type Metric interface {
+	Kind() Kind
+	// appendStats adds the metric's Stats leaf values; unexported so that
+	// the five kinds stay the only metrics.
+	stats() map[string]any
+}
+
+// DefaultWindow is how much recent history histogram and timer values other
+// than count describe, unless WithWindow says otherwise.
+const DefaultWindow = 5 * time.Minute
+
+// Registry holds named metrics. The zero value is not usable; call New.
+// All methods are safe for concurrent use. Lookups of existing metrics take
+// no lock.
+type Registry struct {
+	clock  Clock
+	window time.Duration
+	max    int
+
+	byName sync.Map // string -> Metric
+
+	mu     sync.Mutex
+	nodes  map[string]int          // internal path -> number of metrics below it
+	sorted atomic.Pointer[[]entry] // copy-on-write, sorted by name; for Each
+}
+
+type entry struct {
+	name string
+	m    Metric
+}
+
+// Option configures a Registry.
+type Option func(*Registry)
+
+// WithClock injects the time source used by meters, timers and windows.
+func WithClock(c Clock) Option { return func(r *Registry) { r.clock = c } }
+
+// WithWindow sets how much recent history the non-count values of
+// histograms and timers describe. Values are kept in two halves; what is
+// reported covers between window/2 and window of history, and reads 0 once
+// a whole window passes without events. Default DefaultWindow; minimum 2s.
+func WithWindow(d time.Duration) Option {
+	return func(r *Registry) {
+		if d < 2*time.Second {
+			d = 2 * time.Second
+		}
+		r.window = d
+	}
+}
+
+// WithMaxMetrics caps the number of metrics; creating one more fails with
+// ErrTooManyMetrics (the convenience methods panic). 0 means no limit. Hosts
+// that register names coming from other processes use it to bound memory.
+func WithMaxMetrics(n int) Option { return func(r *Registry) { r.max = n } }
+
+// New returns an empty registry.
+func New(opts ...Option) *Registry {
+	r := &Registry{window: DefaultWindow, nodes: map[string]int{}}
+	for _, o := range opts {
+		o(r)
+	}
+	empty := []entry{}
+	r.sorted.Store(&empty)
+	return r
+}
+
+// Default is the registry behind the root package's convenience functions.
+var Default = New()
+
+// Window returns the histogram window of the registry.
+func (r *Registry) Window() time.Duration { return r.window }
+
+// Counter returns the counter called name, creating it if needed. It panics
+// if the name is invalid or used by another kind; use GetOrCreate for names
+// that do not come from the program's own source.
+func (r *Registry) Counter(name string) *Counter { return must[*Counter](r, KindCounter, name, nil) }
+
+// Meter returns the meter called name, creating it if needed; it panics like Counter.
+func (r *Registry) Meter(name string) *Meter { return must[*Meter](r, KindMeter, name, nil) }
+
+// Timer returns the timer called name, creating it if needed; it panics like Counter.
+func (r *Registry) Timer(name string) *Timer { return must[*Timer](r, KindTimer, name, nil) }
+
+// Histogram returns the histogram called name, creating it if needed; it panics like Counter.
+func (r *Registry) Histogram(name string) *Histogram {
+	return must[*Histogram](r, KindHistogram, name, nil)
+}
+
+// Gauge returns the gauge called name, creating it if needed. A non-nil fn is
+// called on every read of a new gauge; a nil fn gives a gauge set with Set.
+// An existing gauge is returned as it is (the first fn stays). It panics like
+// Counter.
+func (r *Registry) Gauge(name string, fn func() float64) *Gauge {
+	return must[*Gauge](r, KindGauge, name, fn)
+}
+
+func must[T Metric](r *Registry, k Kind, name string, fn func() float64) T {
+	m, err := r.getOrCreate(k, name, fn)
+	if err != nil {
+		panic(err)
+	}
+	return m.(T)
+}
+
+// GetOrCreate is the error-returning form of the typed accessors, for names
+// that come from other processes or guests. It never panics; errors are
+// *NameError values wrapping ErrInvalidName, ErrKindConflict,
+// ErrPrefixConflict, ErrInvalidKind or ErrTooManyMetrics.
+func (r *Registry) GetOrCreate(k Kind, name string) (Metric, error) {
+	return r.getOrCreate(k, name, nil)
+}
+
+// GaugeFunc is the error-returning form of Gauge.
+func (r *Registry) GaugeFunc(name string, fn func() float64) (*Gauge, error) {
+	m, err := r.getOrCreate(KindGauge, name, fn)
+	if err != nil {
+		return nil, err
+	}
+	return m.(*Gauge), nil
+}
+
+// Get returns the metric called name, if any.
+func (r *Registry) Get(name string) (Metric, bool) {
+	m, ok := r.byName.Load(name)
+	if !ok {
+		return nil, false
+	}
+	return m.(Metric), true
+}
+
+func (r *Registry) getOrCreate(k Kind, name string, fn func() float64) (Metric, error) {
+	if m, ok := r.byName.Load(name); ok {
+		mm := m.(Metric)
+		if mm.Kind() != k {
+			return nil, &NameError{Name: name, Kind: k, Existing: mm.Kind(), Err: ErrKindConflict}
+		}
+		return mm, nil
+	}
+	if !k.Valid() {
+		return nil, &NameError{Name: name, Kind: k, Err: ErrInvalidKind}
+	}
+	if err := wire.ValidateName(name); err != nil {
+		return nil, &NameError{Name: name, Kind: k, Err: ErrInvalidName, detail: err}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m, ok := r.byName.Load(name); ok { // lost a race with another creator
+		mm := m.(Metric)
+		if mm.Kind() != k {
+			return nil, &NameError{Name: name, Kind: k, Existing: mm.Kind(), Err: ErrKindConflict}
+		}
+		return mm, nil
+	}
+	if err := r.checkPathLocked(k, name); err != nil {
+		return nil, err
+	}
+	old := *r.sorted.Load()
+	if r.max > 0 && len(old) >= r.max {
+		return nil, &NameError{Name: name, Kind: k, Err: ErrTooManyMetrics}
+	}
+	m := r.newMetric(k, fn)
+	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
+		r.nodes[name[:i]]++
+	}
+	i := sort.Search(len(old), func(i int) bool { return old[i].name >= name })
+	s := make([]entry, 0, len(old)+1)
+	s = append(append(append(s, old[:i]...), entry{name, m}), old[i:]...)
+	r.sorted.Store(&s)
+	r.byName.Store(name, m)
+	return m, nil
+}
+
+func next(name string, i int) int {
+	j := strings.IndexByte(name[i+1:], '.')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// checkPathLocked rejects a leaf that would sit on another leaf's path or
+// above other leaves.
+func (r *Registry) checkPathLocked(k Kind, name string) error {
+	if r.nodes[name] > 0 {
+		other := ""
+		for _, e := range *r.sorted.Load() {
+			if strings.HasPrefix(e.name, name+".") {
+				other = e.name
+				break
+			}
+		}
+		return &NameError{Name: name, Kind: k, Other: other, Err: ErrPrefixConflict}
+	}
+	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
+		if _, ok := r.byName.Load(name[:i]); ok {
+			return &NameError{Name: name, Kind: k, Other: name[:i], Err: ErrPrefixConflict}
+		}
+	}
+	return nil
+}
+
+func (r *Registry) newMetric(k Kind, fn func() float64) Metric {
+	switch k {
+	case KindCounter:
+		return &Counter{}
+	case KindGauge:
+		return &Gauge{fn: fn}
+	case KindMeter:
+		return &Meter{clock: r.clock}
+	case KindTimer:
+		return &Timer{h: Histogram{clock: r.clock, window: r.window}}
+	default:
+		return &Histogram{clock: r.clock, window: r.window}
+	}
+}
+
+// Unregister removes the metric called name and reports whether it existed.
+// Handles already held keep working but are no longer reported. Hosts use it
+// to retire per-worker series.
+func (r *Registry) Unregister(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.byName.LoadAndDelete(name); !ok {
+		return false
+	}
+	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
+		if r.nodes[name[:i]]--; r.nodes[name[:i]] == 0 {
+			delete(r.nodes, name[:i])
+		}
+	}
+	old := *r.sorted.Load()
+	i := sort.Search(len(old), func(i int) bool { return old[i].name >= name })
+	s := make([]entry, 0, len(old))
+	s = append(append(s, old[:i]...), old[i+1:]...)
+	r.sorted.Store(&s)
+	return true
+}
+
+// Len returns the number of metrics.
+func (r *Registry) Len() int { return len(*r.sorted.Load()) }
+
+// Each calls f for every metric in name order. It works on a snapshot of the
+// metric set, so f may create metrics (they are not visited) without
+// deadlocking.
+func (r *Registry) Each(f func(name string, m Metric)) {
+	for _, e := range *r.sorted.Load() {
+		f(e.name, e.m)
+	}
+}
+
+// Stats returns the nested tree tapes' get_stats() returned: names are split
+// on '.', and each leaf maps the metric's keys to its values. json.Marshal
+// of it gives e.g. {"my":{"timer":{"count":0,"m1":0,...}}}.
+func (r *Registry) Stats() map[string]any {
+	root := map[string]any{}
+	r.Each(func(name string, m Metric) {
+		node := root
+		for {
+			i := strings.IndexByte(name, '.')
+			if i < 0 {
+				break
+			}
+			child, ok := node[name[:i]].(map[string]any)
+			if !ok {
+				child = map[string]any{}
+				node[name[:i]] = child
+			}
+			node, name = child, name[i+1:]
+		}
+		node[name] = m.stats()
+	})
+	return root
+}

@@ -1,0 +1,8 @@
+package registry
+
+import "unsafe"
+
+const (
+	unsafeSizeofHistogram = unsafe.Sizeof(Histogram{})
+	unsafeSizeofShard     = unsafe.Sizeof(hshard{})
+)

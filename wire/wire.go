@@ -1,0 +1,168 @@
+// Package wire is the vocabulary every path of tapes shares: the metric kinds,
+// the name rule and the 16-byte event record. The in-process registry, the
+// shared-memory rings (shm), the WebAssembly host ABI (hostabi) and the guest
+// SDKs all use these definitions, so a kind code or a record means the same
+// thing everywhere. The package imports only the standard library's math and
+// encoding/binary so that it compiles for GOOS=wasip1 without dragging the
+// registry into guests.
+//
+// The byte-level contract is documented in docs/shm-layout.md and
+// docs/guest-abi.md; the constants here are the only place the numbers live.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Kind identifies a metric type. The numeric values are part of the shm file
+// format and the guest ABI and must never change.
+type Kind uint8
+
+const (
+	KindInvalid   Kind = 0
+	KindCounter   Kind = 1
+	KindGauge     Kind = 2
+	KindMeter     Kind = 3
+	KindTimer     Kind = 4
+	KindHistogram Kind = 5
+
+	kindMax = KindHistogram
+)
+
+var kindNames = [...]string{"invalid", "counter", "gauge", "meter", "timer", "histogram"}
+
+func (k Kind) String() string {
+	if k.Valid() {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Valid reports whether k is one of the five metric kinds.
+func (k Kind) Valid() bool { return k >= KindCounter && k <= kindMax }
+
+// MaxNameLen is the longest metric name, in bytes.
+const MaxNameLen = 255
+
+// ErrInvalidName is wrapped by every name-rule violation.
+var ErrInvalidName = errors.New("invalid metric name")
+
+// ValidateName checks the one name rule of tapes: a dotted path whose
+// segments are non-empty runs of [A-Za-z0-9_-], at most MaxNameLen bytes in
+// all. It returns nil or an error wrapping ErrInvalidName that says what is
+// wrong and where. It does not allocate when the name is valid.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty name", ErrInvalidName)
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrInvalidName, len(name), MaxNameLen)
+	}
+	segStart := 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '.':
+			if i == segStart {
+				return fmt.Errorf("%w: %q has an empty segment at byte %d", ErrInvalidName, name, i)
+			}
+			segStart = i + 1
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return fmt.Errorf("%w: %q has byte %q at %d (segments allow A-Z a-z 0-9 _ -)", ErrInvalidName, name, c, i)
+		}
+	}
+	if segStart == len(name) {
+		return fmt.Errorf("%w: %q ends with an empty segment", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// Event record layout (little-endian), RecordSize bytes:
+//
+//	 0               4       5               8                              16
+//	+---------------+-------+---------------+-------------------------------+
+//	| id (uint32)   | kind  | reserved (0)  | value (int64 or float64 bits) |
+//	+---------------+-------+---------------+-------------------------------+
+//
+// The value is interpreted by kind:
+//
+//	counter    int64   delta added to the counter (negative decrements)
+//	meter      int64   number of events marked
+//	timer      int64   one observed duration in nanoseconds
+//	histogram  float64 one observed value (IEEE 754 bits)
+//	gauge      float64 the gauge's new value (IEEE 754 bits)
+//
+// The kind byte repeats the kind the id was defined with, so a reader can
+// reject a record whose id and kind disagree instead of misreading its value.
+const (
+	RecordSize     = 16
+	RecordIDOff    = 0
+	RecordKindOff  = 4
+	RecordResvOff  = 5
+	RecordValueOff = 8
+)
+
+// Record is one decoded event.
+type Record struct {
+	ID    uint32
+	Kind  Kind
+	Value uint64 // raw bits; see Int and Float
+}
+
+// Int returns the value of a counter, meter or timer record.
+func (r Record) Int() int64 { return int64(r.Value) }
+
+// Float returns the value of a histogram or gauge record.
+func (r Record) Float() float64 { return math.Float64frombits(r.Value) }
+
+// IsFloat reports whether records of kind k carry a float64.
+func IsFloat(k Kind) bool { return k == KindHistogram || k == KindGauge }
+
+// IntRecord builds a counter, meter or timer record.
+func IntRecord(id uint32, k Kind, v int64) Record { return Record{ID: id, Kind: k, Value: uint64(v)} }
+
+// FloatRecord builds a histogram or gauge record.
+func FloatRecord(id uint32, k Kind, v float64) Record {
+	return Record{ID: id, Kind: k, Value: math.Float64bits(v)}
+}
+
+// Put encodes r into b[:RecordSize]. b must be at least RecordSize long.
+func (r Record) Put(b []byte) {
+	_ = b[RecordSize-1]
+	binary.LittleEndian.PutUint32(b[RecordIDOff:], r.ID)
+	b[RecordKindOff] = byte(r.Kind)
+	b[RecordResvOff], b[RecordResvOff+1], b[RecordResvOff+2] = 0, 0, 0
+	binary.LittleEndian.PutUint64(b[RecordValueOff:], r.Value)
+}
+
+// Errors returned by Decode. Callers count them; they never panic.
+var (
+	ErrShortRecord = errors.New("record shorter than 16 bytes")
+	ErrBadKind     = errors.New("record kind byte is not a metric kind")
+	ErrReserved    = errors.New("record reserved bytes are not zero")
+)
+
+// Decode reads one record from b. It validates only what the record itself
+// can tell (length, kind byte, reserved bytes); whether the id is defined and
+// has that kind is for the caller, which owns the id table.
+func Decode(b []byte) (Record, error) {
+	if len(b) < RecordSize {
+		return Record{}, ErrShortRecord
+	}
+	r := Record{
+		ID:    binary.LittleEndian.Uint32(b[RecordIDOff:]),
+		Kind:  Kind(b[RecordKindOff]),
+		Value: binary.LittleEndian.Uint64(b[RecordValueOff:]),
+	}
+	if !r.Kind.Valid() {
+		return Record{}, ErrBadKind
+	}
+	if b[RecordResvOff]|b[RecordResvOff+1]|b[RecordResvOff+2] != 0 {
+		return Record{}, ErrReserved
+	}
+	return r, nil
+}
