@@ -1,0 +1,425 @@
+// Package hostabi lets WebAssembly guests run by wazero record metrics into a
+// tapes registry, through a host module named "tapes" that a guest cannot use
+// to harm its host.
+//
+// Instantiate adds the host module to a wazero.Runtime, like the packages
+// under wazero's imports/ directory do; NewPlugin goes further and runs one
+// plugin safely: compiled once, a pool of instances of which each serves one
+// call at a time, a memory limit, a deadline per call, and every instance
+// whose call failed replaced by a fresh one.
+//
+// The ABI, byte for byte, with its status codes and the reasons behind it, is
+// in docs/guest-abi.md. Guests use the Go SDK (guest/tapesguest) or the C
+// header (guest/c/tapes.h).
+//
+//	r := registry.New()
+//	rt := wazero.NewRuntime(ctx)
+//	defer rt.Close(ctx)
+//	if _, err := hostabi.Instantiate(ctx, rt, r, hostabi.WithPrefix("plugins.auth")); err != nil {
+//		return err
+//	}
+//	// instantiate guests that import "tapes" into rt
+package hostabi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// ModuleName is the import module name of the host functions.
+const ModuleName = "tapes"
+
+// Names of the host functions (see docs/guest-abi.md for their signatures).
+const (
+	FuncDefine          = "define"
+	FuncCounterAdd      = "counter_add"
+	FuncMeterMark       = "meter_mark"
+	FuncTimerNs         = "timer_ns"
+	FuncHistogramUpdate = "histogram_update"
+	FuncGaugeSet        = "gauge_set"
+	FuncBatch           = "batch"
+)
+
+// Status is what a host function returns to the guest: 0 or a positive
+// result on success, one of the negative codes below on failure. The values
+// are part of the ABI and never change.
+type Status int32
+
+const (
+	StatusOK Status = 0
+	// StatusMemory: a pointer or length reaches outside the guest's memory.
+	StatusMemory Status = -1
+	// StatusInvalidName: the name (with the plugin's prefix) breaks the name
+	// rule of wire.ValidateName, or is longer than wire.MaxNameLen.
+	StatusInvalidName Status = -2
+	// StatusInvalidKind: the kind is not one of wire's five kinds.
+	StatusInvalidKind Status = -3
+	// StatusKindConflict: the name already exists with another kind.
+	StatusKindConflict Status = -4
+	// StatusPrefixConflict: the name is a path prefix of another metric or
+	// the other way round ("a.b" beside "a.b.c").
+	StatusPrefixConflict Status = -5
+	// StatusTooManyMetrics: the plugin's cap (WithMaxMetrics) or the
+	// registry's own limit is reached.
+	StatusTooManyMetrics Status = -6
+	// StatusUnknownID: no metric has this id in this plugin.
+	StatusUnknownID Status = -7
+	// StatusWrongKind: the id was defined with another kind than the
+	// function or record used.
+	StatusWrongKind Status = -8
+	// StatusBadRecord: a batch record's kind byte is invalid or its
+	// reserved bytes are not zero (wire.Decode failed).
+	StatusBadRecord Status = -9
+	// StatusBadValue: a timer duration is negative.
+	StatusBadValue Status = -10
+)
+
+var statusText = map[Status]string{
+	StatusOK:             "ok",
+	StatusMemory:         "pointer or length outside guest memory",
+	StatusInvalidName:    "invalid metric name",
+	StatusInvalidKind:    "invalid metric kind",
+	StatusKindConflict:   "name already used by a metric of another kind",
+	StatusPrefixConflict: "name conflicts with another metric's path",
+	StatusTooManyMetrics: "metric limit reached",
+	StatusUnknownID:      "unknown metric id",
+	StatusWrongKind:      "metric id has another kind",
+	StatusBadRecord:      "corrupt batch record",
+	StatusBadValue:       "invalid value",
+}
+
+func (s Status) String() string {
+	if t, ok := statusText[s]; ok {
+		return t
+	}
+	if s > 0 {
+		return fmt.Sprintf("result %d", int32(s))
+	}
+	return fmt.Sprintf("status(%d)", int32(s))
+}
+
+// DefaultMaxMetrics is the number of metrics a plugin may define unless
+// WithMaxMetrics says otherwise.
+const DefaultMaxMetrics = 4096
+
+// Option configures Instantiate.
+type Option func(*config)
+
+type config struct {
+	prefix string
+	max    int
+	stats  *Stats
+}
+
+// WithPrefix puts every metric the guests define under prefix: the guest's
+// "requests" becomes "plugins.auth.requests" with WithPrefix("plugins.auth").
+// The prefix must itself be a valid name; Instantiate fails otherwise.
+func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = prefix } }
+
+// WithMaxMetrics caps how many distinct metrics the guests of this host
+// module may define (default DefaultMaxMetrics); define returns
+// StatusTooManyMetrics beyond it. n <= 0 means the default.
+func WithMaxMetrics(n int) Option { return func(c *config) { c.max = n } }
+
+// WithStats makes the host module count what its guests do into s, so the
+// embedding program can report failures a guest may ignore.
+func WithStats(s *Stats) Option { return func(c *config) { c.stats = s } }
+
+// Stats counts what guests did through the host module. Read the fields with
+// their Load methods; all are cumulative.
+type Stats struct {
+	Defines  atomic.Uint64 // successful define calls
+	Records  atomic.Uint64 // events applied (single calls and batch records)
+	Batches  atomic.Uint64 // batch calls that were in bounds
+	Rejected atomic.Uint64 // calls and batch records that failed with a status
+	// LastStatus is the most recent failure status (a negative Status).
+	LastStatus atomic.Int32
+}
+
+func (s *Stats) reject(st Status) {
+	s.Rejected.Add(1)
+	s.LastStatus.Store(int32(st))
+}
+
+// metric is one defined id: the kind it was defined with and a typed pointer,
+// so recording is a switch and a direct call instead of a type assertion.
+type metric struct {
+	kind wire.Kind
+	c    *registry.Counter
+	g    *registry.Gauge
+	m    *registry.Meter
+	t    *registry.Timer
+	h    *registry.Histogram
+}
+
+// host is the state of one instantiated host module. Ids are per host module
+// (one per plugin), not per guest instance: every instance of a plugin that
+// defines "hits" gets the same id, so ids stay valid across the instances of
+// a pool and across replacements, and the cap bounds the plugin as a whole
+// however many instances it runs.
+type host struct {
+	r      *registry.Registry
+	prefix string
+	max    int
+	stats  *Stats
+
+	ids atomic.Pointer[[]metric] // copy-on-write; index = id
+
+	mu     sync.Mutex // serialises define
+	byName map[string]int32
+}
+
+// Instantiate adds the "tapes" host module to rt, recording into r. Guests
+// instantiated into rt afterwards can import its functions. Closing the
+// result, or rt, removes the module. A runtime holds at most one module
+// named "tapes", so each plugin that needs its own prefix needs its own
+// runtime (share a wazero.CompilationCache between them).
+func Instantiate(ctx context.Context, rt wazero.Runtime, r *registry.Registry, opts ...Option) (api.Closer, error) {
+	h, err := newHost(r, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return h.builder(rt).Instantiate(ctx)
+}
+
+func newHost(r *registry.Registry, opts ...Option) (*host, error) {
+	if r == nil {
+		return nil, fmt.Errorf("hostabi: nil registry")
+	}
+	c := config{max: DefaultMaxMetrics}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.max <= 0 {
+		c.max = DefaultMaxMetrics
+	}
+	if c.stats == nil {
+		c.stats = new(Stats)
+	}
+	if c.prefix != "" {
+		if err := wire.ValidateName(c.prefix); err != nil {
+			return nil, fmt.Errorf("hostabi: prefix: %w", err)
+		}
+	}
+	h := &host{r: r, prefix: c.prefix, max: c.max, stats: c.stats, byName: map[string]int32{}}
+	empty := []metric{}
+	h.ids.Store(&empty)
+	return h, nil
+}
+
+const (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+	f64 = api.ValueTypeF64
+)
+
+func (h *host) builder(rt wazero.Runtime) wazero.HostModuleBuilder {
+	b := rt.NewHostModuleBuilder(ModuleName)
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(h.define), []api.ValueType{i32, i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("kind", "name_ptr", "name_len").WithResultNames("id_or_status").
+		Export(FuncDefine)
+	rec := func(name string, fn api.GoFunc, vt api.ValueType) {
+		b.NewFunctionBuilder().
+			WithGoFunction(fn, []api.ValueType{i32, vt}, []api.ValueType{i32}).
+			WithParameterNames("id", "value").WithResultNames("status").
+			Export(name)
+	}
+	rec(FuncCounterAdd, api.GoFunc(func(_ context.Context, s []uint64) { h.one(s, wire.KindCounter) }), i64)
+	rec(FuncMeterMark, api.GoFunc(func(_ context.Context, s []uint64) { h.one(s, wire.KindMeter) }), i64)
+	rec(FuncTimerNs, api.GoFunc(func(_ context.Context, s []uint64) { h.one(s, wire.KindTimer) }), i64)
+	rec(FuncHistogramUpdate, api.GoFunc(func(_ context.Context, s []uint64) { h.one(s, wire.KindHistogram) }), f64)
+	rec(FuncGaugeSet, api.GoFunc(func(_ context.Context, s []uint64) { h.one(s, wire.KindGauge) }), f64)
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(h.batch), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("ptr", "n").WithResultNames("rejected_or_status").
+		Export(FuncBatch)
+	return b
+}
+
+func ret(stack []uint64, v int32) { stack[0] = api.EncodeI32(v) }
+
+// define: (kind i32, name_ptr i32, name_len i32) -> id or negative status.
+func (h *host) define(_ context.Context, mod api.Module, stack []uint64) {
+	kind, ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1]), api.DecodeU32(stack[2])
+	id, st := h.defineName(mod, kind, ptr, n)
+	if st != StatusOK {
+		h.stats.reject(st)
+		ret(stack, int32(st))
+		return
+	}
+	h.stats.Defines.Add(1)
+	ret(stack, id)
+}
+
+func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
+	k := wire.Kind(kind)
+	if kind > 255 || !k.Valid() {
+		return 0, StatusInvalidKind
+	}
+	mem := mod.Memory()
+	if mem == nil {
+		return 0, StatusMemory
+	}
+	b, ok := mem.Read(ptr, n)
+	if !ok {
+		return 0, StatusMemory
+	}
+	if n == 0 || n > wire.MaxNameLen {
+		return 0, StatusInvalidName
+	}
+	name := string(b) // copies: guest memory may change under us
+	if h.prefix != "" {
+		name = h.prefix + "." + name
+	}
+	if wire.ValidateName(name) != nil {
+		return 0, StatusInvalidName
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if id, ok := h.byName[name]; ok {
+		if (*h.ids.Load())[id].kind != k {
+			return 0, StatusKindConflict
+		}
+		return id, StatusOK
+	}
+	old := *h.ids.Load()
+	if len(old) >= h.max || len(old) >= math.MaxInt32 {
+		return 0, StatusTooManyMetrics
+	}
+	m, err := h.r.GetOrCreate(k, name)
+	if err != nil {
+		return 0, statusOf(err)
+	}
+	e := metric{kind: k}
+	switch v := m.(type) {
+	case *registry.Counter:
+		e.c = v
+	case *registry.Gauge:
+		e.g = v
+	case *registry.Meter:
+		e.m = v
+	case *registry.Timer:
+		e.t = v
+	case *registry.Histogram:
+		e.h = v
+	default:
+		return 0, StatusInvalidKind
+	}
+	ids := make([]metric, len(old), len(old)+1)
+	copy(ids, old)
+	ids = append(ids, e)
+	id := int32(len(old))
+	h.byName[name] = id
+	h.ids.Store(&ids)
+	return id, StatusOK
+}
+
+func statusOf(err error) Status {
+	switch {
+	case errors.Is(err, registry.ErrInvalidName):
+		return StatusInvalidName
+	case errors.Is(err, registry.ErrKindConflict):
+		return StatusKindConflict
+	case errors.Is(err, registry.ErrPrefixConflict):
+		return StatusPrefixConflict
+	case errors.Is(err, registry.ErrTooManyMetrics):
+		return StatusTooManyMetrics
+	default:
+		return StatusInvalidKind
+	}
+}
+
+// one serves the five single-event functions: (id i32, value) -> status.
+func (h *host) one(stack []uint64, k wire.Kind) {
+	ids := *h.ids.Load()
+	st := apply(ids, api.DecodeU32(stack[0]), k, stack[1])
+	if st != StatusOK {
+		h.stats.reject(st)
+	} else {
+		h.stats.Records.Add(1)
+	}
+	ret(stack, int32(st))
+}
+
+// apply records one event whose value bits are already in their final form
+// (int64 two's complement, or float64 bits, as in a wire.Record).
+func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
+	if uint64(id) >= uint64(len(ids)) {
+		return StatusUnknownID
+	}
+	e := &ids[id]
+	if e.kind != k {
+		return StatusWrongKind
+	}
+	switch k {
+	case wire.KindCounter:
+		e.c.Add(int64(v))
+	case wire.KindMeter:
+		e.m.Mark(int64(v))
+	case wire.KindTimer:
+		if int64(v) < 0 {
+			return StatusBadValue
+		}
+		e.t.Update(time.Duration(v))
+	case wire.KindHistogram:
+		e.h.Update(math.Float64frombits(v))
+	case wire.KindGauge:
+		e.g.Set(math.Float64frombits(v))
+	}
+	return StatusOK
+}
+
+// batch: (ptr i32, n i32) -> number of rejected records (>= 0) or negative
+// status. Each record stands alone: a bad one is skipped and counted, the
+// others are applied (see docs/guest-abi.md, "Batch semantics").
+func (h *host) batch(_ context.Context, mod api.Module, stack []uint64) {
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	size := uint64(n) * wire.RecordSize
+	mem := mod.Memory()
+	if mem == nil || size > math.MaxUint32 {
+		h.stats.reject(StatusMemory)
+		ret(stack, int32(StatusMemory))
+		return
+	}
+	buf, ok := mem.Read(ptr, uint32(size))
+	if !ok {
+		h.stats.reject(StatusMemory)
+		ret(stack, int32(StatusMemory))
+		return
+	}
+	ids := *h.ids.Load()
+	var rejected int32
+	last := StatusOK
+	for len(buf) >= wire.RecordSize {
+		r, err := wire.Decode(buf)
+		buf = buf[wire.RecordSize:]
+		st := StatusBadRecord
+		if err == nil {
+			st = apply(ids, r.ID, r.Kind, r.Value)
+		}
+		if st != StatusOK {
+			rejected++
+			last = st
+		}
+	}
+	h.stats.Batches.Add(1)
+	h.stats.Records.Add(uint64(int64(n) - int64(rejected)))
+	if rejected > 0 {
+		h.stats.Rejected.Add(uint64(rejected))
+		h.stats.LastStatus.Store(int32(last))
+	}
+	ret(stack, rejected)
+}

@@ -1,0 +1,97 @@
+package hostabi_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/tapes-go/tapes/internal/testenv"
+)
+
+// The guests are rebuilt from their source once per test binary, into
+// buildDir, and the tests use the rebuilt files; the committed .wasm beside
+// each source are for readers and for hosts without a toolchain.
+var (
+	buildDir  string
+	buildMu   sync.Mutex
+	buildDone = map[string]buildResult{}
+)
+
+type buildResult struct {
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	d, err := os.MkdirTemp("", "hostabi-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buildDir = d
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
+}
+
+func once(key string, build func(out string) error) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if r, ok := buildDone[key]; ok {
+		return r.path, r.err
+	}
+	out := filepath.Join(buildDir, key+".wasm")
+	err := build(out)
+	buildDone[key] = buildResult{out, err}
+	return out, err
+}
+
+// cGuest builds testdata/<name>.c as a wasm32-wasi reactor and returns its
+// bytes.
+func cGuest(t testing.TB, name string) []byte {
+	t.Helper()
+	clang := testenv.WasiClang(t)
+	path, err := once("c-"+name, func(out string) error {
+		cmd := exec.Command(clang, "--target=wasm32-wasi", "-O2", "-mexec-model=reactor",
+			"-I", filepath.Join(testenv.RepoRoot(), "guest", "c"),
+			"-o", out, filepath.Join("testdata", name+".c"))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// goGuest builds the Go package in dir (relative to the repo root) for
+// wasip1 as a c-shared reactor and returns its bytes.
+func goGuest(t testing.TB, dir string) []byte {
+	t.Helper()
+	path, err := once("go-"+filepath.Base(dir), func(out string) error {
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./"+dir)
+		cmd.Dir = testenv.RepoRoot()
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
