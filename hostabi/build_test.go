@@ -95,3 +95,26 @@ func goGuest(t testing.TB, dir string) []byte {
 	}
 	return b
 }
+
+// cCommand builds testdata/<name>.c as a wasm32-wasi command (with _start).
+func cCommand(t testing.TB, name string) []byte {
+	t.Helper()
+	clang := testenv.WasiClang(t)
+	path, err := once("cmd-"+name, func(out string) error {
+		cmd := exec.Command(clang, "--target=wasm32-wasi", "-O2",
+			"-I", filepath.Join(testenv.RepoRoot(), "guest", "c"),
+			"-o", out, filepath.Join("testdata", name+".c"))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
