@@ -1,0 +1,575 @@
+package shm
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	mmap "github.com/edsrzf/mmap-go"
+
+	"github.com/tapes-go/tapes"
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// Client records metrics from a worker process into its own slot of a shm
+// file; a host process drains the slot into its registry. It implements
+// tapes.Recorder, so code written against the root package's handle
+// interfaces runs unchanged in a worker.
+//
+//	c, err := shm.OpenEnv() // path from $TAPES_SHM
+//	defer c.Close()
+//	c.Counter("jobs.done").Inc()
+//	defer c.Timer("jobs.latency").Time().Stop()
+//
+// Recording never blocks and never allocates: an event claims the next
+// record of the slot's ring with one compare-and-swap and commits it with one
+// atomic store. When the ring is full (the host is behind or not running)
+// the event is dropped and counted in the slot's dropped counter, which the
+// host reports as <prefix>.dropped.*.
+//
+// All methods are safe for concurrent use by the goroutines of one process.
+// A forked child must Open its own Client: the slot belongs to the pid that
+// claimed it.
+type Client struct {
+	// The record path reads these; they never change after Open.
+	reserve  *uint64 // slot's claim index, in the mapping
+	consumer *uint64 // host's consumer index, in the mapping
+	dropped  *uint64
+	ring     unsafe.Pointer
+	mask     uint64
+	size     uint64
+
+	_      [64]byte
+	limit  atomic.Uint64 // claims below this fit in the ring (consumer + size at last look)
+	closed atomic.Bool
+
+	mu       sync.Mutex
+	f        *os.File
+	m        mmap.MMap
+	g        geometry
+	slot     int
+	base     int
+	pid      uint32
+	gen      uint32
+	defCount *uint64
+	names    *registry.Registry // same errors as the host's registry, at the worker
+	defs     map[string]def
+	modes    map[string]GaugeMode // declared by GaugeMode before definition
+	handles  map[string]any
+	funcs    []*Gauge
+	every    time.Duration
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+type def struct {
+	id   uint32
+	kind wire.Kind
+	mode GaugeMode
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithSampleInterval sets how often one background goroutine calls the
+// functions of function gauges and records their values (default 1s). Flush
+// and Close also sample.
+func WithSampleInterval(d time.Duration) Option {
+	return func(c *Client) {
+		if d > 0 {
+			c.every = d
+		}
+	}
+}
+
+// ErrBigEndian is returned by Open on a big-endian machine: records are
+// written with native stores and the file format is little-endian.
+var ErrBigEndian = errors.New("shm: big-endian machines are not supported")
+
+func littleEndian() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}
+
+// OpenEnv opens the file named by the TAPES_SHM environment variable.
+func OpenEnv(opts ...Option) (*Client, error) {
+	p := os.Getenv(EnvVar)
+	if p == "" {
+		return nil, fmt.Errorf("shm: %s is not set", EnvVar)
+	}
+	return Open(p, opts...)
+}
+
+// Open attaches to the shm file at path, which a host created, and claims a
+// free worker slot for this process. It fails with ErrNoSlot if every slot
+// is taken (the host reclaims the slots of exited workers while it drains).
+func Open(path string, opts ...Option) (*Client, error) {
+	if !littleEndian() {
+		return nil, ErrBigEndian
+	}
+	start, err := selfStart()
+	if err != nil {
+		return nil, err
+	}
+	f, size, err := openFile(path, os.O_RDWR)
+	if err != nil {
+		return nil, err
+	}
+	hdr := make([]byte, HeaderSize)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err)
+	}
+	g, err := validateHeader(hdr, size)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w (%s)", err, path)
+	}
+	m, err := mapFile(f, g.fileSize, true)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	c := &Client{
+		f: f, m: m, g: g,
+		names:   registry.New(registry.WithMaxMetrics(g.maxDefs)),
+		defs:    map[string]def{},
+		modes:   map[string]GaugeMode{},
+		handles: map[string]any{},
+		every:   time.Second,
+		pid:     uint32(os.Getpid()),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	c.slot = -1
+	for i := 0; i < g.slots; i++ {
+		st := u64(m, g.slotOff(i)+slotState)
+		w := atomic.LoadUint64(st)
+		_, gen, state := unpackState(w)
+		if state != StateFree {
+			continue
+		}
+		if atomic.CompareAndSwapUint64(st, w, packState(c.pid, gen+1, StateActive)) {
+			c.slot, c.gen = i, (gen+1)&0xffffff
+			break
+		}
+	}
+	if c.slot < 0 {
+		m.Unmap()
+		f.Close()
+		return nil, fmt.Errorf("%w in %s (%d slots)", ErrNoSlot, path, g.slots)
+	}
+	c.base = g.slotOff(c.slot)
+	atomic.StoreUint64(u64(m, c.base+slotStart), start)
+	c.reserve = u64(m, c.base+slotReserve)
+	c.consumer = u64(m, c.base+slotConsumer)
+	c.dropped = u64(m, c.base+slotDropped)
+	c.defCount = u64(m, c.base+slotDefCount)
+	// The host zeroes a slot before freeing it; a non-zero count here means
+	// someone scribbled on the file, and starting over is the only safe choice.
+	atomic.StoreUint64(c.defCount, 0)
+	c.ring = unsafe.Pointer(&m[c.base+g.ringOffset])
+	c.size = uint64(g.ringRecs)
+	c.mask = c.size - 1
+	c.limit.Store(atomic.LoadUint64(c.consumer) + c.size)
+	// Handles keep the client reachable, so the mapping is released only
+	// when no goroutine can still record into it (see Close).
+	runtime.SetFinalizer(c, (*Client).unmap)
+	return c, nil
+}
+
+func (c *Client) unmap() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		c.m.Unmap()
+		c.m = nil
+	}
+}
+
+func u64(m []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&m[off])) }
+func u32(m []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&m[off])) }
+
+// put claims the next record of the ring and commits it. w0 is the record's
+// first 8 bytes (id, kind, zero reserved bytes) as a little-endian word; the
+// host treats a record as committed once that word's kind byte is non-zero,
+// so w0 is stored last, atomically, after the value.
+func (c *Client) put(w0, v uint64) {
+	if c.closed.Load() {
+		return
+	}
+	for {
+		r := atomic.LoadUint64(c.reserve)
+		if r >= c.limit.Load() {
+			lim := atomic.LoadUint64(c.consumer) + c.size
+			c.limit.Store(lim)
+			if r >= lim {
+				atomic.AddUint64(c.dropped, 1)
+				return
+			}
+		}
+		if atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
+			p := unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize)
+			*(*uint64)(unsafe.Add(p, wire.RecordValueOff)) = v
+			atomic.StoreUint64((*uint64)(p), w0)
+			return
+		}
+	}
+}
+
+func word0(id uint32, k wire.Kind) uint64 { return uint64(id) | uint64(k)<<32 }
+
+// Slot returns the index of the slot this client claimed.
+func (c *Client) Slot() int { return c.slot }
+
+// Dropped returns how many events this client's slot dropped because its
+// ring was full.
+func (c *Client) Dropped() uint64 { return atomic.LoadUint64(c.dropped) }
+
+// ErrModeConflict: a gauge is defined again with another combine mode.
+var ErrModeConflict = errors.New("shm: gauge already defined with another mode")
+
+// Define publishes a metric definition in this worker's table and returns
+// its id, the index records carry. It is the error-returning form behind
+// every handle method; errors are the registry's *registry.NameError values
+// (invalid name, kind conflict, prefix conflict, too many metrics: the
+// table holds Config.MaxMetrics names per worker), ErrModeConflict or
+// ErrClosed. Defining a name again returns the same id.
+func (c *Client) Define(k wire.Kind, name string) (uint32, error) {
+	return c.define(k, name, 0)
+}
+
+func (c *Client) define(k wire.Kind, name string, mode GaugeMode) (uint32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.defineLocked(k, name, mode)
+}
+
+func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32, error) {
+	if c.closed.Load() {
+		return 0, ErrClosed
+	}
+	if k == wire.KindGauge && mode == 0 {
+		mode = c.modes[name]
+		if mode == 0 {
+			mode = DefaultGaugeMode
+		}
+	}
+	if d, ok := c.defs[name]; ok {
+		if d.kind != k {
+			return 0, &registry.NameError{Name: name, Kind: k, Existing: d.kind, Err: registry.ErrKindConflict}
+		}
+		if k == wire.KindGauge && d.mode != mode {
+			return 0, fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, d.mode, mode)
+		}
+		return d.id, nil
+	}
+	if k == wire.KindGauge && !mode.Valid() {
+		return 0, fmt.Errorf("shm: gauge %q: invalid mode %d", name, mode)
+	}
+	// The scratch registry applies wire.ValidateName and the prefix rule and
+	// returns exactly the registry's errors, before anything is written.
+	if _, err := c.names.GetOrCreate(k, name); err != nil {
+		return 0, err
+	}
+	id := uint32(len(c.defs))
+	e := c.m[c.base+c.g.defOffset+int(id)*DefSize:][:DefSize]
+	clear(e)
+	e[defKind] = byte(k)
+	if k == wire.KindGauge {
+		e[defMode] = byte(mode)
+	}
+	e[defNameLen] = byte(len(name))
+	copy(e[defName:], name)
+	// Publishing the count is the release: the host reads entries only
+	// below the count it loaded.
+	atomic.StoreUint64(c.defCount, uint64(id)+1)
+	c.defs[name] = def{id: id, kind: k, mode: mode}
+	return id, nil
+}
+
+// GaugeMode declares the combine mode of the gauge called name before it is
+// defined, so that library code calling Gauge(name, fn) through a
+// tapes.Recorder gets it. Declaring another mode for an already defined
+// gauge returns ErrModeConflict.
+func (c *Client) GaugeMode(name string, mode GaugeMode) error {
+	if !mode.Valid() {
+		return fmt.Errorf("shm: gauge %q: invalid mode %d", name, mode)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.defs[name]; ok && d.kind == wire.KindGauge && d.mode != mode {
+		return fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, d.mode, mode)
+	}
+	c.modes[name] = mode
+	return nil
+}
+
+func handle[T any](c *Client, k wire.Kind, name string, mk func(id uint32) *T) (*T, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h, ok := c.handles[name].(*T); ok {
+		return h, nil
+	}
+	id, err := c.defineLocked(k, name, 0)
+	if err != nil {
+		return nil, err
+	}
+	h := mk(id)
+	c.handles[name] = h
+	return h, nil
+}
+
+func must[T any](h *T, err error) *T {
+	if err != nil {
+		panic(err)
+	}
+	return h
+}
+
+// GetCounter is the error-returning form of Counter.
+func (c *Client) GetCounter(name string) (*Counter, error) {
+	return handle(c, wire.KindCounter, name, func(id uint32) *Counter {
+		return &Counter{c: c, w0: word0(id, wire.KindCounter)}
+	})
+}
+
+// GetMeter is the error-returning form of Meter.
+func (c *Client) GetMeter(name string) (*Meter, error) {
+	return handle(c, wire.KindMeter, name, func(id uint32) *Meter {
+		return &Meter{c: c, w0: word0(id, wire.KindMeter)}
+	})
+}
+
+// GetTimer is the error-returning form of Timer.
+func (c *Client) GetTimer(name string) (*Timer, error) {
+	return handle(c, wire.KindTimer, name, func(id uint32) *Timer {
+		return &Timer{c: c, w0: word0(id, wire.KindTimer)}
+	})
+}
+
+// GetHistogram is the error-returning form of Histogram.
+func (c *Client) GetHistogram(name string) (*Histogram, error) {
+	return handle(c, wire.KindHistogram, name, func(id uint32) *Histogram {
+		return &Histogram{c: c, w0: word0(id, wire.KindHistogram)}
+	})
+}
+
+// GetGauge is the error-returning form of Gauge with an explicit mode (0
+// means the mode declared with GaugeMode, else DefaultGaugeMode). A non-nil
+// fn is sampled by the client's background loop, on Flush and on Close; the
+// first fn given for a name stays.
+func (c *Client) GetGauge(name string, mode GaugeMode, fn func() float64) (*Gauge, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h, ok := c.handles[name].(*Gauge); ok {
+		if mode != 0 && mode != c.defs[name].mode {
+			return nil, fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, c.defs[name].mode, mode)
+		}
+		return h, nil
+	}
+	id, err := c.defineLocked(wire.KindGauge, name, mode)
+	if err != nil {
+		return nil, err
+	}
+	e := c.base + c.g.defOffset + int(id)*DefSize
+	h := &Gauge{c: c, w0: word0(id, wire.KindGauge), set: u32(c.m, e+defGaugeSet), val: u64(c.m, e+defGaugeVal), fn: fn}
+	c.handles[name] = h
+	if fn != nil {
+		c.funcs = append(c.funcs, h)
+		if c.stop == nil {
+			c.stop, c.done = make(chan struct{}), make(chan struct{})
+			go c.sampler(c.stop, c.done)
+		}
+		h.record(fn())
+	}
+	return h, nil
+}
+
+// Counter returns a handle to the counter called name, defining it if
+// needed. It panics on an invalid name or a kind conflict, as the
+// registry's accessors do; use GetCounter for names from elsewhere.
+func (c *Client) Counter(name string) tapes.CounterHandle { return must(c.GetCounter(name)) }
+
+// Meter returns a handle to the meter called name; it panics like Counter.
+func (c *Client) Meter(name string) tapes.MeterHandle { return must(c.GetMeter(name)) }
+
+// Timer returns a handle to the timer called name; it panics like Counter.
+func (c *Client) Timer(name string) tapes.TimerHandle { return must(c.GetTimer(name)) }
+
+// Histogram returns a handle to the histogram called name; it panics like Counter.
+func (c *Client) Histogram(name string) tapes.HistogramHandle {
+	return must(c.GetHistogram(name))
+}
+
+// Gauge returns a handle to the gauge called name with the mode declared by
+// GaugeMode, else DefaultGaugeMode (sum). A non-nil fn makes it a function
+// gauge, sampled in the background (see WithSampleInterval). It panics like
+// Counter.
+func (c *Client) Gauge(name string, fn func() float64) tapes.GaugeHandle {
+	return must(c.GetGauge(name, 0, fn))
+}
+
+func (c *Client) sampler(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			c.sample()
+		}
+	}
+}
+
+func (c *Client) sample() {
+	c.mu.Lock()
+	fs := c.funcs
+	c.mu.Unlock()
+	for _, g := range fs {
+		g.record(g.fn())
+	}
+}
+
+// Flush samples every function gauge now. Other events need no flushing:
+// each is visible to the host as soon as its record is committed.
+func (c *Client) Flush() {
+	if !c.closed.Load() {
+		c.sample()
+	}
+}
+
+// Close samples the function gauges a last time, stops the sampler and
+// marks the slot closed. It does not wait for the host: committed events
+// stay in the ring, and the host drains them and then frees the slot
+// (within a second if any record is still half-written, by a goroutine
+// that was recording during Close). Events recorded after Close are
+// discarded. The mapping itself stays until the Client is garbage, so a
+// goroutine still holding a handle can never fault.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		return nil
+	}
+	stop, done := c.stop, c.done
+	c.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+	c.sample()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed.Store(true)
+	st := u64(c.m, c.base+slotState)
+	want := packState(c.pid, c.gen, StateActive)
+	closedErr := error(nil)
+	if !atomic.CompareAndSwapUint64(st, want, packState(c.pid, c.gen, StateClosed)) {
+		closedErr = fmt.Errorf("shm: slot %d was taken from this worker (state %#x)", c.slot, atomic.LoadUint64(st))
+	}
+	if err := c.f.Close(); err != nil && closedErr == nil {
+		closedErr = err
+	}
+	return closedErr
+}
+
+// Counter is a worker's handle to a counter. Methods cost one ring record.
+type Counter struct {
+	c  *Client
+	w0 uint64
+}
+
+// Inc adds 1.
+func (h *Counter) Inc() { h.c.put(h.w0, 1) }
+
+// Dec subtracts 1.
+func (h *Counter) Dec() { h.c.put(h.w0, math.MaxUint64) }
+
+// Add adds n, which may be negative.
+func (h *Counter) Add(n int64) { h.c.put(h.w0, uint64(n)) }
+
+// Meter is a worker's handle to a meter.
+type Meter struct {
+	c  *Client
+	w0 uint64
+}
+
+// Mark records n events.
+func (h *Meter) Mark(n int64) { h.c.put(h.w0, uint64(n)) }
+
+// Histogram is a worker's handle to a histogram.
+type Histogram struct {
+	c  *Client
+	w0 uint64
+}
+
+// Update records v.
+func (h *Histogram) Update(v float64) { h.c.put(h.w0, math.Float64bits(v)) }
+
+// Timer is a worker's handle to a timer.
+type Timer struct {
+	c  *Client
+	w0 uint64
+}
+
+// Update records one duration.
+func (h *Timer) Update(d time.Duration) { h.c.put(h.w0, uint64(d)) }
+
+// UpdateSince records the time elapsed since start.
+func (h *Timer) UpdateSince(start time.Time) { h.Update(time.Since(start)) }
+
+// Time starts a stopwatch whose Stop records the elapsed time.
+func (h *Timer) Time() registry.Stopwatch { return registry.StartStopwatch(h) }
+
+// Func runs f and records how long it took.
+func (h *Timer) Func(f func()) {
+	start := time.Now()
+	defer h.UpdateSince(start)
+	f()
+}
+
+// Gauge is a worker's handle to a cross-process gauge.
+type Gauge struct {
+	c   *Client
+	w0  uint64
+	set *uint32
+	val *uint64
+	fn  func() float64
+}
+
+// Set records v as this worker's value. On a function gauge it has no
+// effect: the function wins, as in the registry.
+func (h *Gauge) Set(v float64) {
+	if h.fn == nil {
+		h.record(v)
+	}
+}
+
+// record keeps the value in the definition entry too, so that a host that
+// starts later learns the current value even if the record is long drained.
+func (h *Gauge) record(v float64) {
+	if h.c.closed.Load() {
+		return
+	}
+	b := math.Float64bits(v)
+	atomic.StoreUint64(h.val, b)
+	if atomic.LoadUint32(h.set) == 0 {
+		atomic.StoreUint32(h.set, 1)
+	}
+	h.c.put(h.w0, b)
+}
+
+var _ tapes.Recorder = (*Client)(nil)
+
+func unsafeAdd[T any](p *T, off uintptr) unsafe.Pointer { return unsafe.Add(unsafe.Pointer(p), off) }

@@ -1,0 +1,168 @@
+package shm
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/tapes-go/tapes/registry"
+)
+
+// GaugeMode says how the host combines the values that several workers give
+// one gauge. It is chosen by the first worker that defines the gauge; a
+// worker defining it later with another mode has its definition rejected by
+// the host (counted in <prefix>.rejected).
+type GaugeMode uint8
+
+const (
+	// GaugeSum reports the sum of the live workers' values (0 with none).
+	GaugeSum GaugeMode = 1
+	// GaugeMin reports the smallest live worker's value (0 with none).
+	GaugeMin GaugeMode = 2
+	// GaugeMax reports the largest live worker's value (0 with none).
+	GaugeMax GaugeMode = 3
+	// GaugeLast reports the value the host drained most recently from any
+	// live worker; when that worker dies, the next most recent live one.
+	GaugeLast GaugeMode = 4
+	// GaugePerWorker reports one gauge per live worker, named
+	// <name>.pid-<pid>; <name> itself becomes a path, not a metric.
+	GaugePerWorker GaugeMode = 5
+
+	// DefaultGaugeMode is the mode of gauges defined without one: summing
+	// is right for the quantities gauges usually hold in a pre-forked
+	// service (in-flight requests, open connections, queue depth, bytes).
+	DefaultGaugeMode = GaugeSum
+)
+
+var modeNames = [...]string{"invalid", "sum", "min", "max", "last", "per-worker"}
+
+func (m GaugeMode) String() string {
+	if m.Valid() {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// Valid reports whether m is one of the five modes.
+func (m GaugeMode) Valid() bool { return m >= GaugeSum && m <= GaugePerWorker }
+
+// perWorkerName is the series a GaugePerWorker gauge gets for one worker.
+// The "pid-" segment cannot be the whole of any aggregated gauge's name and
+// the parent name is never registered itself, so the registry's prefix rule
+// never sees a leaf above another leaf among these series.
+func perWorkerName(name string, pid uint32) string {
+	return name + ".pid-" + strconv.FormatUint(uint64(pid), 10)
+}
+
+// gaugeAgg holds every live worker's value of one cross-process gauge. The
+// drain goroutine writes it; registry readers call value concurrently.
+type gaugeAgg struct {
+	name string
+	mode GaugeMode
+	g    *registry.Gauge // the combined gauge (nil for GaugePerWorker)
+
+	mu   sync.Mutex
+	seq  uint64
+	vals map[int]gval // by slot
+}
+
+type gval struct {
+	v   float64
+	seq uint64
+	pw  *registry.Gauge // GaugePerWorker: this worker's series
+}
+
+func (a *gaugeAgg) set(slot int, v float64) {
+	a.mu.Lock()
+	a.seq++
+	gv := a.vals[slot]
+	gv.v, gv.seq = v, a.seq
+	a.vals[slot] = gv
+	pw := gv.pw
+	c := a.combineLocked()
+	a.mu.Unlock()
+	if pw != nil {
+		pw.Set(v)
+	}
+	if a.g != nil {
+		// Normally a.g calls value itself; Set covers a gauge the host's own
+		// code registered under this name before any worker did.
+		a.g.Set(c)
+	}
+}
+
+func (a *gaugeAgg) remove(slot int) (pw *registry.Gauge) {
+	a.mu.Lock()
+	pw = a.vals[slot].pw
+	delete(a.vals, slot)
+	c := a.combineLocked()
+	a.mu.Unlock()
+	if a.g != nil {
+		a.g.Set(c)
+	}
+	return pw
+}
+
+func (a *gaugeAgg) value() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.combineLocked()
+}
+
+func (a *gaugeAgg) combineLocked() float64 {
+	if len(a.vals) == 0 {
+		return 0
+	}
+	switch a.mode {
+	case GaugeSum:
+		s := 0.0
+		for _, v := range a.vals {
+			s += v.v
+		}
+		return s
+	case GaugeMin:
+		m := math.Inf(1)
+		for _, v := range a.vals {
+			m = math.Min(m, v.v)
+		}
+		return m
+	case GaugeMax:
+		m := math.Inf(-1)
+		for _, v := range a.vals {
+			m = math.Max(m, v.v)
+		}
+		return m
+	case GaugeLast:
+		var best gval
+		for _, v := range a.vals {
+			if v.seq >= best.seq {
+				best = v
+			}
+		}
+		return best.v
+	}
+	return 0
+}
+
+// workers returns the slots contributing, sorted, for tests and Inspect.
+func (a *gaugeAgg) workers() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := make([]int, 0, len(a.vals))
+	for k := range a.vals {
+		s = append(s, k)
+	}
+	sort.Ints(s)
+	return s
+}
+
+// join registers a GaugePerWorker series for slot before its first value.
+func (a *gaugeAgg) join(slot int, pw *registry.Gauge) {
+	a.mu.Lock()
+	gv := a.vals[slot]
+	gv.pw = pw
+	a.vals[slot] = gv
+	a.mu.Unlock()
+}

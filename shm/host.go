@@ -1,0 +1,767 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mmap "github.com/edsrzf/mmap-go"
+
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// Config is the geometry of a new file and the host's settings. Zero fields
+// take the defaults. When CreateHost attaches to an existing file, the
+// file's geometry wins over Slots, RingRecords and MaxMetrics.
+//
+// With the defaults a file is 64 slots of ~535 KiB (34 MiB in all), sparse
+// on tmpfs: a slot's pages are allocated only as its worker touches them,
+// so an idle worker costs its control lines and definitions, and a busy one
+// its 256 KiB ring plus 272 bytes per metric it defines.
+type Config struct {
+	// Slots is the number of worker processes that can be attached at once
+	// (default 64, at most 4096).
+	Slots int
+	// RingRecords is the number of 16-byte records in each worker's ring, a
+	// power of two (default 16384: 256 KiB, about 1.6 ms of a worker
+	// recording flat out, or 16 s at 1000 events/s with no host).
+	RingRecords int
+	// MaxMetrics is how many distinct names one worker may define (default
+	// 1024).
+	MaxMetrics int
+	// Prefix is where the host's own metrics go (default "tapes.shm").
+	Prefix string
+}
+
+// Default configuration values.
+const (
+	DefaultSlots       = 64
+	DefaultRingRecords = 16384
+	DefaultMaxMetrics  = 1024
+	DefaultPrefix      = "tapes.shm"
+)
+
+func (c Config) withDefaults() Config {
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.RingRecords == 0 {
+		c.RingRecords = DefaultRingRecords
+	}
+	if c.MaxMetrics == 0 {
+		c.MaxMetrics = DefaultMaxMetrics
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	return c
+}
+
+// Host owns a shm file: it drains the workers' rings into a registry,
+// reclaims the slots of workers that exited, and holds an exclusive flock on
+// the file so that two hosts never drain it at once.
+//
+// Nothing a worker writes can make the host panic: every offset it uses
+// comes from the geometry validated at attach and kept in Go memory,
+// records go through wire.Decode and the definition table, and reads of the
+// mapping run with debug.SetPanicOnFault so that a file truncated under the
+// host (SIGBUS) becomes an ErrTruncated error.
+type Host struct {
+	mu     sync.Mutex
+	path   string
+	f      *os.File
+	m      mmap.MMap
+	g      geometry
+	prefix string
+	closed bool
+
+	liveEvery time.Duration
+	maxIdle   time.Duration
+	lastLive  time.Time
+
+	reg   *registry.Registry
+	self  selfMetrics
+	slots []hslot
+	aggs  map[string]*gaugeAgg
+}
+
+type selfMetrics struct {
+	events, malformed, rejected, discarded, aborted, reclaimed, dropped *registry.Counter
+	workers, lag                                                        *registry.Gauge
+}
+
+// hslot is what the host knows about one slot's current occupant.
+type hslot struct {
+	bound    bool
+	pid      uint32
+	gen      uint32
+	consumer uint64
+	dropped  uint64
+	droppedC *registry.Counter
+	defs     []hdef
+	badDefs  uint64 // last out-of-range definition count reported
+	holeAt   time.Time
+}
+
+type hdef struct {
+	kind     wire.Kind
+	rejected bool
+	name     string
+	c        *registry.Counter
+	m        *registry.Meter
+	t        *registry.Timer
+	h        *registry.Histogram
+	g        *gaugeAgg
+}
+
+// CreateHost creates the shm file at path (DefaultPath if path is empty)
+// with mode 0600, or attaches to the existing one after validating it, and
+// takes the file's flock; it fails with ErrLocked while another host holds
+// it. A new file appears under its name only once its header is complete
+// (it is built under a temporary name and linked into place).
+func CreateHost(path string, cfg Config) (*Host, error) {
+	cfg = cfg.withDefaults()
+	if err := wire.ValidateName(cfg.Prefix); err != nil {
+		return nil, fmt.Errorf("shm: Config.Prefix: %w", err)
+	}
+	if path == "" {
+		p, err := DefaultPath()
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	g, err := newGeometry(cfg.Slots, cfg.RingRecords, cfg.MaxMetrics)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		f, size, err := openFile(path, os.O_RDWR)
+		if errors.Is(err, os.ErrNotExist) && attempt < 3 {
+			created, err := create(path, g)
+			if err != nil {
+				return nil, err
+			}
+			if !created {
+				continue // another host created it first: attach to theirs
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return attach(path, f, size, cfg.Prefix)
+	}
+}
+
+// create builds a complete file under a temporary name and links it to
+// path, so that no worker or host ever sees a half-written header.
+func create(path string, g geometry) (bool, error) {
+	tmp := fmt.Sprintf("%s.tmp-%d-%d", path, os.Getpid(), time.Now().UnixNano())
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("shm: %w", err)
+	}
+	defer os.Remove(tmp)
+	defer f.Close()
+	if err := f.Chmod(0o600); err != nil {
+		return false, fmt.Errorf("shm: %w", err)
+	}
+	if err := f.Truncate(int64(g.fileSize)); err != nil {
+		return false, fmt.Errorf("shm: sizing %s: %w", tmp, err)
+	}
+	hdr := make([]byte, HeaderSize)
+	g.putHeader(hdr)
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		return false, fmt.Errorf("shm: writing header: %w", err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("shm: %w", err)
+	}
+	return true, nil
+}
+
+func attach(path string, f *os.File, size int64, prefix string) (*Host, error) {
+	fail := func(err error) (*Host, error) {
+		f.Close()
+		return nil, err
+	}
+	if err := flock(f); err != nil {
+		return fail(err)
+	}
+	hdr := make([]byte, HeaderSize)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return fail(fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err))
+	}
+	g, err := validateHeader(hdr, size)
+	if err != nil {
+		return fail(fmt.Errorf("%w (%s)", err, path))
+	}
+	m, err := mapFile(f, g.fileSize, true)
+	if err != nil {
+		return fail(err)
+	}
+	return &Host{
+		path: path, f: f, m: m, g: g, prefix: prefix,
+		liveEvery: 250 * time.Millisecond,
+		maxIdle:   5 * time.Millisecond,
+		slots:     make([]hslot, g.slots),
+	}, nil
+}
+
+// Path returns the file's path, for passing to workers (see EnvVar).
+func (h *Host) Path() string { return h.path }
+
+// Slots returns the number of worker slots in the file.
+func (h *Host) Slots() int { return h.g.slots }
+
+// RingRecords returns the number of records in each worker's ring.
+func (h *Host) RingRecords() int { return h.g.ringRecs }
+
+// Close unmaps the file and releases its flock. Events still in the rings
+// stay there for the next host.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	err := h.m.Unmap()
+	if cerr := h.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// DrainOption tunes Drain.
+type DrainOption func(*Host)
+
+// WithMaxIdleSleep sets the longest sleep between passes when no events
+// arrive (default 5ms): the worst-case latency of the first event after a
+// quiet period, against wake-ups per second while idle.
+func WithMaxIdleSleep(d time.Duration) DrainOption {
+	return func(h *Host) {
+		if d > 0 {
+			h.maxIdle = d
+		}
+	}
+}
+
+// WithLivenessInterval sets how often the host checks that the workers of
+// active slots are alive and refreshes dropped counts and lag (default 250ms).
+func WithLivenessInterval(d time.Duration) DrainOption {
+	return func(h *Host) {
+		if d > 0 {
+			h.liveEvery = d
+		}
+	}
+}
+
+// Drain applies the workers' events to r until ctx ends, then drains what
+// is committed once more and returns nil. It polls adaptively: while
+// events arrive it passes over the rings back to back; when they stop it
+// sleeps, doubling from 50µs up to the maximum idle sleep (WithMaxIdleSleep),
+// so an idle host wakes ~200 times a second and an event waits at most that
+// long. It returns an error only if the file becomes unusable (ErrTruncated
+// when it is truncated under the host) or r refuses the host's own metrics.
+func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
+	h.mu.Lock()
+	for _, o := range opts {
+		o(h)
+	}
+	h.mu.Unlock()
+	const minSleep = 50 * time.Microsecond
+	sleep := time.Duration(0)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		if ctx.Err() != nil {
+			_, err := h.drain(r, true, false)
+			return err
+		}
+		n, err := h.drain(r, false, false)
+		if err != nil {
+			return err
+		}
+		switch {
+		case n >= 256:
+			sleep = 0
+			continue
+		case n > 0:
+			sleep /= 2
+		default:
+			sleep = max(minSleep, min(sleep*2, h.maxIdle))
+		}
+		if sleep < minSleep {
+			runtime.Gosched()
+			continue
+		}
+		t.Reset(sleep)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+}
+
+// DrainOnce applies every event committed when it is called, checks which
+// workers are alive and reclaims the slots of dead or closed ones (a closed
+// slot with a record still being written waits up to a second), and
+// returns the number of events applied. Tests and shutdown paths use it;
+// services use Drain.
+func (h *Host) DrainOnce(r *registry.Registry) (int, error) {
+	return h.drain(r, true, true)
+}
+
+func (h *Host) drain(r *registry.Registry, live, once bool) (n int, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return 0, ErrClosed
+	}
+	if err := h.bind(r); err != nil {
+		return 0, err
+	}
+	now := time.Time{}
+	if live || time.Since(h.lastLive) >= h.liveEvery {
+		live = true
+		now = time.Now()
+		h.lastLive = now
+		if size, err := fileSize(h.f); err != nil || size < int64(h.g.fileSize) {
+			return 0, fmt.Errorf("%w: %s is now %d bytes, the host mapped %d", ErrTruncated, h.path, size, h.g.fileSize)
+		}
+	}
+	err = h.protect(func() { n = h.pass(live, now) })
+	return n, err
+}
+
+// protect runs f with faults on the mapping turned into a recovered panic:
+// the file can be truncated by anyone who can write it, and touching a page
+// past its new end raises SIGBUS.
+func (h *Host) protect(f func()) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			if fe, ok := p.(interface{ Addr() uintptr }); ok {
+				err = fmt.Errorf("%w: fault at %#x reading %s (truncated under the host?)", ErrTruncated, fe.Addr(), h.path)
+				return
+			}
+			err = fmt.Errorf("shm: internal error draining %s: %v\n%s", h.path, p, debug.Stack())
+		}
+	}()
+	f()
+	return nil
+}
+
+func (h *Host) bind(r *registry.Registry) error {
+	if h.reg == r {
+		return nil
+	}
+	if r == nil {
+		return errors.New("shm: nil registry")
+	}
+	p := h.prefix + "."
+	var s selfMetrics
+	var err error
+	counter := func(name string) *registry.Counter {
+		m, e := r.GetOrCreate(registry.KindCounter, p+name)
+		if e != nil {
+			err = errors.Join(err, e)
+			return nil
+		}
+		return m.(*registry.Counter)
+	}
+	gauge := func(name string) *registry.Gauge {
+		g, e := r.GaugeFunc(p+name, nil)
+		if e != nil {
+			err = errors.Join(err, e)
+		}
+		return g
+	}
+	s.events = counter("events")
+	s.malformed = counter("malformed")
+	s.rejected = counter("rejected")
+	s.discarded = counter("discarded")
+	s.aborted = counter("aborted")
+	s.reclaimed = counter("reclaimed")
+	s.dropped = counter("dropped.total")
+	s.workers = gauge("workers")
+	s.lag = gauge("lag")
+	if err != nil {
+		return fmt.Errorf("shm: registering the host's metrics under %q: %w", h.prefix, err)
+	}
+	h.reg, h.self = r, s
+	h.aggs = map[string]*gaugeAgg{}
+	for i := range h.slots {
+		h.slots[i] = hslot{}
+	}
+	return nil
+}
+
+func (h *Host) slotU64(i, off int) *uint64 { return u64(h.m, h.g.slotOff(i)+off) }
+
+type passStats struct{ events, malformed, discarded, aborted, lag int }
+
+func (h *Host) pass(live bool, now time.Time) int {
+	var ps passStats
+	workers := 0
+	for i := range h.slots {
+		w := atomic.LoadUint64(h.slotU64(i, slotState))
+		pid, gen, st := unpackState(w)
+		hs := &h.slots[i]
+		switch st {
+		case StateFree:
+			if hs.bound {
+				h.unbind(i, hs)
+			}
+			continue
+		case StateActive, StateClosed:
+		case StateReclaiming:
+			// A host died in the middle of reclaiming; finish its work.
+			h.reset(i, w)
+			continue
+		default:
+			ps.malformed++
+			h.finish(i, hs, w, &ps)
+			continue
+		}
+		if !hs.bound || hs.pid != pid || hs.gen != gen {
+			h.unbind(i, hs)
+			*hs = hslot{bound: true, pid: pid, gen: gen}
+			hs.consumer = atomic.LoadUint64(h.slotU64(i, slotConsumer))
+		}
+		h.drainSlot(i, hs, &ps)
+		if !live {
+			workers++
+			continue
+		}
+		h.refresh(i, hs, &ps)
+		dead := st == StateClosed || pid == 0
+		if !dead {
+			dead = !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
+		}
+		if dead {
+			if h.finish(i, hs, w, &ps) {
+				continue
+			}
+		}
+		workers++
+	}
+	s := &h.self
+	if ps.events > 0 {
+		s.events.Add(int64(ps.events))
+	}
+	if ps.malformed > 0 {
+		s.malformed.Add(int64(ps.malformed))
+	}
+	if ps.discarded > 0 {
+		s.discarded.Add(int64(ps.discarded))
+	}
+	if ps.aborted > 0 {
+		s.aborted.Add(int64(ps.aborted))
+	}
+	if live {
+		s.workers.Set(float64(workers))
+		s.lag.Set(float64(ps.lag))
+	}
+	return ps.events
+}
+
+// alive reports whether the process that claimed a slot still runs. The
+// start time tells a reused pid from the original process; a slot whose
+// worker died between its claim and storing the start time (0) is judged
+// by the pid alone.
+func (h *Host) alive(pid uint32, start uint64) bool {
+	s, ok, err := procStart(int(pid))
+	if err != nil {
+		return true // cannot tell: never reclaim a slot that may be in use
+	}
+	return ok && (start == 0 || s == start)
+}
+
+// refresh reads the worker-written counters that the hot path must not
+// touch on every pass: dropped events and the backlog.
+func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
+	d := atomic.LoadUint64(h.slotU64(i, slotDropped))
+	switch {
+	case d > hs.dropped:
+		delta := int64(min(d-hs.dropped, math.MaxInt64/2))
+		h.self.dropped.Add(delta)
+		if hs.droppedC == nil {
+			name := h.prefix + ".dropped.pid-" + strconv.FormatUint(uint64(hs.pid), 10)
+			if m, err := h.reg.GetOrCreate(registry.KindCounter, name); err == nil {
+				hs.droppedC = m.(*registry.Counter)
+			}
+		}
+		if hs.droppedC != nil {
+			hs.droppedC.Add(delta)
+		}
+		hs.dropped = d
+	case d < hs.dropped:
+		ps.malformed++ // a counter running backwards: resynchronise
+		hs.dropped = d
+	}
+	res := atomic.LoadUint64(h.slotU64(i, slotReserve))
+	if res >= hs.consumer {
+		ps.lag += int(min(res-hs.consumer, uint64(h.g.ringRecs)))
+	} else {
+		ps.malformed++
+	}
+}
+
+// drainSlot applies the records committed in slot i's ring, at most one
+// ring's worth, and publishes the new consumer index.
+func (h *Host) drainSlot(i int, hs *hslot, ps *passStats) {
+	consP := h.slotU64(i, slotConsumer)
+	if atomic.LoadUint64(consP) != hs.consumer {
+		ps.malformed++ // someone other than this host wrote the consumer index
+	}
+	ring := h.g.slotOff(i) + h.g.ringOffset
+	mask := uint64(h.g.ringRecs - 1)
+	c := hs.consumer
+	for k := 0; k < h.g.ringRecs; k++ {
+		p := u64(h.m, ring+int(c&mask)*wire.RecordSize)
+		w0 := atomic.LoadUint64(p)
+		if byte(w0>>32) == 0 {
+			break
+		}
+		h.consume(i, hs, p, w0, ps)
+		c++
+	}
+	hs.consumer = c
+	atomic.StoreUint64(consP, c)
+}
+
+// consume decodes, applies and zeroes one committed record.
+func (h *Host) consume(i int, hs *hslot, p *uint64, w0 uint64, ps *passStats) {
+	vp := (*uint64)(unsafeAdd(p, wire.RecordValueOff))
+	v := atomic.LoadUint64(vp)
+	// The zeroing is ordered before the consumer index store that lets the
+	// worker reuse the record; plain stores suffice for that.
+	*vp = 0
+	*p = 0
+	var b [wire.RecordSize]byte
+	binary.LittleEndian.PutUint64(b[0:], w0)
+	binary.LittleEndian.PutUint64(b[8:], v)
+	rec, err := wire.Decode(b[:])
+	if err != nil {
+		ps.malformed++
+		return
+	}
+	if int(rec.ID) >= len(hs.defs) {
+		h.loadDefs(i, hs)
+		if int(rec.ID) >= len(hs.defs) {
+			ps.malformed++
+			return
+		}
+	}
+	d := &hs.defs[rec.ID]
+	if d.kind != rec.Kind {
+		ps.malformed++
+		return
+	}
+	if d.rejected {
+		ps.discarded++
+		return
+	}
+	switch rec.Kind {
+	case wire.KindCounter:
+		d.c.Add(rec.Int())
+	case wire.KindMeter:
+		d.m.Mark(rec.Int())
+	case wire.KindTimer:
+		d.t.Update(time.Duration(rec.Int()))
+	case wire.KindHistogram:
+		d.h.Update(rec.Float())
+	case wire.KindGauge:
+		f := rec.Float()
+		if f-f != 0 { // NaN or ±Inf would poison the combined value
+			ps.discarded++
+			return
+		}
+		d.g.set(i, f)
+	}
+	ps.events++
+}
+
+// loadDefs reads the definitions slot i's worker published since the last
+// call and binds each to a registry metric, or marks it rejected.
+func (h *Host) loadDefs(i int, hs *hslot) {
+	n := atomic.LoadUint64(h.slotU64(i, slotDefCount))
+	if n > uint64(h.g.maxDefs) {
+		if n != hs.badDefs {
+			hs.badDefs = n
+			h.self.malformed.Inc()
+		}
+		n = uint64(h.g.maxDefs)
+	}
+	base := h.g.slotOff(i) + h.g.defOffset
+	for id := len(hs.defs); id < int(n); id++ {
+		e := h.m[base+id*DefSize:][:DefSize]
+		d := h.bindDef(i, hs, e)
+		if d.rejected {
+			h.self.rejected.Inc()
+		}
+		hs.defs = append(hs.defs, d)
+	}
+}
+
+func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
+	k, mode, nl := wire.Kind(e[defKind]), GaugeMode(e[defMode]), int(e[defNameLen])
+	d := hdef{kind: k, rejected: true}
+	if !k.Valid() || e[defZero] != 0 || nl == 0 || (k == wire.KindGauge) != mode.Valid() || (k != wire.KindGauge && mode != 0) {
+		return d
+	}
+	name := string(e[defName : defName+nl])
+	d.name = name
+	if wire.ValidateName(name) != nil || name == h.prefix || len(name) > len(h.prefix) && name[:len(h.prefix)+1] == h.prefix+"." {
+		return d // workers may not write into the host's own metrics
+	}
+	if k == wire.KindGauge {
+		a := h.aggs[name]
+		if a == nil {
+			a = &gaugeAgg{name: name, mode: mode, vals: map[int]gval{}}
+			if mode != GaugePerWorker {
+				g, err := h.reg.GaugeFunc(name, nil)
+				if err != nil {
+					return d
+				}
+				a.g = g
+			}
+			h.aggs[name] = a
+		} else if a.mode != mode {
+			return d
+		}
+		if mode == GaugePerWorker {
+			g, err := h.reg.GaugeFunc(perWorkerName(name, hs.pid), nil)
+			if err != nil {
+				return d
+			}
+			a.join(i, g)
+		}
+		d.g, d.rejected = a, false
+		if atomic.LoadUint32((*uint32)(unsafeAdd(&e[defGaugeSet], 0))) != 0 {
+			f := math.Float64frombits(atomic.LoadUint64((*uint64)(unsafeAdd(&e[defGaugeVal], 0))))
+			if f-f == 0 {
+				a.set(i, f)
+			}
+		}
+		return d
+	}
+	m, err := h.reg.GetOrCreate(k, name)
+	if err != nil {
+		return d
+	}
+	switch k {
+	case wire.KindCounter:
+		d.c = m.(*registry.Counter)
+	case wire.KindMeter:
+		d.m = m.(*registry.Meter)
+	case wire.KindTimer:
+		d.t = m.(*registry.Timer)
+	case wire.KindHistogram:
+		d.h = m.(*registry.Histogram)
+	}
+	d.rejected = false
+	return d
+}
+
+// finish handles a slot whose worker is gone (dead, closed or corrupt):
+// it applies every committed record, skips records the worker claimed but
+// never committed, and frees the slot. It reports false if the slot must
+// wait: a closed worker that is still running may be committing a record.
+func (h *Host) finish(i int, hs *hslot, w uint64, ps *passStats) bool {
+	pid, _, st := unpackState(w)
+	if hs.bound {
+		h.drainSlot(i, hs, ps)
+	}
+	res := atomic.LoadUint64(h.slotU64(i, slotReserve))
+	c := hs.consumer
+	holes := res > c && res-c <= uint64(h.g.ringRecs)
+	if holes && st == StateClosed && h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart))) {
+		if hs.holeAt.IsZero() {
+			hs.holeAt = time.Now()
+		}
+		if time.Since(hs.holeAt) < time.Second {
+			return false
+		}
+	}
+	if holes && hs.bound {
+		ring := h.g.slotOff(i) + h.g.ringOffset
+		mask := uint64(h.g.ringRecs - 1)
+		for ; c < res; c++ {
+			p := u64(h.m, ring+int(c&mask)*wire.RecordSize)
+			if w0 := atomic.LoadUint64(p); byte(w0>>32) != 0 {
+				h.consume(i, hs, p, w0, ps)
+			} else {
+				ps.aborted++
+			}
+		}
+		hs.consumer = c
+	}
+	if hs.bound {
+		h.refresh(i, hs, ps)
+	}
+	h.unbind(i, hs)
+	h.reset(i, w)
+	h.self.reclaimed.Inc()
+	return true
+}
+
+// unbind forgets slot i's occupant: its gauge values stop counting and its
+// per-worker series leave the registry. Cumulative metrics keep what it
+// recorded.
+func (h *Host) unbind(i int, hs *hslot) {
+	if !hs.bound {
+		return
+	}
+	for _, d := range hs.defs {
+		if d.g == nil || d.rejected {
+			continue
+		}
+		if d.g.remove(i) != nil {
+			h.reg.Unregister(perWorkerName(d.name, hs.pid))
+		}
+	}
+	if hs.droppedC != nil {
+		h.reg.Unregister(h.prefix + ".dropped.pid-" + strconv.FormatUint(uint64(hs.pid), 10))
+	}
+	*hs = hslot{}
+}
+
+// reset zeroes slot i and frees it. The state goes through
+// StateReclaiming so that no worker claims the slot half-reset; a host that
+// dies in between leaves StateReclaiming, which the next host finishes.
+func (h *Host) reset(i int, w uint64) {
+	_, gen, _ := unpackState(w)
+	st := h.slotU64(i, slotState)
+	rw := packState(0, gen, StateReclaiming)
+	if w != rw && !atomic.CompareAndSwapUint64(st, w, rw) {
+		return // changed under us; look again next pass
+	}
+	base := h.g.slotOff(i)
+	n := atomic.LoadUint64(h.slotU64(i, slotDefCount))
+	n = min(n, uint64(h.g.maxDefs))
+	clear(h.m[base+h.g.defOffset : base+h.g.defOffset+int(n)*DefSize])
+	clear(h.m[base+h.g.ringOffset : base+h.g.ringOffset+h.g.ringRecs*wire.RecordSize])
+	for _, off := range []int{slotStart, slotReserve, slotDropped, slotDefCount, slotConsumer} {
+		atomic.StoreUint64(h.slotU64(i, off), 0)
+	}
+	atomic.StoreUint64(st, packState(0, gen, StateFree))
+}

@@ -1,0 +1,118 @@
+package shm
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tapes-go/tapes/registry"
+)
+
+func init() {
+	roles["seq"] = roleSeq
+}
+
+// roleSeq records a known sequence: worker k of the test records n events of
+// each kind, with values that identify the worker and the event.
+func roleSeq() int {
+	k, n := envInt("SEQ_K"), envInt("SEQ_N")
+	c, err := OpenEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cnt := c.Counter("seq.count")
+	mtr := c.Meter("seq.rate")
+	hst := c.Histogram("seq.size")
+	tmr := c.Timer("seq.time")
+	for j := 0; j < n; j++ {
+		cnt.Inc()
+		mtr.Mark(2)
+		hst.Update(float64(k*1_000_000 + j))
+		tmr.Update(time.Duration(j+1) * time.Microsecond)
+	}
+	if d := c.Dropped(); d != 0 {
+		fmt.Fprintf(os.Stderr, "worker %d dropped %d\n", k, d)
+		return 3
+	}
+	if err := c.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func TestWorkersExactTotals(t *testing.T) {
+	const workers, n = 4, 20000
+	h := newHost(t, Config{Slots: 8, RingRecords: 1 << 17})
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var drainErr error
+	wg.Add(1)
+	go func() { defer wg.Done(); drainErr = h.Drain(ctx, r) }()
+
+	var cmds sync.WaitGroup
+	for k := 0; k < workers; k++ {
+		cmd := child(t, "seq", EnvVar+"="+h.Path(), "SEQ_K="+strconv.Itoa(k), "SEQ_N="+strconv.Itoa(n))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds.Add(1)
+		go func() {
+			defer cmds.Done()
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		}()
+	}
+	cmds.Wait()
+	waitFor(t, "all events", 20*time.Second, func() bool {
+		m, ok := r.Get("seq.time")
+		return ok && m.(*registry.Timer).Count() == workers*n
+	})
+	cancel()
+	wg.Wait()
+	if drainErr != nil {
+		t.Fatal(drainErr)
+	}
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Counter("seq.count").Value(); got != workers*n {
+		t.Errorf("counter = %d, want %d", got, workers*n)
+	}
+	if got := r.Meter("seq.rate").Count(); got != 2*workers*n {
+		t.Errorf("meter = %d, want %d", got, 2*workers*n)
+	}
+	hs := r.Histogram("seq.size").Snapshot()
+	if hs.Count != workers*n || hs.Min != 0 || hs.Max != float64((workers-1)*1_000_000+n-1) {
+		t.Errorf("histogram count %d min %v max %v", hs.Count, hs.Min, hs.Max)
+	}
+	ts := r.Timer("seq.time").Snapshot()
+	if ts.Count != workers*n || ts.Min != float64(time.Microsecond)*1e-9 || ts.Max != float64(n*int(time.Microsecond))*1e-9 {
+		t.Errorf("timer count %d min %v max %v", ts.Count, ts.Min, ts.Max)
+	}
+	if got := r.Counter("tapes.shm.events").Value(); got != 4*workers*n {
+		t.Errorf("events = %d, want %d", got, 4*workers*n)
+	}
+	if got := r.Counter("tapes.shm.reclaimed").Value(); got != workers {
+		t.Errorf("reclaimed = %d, want %d", got, workers)
+	}
+	for _, name := range []string{"malformed", "rejected", "discarded", "aborted", "dropped.total"} {
+		if v := r.Counter("tapes.shm." + name).Value(); v != 0 {
+			t.Errorf("tapes.shm.%s = %d", name, v)
+		}
+	}
+	rep, err := Inspect(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Workers) != 0 {
+		t.Errorf("slots still in use after the workers exited: %+v", rep.Workers)
+	}
+}
