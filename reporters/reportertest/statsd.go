@@ -34,10 +34,10 @@ import (
 // arrived since the previous flush (StatsD resets them every flush); gauges
 // hold their current values; Timers the raw values received in the interval.
 type Flush struct {
-	Timestamp int64                                `json:"ts"`
-	Counters  map[string]float64                   `json:"counters"`
-	Gauges    map[string]float64                   `json:"gauges"`
-	Timers    map[string][]float64                 `json:"timers"`
+	Timestamp int64                                 `json:"ts"`
+	Counters  map[string]float64                    `json:"counters"`
+	Gauges    map[string]float64                    `json:"gauges"`
+	Timers    map[string][]float64                  `json:"timers"`
 	TimerData map[string]map[string]json.RawMessage `json:"timer_data"`
 }
 
