@@ -34,6 +34,11 @@ type coarseClock struct {
 	_       [56]byte     // readers hammer now; keep the flags off its line
 	used    atomic.Bool  // set by readers, cleared by the refresher each second
 	running atomic.Bool
+
+	// Zero means the defaults above; tests shorten them to see the
+	// refresher stop and restart.
+	res       time.Duration
+	idleStops int
 }
 
 var coarse coarseClock
@@ -73,9 +78,16 @@ func (c *coarseClock) advance(t int64) int64 {
 }
 
 func (c *coarseClock) refresh() {
-	tk := time.NewTicker(coarseResolution)
+	res, stops := coarseResolution, coarseIdleStops
+	if c.res > 0 {
+		res, stops = c.res, c.idleStops
+	}
+	tk := time.NewTicker(res)
 	defer tk.Stop()
-	perSecond := int(time.Second / coarseResolution)
+	perSecond := max(int(time.Second/res), 1)
+	if c.res > 0 {
+		perSecond = 10 // checks every 10 ticks under test
+	}
 	idle, n := 0, 0
 	for range tk.C {
 		c.advance(preciseNanos())
@@ -87,7 +99,7 @@ func (c *coarseClock) refresh() {
 			idle = 0
 			continue
 		}
-		if idle++; idle < coarseIdleStops {
+		if idle++; idle < stops {
 			continue
 		}
 		c.running.Store(false)

@@ -3,6 +3,7 @@ package registry
 import (
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,30 +37,42 @@ type Histogram struct {
 	clock  Clock
 	window time.Duration
 
-	epoch  atomic.Int64 // current half-window number (1-based)
-	until  atomic.Int64 // when epoch ends, in clock nanoseconds
+	epoch  atomic.Int64 // current half-window number (>= 1); 0 before first use
 	shards atomic.Pointer[[]*hshard]
 	mu     sync.Mutex // guards shard creation
 }
 
+// hshard is one P's part of a histogram. Only the goroutine that has that P
+// pinned writes it, so every field is updated with an atomic load and store
+// (no read-modify-write). On amd64 a Go atomic store is still a locked XCHG
+// (~2-6 ns), so the record path keeps them to three: sum, sum of squares
+// and the bucket count. The window count is the sum of the buckets, and
+// the cumulative count and sum are the retired half-windows plus the live
+// ones, so neither costs a store per event.
 type hshard struct {
-	_        [64]byte // keep other allocations off the written lines
-	total    atomic.Uint64
-	totalSum atomic.Uint64 // float64 bits
-	win      [2]hwindow
-	_        [64]byte
+	_      [64]byte // keep other allocations off the written lines
+	win    [2]hwindow
+	retN   atomic.Uint64 // values of the half-windows reset so far
+	retSum atomic.Uint64 // float64 bits: their sum
+	_      [64]byte
 }
 
-// hwindow is one half-window of one shard. Only the shard's P writes it;
-// readers use epoch as a sequence lock around reset.
+// Half-window states besides its epoch number.
+const (
+	epochUnused    = 0
+	epochResetting = -1
+)
+
+// hwindow is one half-window of one shard. Readers use epoch as a sequence
+// lock around reset: it is epochResetting while the writer retires and
+// clears the half-window, and never takes the same positive value twice.
 type hwindow struct {
-	epoch atomic.Int64 // half-window number; 0 while unused or being reset
-	count atomic.Uint64
-	shift atomic.Uint64 // float64 bits: first value, subtracted from sums for precision
+	epoch atomic.Int64
+	shift atomic.Uint64 // float64 bits: first value (NaN before it), subtracted from sums for precision
 	sum   atomic.Uint64 // float64 bits: Σ(v-shift)
 	sumsq atomic.Uint64 // float64 bits: Σ(v-shift)²
-	min   atomic.Uint64
-	max   atomic.Uint64
+	min   atomic.Uint64 // float64 bits: +Inf when empty
+	max   atomic.Uint64 // float64 bits: -Inf when empty
 	b     atomic.Pointer[buckets]
 }
 
@@ -103,22 +116,23 @@ func (h *Histogram) half() int64 {
 	return int64(w / 2)
 }
 
-// epochAt maps a time to its half-window number. The division happens once
-// per half-window; the record path compares against a cached boundary.
+// epochAt maps a time to its half-window number, never going back: a caller
+// whose timestamp is a little stale gets the current half-window. The
+// number is one word, advanced by CAS, so racing callers can never pair one
+// half-window's number with another's end.
 func (h *Histogram) epochAt(now int64) int64 {
-	if now < h.until.Load() {
-		if ep := h.epoch.Load(); ep != 0 {
-			return ep
-		}
-	}
 	half := h.half()
-	ep := now/half + 1
-	if now < (ep-1)*half { // negative times (injected clocks before 1970)
-		ep--
+	ep := h.epoch.Load()
+	if ep != 0 && now < ep*half {
+		return ep
 	}
-	h.epoch.Store(ep)
-	h.until.Store(ep * half)
-	return ep
+	want := max(now/half+1, 1) // injected clocks before 1970 share the first half-window
+	for {
+		if ep >= want || h.epoch.CompareAndSwap(ep, want) {
+			return max(ep, want)
+		}
+		ep = h.epoch.Load()
+	}
 }
 
 func (h *Histogram) addShard(pid int) {
@@ -141,47 +155,55 @@ func (h *Histogram) addShard(pid int) {
 // record runs with the P pinned: this goroutine is the shard's only writer.
 func (s *hshard) record(v float64, ep int64) {
 	w := &s.win[ep&1]
-	if e := w.epoch.Load(); e != ep && e < ep {
-		w.reset(ep)
+	if w.epoch.Load() < ep { // a stale ep (< epoch) records into the newer half-window
+		s.reset(w, ep)
 	}
 	k := bucketKey(v)
 	b := w.b.Load()
-	if b == nil || k < b.lo || k >= b.lo+len(b.c) {
+	if b == nil || uint(k-b.lo) >= uint(len(b.c)) {
 		b = w.grow(b, k)
 	}
-	c := &b.c[k-b.lo]
-	c.Store(c.Load() + 1)
-	n := w.count.Load()
-	if n == 0 {
-		st(&w.shift, v)
+	// Moments before the bucket: a reader that sees the bucket count sees
+	// a min, max and shift that include the value.
+	if v < ld(&w.min) {
 		st(&w.min, v)
-		st(&w.max, v)
-	} else {
-		if v < ld(&w.min) {
-			st(&w.min, v)
-		}
-		if v > ld(&w.max) {
-			st(&w.max, v)
-		}
 	}
-	d := v - ld(&w.shift)
+	if v > ld(&w.max) {
+		st(&w.max, v)
+	}
+	shift := ld(&w.shift)
+	if shift != shift {
+		shift = v
+		st(&w.shift, v)
+	}
+	d := v - shift
 	st(&w.sum, ld(&w.sum)+d)
 	st(&w.sumsq, ld(&w.sumsq)+d*d)
-	w.count.Store(n + 1)
-	s.total.Store(s.total.Load() + 1)
-	st(&s.totalSum, ld(&s.totalSum)+v)
+	c := &b.c[k-b.lo]
+	c.Store(c.Load() + 1)
 }
 
-// reset empties a half-window for reuse, keeping its bucket memory so that
-// rotation does not allocate.
-func (w *hwindow) reset(ep int64) {
-	w.epoch.Store(0)
+// reset retires a half-window into the shard's cumulative count and sum and
+// empties it for epoch ep, keeping its bucket memory so that rotation does
+// not allocate.
+func (s *hshard) reset(w *hwindow, ep int64) {
+	w.epoch.Store(epochResetting)
 	if b := w.b.Load(); b != nil {
+		var n uint64
 		for i := range b.c {
-			b.c[i].Store(0)
+			if c := b.c[i].Load(); c != 0 {
+				n += c
+				b.c[i].Store(0)
+			}
+		}
+		if n != 0 {
+			s.retN.Store(s.retN.Load() + n)
+			st(&s.retSum, ld(&s.retSum)+ld(&w.sum)+float64(n)*ld(&w.shift))
 		}
 	}
-	w.count.Store(0)
+	st(&w.shift, math.NaN())
+	st(&w.min, math.Inf(1))
+	st(&w.max, math.Inf(-1))
 	w.sum.Store(0)
 	w.sumsq.Store(0)
 	w.epoch.Store(ep)
@@ -189,24 +211,31 @@ func (w *hwindow) reset(ep int64) {
 
 // grow returns a bucket array covering k and the old range, copied from b.
 // It over-allocates one power of two on the growing side so that a value
-// range widening one bucket at a time does not copy every time.
+// range widening one bucket at a time does not copy every time, and uses
+// whatever the allocator's size class adds on top, so Bytes is exact.
 func (w *hwindow) grow(b *buckets, k int) *buckets {
-	lo, hi := k, k
+	lo, hi := k-subCount/2, k+subCount/2-1
+	down := false
 	if b != nil {
-		lo, hi = min(lo, b.lo), max(hi, b.lo+len(b.c)-1)
-		if k < b.lo {
+		lo, hi = min(k, b.lo), max(k, b.lo+len(b.c)-1)
+		if down = k < b.lo; down {
 			lo -= subCount
 		} else {
 			hi += subCount
 		}
-	} else {
-		lo, hi = k-subCount/2, k+subCount/2-1
 	}
 	lo, hi = max(lo, -posBuckets), min(hi, posBuckets)
-	nb := &buckets{lo: lo, c: make([]atomic.Uint64, hi-lo+1)}
+	c := slices.Grow([]atomic.Uint64(nil), hi-lo+1)
+	c = c[:cap(c)]
+	if down {
+		lo = max(hi-len(c)+1, -posBuckets)
+	}
+	nb := &buckets{lo: lo, c: c}
 	if b != nil {
 		for i := range b.c {
-			nb.c[b.lo+i-lo].Store(b.c[i].Load())
+			if v := b.c[i].Load(); v != 0 {
+				nb.c[b.lo+i-lo].Store(v)
+			}
 		}
 	}
 	w.b.Store(nb)
@@ -215,88 +244,107 @@ func (w *hwindow) grow(b *buckets, k int) *buckets {
 
 // Count returns the number of values recorded since creation.
 func (h *Histogram) Count() uint64 {
-	var n uint64
-	h.eachShard(func(s *hshard) { n += s.total.Load() })
+	n, _ := h.collect(nil, 0)
 	return n
 }
 
 // Sum returns the sum of the values recorded since creation.
 func (h *Histogram) Sum() float64 {
-	var sum float64
-	h.eachShard(func(s *hshard) { sum += ld(&s.totalSum) })
+	_, sum := h.collect(nil, 0)
 	return sum
 }
 
-func (h *Histogram) eachShard(f func(*hshard)) {
-	if p := h.shards.Load(); p != nil {
+// collect returns the cumulative count and sum and, if sk is not nil, folds
+// the half-windows cur-1 and cur into sk. Reading a shard while its writer
+// resets a half-window starts the whole collection over: resets happen once
+// per half-window per shard and take microseconds, so this is rare.
+func (h *Histogram) collect(sk *Sketch, cur int64) (n uint64, sum float64) {
+	p := h.shards.Load()
+	if p == nil {
+		return 0, 0
+	}
+	for attempt := 0; ; attempt++ {
+		n, sum = 0, 0
+		if sk != nil {
+			sk.reset()
+		}
+		ok := true
 		for _, s := range *p {
-			if s != nil {
-				f(s)
+			if s == nil {
+				continue
 			}
+			sn, ssum, sok := s.read(sk, cur)
+			if !sok && attempt < 100 {
+				ok = false
+				break
+			}
+			n, sum = n+sn, sum+ssum
+		}
+		if ok {
+			return n, sum
+		}
+		runtime.Gosched()
+	}
+}
+
+// read is collect for one shard; ok is false if a reset ran meanwhile.
+func (s *hshard) read(sk *Sketch, cur int64) (n uint64, sum float64, ok bool) {
+	e0, e1 := s.win[0].epoch.Load(), s.win[1].epoch.Load()
+	if e0 == epochResetting || e1 == epochResetting {
+		return 0, 0, false
+	}
+	n, sum = s.retN.Load(), ld(&s.retSum)
+	for i, e := range [2]int64{e0, e1} {
+		into := sk
+		if e != cur && e != cur-1 {
+			into = nil
+		}
+		wn, wsum := s.win[i].read(into)
+		n, sum = n+wn, sum+wsum
+	}
+	ok = s.win[0].epoch.Load() == e0 && s.win[1].epoch.Load() == e1
+	return n, sum, ok
+}
+
+// read returns the half-window's count and sum and, if sk is not nil, adds
+// its buckets and moments to sk.
+func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
+	b := w.b.Load()
+	if b == nil {
+		return 0, 0
+	}
+	if sk != nil {
+		sk.grow(b.lo)
+		sk.grow(b.lo + len(b.c) - 1)
+		dst := sk.counts[b.lo-sk.lo:]
+		dst = dst[:len(b.c)]
+		for i := range b.c {
+			c := b.c[i].Load()
+			dst[i] += c
+			n += c
+		}
+	} else {
+		for i := range b.c {
+			n += b.c[i].Load()
 		}
 	}
+	if n == 0 {
+		return 0, 0
+	}
+	shift, wsum, sumsq := ld(&w.shift), ld(&w.sum), ld(&w.sumsq)
+	if sk != nil {
+		mean := wsum / float64(n)
+		sk.mergeMoments(n, ld(&w.min), ld(&w.max), shift+mean, max(sumsq-wsum*mean, 0))
+	}
+	return n, wsum + float64(n)*shift
 }
 
 // Sketch returns the values of the current window as a mergeable Sketch.
 func (h *Histogram) Sketch() *Sketch {
-	return h.sketchAt(nanosOf(h.clock))
-}
-
-func (h *Histogram) sketchAt(now int64) *Sketch {
-	cur := h.epochAt(now)
 	sk := &Sketch{}
-	h.eachShard(func(s *hshard) {
-		for i := range s.win {
-			s.win[i].readInto(sk, cur)
-		}
-	})
+	h.collect(sk, h.epochAt(nanosOf(h.clock)))
+	sk.trim()
 	return sk
-}
-
-// readInto merges the half-window into sk if it belongs to the current
-// window, retrying nothing: a window reset while being read is one that just
-// left the window.
-func (w *hwindow) readInto(sk *Sketch, cur int64) {
-	e := w.epoch.Load()
-	if e != cur && e != cur-1 {
-		return
-	}
-	n := w.count.Load()
-	if n == 0 {
-		return
-	}
-	shift, sum, sumsq := ld(&w.shift), ld(&w.sum), ld(&w.sumsq)
-	lo, hi := ld(&w.min), ld(&w.max)
-	var counts []uint64
-	var blo int
-	if b := w.b.Load(); b != nil {
-		counts = make([]uint64, len(b.c))
-		for i := range b.c {
-			counts[i] = b.c[i].Load()
-		}
-		blo = b.lo
-	}
-	if w.epoch.Load() != e {
-		return
-	}
-	mean := sum / float64(n)
-	m2 := sumsq - sum*mean
-	if m2 < 0 {
-		m2 = 0
-	}
-	sk.addCounts(trim(blo, counts))
-	sk.mergeMoments(n, lo, hi, shift+mean, m2)
-}
-
-func trim(lo int, c []uint64) (int, []uint64) {
-	i, j := 0, len(c)
-	for i < j && c[i] == 0 {
-		i++
-	}
-	for j > i && c[j-1] == 0 {
-		j--
-	}
-	return lo + i, c[i:j]
 }
 
 // HistogramSnapshot holds what a histogram reports.
@@ -318,11 +366,17 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 }
 
 func (h *Histogram) snapshotAt(now int64) HistogramSnapshot {
-	sk := h.sketchAt(now)
-	s := HistogramSnapshot{Count: h.Count(), Sum: h.Sum()}
+	sk := sketchPool.Get().(*Sketch)
+	var s HistogramSnapshot
+	s.Count, s.Sum = h.collect(sk, h.epochAt(now))
 	s.fromSketch(sk)
+	sketchPool.Put(sk)
 	return s
 }
+
+// sketchPool recycles the dense bucket arrays snapshots merge shards into,
+// so that reading a metric allocates nothing once warmed up.
+var sketchPool = sync.Pool{New: func() any { return new(Sketch) }}
 
 func (s *HistogramSnapshot) fromSketch(sk *Sketch) {
 	s.WindowCount = sk.Count()
@@ -350,16 +404,31 @@ func (s HistogramSnapshot) stats(into map[string]any) map[string]any {
 	return into
 }
 
-// Bytes returns the memory the histogram holds, for capacity planning.
+// Bytes returns the memory the histogram holds, for capacity planning: the
+// histogram, its shard table, its shards and their bucket arrays (whose
+// capacities are the allocator's size classes, see grow).
 func (h *Histogram) Bytes() int {
 	n := int(unsafeSizeofHistogram)
+	if p := h.shards.Load(); p != nil {
+		n += 8 * cap(*p)
+	}
 	h.eachShard(func(s *hshard) {
-		n += int(unsafeSizeofShard) + 8
+		n += int(unsafeSizeofShard)
 		for i := range s.win {
 			if b := s.win[i].b.Load(); b != nil {
-				n += 8 * cap(b.c)
+				n += int(unsafeSizeofBuckets) + 8*cap(b.c)
 			}
 		}
 	})
 	return n
+}
+
+func (h *Histogram) eachShard(f func(*hshard)) {
+	if p := h.shards.Load(); p != nil {
+		for _, s := range *p {
+			if s != nil {
+				f(s)
+			}
+		}
+	}
 }

@@ -14,7 +14,8 @@ import (
 //
 //	{"count": 1200, "m1": 4.1, "m5": 3.9, "m15": 3.7, "mean_rate": 3.8}
 //
-// The zero value is a usable meter; its clock starts at the first Mark or read.
+// The zero value is a usable meter; its clock starts at the first Mark or
+// read. A registry's meters start theirs at creation, as tapes' did.
 //
 // The rates follow tapes exactly: every 5 seconds a tick folds the events of
 // the tick into each average with alpha = 1-exp(-5s/N minutes), and the
@@ -49,7 +50,7 @@ var (
 // Mark records n events.
 func (m *Meter) Mark(n int64) {
 	now := nanosOf(m.clock)
-	if now-m.lastTick.Load() > int64(TickInterval) {
+	if m.due(now) {
 		m.tick(now, m.count.Load())
 	}
 	m.count.Add(n)
@@ -101,6 +102,21 @@ type rates struct {
 	m1, m5, m15 float64
 }
 
+// due reports whether a tick is due at now, or the clock has not started.
+func (r *rates) due(now int64) bool {
+	last := r.lastTick.Load()
+	return last == 0 || now-last > int64(TickInterval)
+}
+
+// start starts the clock at now if it has not started; registries call it
+// at creation so that, as in tapes, the first tick and mean_rate count from
+// then.
+func (r *rates) startAt(now int64) {
+	if r.lastTick.Load() == 0 {
+		r.tick(now, 0)
+	}
+}
+
 // tick catches up every whole TickInterval elapsed since the last tick.
 // count is the meter's cumulative count before the caller's own events.
 func (r *rates) tick(now, count int64) {
@@ -110,7 +126,7 @@ func (r *rates) tick(now, count int64) {
 	if last == 0 {
 		r.start = now
 		r.counted = count
-		r.lastTick.Store(now)
+		r.lastTick.Store(max(now, 1)) // 0 means not started
 		return
 	}
 	age := now - last
@@ -147,13 +163,13 @@ func floor(v float64) float64 {
 }
 
 func (r *rates) read(now, count int64) MeterSnapshot {
-	if now-r.lastTick.Load() > int64(TickInterval) {
+	if r.due(now) {
 		r.tick(now, count)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := MeterSnapshot{Count: count, M1: r.m1, M5: r.m5, M15: r.m15}
-	if el := time.Duration(now - r.start).Seconds(); el > 0 && r.lastTick.Load() != 0 {
+	if el := time.Duration(now - r.start).Seconds(); el > 0 {
 		s.MeanRate = float64(count) / el
 	}
 	return s

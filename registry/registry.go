@@ -220,9 +220,13 @@ func (r *Registry) newMetric(k Kind, fn func() float64) Metric {
 	case KindGauge:
 		return &Gauge{fn: fn}
 	case KindMeter:
-		return &Meter{clock: r.clock}
+		m := &Meter{clock: r.clock}
+		m.startAt(nanosOf(r.clock))
+		return m
 	case KindTimer:
-		return &Timer{h: Histogram{clock: r.clock, window: r.window}}
+		t := &Timer{h: Histogram{clock: r.clock, window: r.window}}
+		t.startAt(nanosOf(r.clock))
+		return t
 	default:
 		return &Histogram{clock: r.clock, window: r.window}
 	}

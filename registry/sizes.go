@@ -5,4 +5,5 @@ import "unsafe"
 const (
 	unsafeSizeofHistogram = unsafe.Sizeof(Histogram{})
 	unsafeSizeofShard     = unsafe.Sizeof(hshard{})
+	unsafeSizeofBuckets   = unsafe.Sizeof(buckets{})
 )

@@ -144,20 +144,53 @@ func (s *Sketch) addCounts(lo int, counts []uint64) {
 	}
 }
 
-// grow makes key k addressable.
+// grow makes key k addressable, reusing capacity so that a pooled sketch
+// stops allocating once it has seen the widest range.
 func (s *Sketch) grow(k int) {
-	if len(s.counts) == 0 {
+	n := len(s.counts)
+	switch {
+	case n == 0:
 		s.lo = k
 		s.counts = append(s.counts[:0], 0)
-		return
+	case k < s.lo:
+		d := s.lo - k
+		if cap(s.counts) >= n+d {
+			s.counts = s.counts[:n+d]
+			copy(s.counts[d:], s.counts[:n])
+			clear(s.counts[:d])
+		} else {
+			grown := make([]uint64, n+d, 2*(n+d))
+			copy(grown[d:], s.counts)
+			s.counts = grown
+		}
+		s.lo = k
+	case k >= s.lo+n:
+		s.counts = append(s.counts, make([]uint64, k-s.lo-n+1)...)
 	}
-	if k < s.lo {
-		grown := make([]uint64, len(s.counts)+s.lo-k)
-		copy(grown[s.lo-k:], s.counts)
-		s.counts, s.lo = grown, k
-	} else if k >= s.lo+len(s.counts) {
-		s.counts = append(s.counts, make([]uint64, k-s.lo-len(s.counts)+1)...)
+}
+
+// reset empties s, keeping its memory.
+func (s *Sketch) reset() {
+	*s = Sketch{counts: s.counts[:0]}
+}
+
+// trim drops empty buckets at both ends.
+func (s *Sketch) trim() {
+	s.lo, s.counts = trim(s.lo, s.counts)
+	if len(s.counts) == 0 {
+		s.counts = nil
 	}
+}
+
+func trim(lo int, c []uint64) (int, []uint64) {
+	i, j := 0, len(c)
+	for i < j && c[i] == 0 {
+		i++
+	}
+	for j > i && c[j-1] == 0 {
+		j--
+	}
+	return lo + i, c[i:j]
 }
 
 // Count returns the number of values.

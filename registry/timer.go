@@ -25,7 +25,7 @@ type Timer struct {
 // Update records one duration.
 func (t *Timer) Update(d time.Duration) {
 	now := nanosOf(t.h.clock)
-	if now-t.lastTick.Load() > int64(TickInterval) {
+	if t.due(now) {
 		t.tick(now, int64(t.h.Count()))
 	}
 	t.h.record(now, float64(d)*1e-9)

@@ -1,0 +1,42 @@
+package registry
+
+import (
+	"math"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeClock is a manual clock for rates and windows. It starts on a whole
+// hour so that half-windows (which are aligned to multiples of their length)
+// start where the tests expect.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	base := int64(1_700_000_000) * int64(time.Second)
+	c.ns.Store(base - base%int64(time.Hour))
+	return c
+}
+
+func (c *fakeClock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+func near(got, want, tol float64) bool { return math.Abs(got-want) <= tol }
+
+func mustPanic(t *testing.T, f func()) (msg string) {
+	t.Helper()
+	defer func() {
+		r := recover()
+		if r == nil {
+			t.Fatal("no panic")
+		}
+		if err, ok := r.(error); ok {
+			msg = err.Error()
+		} else {
+			msg, _ = r.(string)
+		}
+	}()
+	f()
+	return ""
+}
