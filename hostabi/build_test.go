@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tetratelabs/wazero"
+
 	"github.com/tapes-go/tapes/internal/testenv"
 )
 
@@ -18,6 +20,9 @@ var (
 	buildDir  string
 	buildMu   sync.Mutex
 	buildDone = map[string]buildResult{}
+
+	// testCache spares the tests compiling the Go guest (~0.5 s) per plugin.
+	testCache = wazero.NewCompilationCache()
 )
 
 type buildResult struct {

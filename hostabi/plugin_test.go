@@ -17,6 +17,9 @@ import (
 func newPlugin(t *testing.T, cfg hostabi.PluginConfig) *hostabi.Plugin {
 	t.Helper()
 	ctx := context.Background()
+	if cfg.Cache == nil {
+		cfg.Cache = testCache
+	}
 	p, err := hostabi.NewPlugin(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,265 @@
+// Package tapesguest records tapes metrics from a Go program compiled to
+// WebAssembly (GOOS=wasip1 GOARCH=wasm) and run by a host that provides the
+// "tapes" module, such as package hostabi's plugin runner or tapes-host.
+//
+// Handles mirror the root package's interfaces, and Recorder returns a
+// tapes.Recorder, so code written against tapes.Recorder runs unchanged in a
+// guest:
+//
+//	var hits = tapesguest.Counter("http.hits")
+//
+//	//go:wasmexport handle
+//	func handle() {
+//		defer tapesguest.Timer("http.latency").Time().Stop()
+//		hits.Inc()
+//	}
+//
+// Recording appends a 16-byte wire.Record to a buffer in guest memory (a few
+// nanoseconds); the buffer reaches the host in one call when it fills, when
+// Flush is called, and after every call the host makes into the guest: the
+// package exports "tapes_flush", which hostabi's runner calls after each
+// call (other hosts should do the same, or the guest calls Flush itself).
+// A command (a program with main, run through _start) must call Flush
+// before main returns.
+//
+// Handle constructors define the metric in the host, which puts it under
+// the plugin's prefix; like the root package's functions they panic when
+// the host refuses the name (invalid, kind conflict, the plugin's metric
+// cap). Define returns the refusal as an error instead.
+//
+// The package is not safe for concurrent use by goroutines that block
+// between records; WebAssembly runs one goroutine at a time and the SDK
+// never yields while it writes a record, so ordinary use is safe.
+//
+// Outside wasip1 the package compiles (so code sharing it builds on any
+// platform) but there is no host: Define returns ErrNoHost and the handle
+// constructors panic.
+package tapesguest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/tapes-go/tapes"
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// Status is a negative status code returned by the host (see
+// docs/guest-abi.md); it is the error Define and Flush return.
+type Status int32
+
+// The host's status codes; hostabi.Status has the same values.
+const (
+	ErrMemory         Status = -1
+	ErrInvalidName    Status = -2
+	ErrInvalidKind    Status = -3
+	ErrKindConflict   Status = -4
+	ErrPrefixConflict Status = -5
+	ErrTooManyMetrics Status = -6
+	ErrUnknownID      Status = -7
+	ErrWrongKind      Status = -8
+	ErrBadRecord      Status = -9
+	ErrBadValue       Status = -10
+)
+
+var statusText = map[Status]string{
+	ErrMemory:         "pointer or length outside guest memory",
+	ErrInvalidName:    "invalid metric name",
+	ErrInvalidKind:    "invalid metric kind",
+	ErrKindConflict:   "name already used by a metric of another kind",
+	ErrPrefixConflict: "name conflicts with another metric's path",
+	ErrTooManyMetrics: "metric limit reached",
+	ErrUnknownID:      "unknown metric id",
+	ErrWrongKind:      "metric id has another kind",
+	ErrBadRecord:      "corrupt batch record",
+	ErrBadValue:       "invalid value",
+}
+
+func (s Status) Error() string {
+	if t, ok := statusText[s]; ok {
+		return "tapes host: " + t
+	}
+	return fmt.Sprintf("tapes host: status %d", int32(s))
+}
+
+// ErrNoHost is returned outside WebAssembly, where no host provides tapes.
+var ErrNoHost = errors.New("tapesguest: not running in a tapes WebAssembly host")
+
+// BufferRecords is how many events the buffer holds before it is flushed.
+const BufferRecords = 1024
+
+var (
+	buf      [BufferRecords * wire.RecordSize]byte
+	buffered int // records in buf
+	rejected uint64
+	gauges   []gaugeFunc
+	flushing bool
+)
+
+type gaugeFunc struct {
+	id uint32
+	fn func() float64
+}
+
+// ID is a metric id handed out by the host; ids start at 0.
+type ID uint32
+
+// Define defines the metric called name (under the plugin's prefix) with
+// kind k in the host, or finds it, and returns its id.
+func Define(k wire.Kind, name string) (ID, error) {
+	r := hostDefine(uint32(k), name)
+	if r < 0 {
+		if r == noHost {
+			return 0, ErrNoHost
+		}
+		return 0, Status(r)
+	}
+	return ID(r), nil
+}
+
+func mustDefine(k wire.Kind, name string) ID {
+	id, err := Define(k, name)
+	if err != nil {
+		panic(fmt.Sprintf("tapesguest: %s %q: %v", k, name, err))
+	}
+	return id
+}
+
+func push(id ID, k wire.Kind, v uint64) {
+	if buffered == BufferRecords {
+		flushBuffer()
+	}
+	wire.Record{ID: uint32(id), Kind: k, Value: v}.Put(buf[buffered*wire.RecordSize:])
+	buffered++
+}
+
+// Record appends one event for a metric defined with Define; value holds an
+// int64 (counter, meter, timer in ns) or float64 bits (histogram, gauge),
+// as in wire.Record.
+func Record(id ID, k wire.Kind, value uint64) { push(id, k, value) }
+
+func flushBuffer() error {
+	n := buffered
+	if n == 0 {
+		return nil
+	}
+	buffered = 0
+	r := hostBatch(&buf[0], uint32(n))
+	switch {
+	case r > 0:
+		rejected += uint64(r)
+		return fmt.Errorf("tapesguest: the host rejected %d of %d records", r, n)
+	case r == noHost:
+		return ErrNoHost
+	case r < 0:
+		return Status(r)
+	}
+	return nil
+}
+
+// Flush reads the gauges created with a function, then sends every buffered
+// event to the host in one call. It returns an error when the host rejected
+// records (see Rejected) or the batch as a whole.
+func Flush() error {
+	if flushing { // a gauge function that records must not recurse
+		return nil
+	}
+	flushing = true
+	for _, g := range gauges {
+		push(ID(g.id), wire.KindGauge, math.Float64bits(g.fn()))
+	}
+	flushing = false
+	return flushBuffer()
+}
+
+// Buffered returns the number of events waiting in the buffer.
+func Buffered() int { return buffered }
+
+// Rejected returns how many buffered events the host has refused so far
+// (records whose id is unknown or has another kind).
+func Rejected() uint64 { return rejected }
+
+// CounterHandle is a counter in the host; it implements tapes.CounterHandle.
+type CounterHandle struct{ id ID }
+
+// Counter defines the counter called name and returns its handle.
+func Counter(name string) *CounterHandle { return &CounterHandle{mustDefine(wire.KindCounter, name)} }
+
+func (c *CounterHandle) Inc()        { push(c.id, wire.KindCounter, 1) }
+func (c *CounterHandle) Dec()        { push(c.id, wire.KindCounter, math.MaxUint64) } // -1
+func (c *CounterHandle) Add(n int64) { push(c.id, wire.KindCounter, uint64(n)) }
+
+// GaugeHandle is a gauge in the host; it implements tapes.GaugeHandle.
+type GaugeHandle struct{ id ID }
+
+// Gauge defines the gauge called name. If fn is not nil, it is called on
+// every Flush (and so after every call the host makes) and its value sent
+// as the gauge's new value.
+func Gauge(name string, fn func() float64) *GaugeHandle {
+	g := &GaugeHandle{mustDefine(wire.KindGauge, name)}
+	if fn != nil {
+		gauges = append(gauges, gaugeFunc{uint32(g.id), fn})
+	}
+	return g
+}
+
+func (g *GaugeHandle) Set(v float64) { push(g.id, wire.KindGauge, math.Float64bits(v)) }
+
+// MeterHandle is a meter in the host; it implements tapes.MeterHandle.
+type MeterHandle struct{ id ID }
+
+// Meter defines the meter called name.
+func Meter(name string) *MeterHandle { return &MeterHandle{mustDefine(wire.KindMeter, name)} }
+
+func (m *MeterHandle) Mark(n int64) { push(m.id, wire.KindMeter, uint64(n)) }
+
+// HistogramHandle is a histogram in the host; it implements
+// tapes.HistogramHandle.
+type HistogramHandle struct{ id ID }
+
+// Histogram defines the histogram called name.
+func Histogram(name string) *HistogramHandle {
+	return &HistogramHandle{mustDefine(wire.KindHistogram, name)}
+}
+
+func (h *HistogramHandle) Update(v float64) { push(h.id, wire.KindHistogram, math.Float64bits(v)) }
+
+// TimerHandle is a timer in the host; it implements tapes.TimerHandle.
+// Durations travel in nanoseconds; the host records them in seconds.
+type TimerHandle struct{ id ID }
+
+// Timer defines the timer called name.
+func Timer(name string) *TimerHandle { return &TimerHandle{mustDefine(wire.KindTimer, name)} }
+
+func (t *TimerHandle) Update(d time.Duration)      { push(t.id, wire.KindTimer, uint64(d)) }
+func (t *TimerHandle) UpdateSince(start time.Time) { t.Update(time.Since(start)) }
+func (t *TimerHandle) Time() registry.Stopwatch    { return registry.StartStopwatch(t) }
+func (t *TimerHandle) Func(f func()) {
+	start := time.Now()
+	defer t.UpdateSince(start)
+	f()
+}
+
+// Recorder returns a tapes.Recorder whose handles record through the host.
+func Recorder() tapes.Recorder { return recorder{} }
+
+type recorder struct{}
+
+func (recorder) Counter(name string) tapes.CounterHandle { return Counter(name) }
+func (recorder) Gauge(name string, fn func() float64) tapes.GaugeHandle {
+	return Gauge(name, fn)
+}
+func (recorder) Meter(name string) tapes.MeterHandle         { return Meter(name) }
+func (recorder) Timer(name string) tapes.TimerHandle         { return Timer(name) }
+func (recorder) Histogram(name string) tapes.HistogramHandle { return Histogram(name) }
+
+var (
+	_ tapes.CounterHandle   = (*CounterHandle)(nil)
+	_ tapes.GaugeHandle     = (*GaugeHandle)(nil)
+	_ tapes.MeterHandle     = (*MeterHandle)(nil)
+	_ tapes.HistogramHandle = (*HistogramHandle)(nil)
+	_ tapes.TimerHandle     = (*TimerHandle)(nil)
+)

@@ -1,0 +1,133 @@
+package hostabi_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/tapes-go/tapes/guest/tapesguest"
+	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/registry"
+)
+
+func goPlugin(t *testing.T, r *registry.Registry, pool int) *hostabi.Plugin {
+	return newPlugin(t, hostabi.PluginConfig{
+		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go", PoolSize: pool,
+	})
+}
+
+func TestGoGuestEveryKind(t *testing.T) {
+	r := registry.New()
+	p := goPlugin(t, r, 1)
+	const n = 4
+	for i := 0; i < n; i++ {
+		if s := callP(t, p, "record_all"); s != 0 {
+			t.Fatalf("record_all = %d", s)
+		}
+		if b := callP(t, p, "buffered"); b != 0 {
+			t.Fatalf("%d events still buffered after a call; the runner should have flushed them", b)
+		}
+	}
+	checkEveryKind(t, r, "plugins.go.go.", n)
+	if g := r.Gauge("plugins.go.go.calls", nil).Value(); g != n {
+		t.Errorf("function gauge = %v, want %d", g, n)
+	}
+	if r.Len() != 6 {
+		t.Errorf("registry has %d metrics, want 6", r.Len())
+	}
+	if st := p.Stats(); st.Rejected != 0 || st.Errors != 0 || st.Defines != 6 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// Timers use the real clock inside the guest.
+	callP(t, p, "timed")
+	ts := r.Timer("plugins.go.go.latency").Snapshot()
+	if ts.Count != 2*n+1 || ts.Max < 0.001 {
+		t.Errorf("timed: count %d max %v, want %d and >= 1ms", ts.Count, ts.Max, 2*n+1)
+	}
+
+	if bad := callP(t, p, "define_bad"); bad != 4 {
+		t.Errorf("the host refused %d of 4 bad definitions", bad)
+	}
+}
+
+// Buffer overflow flushes mid-call; nothing is lost.
+func TestGoGuestBufferFills(t *testing.T) {
+	r := registry.New()
+	p := goPlugin(t, r, 1)
+	const n = 10*tapesguest.BufferRecords + 7
+	callP(t, p, "events", n)
+	if v := r.Counter("plugins.go.go.requests").Value(); v != n {
+		t.Errorf("counter = %d, want %d", v, n)
+	}
+}
+
+func TestGoGuestPool(t *testing.T) {
+	r := registry.New()
+	p := goPlugin(t, r, 3)
+	const workers, each = 6, 10
+	errc := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			var err error
+			for i := 0; i < each && err == nil; i++ {
+				_, err = p.Call(context.Background(), "record_all")
+			}
+			errc <- err
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkEveryKind(t, r, "plugins.go.go.", workers*each)
+	if st := p.Stats(); st.Instances < 1 || st.Instances > 3 || st.Errors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A Go panic traps (runtime.abort); the instance is replaced.
+func TestGoGuestPanic(t *testing.T) {
+	r := registry.New()
+	p := goPlugin(t, r, 1)
+	callP(t, p, "record_all")
+	if _, err := p.Call(context.Background(), "panics"); err == nil {
+		t.Fatal("a guest panic returned no error")
+	}
+	callP(t, p, "record_all")
+	checkEveryKind(t, r, "plugins.go.go.", 2)
+	if st := p.Stats(); st.Traps != 1 || st.Replaced != 1 || st.Instances != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// The SDKs' status codes are the host's.
+func TestStatusCodesAgree(t *testing.T) {
+	pairs := []struct {
+		g tapesguest.Status
+		h hostabi.Status
+	}{
+		{tapesguest.ErrMemory, hostabi.StatusMemory},
+		{tapesguest.ErrInvalidName, hostabi.StatusInvalidName},
+		{tapesguest.ErrInvalidKind, hostabi.StatusInvalidKind},
+		{tapesguest.ErrKindConflict, hostabi.StatusKindConflict},
+		{tapesguest.ErrPrefixConflict, hostabi.StatusPrefixConflict},
+		{tapesguest.ErrTooManyMetrics, hostabi.StatusTooManyMetrics},
+		{tapesguest.ErrUnknownID, hostabi.StatusUnknownID},
+		{tapesguest.ErrWrongKind, hostabi.StatusWrongKind},
+		{tapesguest.ErrBadRecord, hostabi.StatusBadRecord},
+		{tapesguest.ErrBadValue, hostabi.StatusBadValue},
+	}
+	for _, p := range pairs {
+		if int32(p.g) != int32(p.h) {
+			t.Errorf("guest %v = %d, host %v = %d", p.g, p.g, p.h, p.h)
+		}
+		if p.g.Error() != "tapes host: "+p.h.String() {
+			t.Errorf("guest says %q, host says %q", p.g.Error(), p.h.String())
+		}
+	}
+	if _, err := tapesguest.Define(1, "x"); !errors.Is(err, tapesguest.ErrNoHost) {
+		t.Errorf("Define outside wasm = %v", err)
+	}
+}

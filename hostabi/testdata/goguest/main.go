@@ -1,0 +1,99 @@
+//go:build wasip1
+
+// Command goguest records every kind of metric through guest/tapesguest;
+// hostabi's tests check that the host registry holds exactly these values.
+// Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o goguest.wasm .
+package main
+
+import (
+	"time"
+
+	"github.com/tapes-go/tapes"
+	"github.com/tapes-go/tapes/guest/tapesguest"
+)
+
+func main() {}
+
+var (
+	rec         = tapesguest.Recorder() // the tapes.Recorder interface, as portable code would use it
+	requests    tapes.CounterHandle
+	temperature tapes.GaugeHandle
+	bytes       tapes.MeterHandle
+	latency     tapes.TimerHandle
+	size        tapes.HistogramHandle
+	calls       int
+	ready       bool
+)
+
+func setup() {
+	if ready {
+		return
+	}
+	requests = rec.Counter("go.requests")
+	temperature = rec.Gauge("go.temperature", nil)
+	bytes = rec.Meter("go.bytes")
+	latency = rec.Timer("go.latency")
+	size = rec.Histogram("go.size")
+	rec.Gauge("go.calls", func() float64 { return float64(calls) })
+	ready = true
+}
+
+// record_all records, per call, the same values as the C guest: counter +7,
+// gauge 42.5, meter 6, timer 1 ms and 2 ms, histogram 1.5 and 2.5; and the
+// function gauge go.calls reads the number of calls at each flush.
+//
+//go:wasmexport record_all
+func recordAll() int32 {
+	setup()
+	calls++
+	requests.Add(3)
+	requests.Inc()
+	requests.Add(4)
+	requests.Dec()
+	temperature.Set(41)
+	bytes.Mark(5)
+	bytes.Mark(1)
+	latency.Update(time.Millisecond)
+	latency.Update(2 * time.Millisecond)
+	size.Update(1.5)
+	size.Update(2.5)
+	temperature.Set(42.5)
+	return 0
+}
+
+// timed records one duration measured with the real clock.
+//
+//go:wasmexport timed
+func timed() {
+	setup()
+	latency.Func(func() { time.Sleep(time.Millisecond) })
+}
+
+// events records n counter increments (the benchmark path).
+//
+//go:wasmexport events
+func events(n int32) {
+	setup()
+	for i := int32(0); i < n; i++ {
+		requests.Inc()
+	}
+}
+
+//go:wasmexport buffered
+func buffered() int32 { return int32(tapesguest.Buffered()) }
+
+// define_bad tries names the host must refuse and returns how many it did.
+//
+//go:wasmexport define_bad
+func defineBad() int32 {
+	n := int32(0)
+	for _, name := range []string{"", "a..b", "sp ace", "go.requests"} {
+		if _, err := tapesguest.Define(2, name); err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+//go:wasmexport panics
+func panics() { panic("guest panic") }
