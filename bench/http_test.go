@@ -1,0 +1,487 @@
+package bench
+
+// The HTTP benchmarks of the original tapes documentation, reproduced: a
+// handler writing "finished", timed by each library's middleware, driven by
+// 30,000 keep-alive requests at concurrency 10. Servers run as their own
+// processes (bench/cmd/httpbench), so the load generator in this process
+// never shares a Go runtime with them.
+//
+// BenchmarkHTTPSingle: one server process; variants none, tapes, gometrics,
+// prometheus.
+// BenchmarkHTTPWorkers: two worker processes sharing one port with
+// SO_REUSEPORT; variants none, tapes (shm client + tapes-host), statsd (one
+// UDP packet per request to a sink), zmq (PUB per worker, SUB aggregator).
+//
+// The full runs are heavy, so they only run when TAPES_HTTP_BENCH=1, which
+// bench/scripts/run.sh sets (with -benchtime 30000x); CI's quick pass runs
+// TestHTTPSmoke instead, which checks every variant answers and counts
+// correctly and never looks at speed.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	singleVariants = []string{"none", "tapes", "gometrics", "prometheus"}
+	workerVariants = []string{"none", "tapes", "statsd", "zmq"}
+)
+
+// httpWorkers is the number of worker processes: one per core of the
+// machine the report was written for.
+const httpWorkers = 2
+
+var finishedBody = []byte("finished")
+
+func BenchmarkHTTPSingle(b *testing.B) {
+	benchHTTP(b, singleVariants, startSingle)
+}
+
+func BenchmarkHTTPWorkers(b *testing.B) {
+	benchHTTP(b, workerVariants, startWorkers)
+}
+
+// TestHTTPSmoke runs every variant of both benchmarks briefly and checks
+// that every request succeeds and that each variant's metrics saw every
+// request (read back from the library, the StatsD sink, the ZeroMQ
+// aggregator or tapes-host).
+func TestHTTPSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	const n = 300
+	for _, mode := range []struct {
+		name     string
+		variants []string
+		start    func(testing.TB, string) *setup
+	}{{"single", singleVariants, startSingle}, {"workers", workerVariants, startWorkers}} {
+		for _, v := range mode.variants {
+			t.Run(mode.name+"/"+v, func(t *testing.T) {
+				s := mode.start(t, v)
+				res, err := Load(context.Background(), LoadConfig{Addr: s.addr, Requests: n, Concurrency: 10, Expect: finishedBody})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.OK != n || res.Errors != 0 {
+					t.Fatalf("%d OK, %d errors (first: %v), want %d OK", res.OK, res.Errors, res.FirstErr, n)
+				}
+				if q := Quantiles(res.Latencies, 0.5); q[0] <= 0 {
+					t.Errorf("median latency %v, want > 0", q[0])
+				}
+				want := uint64(n)
+				if v == "none" {
+					want = 0
+				}
+				if got := s.waitCount(t, want); got != want {
+					t.Fatalf("%s recorded %d requests, want %d", v, got, want)
+				}
+				s.stop(t)
+			})
+		}
+	}
+}
+
+func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *setup) {
+	if os.Getenv("TAPES_HTTP_BENCH") != "1" {
+		b.Skip("heavy: run by bench/scripts/run.sh (TAPES_HTTP_BENCH=1 with -benchtime 30000x); TestHTTPSmoke checks correctness")
+	}
+	round, _ := strconv.Atoi(os.Getenv("TAPES_HTTP_ROUND"))
+	// Rotating the order from round to round keeps "runs first" or "runs
+	// after the noisiest variant" from favouring one variant.
+	order := make([]string, len(variants))
+	for i := range variants {
+		order[i] = variants[(i+round)%len(variants)]
+	}
+	for _, v := range order {
+		b.Run(v, func(b *testing.B) {
+			s := start(b, v)
+			defer s.stop(b)
+			warm := min(b.N, 1000)
+			if res, _ := Load(context.Background(), LoadConfig{Addr: s.addr, Requests: warm, Concurrency: 10, Expect: finishedBody}); res.Errors != 0 {
+				b.Fatalf("warm-up: %d errors, first: %v", res.Errors, res.FirstErr)
+			}
+			cpu0 := s.cpuTicks()
+			b.ResetTimer()
+			res, err := Load(context.Background(), LoadConfig{Addr: s.addr, Requests: b.N, Concurrency: 10, Expect: finishedBody})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu := s.cpuTicks() - cpu0
+			if res.Errors != 0 {
+				b.Fatalf("%d of %d requests failed, first: %v", res.Errors, b.N, res.FirstErr)
+			}
+			q := Quantiles(res.Latencies, 0.5, 0.9, 0.99, 1)
+			b.ReportMetric(res.RequestsPerSecond(), "req/s")
+			b.ReportMetric(us(q[0]), "p50-us")
+			b.ReportMetric(us(q[1]), "p90-us")
+			b.ReportMetric(us(q[2]), "p99-us")
+			b.ReportMetric(us(q[3]), "max-us")
+			b.ReportMetric(float64(cpu)*1e6/float64(clockTicks)/float64(b.N), "cpu-us/req")
+			if v != "none" {
+				want := uint64(warm + b.N)
+				got := s.waitCount(nil, want)
+				b.ReportMetric(float64(want-min(got, want))/float64(want)*100, "lost-%")
+			}
+			if dir := os.Getenv("TAPES_HTTP_BENCH_OUT"); dir != "" && b.N > 1 {
+				writeLatencies(b, dir, b.Name(), round, res.Latencies)
+			}
+		})
+	}
+}
+
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat CPU times; 100 on
+// every Linux this runs on.
+const clockTicks = 100
+
+// writeLatencies writes one latency per line, in nanoseconds, for the
+// report's distributions and box plots.
+func writeLatencies(b *testing.B, dir, name string, round int, lat []time.Duration) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for _, d := range lat {
+		buf.WriteString(strconv.FormatInt(int64(d), 10))
+		buf.WriteByte('\n')
+	}
+	file := fmt.Sprintf("%s.r%d.lat", strings.ReplaceAll(name, "/", "_"), round)
+	if err := os.WriteFile(filepath.Join(dir, file), buf.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// setup is a running variant: the processes serving addr and a way to read
+// how many requests its metrics recorded.
+type setup struct {
+	addr  string
+	procs []*proc
+	count func() (uint64, error)
+}
+
+// waitCount polls the variant's count until it reaches want or stops
+// moving for 2 s (the metrics path is asynchronous in most variants), and
+// returns the last count. A nil t only reads.
+func (s *setup) waitCount(t testing.TB, want uint64) uint64 {
+	var last uint64
+	lastChange := time.Now()
+	for {
+		n, err := s.count()
+		if err != nil && t != nil {
+			t.Fatalf("reading the count: %v", err)
+		}
+		if n >= want && err == nil {
+			return n
+		}
+		if n != last {
+			last, lastChange = n, time.Now()
+		}
+		if time.Since(lastChange) > 2*time.Second {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cpuTicks sums the user and system CPU time of the setup's processes.
+func (s *setup) cpuTicks() int64 {
+	var sum int64
+	for _, p := range s.procs {
+		sum += p.cpuTicks()
+	}
+	return sum
+}
+
+// stop stops every process with SIGTERM, last started first, and requires
+// each to exit cleanly.
+func (s *setup) stop(t testing.TB) {
+	t.Helper()
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		s.procs[i].stop(t)
+	}
+	s.procs = nil
+}
+
+// startSingle starts `httpbench serve -variant v`.
+func startSingle(t testing.TB, v string) *setup {
+	p := startProc(t, "server", nil, httpbenchBin(t), "serve", "-variant", v)
+	addr := p.want(t, "ready")
+	return &setup{addr: addr, procs: []*proc{p}, count: func() (uint64, error) { return getCount("http://" + addr + "/count") }}
+}
+
+// startWorkers starts the sink or aggregator of variant v (if any) and
+// httpWorkers worker processes sharing one port.
+func startWorkers(t testing.TB, v string) *setup {
+	addr := freePort(t)
+	s := &setup{addr: addr, count: func() (uint64, error) { return 0, nil }}
+	args := []string{"worker", "-variant", v, "-addr", addr}
+	var env []string
+	switch v {
+	case "tapes":
+		h := startProc(t, "tapes-host", nil, tapesHostBin(t), "-shm", filepath.Join(t.TempDir(), "bench.shm"), "-http", "127.0.0.1:0")
+		s.procs = append(s.procs, h)
+		env = append(env, "TAPES_SHM="+h.want(t, "TAPES_SHM="))
+		stats := "http://" + h.want(t, "metrics: http://") + "/stats"
+		s.count = func() (uint64, error) { return hostTimerCounts(stats) }
+	case "statsd":
+		sink := startProc(t, "statsd-sink", nil, httpbenchBin(t), "statsd-sink")
+		s.procs = append(s.procs, sink)
+		args = append(args, "-statsd", sink.want(t, "udp "))
+		ctl := "http://" + sink.want(t, "ready") + "/count"
+		s.count = func() (uint64, error) { return getCount(ctl) }
+	case "zmq":
+		agg := startProc(t, "zmq-agg", nil, httpbenchBin(t), "zmq-agg")
+		s.procs = append(s.procs, agg)
+		args = append(args, "-zmq", agg.want(t, "zmq "))
+		ctl := "http://" + agg.want(t, "ready") + "/count"
+		s.count = func() (uint64, error) { return getCount(ctl) }
+	}
+	// One worker per core, each with one P, like pre-forked workers of a
+	// single-threaded runtime; the extra processes (host, sink,
+	// aggregator) compete for the same cores, as they would in production.
+	env = append(env, "GOMAXPROCS=1")
+	for i := range httpWorkers {
+		w := startProc(t, fmt.Sprintf("worker%d", i), env, httpbenchBin(t), args...)
+		w.want(t, "ready")
+		s.procs = append(s.procs, w)
+	}
+	return s
+}
+
+// hostTimerCounts sums the count of every http.*.latency timer in
+// tapes-host's /stats.
+func hostTimerCounts(url string) (uint64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		HTTP map[string]struct {
+			Latency struct {
+				Count uint64 `json:"count"`
+			} `json:"latency"`
+		} `json:"http"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, r := range st.HTTP {
+		n += r.Latency.Count
+	}
+	return n, nil
+}
+
+func getCount(url string) (uint64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+}
+
+// freePort returns a loopback address no one listened on a moment ago.
+func freePort(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Binaries, each built once per test binary run, when first needed.
+var (
+	binDirOnce sync.Once
+	binDir     string
+	binDirErr  error
+	bins       sync.Map // name -> *builtBin
+)
+
+type builtBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// bin builds the binary called name from pkg in the module at dir.
+func bin(t testing.TB, name, dir, pkg string) string {
+	t.Helper()
+	binDirOnce.Do(func() { binDir, binDirErr = os.MkdirTemp("", "tapes-httpbench-") })
+	if binDirErr != nil {
+		t.Fatal(binDirErr)
+	}
+	v, _ := bins.LoadOrStore(name, &builtBin{})
+	bb := v.(*builtBin)
+	bb.once.Do(func() {
+		bb.path = filepath.Join(binDir, name)
+		cmd := exec.Command("go", "build", "-o", bb.path, pkg)
+		cmd.Dir = dir
+		if dir != "." {
+			// Another module: drop any -modfile meant for this one.
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "GOFLAGS=") {
+					cmd.Env = append(cmd.Env, kv)
+				}
+			}
+		}
+		if b, err := cmd.CombinedOutput(); err != nil {
+			bb.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+		}
+	})
+	if bb.err != nil {
+		t.Fatal(bb.err)
+	}
+	return bb.path
+}
+
+func httpbenchBin(t testing.TB) string { return bin(t, "httpbench", ".", "./cmd/httpbench") }
+
+// tapesHostBin builds tapes-host in the root module.
+func tapesHostBin(t testing.TB) string { return bin(t, "tapes-host", "..", "./cmd/tapes-host") }
+
+// proc is a running process whose stdout lines are collected.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []string
+	errb   bytes.Buffer
+	more   chan struct{} // closed and replaced when a line arrives
+	exited chan struct{} // closed when the process has exited; err is set
+	err    error
+}
+
+func startProc(t testing.TB, name string, env []string, path string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(path, args...), more: make(chan struct{}), exited: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = lockedWriter{&p.mu, &p.errb}
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.more)
+			p.more = make(chan struct{})
+			p.mu.Unlock()
+		}
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// want waits for a stdout line containing prefix and returns what follows
+// it up to the next space.
+func (p *proc) want(t testing.TB, prefix string) string {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for seen := 0; ; {
+		p.mu.Lock()
+		for ; seen < len(p.lines); seen++ {
+			if _, rest, ok := strings.Cut(p.lines[seen], prefix); ok {
+				p.mu.Unlock()
+				v, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+				return strings.TrimSuffix(v, "/metrics")
+			}
+		}
+		more := p.more
+		p.mu.Unlock()
+		select {
+		case <-more:
+		case <-p.exited:
+			t.Fatalf("%s exited before printing %q: %v\nstderr:\n%s", p.name, prefix, p.err, p.stderr())
+		case <-deadline:
+			t.Fatalf("%s did not print %q within 30s\nstderr:\n%s", p.name, prefix, p.stderr())
+		}
+	}
+}
+
+func (p *proc) stderr() string { p.mu.Lock(); defer p.mu.Unlock(); return p.errb.String() }
+
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Errorf("%s: exit after SIGTERM: %v\nstderr:\n%s", p.name, p.err, p.stderr())
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not exit within 30s of SIGTERM", p.name)
+	}
+}
+
+// cpuTicks reads the process's utime+stime from /proc/PID/stat.
+func (p *proc) cpuTicks() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields after it start
+	// after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
