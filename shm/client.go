@@ -203,10 +203,21 @@ func u32(m []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&m[off])) 
 // host treats a record as committed once that word's kind byte is non-zero,
 // so w0 is stored last, atomically, after the value.
 func (c *Client) put(w0, v uint64) {
-	if c.closed.Load() {
+	r := atomic.LoadUint64(c.reserve)
+	if r < c.limit.Load() && !c.closed.Load() && atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
+		commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 		return
 	}
+	c.putSlow(w0, v)
+}
+
+// putSlow is put when the ring looked full, the claim raced with another
+// goroutine, or the client is closed.
+func (c *Client) putSlow(w0, v uint64) {
 	for {
+		if c.closed.Load() {
+			return
+		}
 		r := atomic.LoadUint64(c.reserve)
 		if r >= c.limit.Load() {
 			lim := atomic.LoadUint64(c.consumer) + c.size
@@ -217,9 +228,7 @@ func (c *Client) put(w0, v uint64) {
 			}
 		}
 		if atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
-			p := unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize)
-			*(*uint64)(unsafe.Add(p, wire.RecordValueOff)) = v
-			atomic.StoreUint64((*uint64)(p), w0)
+			commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 			return
 		}
 	}

@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm"
+)
+
+func shmHost(b *testing.B, cfg shm.Config) *shm.Host {
+	dir := b.TempDir()
+	os.Chmod(dir, 0o700)
+	h, err := shm.CreateHost(filepath.Join(dir, "b.shm"), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { h.Close() })
+	return h
+}
+
+// BenchmarkShmRecord is a worker's record path alone: one event (counter
+// and timer alternating) into its own ring. The ring is drained between
+// batches with the timer stopped, so no event is dropped and the host's
+// cache-line traffic is not counted.
+func BenchmarkShmRecord(b *testing.B) {
+	const ring = 1 << 16
+	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	c, err := shm.Open(h.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := registry.New()
+	ctr := c.Counter("bench.count")
+	tmr := c.Timer("bench.time")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(ring, b.N-done)
+		for i := 0; i < n; i++ {
+			if i&1 == 0 {
+				ctr.Inc()
+			} else {
+				tmr.Update(time.Duration(i))
+			}
+		}
+		done += n
+		b.StopTimer()
+		if _, err := h.DrainOnce(r); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	if c.Dropped() != 0 {
+		b.Fatalf("dropped %d", c.Dropped())
+	}
+}
+
+// BenchmarkShmRecordWithHost is the record path while a host drains the
+// same ring on the other core: the producer then shares cache lines with
+// the consumer, and when it outruns the host, events are dropped (counted,
+// reported as dropped/op). Dropping is the cheaper path.
+func BenchmarkShmRecordWithHost(b *testing.B) {
+	h := shmHost(b, shm.Config{Slots: 2, RingRecords: 1 << 16})
+	c, err := shm.Open(h.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); h.Drain(ctx, r) }()
+	ctr := c.Counter("bench.count")
+	tmr := c.Timer("bench.time")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i&1 == 0 {
+			ctr.Inc()
+		} else {
+			tmr.Update(time.Duration(i))
+		}
+	}
+	b.StopTimer()
+	cancel()
+	wg.Wait()
+	b.ReportMetric(float64(c.Dropped())/float64(b.N), "dropped/op")
+}
+
+// BenchmarkShmDrain is the host applying a counter and timer mix: per op,
+// one event decoded, applied to the registry and its record zeroed.
+func BenchmarkShmDrain(b *testing.B) {
+	const ring = 1 << 16
+	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	c, err := shm.Open(h.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := registry.New()
+	ctr := c.Counter("bench.count")
+	tmr := c.Timer("bench.time")
+	if _, err := h.DrainOnce(r); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		n := min(ring, b.N-done)
+		for i := 0; i < n; i++ {
+			if i&1 == 0 {
+				ctr.Inc()
+			} else {
+				tmr.Update(time.Duration(1000 + i))
+			}
+		}
+		b.StartTimer()
+		got, err := h.DrainOnce(r)
+		if err != nil || got != n {
+			b.Fatalf("drained %d of %d: %v", got, n, err)
+		}
+		done += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mevents/s")
+}
