@@ -73,9 +73,9 @@ type Scheduler struct {
 	rep Reporter
 	cfg config
 
-	mu      sync.Mutex // serializes reports between the loop and StopAndFlush
-	cancel  context.CancelFunc
-	done    chan struct{}
+	mu     sync.Mutex // serializes reports between the loop and StopAndFlush
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	reports  atomic.Uint64
 	errors   atomic.Uint64
