@@ -259,6 +259,9 @@ func (h *Histogram) Sum() float64 {
 // resets a half-window starts the whole collection over: resets happen once
 // per half-window per shard and take microseconds, so this is rare.
 func (h *Histogram) collect(sk *Sketch, cur int64) (n uint64, sum float64) {
+	if sk != nil {
+		sk.reset()
+	}
 	p := h.shards.Load()
 	if p == nil {
 		return 0, 0
