@@ -110,7 +110,9 @@ func Start(ctx context.Context, rep Reporter, interval time.Duration, opts ...Op
 		if tk != nil {
 			defer tk.Stop()
 		}
-		s.report(ctx)
+		if ctx.Err() == nil {
+			s.report(ctx)
+		}
 		for {
 			select {
 			case <-ctx.Done():

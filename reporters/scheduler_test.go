@@ -261,3 +261,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+func TestAlreadyCancelledContextReportsNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep := &counting{}
+	s := Start(ctx, rep, time.Millisecond)
+	<-s.Done()
+	if n := rep.calls.Load(); n != 0 {
+		t.Fatalf("%d reports with a cancelled context", n)
+	}
+}
