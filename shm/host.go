@@ -444,9 +444,9 @@ func (h *Host) pass(live bool, now time.Time) int {
 		if !hs.bound || hs.pid != pid || hs.gen != gen {
 			h.unbind(i, hs)
 			*hs = hslot{bound: true, pid: pid, gen: gen}
-			hs.consumer = atomic.LoadUint64(h.slotU64(i, slotConsumer))
+			h.recover(i, hs, &ps)
 		}
-		h.drainSlot(i, hs, &ps)
+		h.drainSlot(i, hs, &ps, false, 0)
 		if !live {
 			workers++
 			continue
@@ -481,6 +481,22 @@ func (h *Host) pass(live bool, now time.Time) int {
 		s.lag.Set(float64(ps.lag))
 	}
 	return ps.events
+}
+
+// recover reads the indices of a slot the host has not seen before and
+// completes a release a previous host died in the middle of.
+func (h *Host) recover(i int, hs *hslot, ps *passStats) {
+	c := atomic.LoadUint64(h.slotU64(i, slotConsumer))
+	t := atomic.LoadUint64(h.slotU64(i, slotTaking))
+	hs.consumer = c
+	switch {
+	case t > c && t-c <= uint64(h.g.ringRecs):
+		h.release(i, c, t)
+		hs.consumer = t
+	case t != c:
+		ps.malformed++ // taking is only ever equal to or just ahead of consumer
+		atomic.StoreUint64(h.slotU64(i, slotTaking), c)
+	}
 }
 
 // alive reports whether the process that claimed a slot still runs. The
@@ -526,8 +542,15 @@ func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
 }
 
 // drainSlot applies the records committed in slot i's ring, at most one
-// ring's worth, and publishes the new consumer index.
-func (h *Host) drainSlot(i int, hs *hslot, ps *passStats) {
+// ring's worth, then releases them: it records how far it consumed in the
+// taking index, zeroes the records, and publishes the consumer index. A
+// host killed anywhere in between leaves taking > consumer, and the next
+// host skips exactly those records (they were applied to the dead host's
+// registry), so records are never applied twice by live hosts nor lost by
+// a stalled ring. With skipHoles (the worker is gone), records claimed
+// below the reserve index but never committed are counted as aborted and
+// passed over.
+func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserve uint64) {
 	consP := h.slotU64(i, slotConsumer)
 	if atomic.LoadUint64(consP) != hs.consumer {
 		ps.malformed++ // someone other than this host wrote the consumer index
@@ -535,27 +558,55 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats) {
 	ring := h.g.slotOff(i) + h.g.ringOffset
 	mask := uint64(h.g.ringRecs - 1)
 	c := hs.consumer
+	end := c
 	for k := 0; k < h.g.ringRecs; k++ {
-		p := u64(h.m, ring+int(c&mask)*wire.RecordSize)
+		p := u64(h.m, ring+int(end&mask)*wire.RecordSize)
 		w0 := atomic.LoadUint64(p)
 		if byte(w0>>32) == 0 {
-			break
+			if !skipHoles || end >= reserve {
+				break
+			}
+			ps.aborted++
+			end++
+			continue
 		}
-		h.consume(i, hs, p, w0, ps)
-		c++
+		h.apply(i, hs, w0, atomic.LoadUint64((*uint64)(unsafeAdd(p, wire.RecordValueOff))), ps)
+		end++
 	}
-	hs.consumer = c
-	atomic.StoreUint64(consP, c)
+	if end == c {
+		return
+	}
+	if testHookBeforeRelease != nil {
+		testHookBeforeRelease()
+	}
+	h.release(i, c, end)
+	hs.consumer = end
 }
 
-// consume decodes, applies and zeroes one committed record.
-func (h *Host) consume(i int, hs *hslot, p *uint64, w0 uint64, ps *passStats) {
-	vp := (*uint64)(unsafeAdd(p, wire.RecordValueOff))
-	v := atomic.LoadUint64(vp)
-	// The zeroing is ordered before the consumer index store that lets the
-	// worker reuse the record; plain stores suffice for that.
-	*vp = 0
-	*p = 0
+// testHookBeforeRelease lets a test kill a host process between applying
+// records and releasing them.
+var testHookBeforeRelease, testHookMidRelease func()
+
+// release zeroes records [from, to) and publishes to as the consumer index,
+// bracketed by the taking index for crash recovery (see drainSlot).
+func (h *Host) release(i int, from, to uint64) {
+	atomic.StoreUint64(h.slotU64(i, slotTaking), to)
+	if testHookMidRelease != nil {
+		testHookMidRelease()
+	}
+	ring := h.m[h.g.slotOff(i)+h.g.ringOffset:][:h.g.ringRecs*wire.RecordSize]
+	a, b := int(from&uint64(h.g.ringRecs-1)), int(to-from)
+	if a+b <= h.g.ringRecs {
+		clear(ring[a*wire.RecordSize : (a+b)*wire.RecordSize])
+	} else {
+		clear(ring[a*wire.RecordSize:])
+		clear(ring[:(a+b-h.g.ringRecs)*wire.RecordSize])
+	}
+	atomic.StoreUint64(h.slotU64(i, slotConsumer), to)
+}
+
+// apply decodes one committed record and applies it to the registry.
+func (h *Host) apply(i int, hs *hslot, w0, v uint64, ps *passStats) {
 	var b [wire.RecordSize]byte
 	binary.LittleEndian.PutUint64(b[0:], w0)
 	binary.LittleEndian.PutUint64(b[8:], v)
@@ -689,11 +740,10 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 func (h *Host) finish(i int, hs *hslot, w uint64, ps *passStats) bool {
 	pid, _, st := unpackState(w)
 	if hs.bound {
-		h.drainSlot(i, hs, ps)
+		h.drainSlot(i, hs, ps, false, 0)
 	}
 	res := atomic.LoadUint64(h.slotU64(i, slotReserve))
-	c := hs.consumer
-	holes := res > c && res-c <= uint64(h.g.ringRecs)
+	holes := hs.bound && res > hs.consumer && res-hs.consumer <= uint64(h.g.ringRecs)
 	if holes && st == StateClosed && h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart))) {
 		if hs.holeAt.IsZero() {
 			hs.holeAt = time.Now()
@@ -702,18 +752,8 @@ func (h *Host) finish(i int, hs *hslot, w uint64, ps *passStats) bool {
 			return false
 		}
 	}
-	if holes && hs.bound {
-		ring := h.g.slotOff(i) + h.g.ringOffset
-		mask := uint64(h.g.ringRecs - 1)
-		for ; c < res; c++ {
-			p := u64(h.m, ring+int(c&mask)*wire.RecordSize)
-			if w0 := atomic.LoadUint64(p); byte(w0>>32) != 0 {
-				h.consume(i, hs, p, w0, ps)
-			} else {
-				ps.aborted++
-			}
-		}
-		hs.consumer = c
+	if holes {
+		h.drainSlot(i, hs, ps, true, res)
 	}
 	if hs.bound {
 		h.refresh(i, hs, ps)
@@ -760,7 +800,7 @@ func (h *Host) reset(i int, w uint64) {
 	n = min(n, uint64(h.g.maxDefs))
 	clear(h.m[base+h.g.defOffset : base+h.g.defOffset+int(n)*DefSize])
 	clear(h.m[base+h.g.ringOffset : base+h.g.ringOffset+h.g.ringRecs*wire.RecordSize])
-	for _, off := range []int{slotStart, slotReserve, slotDropped, slotDefCount, slotConsumer} {
+	for _, off := range []int{slotStart, slotReserve, slotDropped, slotDefCount, slotConsumer, slotTaking} {
 		atomic.StoreUint64(h.slotU64(i, off), 0)
 	}
 	atomic.StoreUint64(st, packState(0, gen, StateFree))

@@ -80,6 +80,7 @@ const (
 	slotDropped  = 72  // u64, worker: records dropped because the ring was full
 	slotDefCount = 80  // u64, worker: definitions published
 	slotConsumer = 192 // u64, host: records consumed
+	slotTaking   = 200 // u64, host: records being released (crash recovery)
 	slotDefs     = 256 // first definition entry
 
 	// DefSize is the size of one metric-definition entry.

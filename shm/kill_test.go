@@ -1,0 +1,397 @@
+package shm
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapes-go/tapes/registry"
+)
+
+func init() {
+	roles["loop"] = roleLoop
+	roles["phased"] = rolePhased
+	roles["host-crash"] = roleHostCrash
+	roles["burst"] = roleBurst
+}
+
+// roleLoop records until killed. Every batch it prints how many events are
+// committed (recorded minus dropped): the host must end up with at least
+// that many and at most one batch more.
+func roleLoop() int {
+	c, err := OpenEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	name := os.Getenv("LOOP_NAME")
+	cnt := c.Counter(name + ".n")
+	hst := c.Histogram(name + ".v")
+	tmr := c.Timer(name + ".t")
+	const batch = 64
+	w := bufio.NewWriter(os.Stdout)
+	fmt.Fprintf(w, "0 0\n") // attached
+	w.Flush()
+	for sent := uint64(0); ; {
+		for j := 0; j < batch; j++ {
+			cnt.Inc()
+			hst.Update(42.5)
+			tmr.Update(7 * time.Microsecond)
+		}
+		sent += batch
+		// Each event is three records; a dropped record may be any of them,
+		// so the confirmed count is what the counter can be sure of.
+		fmt.Fprintf(w, "%d %d\n", sent, c.Dropped())
+		w.Flush()
+	}
+}
+
+type progress struct {
+	mu            sync.Mutex
+	sent, dropped uint64
+	done, ready   chan struct{}
+}
+
+func readProgress(r io.Reader, p *progress) {
+	defer close(p.done)
+	sc := bufio.NewScanner(r)
+	for first := true; sc.Scan(); first = false {
+		if first {
+			close(p.ready)
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		s, _ := strconv.ParseUint(f[0], 10, 64)
+		d, _ := strconv.ParseUint(f[1], 10, 64)
+		p.mu.Lock()
+		p.sent, p.dropped = s, d
+		p.mu.Unlock()
+	}
+}
+
+// TestWorkersKilled kills workers with SIGKILL at random moments while they
+// record and a host drains; more workers are started than there are slots,
+// so the test also proves that dead workers' slots are reclaimed.
+func TestWorkersKilled(t *testing.T) {
+	const slots, rounds = 3, 3
+	h := newHost(t, Config{Slots: slots, RingRecords: 1 << 12})
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	drainDone := make(chan error, 1)
+	go func() { drainDone <- h.Drain(ctx, r, WithLivenessInterval(20*time.Millisecond)) }()
+
+	type worker struct {
+		name string
+		p    *progress
+	}
+	var all []worker
+	for round := 0; round < rounds; round++ {
+		var cmds []*exec_
+		for k := 0; k < slots; k++ {
+			name := fmt.Sprintf("kill.r%dw%d", round, k)
+			cmd := child(t, "loop", EnvVar+"="+h.Path(), "LOOP_NAME="+name)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &progress{done: make(chan struct{}), ready: make(chan struct{})}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go readProgress(out, p)
+			cmds = append(cmds, &exec_{cmd, p})
+			all = append(all, worker{name, p})
+		}
+		for _, c := range cmds {
+			select {
+			case <-c.p.ready:
+			case <-c.p.done:
+				t.Fatal("a worker exited before attaching")
+			}
+		}
+		time.Sleep(time.Duration(20+rand.IntN(80)) * time.Millisecond)
+		for _, c := range cmds {
+			time.Sleep(time.Duration(rand.IntN(10)) * time.Millisecond)
+			c.cmd.Process.Signal(syscall.SIGKILL)
+		}
+		for _, c := range cmds {
+			<-c.p.done
+			c.cmd.Wait()
+		}
+		// The next round needs the slots back.
+		waitFor(t, "slots reclaimed", 10*time.Second, func() bool {
+			select {
+			case err := <-drainDone:
+				t.Fatalf("Drain returned %v", err)
+			default:
+			}
+			return r.Counter("tapes.shm.reclaimed").Value() >= int64((round+1)*slots)
+		})
+	}
+	cancel()
+	if err := <-drainDone; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range all {
+		w.p.mu.Lock()
+		sent, dropped := w.p.sent, w.p.dropped
+		w.p.mu.Unlock()
+		got := uint64(0)
+		if m, ok := r.Get(w.name + ".n"); ok {
+			got = uint64(m.(*registry.Counter).Value())
+		}
+		// At least what was confirmed minus every dropped record; at most
+		// what was confirmed plus the batch in progress.
+		lo := int64(sent) - int64(dropped)
+		if int64(got) < lo || got > sent+64 {
+			t.Errorf("%s: host has %d, worker confirmed %d sent with %d records dropped", w.name, got, sent, dropped)
+		}
+		if m, ok := r.Get(w.name + ".v"); ok {
+			s := m.(*registry.Histogram).Snapshot()
+			if s.Count > 0 && (s.Min != 42.5 || s.Max != 42.5) {
+				t.Errorf("%s: torn histogram value: min %v max %v", w.name, s.Min, s.Max)
+			}
+		}
+		if m, ok := r.Get(w.name + ".t"); ok {
+			s := m.(*registry.Timer).Snapshot()
+			want := float64(7*time.Microsecond) * 1e-9
+			if s.Count > 0 && (s.Min != want || s.Max != want) {
+				t.Errorf("%s: torn timer value: min %v max %v", w.name, s.Min, s.Max)
+			}
+		}
+	}
+	if v := r.Counter("tapes.shm.malformed").Value(); v != 0 {
+		t.Errorf("malformed = %d", v)
+	}
+	if v := r.Counter("tapes.shm.reclaimed").Value(); v != slots*rounds {
+		t.Errorf("reclaimed = %d, want %d", v, slots*rounds)
+	}
+	rep, err := Inspect(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Workers) != 0 {
+		t.Errorf("slots still held: %+v", rep.Workers)
+	}
+	t.Logf("events %d, aborted %d, dropped %d", r.Counter("tapes.shm.events").Value(),
+		r.Counter("tapes.shm.aborted").Value(), r.Counter("tapes.shm.dropped.total").Value())
+}
+
+// rolePhased records PHASE_N counter events, says so, waits for a line on
+// stdin, records PHASE_N more, says so, waits again and closes.
+func rolePhased() int {
+	c, err := OpenEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	n := envInt("PHASE_N")
+	in := bufio.NewReader(os.Stdin)
+	ctr := c.Counter("phased.n")
+	for phase := 1; phase <= 2; phase++ {
+		for j := 0; j < n; j++ {
+			ctr.Inc()
+		}
+		fmt.Printf("phase%d %d\n", phase, c.Dropped())
+		if _, err := in.ReadString('\n'); err != nil {
+			return 1
+		}
+	}
+	c.Close()
+	return 0
+}
+
+// roleHostCrash attaches as the host and drains; between applying a batch
+// and releasing it, it prints the counter it applied to and kills itself
+// with SIGKILL.
+func roleHostCrash() int {
+	h, err := CreateHost(os.Getenv(EnvVar), Config{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	r := registry.New()
+	crash := func() {
+		v := int64(0)
+		if m, ok := r.Get("phased.n"); ok {
+			v = m.(*registry.Counter).Value()
+		}
+		fmt.Printf("applied %d\n", v)
+		os.Stdout.Sync()
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	if os.Getenv("CRASH_AT") == "before" {
+		testHookBeforeRelease = crash
+	} else {
+		testHookMidRelease = crash
+	}
+	for {
+		if _, err := h.DrainOnce(r); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHostKilledMidBatch kills a host process after it applied records but
+// before or while it released them, while a worker keeps recording with no
+// host running. Records are consumed when their release begins (the taking
+// index is stored): a host killed before that leaves them to the next host,
+// one killed after it leaves them consumed even if it had not zeroed them.
+// Either way the next host applies every record not consumed, once.
+func TestHostKilledMidBatch(t *testing.T) {
+	t.Run("before", func(t *testing.T) { testHostKilled(t, "before", 2) })
+	t.Run("during", func(t *testing.T) { testHostKilled(t, "during", 1) })
+}
+
+func testHostKilled(t *testing.T, at string, phases int64) {
+	const n = 5000
+	path := tempPath(t)
+	h0, err := CreateHost(path, Config{Slots: 2, RingRecords: 1 << 14})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h0.Close()
+
+	w := child(t, "phased", EnvVar+"="+path, "PHASE_N="+strconv.Itoa(n))
+	win, _ := w.StdinPipe()
+	wout, _ := w.StdoutPipe()
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Process.Kill()
+	wr := bufio.NewReader(wout)
+	expectLine(t, wr, "phase1 0")
+
+	hc := child(t, "host-crash", EnvVar+"="+path, "CRASH_AT="+at)
+	hout, _ := hc.StdoutPipe()
+	if err := hc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	expectLine(t, bufio.NewReader(hout), fmt.Sprintf("applied %d", n))
+	if err := hc.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("crashing host: %v", err)
+	}
+
+	// No host runs now; the worker records its second phase into the ring.
+	io.WriteString(win, "go\n")
+	expectLine(t, wr, "phase2 0")
+
+	h, err := CreateHost(path, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	r := registry.New()
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Counter("phased.n").Value(); got != phases*n {
+		t.Errorf("second host applied %d, want exactly %d", got, phases*n)
+	}
+	io.WriteString(win, "bye\n")
+	if err := w.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.Counter("tapes.shm.malformed").Value(); v != 0 {
+		t.Errorf("malformed = %d", v)
+	}
+	if v := r.Counter("tapes.shm.reclaimed").Value(); v != 1 {
+		t.Errorf("reclaimed = %d", v)
+	}
+}
+
+func expectLine(t *testing.T, r *bufio.Reader, want string) {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != want {
+		t.Fatalf("read %q (%v), want %q", line, err, want)
+	}
+}
+
+// roleBurst records BURST_N counter events as fast as it can and exits.
+func roleBurst() int {
+	c, err := OpenEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctr := c.Counter("burst.n")
+	n := envInt("BURST_N")
+	for j := 0; j < n; j++ {
+		ctr.Inc()
+	}
+	fmt.Printf("%d\n", c.Dropped())
+	c.Close()
+	return 0
+}
+
+// TestOverflow gives workers a 16-record ring and a host that cannot keep
+// up: every event is either applied or counted as dropped, exactly.
+func TestOverflow(t *testing.T) {
+	const workers, n = 2, 200000
+	h := newHost(t, Config{Slots: 4, RingRecords: 16})
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	drainDone := make(chan error, 1)
+	go func() { drainDone <- h.Drain(ctx, r) }()
+	var wg sync.WaitGroup
+	var workerDropped [workers]uint64
+	for k := 0; k < workers; k++ {
+		cmd := child(t, "burst", EnvVar+"="+h.Path(), "BURST_N="+strconv.Itoa(n))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := cmd.Output()
+			if err != nil {
+				t.Error(err)
+			}
+			workerDropped[k], _ = strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "slots reclaimed", 10*time.Second, func() bool {
+		return r.Counter("tapes.shm.reclaimed").Value() == workers
+	})
+	cancel()
+	if err := <-drainDone; err != nil {
+		t.Fatal(err)
+	}
+	applied := r.Counter("burst.n").Value()
+	dropped := r.Counter("tapes.shm.dropped.total").Value()
+	if applied+dropped != workers*n {
+		t.Errorf("applied %d + dropped %d = %d, want %d", applied, dropped, applied+dropped, workers*n)
+	}
+	if want := int64(workerDropped[0] + workerDropped[1]); dropped != want {
+		t.Errorf("host counted %d dropped, workers reported %d", dropped, want)
+	}
+	if dropped == 0 {
+		t.Errorf("no event dropped: the test did not overflow the ring")
+	}
+	t.Logf("applied %d dropped %d", applied, dropped)
+}
+
+type exec_ struct {
+	cmd *exec.Cmd
+	p   *progress
+}
