@@ -356,8 +356,8 @@ func BenchmarkWrite10k(b *testing.B) {
 }
 
 // BenchmarkWrite10kScalar leaves out histograms and timers, whose snapshots
-// (in package registry) are most of BenchmarkWrite10k's allocations, to
-// show what the writer itself costs.
+// (in package registry) are most of BenchmarkWrite10k's time, to show what
+// the writer itself costs.
 func BenchmarkWrite10kScalar(b *testing.B) {
 	r := registry.New()
 	for i := 0; i < 10000; i++ {
