@@ -6,11 +6,15 @@ package bench
 // processes (bench/cmd/httpbench), so the load generator in this process
 // never shares a Go runtime with them.
 //
-// BenchmarkHTTPSingle: one server process; variants none, tapes, gometrics,
-// prometheus.
-// BenchmarkHTTPWorkers: two worker processes sharing one port with
-// SO_REUSEPORT; variants none, tapes (shm client + tapes-host), statsd (one
-// UDP packet per request to a sink), zmq (PUB per worker, SUB aggregator).
+// BenchmarkHTTPSingle: one server process per variant: none, tapes,
+// gometrics, prometheus.
+// BenchmarkHTTPWorkers: per variant, two worker processes sharing one port
+// with SO_REUSEPORT: none, tapes (shm client + tapes-host), statsd (one UDP
+// packet per request to a sink), zmq (PUB per worker, SUB aggregator).
+//
+// Each benchmark runs all its variants side by side, interleaved in chunks
+// (see benchHTTP); b.N is the number of requests per variant and each
+// metric is prefixed with its variant ("tapes-req/s").
 //
 // The full runs are heavy, so they only run when TAPES_HTTP_BENCH=1, which
 // bench/scripts/run.sh sets (with -benchtime 30000x); CI's quick pass runs
@@ -29,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,64 +101,118 @@ func TestHTTPSmoke(t *testing.T) {
 	}
 }
 
+// benchHTTP starts every variant at once and sends each one its b.N
+// requests in chunks of 1,000, taking turns in an order that rotates every
+// cycle. On a shared 2-core machine, noise comes in bursts of seconds; a
+// burst now lands on every variant alike instead of on whichever ran at
+// that moment. The connections of each variant stay open across its chunks.
+//
+// Per variant it reports requests per second over its own chunks, the
+// median over cycles of its throughput relative to "none" in the same cycle
+// (vs-none-%), the CPU time its processes used from after warm-up until
+// its metrics backend had caught up (cpu-us/req), latency quantiles and,
+// for variants with a backend, the share of requests it never counted.
 func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *setup) {
 	if os.Getenv("TAPES_HTTP_BENCH") != "1" {
 		b.Skip("heavy: run by bench/scripts/run.sh (TAPES_HTTP_BENCH=1 with -benchtime 30000x); TestHTTPSmoke checks correctness")
 	}
+	ctx := context.Background()
 	round, _ := strconv.Atoi(os.Getenv("TAPES_HTTP_ROUND"))
-	// Rotating the order from round to round keeps "runs first" or "runs
-	// after the noisiest variant" from favouring one variant.
-	order := make([]string, len(variants))
-	for i := range variants {
-		order[i] = variants[(i+round)%len(variants)]
+	type state struct {
+		name    string
+		s       *setup
+		l       *Loader
+		warm    int
+		cpu0    time.Duration
+		lat     []time.Duration
+		elapsed time.Duration
+		ratios  []float64 // per cycle, throughput / none's
+		cycles  []float64 // per cycle, req/s
 	}
-	for _, v := range order {
-		b.Run(v, func(b *testing.B) {
-			s := start(b, v)
-			defer s.stop(b)
-			warm := min(b.N, 1000)
-			if res, _ := Load(context.Background(), LoadConfig{Addr: s.addr, Requests: warm, Concurrency: 10, Expect: finishedBody}); res.Errors != 0 {
-				b.Fatalf("warm-up: %d errors, first: %v", res.Errors, res.FirstErr)
-			}
-			cpu0 := s.cpuTicks()
-			b.ResetTimer()
-			res, err := Load(context.Background(), LoadConfig{Addr: s.addr, Requests: b.N, Concurrency: 10, Expect: finishedBody})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			cpu := s.cpuTicks() - cpu0
+	st := make([]*state, len(variants))
+	for i, v := range variants {
+		s := start(b, v)
+		defer s.stop(b)
+		l, err := NewLoader(LoadConfig{Addr: s.addr, Concurrency: 10, Expect: finishedBody})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		x := &state{name: v, s: s, l: l, warm: min(b.N, 1000), lat: make([]time.Duration, 0, b.N)}
+		if res := l.Run(ctx, x.warm); res.Errors != 0 {
+			b.Fatalf("%s: warm-up: %d errors, first: %v", v, res.Errors, res.FirstErr)
+		}
+		st[i] = x
+	}
+	for _, x := range st {
+		x.cpu0 = x.s.cpuTime()
+	}
+	const chunk = 1000
+	cycleElapsed := make([]time.Duration, len(st))
+	b.ResetTimer()
+	for done, cycle := 0, 0; done < b.N; done, cycle = done+chunk, cycle+1 {
+		n := min(chunk, b.N-done)
+		for j := range st {
+			i := (j + cycle + round) % len(st)
+			x := st[i]
+			res := x.l.Run(ctx, n)
 			if res.Errors != 0 {
-				b.Fatalf("%d of %d requests failed, first: %v", res.Errors, b.N, res.FirstErr)
+				b.Fatalf("%s: %d of %d requests failed, first: %v", x.name, res.Errors, n, res.FirstErr)
 			}
-			q := Quantiles(res.Latencies, 0.5, 0.9, 0.99, 1)
-			b.ReportMetric(res.RequestsPerSecond(), "req/s")
-			b.ReportMetric(us(q[0]), "p50-us")
-			b.ReportMetric(us(q[1]), "p90-us")
-			b.ReportMetric(us(q[2]), "p99-us")
-			b.ReportMetric(us(q[3]), "max-us")
-			b.ReportMetric(float64(cpu)*1e6/float64(clockTicks)/float64(b.N), "cpu-us/req")
-			if v != "none" {
-				want := uint64(warm + b.N)
-				got := s.waitCount(nil, want)
-				b.ReportMetric(float64(want-min(got, want))/float64(want)*100, "lost-%")
-			}
-			if dir := os.Getenv("TAPES_HTTP_BENCH_OUT"); dir != "" && b.N > 1 {
-				writeLatencies(b, dir, b.Name(), round, res.Latencies)
-			}
-		})
+			x.lat = append(x.lat, res.Latencies...)
+			x.elapsed += res.Elapsed
+			cycleElapsed[i] = res.Elapsed
+			x.cycles = append(x.cycles, float64(n)/res.Elapsed.Seconds())
+		}
+		for i, x := range st {
+			x.ratios = append(x.ratios, cycleElapsed[0].Seconds()/cycleElapsed[i].Seconds())
+		}
 	}
+	b.StopTimer()
+	for _, x := range st {
+		lost := -1.0
+		if x.name != "none" {
+			want := uint64(x.warm + b.N)
+			got := x.s.waitCount(nil, want)
+			lost = float64(want-min(got, want)) / float64(want) * 100
+		}
+		cpu := x.s.cpuTime() - x.cpu0
+		q := Quantiles(x.lat, 0.5, 0.9, 0.99, 1)
+		v := x.name + "-"
+		b.ReportMetric(float64(b.N)/x.elapsed.Seconds(), v+"req/s")
+		b.ReportMetric(medianF(x.ratios)*100, v+"vs-none-%")
+		b.ReportMetric(us(cpu)/float64(b.N), v+"cpu-us/req")
+		b.ReportMetric(us(q[0]), v+"p50-us")
+		b.ReportMetric(us(q[1]), v+"p90-us")
+		b.ReportMetric(us(q[2]), v+"p99-us")
+		b.ReportMetric(us(q[3]), v+"max-us")
+		if lost >= 0 {
+			b.ReportMetric(lost, v+"lost-%")
+		}
+		if dir := os.Getenv("TAPES_HTTP_BENCH_OUT"); dir != "" && b.N > 1 {
+			writeLatencies(b, dir, b.Name()+"_"+x.name, round, x.lat, x.cycles)
+		}
+	}
+}
+
+func medianF(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat CPU times; 100 on
-// every Linux this runs on.
-const clockTicks = 100
-
-// writeLatencies writes one latency per line, in nanoseconds, for the
-// report's distributions and box plots.
-func writeLatencies(b *testing.B, dir, name string, round int, lat []time.Duration) {
+// writeLatencies writes, for the report's distributions and box plots, one
+// latency per line in nanoseconds (NAME.rROUND.lat) and the throughput of
+// each chunk in requests per second (NAME.rROUND.cyc).
+func writeLatencies(b *testing.B, dir, name string, round int, lat []time.Duration, cycles []float64) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -162,8 +221,16 @@ func writeLatencies(b *testing.B, dir, name string, round int, lat []time.Durati
 		buf.WriteString(strconv.FormatInt(int64(d), 10))
 		buf.WriteByte('\n')
 	}
-	file := fmt.Sprintf("%s.r%d.lat", strings.ReplaceAll(name, "/", "_"), round)
-	if err := os.WriteFile(filepath.Join(dir, file), buf.Bytes(), 0o644); err != nil {
+	base := filepath.Join(dir, fmt.Sprintf("%s.r%d", strings.ReplaceAll(name, "/", "_"), round))
+	if err := os.WriteFile(base+".lat", buf.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	buf.Reset()
+	for _, c := range cycles {
+		buf.WriteString(strconv.FormatFloat(c, 'f', 1, 64))
+		buf.WriteByte('\n')
+	}
+	if err := os.WriteFile(base+".cyc", buf.Bytes(), 0o644); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -200,11 +267,12 @@ func (s *setup) waitCount(t testing.TB, want uint64) uint64 {
 	}
 }
 
-// cpuTicks sums the user and system CPU time of the setup's processes.
-func (s *setup) cpuTicks() int64 {
-	var sum int64
+// cpuTime sums the CPU time of the setup's processes: the server or
+// workers and whatever receives their metrics.
+func (s *setup) cpuTime() time.Duration {
+	var sum time.Duration
 	for _, p := range s.procs {
-		sum += p.cpuTicks()
+		sum += p.cpuTime()
 	}
 	return sum
 }
@@ -454,25 +522,29 @@ func (p *proc) stop(t testing.TB) {
 	}
 }
 
-// cpuTicks reads the process's utime+stime from /proc/PID/stat.
-func (p *proc) cpuTicks() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+// cpuTime sums the CPU time of the process's threads from
+// /proc/PID/task/*/schedstat, which counts in nanoseconds (/proc/PID/stat
+// counts in 10 ms ticks, too coarse for a run of one or two seconds).
+func (p *proc) cpuTime() time.Duration {
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may hold spaces; fields after it start
-	// after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
+	var sum time.Duration
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, task.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, _ := strconv.ParseInt(f[0], 10, 64)
+		sum += time.Duration(ns)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return ut + st
+	return sum
 }
 
 type lockedWriter struct {

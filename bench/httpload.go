@@ -62,6 +62,28 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	if cfg.Requests <= 0 {
 		return LoadResult{}, fmt.Errorf("httpload: Requests = %d, must be positive", cfg.Requests)
 	}
+	l, err := NewLoader(cfg)
+	if err != nil {
+		return LoadResult{}, err
+	}
+	defer l.Close()
+	return l.Run(ctx, cfg.Requests), nil
+}
+
+// Loader keeps its keep-alive connections open from one Run to the next,
+// so that a benchmark can send its requests in chunks, interleaved with
+// other servers' chunks, without reconnecting.
+type Loader struct {
+	cfg   LoadConfig
+	req   []byte
+	conns []*loadConn
+}
+
+// NewLoader checks cfg and fills its defaults; cfg.Requests is ignored.
+func NewLoader(cfg LoadConfig) (*Loader, error) {
+	if cfg.Requests < 0 {
+		return nil, fmt.Errorf("httpload: Requests = %d, must not be negative", cfg.Requests)
+	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 10
 	}
@@ -71,8 +93,27 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	req := []byte("GET " + cfg.Path + " HTTP/1.1\r\nHost: " + cfg.Addr + "\r\nUser-Agent: tapes-httpload\r\n\r\n")
-	res := LoadResult{Latencies: make([]time.Duration, cfg.Requests)}
+	return &Loader{
+		cfg:   cfg,
+		req:   []byte("GET " + cfg.Path + " HTTP/1.1\r\nHost: " + cfg.Addr + "\r\nUser-Agent: tapes-httpload\r\n\r\n"),
+		conns: make([]*loadConn, cfg.Concurrency),
+	}, nil
+}
+
+// Close closes the connections.
+func (l *Loader) Close() {
+	for i, c := range l.conns {
+		if c != nil {
+			c.conn.Close()
+			l.conns[i] = nil
+		}
+	}
+}
+
+// Run sends n requests over the loader's connections and returns what it
+// measured.
+func (l *Loader) Run(ctx context.Context, n int) LoadResult {
+	res := LoadResult{Latencies: make([]time.Duration, n)}
 	var (
 		next    atomic.Int64
 		okN     atomic.Int64
@@ -85,31 +126,26 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 		errOnce.Do(func() { res.FirstErr = err })
 	}
 	start := time.Now()
-	for range cfg.Concurrency {
+	for w := range l.conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var c *loadConn
-			defer func() {
-				if c != nil {
-					c.conn.Close()
-				}
-			}()
+			c := l.conns[w]
+			defer func() { l.conns[w] = c }()
 			for ctx.Err() == nil {
 				i := int(next.Add(1)) - 1
-				if i >= cfg.Requests {
+				if i >= n {
 					return
 				}
 				if c == nil {
 					var err error
-					if c, err = dialLoad(ctx, cfg.Addr); err != nil {
+					if c, err = dialLoad(ctx, l.cfg.Addr); err != nil {
 						fail(err)
 						continue
 					}
 				}
 				t0 := time.Now()
-				err := c.do(req, cfg.Expect, t0.Add(cfg.Timeout))
-				if err != nil {
+				if err := c.do(l.req, l.cfg.Expect, t0.Add(l.cfg.Timeout)); err != nil {
 					fail(err)
 					c.conn.Close()
 					c = nil
@@ -123,12 +159,12 @@ func Load(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	res.OK, res.Errors = int(okN.Load()), int(errN.Load())
-	if missed := cfg.Requests - res.OK - res.Errors; missed > 0 {
+	if missed := n - res.OK - res.Errors; missed > 0 {
 		// The context ended: requests never sent count as failed.
 		res.Errors += missed
 		errOnce.Do(func() { res.FirstErr = ctx.Err() })
 	}
-	return res, nil
+	return res
 }
 
 type loadConn struct {

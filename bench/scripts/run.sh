@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs the HTTP benchmarks (bench/http_test.go) in interleaved rounds and
+# writes bench/results/REPORT.md and the box plots bench/results/http-*.png.
+#
+#   bench/scripts/run.sh                  # 7 rounds of 30,000 requests per variant
+#   ROUNDS=3 REQUESTS=10000 bench/scripts/run.sh
+#
+# Every round runs every variant of both benchmarks once, in an order rotated
+# from round to round, so that a burst of noise on a shared machine lands on
+# different variants in different rounds; the report takes medians over
+# rounds. Takes about 40 s per round on 2 cores.
+set -eu
+
+ROUNDS=${ROUNDS:-7}
+REQUESTS=${REQUESTS:-30000}
+here=$(cd "$(dirname "$0")/.." && pwd) # bench/
+cd "$here"
+
+if ! command -v gnuplot >/dev/null 2>&1; then
+	echo "run.sh: installing gnuplot-nox for the box plots" >&2
+	if [ "$(id -u)" = 0 ]; then
+		apt-get install -y --no-install-recommends gnuplot-nox >/dev/null
+	else
+		sudo apt-get install -y --no-install-recommends gnuplot-nox >/dev/null
+	fi
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tapes-httpbench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+if [ -n "${KEEP:-}" ]; then trap - EXIT; echo "run.sh: keeping $work" >&2; fi
+go test -c -o "$work/bench.test" .
+
+failed=0
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+	echo "== round $r of $ROUNDS" >&2
+	if ! TAPES_HTTP_BENCH=1 TAPES_HTTP_ROUND=$r TAPES_HTTP_BENCH_OUT="$work/lat" \
+		"$work/bench.test" -test.run '^$' -test.bench '^BenchmarkHTTP(Single|Workers)$' \
+		-test.benchtime "${REQUESTS}x" >"$work/round-$r.txt" 2>&1; then
+		failed=1
+		echo "run.sh: round $r had failures:" >&2
+		grep -E -- '--- FAIL|FAIL|Error|error' "$work/round-$r.txt" | head -20 >&2 || true
+	fi
+	grep '^BenchmarkHTTP' "$work/round-$r.txt" >&2 || true
+	r=$((r + 1))
+done
+
+go run ./cmd/httpreport -in "$work" -out results \
+	-command "ROUNDS=$ROUNDS REQUESTS=$REQUESTS bench/scripts/run.sh"
+echo "wrote $here/results/REPORT.md" >&2
+exit $failed
