@@ -318,9 +318,11 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	default:
 		return 0, StatusInvalidKind
 	}
-	ids := make([]metric, len(old), len(old)+1)
-	copy(ids, old)
-	ids = append(ids, e)
+	// Entries never change once published, so appending in place and
+	// publishing the longer slice is safe: readers holding the old slice
+	// never look past its length. append doubles, so defining n metrics
+	// copies O(n) entries in all.
+	ids := append(old, e)
 	id := int32(len(old))
 	h.byName[name] = id
 	h.ids.Store(&ids)

@@ -283,3 +283,17 @@ func TestHostileMemoryLimit(t *testing.T) {
 		t.Error("a guest needing more than the limit at start was accepted")
 	}
 }
+
+func TestPluginNoInterrupt(t *testing.T) {
+	ctx := context.Background()
+	if p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+		Wasm: cGuest(t, "cguest"), Registry: registry.New(), NoInterrupt: true, CallTimeout: time.Second,
+	}); err == nil {
+		p.Close(ctx)
+		t.Fatal("NoInterrupt with a CallTimeout was accepted")
+	}
+	r := registry.New()
+	p := newPlugin(t, hostabi.PluginConfig{Wasm: cGuest(t, "cguest"), Registry: r, NoInterrupt: true, PoolSize: 2})
+	callP(t, p, "record_all")
+	checkEveryKind(t, r, "c.", 1)
+}

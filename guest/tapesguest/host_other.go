@@ -7,4 +7,4 @@ package tapesguest
 const noHost = -1 << 31
 
 func hostDefine(uint32, string) int32 { return noHost }
-func hostBatch(*byte, uint32) int32   { return noHost }
+func hostBatch(*uint64, uint32) int32 { return noHost }

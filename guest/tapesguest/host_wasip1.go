@@ -17,7 +17,7 @@ func hostDefine(kind uint32, name string) int32 {
 	return tapesDefine(kind, unsafe.Pointer(unsafe.StringData(name)), uint32(len(name)))
 }
 
-func hostBatch(p *byte, n uint32) int32 { return tapesBatch(unsafe.Pointer(p), n) }
+func hostBatch(p *uint64, n uint32) int32 { return tapesBatch(unsafe.Pointer(p), n) }
 
 // flushExport lets the host flush the buffer after each call it makes.
 //

@@ -1,0 +1,22 @@
+// cguest is the C guest of the wasm benchmarks: it records counter
+// increments through guest/c/tapes.h (buffered) or with one host call each.
+#define TAPES_IMPLEMENTATION
+#include "tapes.h"
+
+static int32_t id = -1;
+
+static void setup(void) {
+    if (id < 0) id = tapes_define(TAPES_COUNTER, "bench.c.events");
+}
+
+__attribute__((export_name("record"))) void record(int32_t n) {
+    setup();
+    for (int32_t i = 0; i < n; i++) tapes_counter_add(id, 1);
+}
+
+__attribute__((export_name("record_direct"))) void record_direct(int32_t n) {
+    setup();
+    for (int32_t i = 0; i < n; i++) tapes_call_counter_add(id, 1);
+}
+
+__attribute__((export_name("noop"))) void noop(void) {}

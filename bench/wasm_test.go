@@ -1,0 +1,204 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/internal/testenv"
+	"github.com/tapes-go/tapes/registry"
+)
+
+// The wasm benchmarks build their guests from the source in this repository
+// once per test binary.
+var (
+	wasmOnce  sync.Map // key -> *wasmBuild
+	wasmDir   string
+	wasmDirMu sync.Mutex
+)
+
+type wasmBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func wasmOut(tb testing.TB, name string) string {
+	wasmDirMu.Lock()
+	defer wasmDirMu.Unlock()
+	if wasmDir == "" {
+		d, err := os.MkdirTemp("", "tapes-bench-wasm-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		wasmDir = d
+	}
+	return filepath.Join(wasmDir, name)
+}
+
+func buildWasm(tb testing.TB, key string, build func(out string) error) []byte {
+	tb.Helper()
+	v, _ := wasmOnce.LoadOrStore(key, new(wasmBuild))
+	w := v.(*wasmBuild)
+	w.once.Do(func() {
+		w.path = wasmOut(tb, key+".wasm")
+		w.err = build(w.path)
+	})
+	if w.err != nil {
+		tb.Fatal(w.err)
+	}
+	b, err := os.ReadFile(w.path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// goWasm builds the Go package pkg of the module in dir (both relative to
+// the repository root) as a wasip1 c-shared reactor.
+func goWasm(tb testing.TB, dir, pkg string) []byte {
+	return buildWasm(tb, "go-"+filepath.Base(pkg), func(out string) error {
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./"+pkg)
+		cmd.Dir = filepath.Join(testenv.RepoRoot(), dir)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
+		}
+		return nil
+	})
+}
+
+// cWasm builds a C file (relative to the repository root) as a wasm32-wasi
+// reactor with guest/c on the include path.
+func cWasm(tb testing.TB, file string) []byte {
+	clang := testenv.WasiClang(tb)
+	return buildWasm(tb, "c-"+filepath.Base(file), func(out string) error {
+		root := testenv.RepoRoot()
+		cmd := exec.Command(clang, "--target=wasm32-wasi", "-O2", "-mexec-model=reactor",
+			"-I", filepath.Join(root, "guest", "c"), "-o", out, filepath.Join(root, file))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
+		}
+		return nil
+	})
+}
+
+// benchPlugin runs wasm with the plugin runner; noInterrupt drops the
+// deadline checks (see hostabi.PluginConfig.NoInterrupt). Compiled code is
+// shared through one on-disk cache per benchmark binary.
+func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, noInterrupt bool) *hostabi.Plugin {
+	b.Helper()
+	ctx := context.Background()
+	p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+		Name: name, Wasm: wasm, Registry: r, Prefix: "plugins." + name,
+		CacheDir: wasmOut(b, "cache"), NoInterrupt: noInterrupt,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close(ctx) })
+	return p
+}
+
+// BenchmarkWasmEvents measures one counter increment recorded by a guest:
+// buffered by the SDK and sent in batches (the recommended path), or with
+// one host call per event. Each op is one call into the guest recording
+// perCall events, then the runner's flush; ns/event is the figure to read.
+func BenchmarkWasmEvents(b *testing.B) {
+	const perCall = 10000
+	guests := []struct {
+		name string
+		wasm func(testing.TB) []byte
+	}{
+		{"go", func(tb testing.TB) []byte { return goWasm(tb, "bench", "testdata/wasm/goguest") }},
+		{"c", func(tb testing.TB) []byte { return cWasm(tb, "bench/testdata/wasm/cguest.c") }},
+	}
+	for _, g := range guests {
+		for _, mode := range []string{"batched", "direct", "batched-nointerrupt", "direct-nointerrupt"} {
+			b.Run(g.name+"/"+mode, func(b *testing.B) {
+				r := registry.New()
+				p := benchPlugin(b, g.name, g.wasm(b), r, strings.HasSuffix(mode, "-nointerrupt"))
+				export := "record"
+				if strings.HasPrefix(mode, "direct") {
+					export = "record_direct"
+				}
+				ctx := context.Background()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := p.Call(ctx, export, perCall); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/event")
+				c, ok := r.Get("plugins." + g.name + ".bench." + g.name + ".events")
+				if !ok || c.(*registry.Counter).Value() != int64(b.N*perCall) {
+					b.Fatalf("counter = %v, want %d", c, b.N*perCall)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkWasmCall measures a call into a guest function that does nothing,
+// through the plugin runner (pool, flush export).
+func BenchmarkWasmCall(b *testing.B) {
+	for _, g := range []struct {
+		name string
+		wasm func(testing.TB) []byte
+	}{
+		{"go", func(tb testing.TB) []byte { return goWasm(tb, "bench", "testdata/wasm/goguest") }},
+		{"c", func(tb testing.TB) []byte { return cWasm(tb, "bench/testdata/wasm/cguest.c") }},
+	} {
+		b.Run(g.name, func(b *testing.B) {
+			p := benchPlugin(b, g.name, g.wasm(b), registry.New(), false)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := p.Call(ctx, "noop"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWasmStart measures NewPlugin for the Go example plugin with a
+// warm on-disk compilation cache: compile (from the cache) plus the first
+// instance. compile-ms and start-ms report the two parts.
+func BenchmarkWasmStart(b *testing.B) {
+	wasm := goWasm(b, ".", "examples/plugin-go")
+	dir := b.TempDir()
+	ctx := context.Background()
+	open := func() *hostabi.Plugin {
+		p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+			Name: "example", Wasm: wasm, Registry: registry.New(), Prefix: "plugins.example", CacheDir: dir,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	cold := open() // fills the cache
+	coldCompile := cold.Stats().Compile
+	cold.Close(ctx)
+	var compile, start time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := open()
+		st := p.Stats()
+		compile += st.Compile
+		start += st.InstanceStart
+		p.Close(ctx)
+	}
+	b.ReportMetric(float64(coldCompile.Microseconds())/1000, "cold-compile-ms")
+	b.ReportMetric(float64(compile.Microseconds())/1000/float64(b.N), "compile-ms")
+	b.ReportMetric(float64(start.Microseconds())/1000/float64(b.N), "start-ms")
+}

@@ -1,0 +1,52 @@
+// plugin-c is an example tapes plugin written in C: a WebAssembly reactor
+// that records every kind of metric through guest/c/tapes.h. See README.md
+// for how to build it and run it in tapes-host.
+#define TAPES_IMPLEMENTATION
+#include "tapes.h"
+
+#include <time.h>
+
+static int32_t requests = -1, bytes_in, latency, sizes, queue, handled_g;
+static int32_t pending, handled;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Ids are defined once per instance; every instance of the plugin gets the
+// same ids for the same names.
+static void setup(void) {
+    if (requests >= 0) return;
+    requests = tapes_define(TAPES_COUNTER, "requests");
+    bytes_in = tapes_define(TAPES_METER, "bytes_in");
+    latency = tapes_define(TAPES_TIMER, "latency");
+    sizes = tapes_define(TAPES_HISTOGRAM, "payload_size");
+    queue = tapes_define(TAPES_GAUGE, "queue_depth");
+    handled_g = tapes_define(TAPES_GAUGE, "handled");
+}
+
+// handle is what a host calls per request: size is the payload size.
+__attribute__((export_name("handle"))) int32_t handle(int32_t size) {
+    setup();
+    int64_t start = now_ns();
+    tapes_counter_add(requests, 1);
+    tapes_meter_mark(bytes_in, size);
+    tapes_histogram_update(sizes, (double)size);
+    pending++;
+    handled++;
+    tapes_gauge_set(queue, (double)pending);
+    tapes_gauge_set(handled_g, (double)handled);
+    tapes_timer_ns(latency, now_ns() - start);
+    return 0;
+}
+
+// tapes_collect is called by tapes-host on its reporting interval.
+__attribute__((export_name("tapes_collect"))) void collect(void) {
+    setup();
+    int64_t start = now_ns();
+    pending = 0;
+    tapes_gauge_set(queue, 0);
+    tapes_timer_ns(latency, now_ns() - start);
+}

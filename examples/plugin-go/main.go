@@ -1,0 +1,59 @@
+//go:build wasip1
+
+// Command plugin-go is an example tapes plugin written in Go: a WebAssembly
+// reactor that records every kind of metric through guest/tapesguest. See
+// README.md for how to build it and run it in tapes-host.
+package main
+
+import (
+	"time"
+
+	"github.com/tapes-go/tapes/guest/tapesguest"
+)
+
+// main is not called in a c-shared (reactor) build; the host calls the
+// exports below after _initialize has run the package initialisers.
+func main() {}
+
+var (
+	rec = tapesguest.Recorder()
+
+	// Defined at initialisation; the host puts them under the plugin's
+	// prefix, e.g. plugins.example.requests.
+	requests = rec.Counter("requests")
+	bytesIn  = rec.Meter("bytes_in")
+	latency  = rec.Timer("latency")
+	sizes    = rec.Histogram("payload_size")
+	queue    = rec.Gauge("queue_depth", nil)
+
+	pending int
+	handled int
+)
+
+// The function gauge is read on every flush, i.e. after every call.
+var _ = rec.Gauge("handled", func() float64 { return float64(handled) })
+
+// handle is what a host calls per request: size is the payload size.
+//
+//go:wasmexport handle
+func handle(size int32) int32 {
+	defer latency.Time().Stop()
+	requests.Inc()
+	bytesIn.Mark(int64(size))
+	sizes.Update(float64(size))
+	pending++
+	handled++
+	queue.Set(float64(pending))
+	return 0
+}
+
+// tapes_collect is called by tapes-host on its reporting interval: the
+// plugin drains its queue and reports the work as one more timed event.
+//
+//go:wasmexport tapes_collect
+func collect() {
+	start := time.Now()
+	pending = 0
+	queue.Set(0)
+	latency.UpdateSince(start)
+}
