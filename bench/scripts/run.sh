@@ -46,6 +46,7 @@ while [ "$r" -le "$ROUNDS" ]; do
 done
 
 go run ./cmd/httpreport -in "$work" -out results \
-	-command "ROUNDS=$ROUNDS REQUESTS=$REQUESTS bench/scripts/run.sh"
+	-command "ROUNDS=$ROUNDS REQUESTS=$REQUESTS bench/scripts/run.sh" \
+	-doc ../docs/benchmarks.md
 echo "wrote $here/results/REPORT.md" >&2
 exit $failed

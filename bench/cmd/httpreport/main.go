@@ -62,12 +62,13 @@ func main() {
 	in := flag.String("in", "", "directory with round-N.txt and lat/")
 	out := flag.String("out", "results", "where REPORT.md and the PNGs go")
 	command := flag.String("command", "bench/scripts/run.sh", "the command that produced the data, for the report")
+	doc := flag.String("doc", "", "also replace the text between the markers "+docStart+" and "+docEnd+" of this Markdown file with the tables")
 	flag.Parse()
 	if *in == "" {
 		fmt.Fprintln(os.Stderr, "httpreport: -in is required")
 		os.Exit(2)
 	}
-	if err := run(*in, *out, *command); err != nil {
+	if err := run(*in, *out, *command, *doc); err != nil {
 		fmt.Fprintln(os.Stderr, "httpreport:", err)
 		os.Exit(1)
 	}
@@ -75,7 +76,12 @@ func main() {
 
 var benchLine = regexp.MustCompile(`^(BenchmarkHTTP\w+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
 
-func run(in, out, command string) error {
+const (
+	docStart = "<!-- httpreport:start -->"
+	docEnd   = "<!-- httpreport:end -->"
+)
+
+func run(in, out, command, doc string) error {
 	rounds, err := filepath.Glob(filepath.Join(in, "round-*.txt"))
 	if err != nil || len(rounds) == 0 {
 		return fmt.Errorf("no round-*.txt in %s", in)
@@ -154,12 +160,55 @@ func run(in, out, command string) error {
 		"  request, per request, from /proc/PID/task/*/schedstat; median over rounds.\n"+
 		"- Latencies pool every request of every round. **lost**: share of requests the metrics backend never\n"+
 		"  counted (worst round).\n\n", len(rounds))
+	tablesAt := md.Len()
 	for _, m := range modes {
 		if err := writeMode(&md, m, data, rounds, in, out); err != nil {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(out, "REPORT.md"), md.Bytes(), 0o644)
+	if err := os.WriteFile(filepath.Join(out, "REPORT.md"), md.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if doc == "" {
+		return nil
+	}
+	rel, err := filepath.Rel(filepath.Dir(doc), out)
+	if err != nil {
+		return err
+	}
+	// In the doc, the headings sit one level down and the images point
+	// into the results directory.
+	tables := strings.ReplaceAll(string(md.Bytes()[tablesAt:]), "\n## ", "\n### ")
+	tables = strings.TrimPrefix(tables, "## ")
+	tables = regexp.MustCompile(`\]\((http-\w+\.png)\)`).ReplaceAllString(tables, "]("+filepath.ToSlash(rel)+"/$1)")
+	return replaceBetween(doc, fmt.Sprintf("Measured %s with `%s`; %d rounds; machine: %s.\n\n### %s",
+		time.Now().UTC().Format("2006-01-02"), command, len(rounds), oneLineMachine(header), tables))
+}
+
+// replaceBetween replaces what lies between docStart and docEnd in the
+// file at path.
+func replaceBetween(path, text string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, docStart), strings.Index(s, docEnd)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %s ... %s markers", path, docStart, docEnd)
+	}
+	s = s[:i+len(docStart)] + "\n" + text + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+func oneLineMachine(header []string) string {
+	cpu := "unknown CPU"
+	for _, h := range header {
+		if c, ok := strings.CutPrefix(h, "cpu:"); ok {
+			cpu = strings.TrimSpace(c)
+		}
+	}
+	return fmt.Sprintf("%s, %d logical CPUs, %s, %s", cpu, runtime.NumCPU(), memTotal(), runtime.Version())
 }
 
 func roundNum(path string) int {
