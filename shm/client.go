@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -481,16 +482,34 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed.Store(true)
-	st := u64(c.m, c.base+slotState)
-	want := packState(c.pid, c.gen, StateActive)
-	closedErr := error(nil)
-	if !atomic.CompareAndSwapUint64(st, want, packState(c.pid, c.gen, StateClosed)) {
-		closedErr = fmt.Errorf("shm: slot %d was taken from this worker (state %#x)", c.slot, atomic.LoadUint64(st))
-	}
-	if err := c.f.Close(); err != nil && closedErr == nil {
-		closedErr = err
-	}
-	return closedErr
+	defer c.f.Close()
+	return faultErr(func() error {
+		st := u64(c.m, c.base+slotState)
+		want := packState(c.pid, c.gen, StateActive)
+		if !atomic.CompareAndSwapUint64(st, want, packState(c.pid, c.gen, StateClosed)) {
+			return fmt.Errorf("shm: slot %d was taken from this worker (state %#x)", c.slot, atomic.LoadUint64(st))
+		}
+		return nil
+	})
+}
+
+// faultErr runs f, turning a fault on the mapping (the file was truncated)
+// into an error. The record path cannot afford this protection; a worker
+// whose file is truncated under it dies of SIGBUS when it next records,
+// like any program using a shared mapping, which is one reason the file is
+// private to its user.
+func faultErr(f func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			if _, ok := p.(interface{ Addr() uintptr }); !ok {
+				panic(p)
+			}
+			err = fmt.Errorf("%w: %v", ErrTruncated, p)
+		}
+	}()
+	return f()
 }
 
 // Counter is a worker's handle to a counter. Methods cost one ring record.

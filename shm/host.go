@@ -445,6 +445,7 @@ func (h *Host) pass(live bool, now time.Time) int {
 			h.unbind(i, hs)
 			*hs = hslot{bound: true, pid: pid, gen: gen}
 			h.recover(i, hs, &ps)
+			h.loadDefs(i, hs)
 		}
 		h.drainSlot(i, hs, &ps, false, 0)
 		if !live {
@@ -514,6 +515,9 @@ func (h *Host) alive(pid uint32, start uint64) bool {
 // refresh reads the worker-written counters that the hot path must not
 // touch on every pass: dropped events and the backlog.
 func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
+	// Metrics defined but not yet recorded still appear, as they would in
+	// an in-process registry.
+	h.loadDefs(i, hs)
 	d := atomic.LoadUint64(h.slotU64(i, slotDropped))
 	switch {
 	case d > hs.dropped:
@@ -655,6 +659,9 @@ func (h *Host) apply(i int, hs *hslot, w0, v uint64, ps *passStats) {
 // call and binds each to a registry metric, or marks it rejected.
 func (h *Host) loadDefs(i int, hs *hslot) {
 	n := atomic.LoadUint64(h.slotU64(i, slotDefCount))
+	if n == uint64(len(hs.defs)) {
+		return
+	}
 	if n > uint64(h.g.maxDefs) {
 		if n != hs.badDefs {
 			hs.badDefs = n

@@ -62,6 +62,9 @@ func openFile(path string, flag int) (*os.File, int64, error) {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, 0, fmt.Errorf("shm: %s is a symlink; refused: %w", path, err)
 		}
+		if errors.Is(err, syscall.EISDIR) {
+			return nil, 0, fmt.Errorf("%w: %s is a directory", ErrNotRegular, path)
+		}
 		return nil, 0, fmt.Errorf("shm: %w", err)
 	}
 	size, err := checkFile(f)
