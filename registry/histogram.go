@@ -28,11 +28,11 @@ import (
 // reads 0, so values neither freeze nor go stale.
 //
 // Performance tip: each P (GOMAXPROCS slot) that records gets its own shard,
-// written only by that P with plain atomic stores, so Update scales across
-// cores without contended cache lines. Memory grows with the P count and the
-// range of values seen: about 1 KiB per power of two of range per shard (a
-// timer seeing 1 µs to 10 s on one P holds ~24 KiB) and never with the
-// number of observations.
+// written only by that P with three uncontended atomic stores, so Update
+// scales across cores without contended cache lines. Memory grows with the
+// number of Ps that recorded and the range of values seen: about 1 KiB per
+// power of two of range per shard (a timer that saw 1 µs to 10 s on one P
+// holds ~26 KiB, see Bytes) and never with the number of observations.
 type Histogram struct {
 	clock  Clock
 	window time.Duration
