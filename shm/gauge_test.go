@@ -60,9 +60,9 @@ func roleGauger() int {
 }
 
 type gauger struct {
-	pid int
-	in  io.Writer
-	out *bufio.Reader
+	pid  int
+	in   io.Writer
+	out  *bufio.Reader
 	wait func() error
 	kill func()
 }
