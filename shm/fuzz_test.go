@@ -1,0 +1,181 @@
+package shm
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// FuzzDecode feeds arbitrary 16-byte records through a real host's record
+// path: committed into a worker's ring, drained, decoded with wire.Decode and
+// checked against the worker's definitions. Nothing may panic, and every
+// committed record is either applied or counted.
+func FuzzDecode(f *testing.F) {
+	for _, r := range []wire.Record{
+		wire.IntRecord(0, wire.KindCounter, 1),
+		wire.IntRecord(1, wire.KindTimer, -5),
+		wire.FloatRecord(2, wire.KindHistogram, 1.5),
+		wire.FloatRecord(3, wire.KindGauge, 2),
+		wire.IntRecord(4, wire.KindMeter, 1<<62),
+		wire.IntRecord(9, wire.KindCounter, 1),
+		{ID: 3, Kind: wire.KindGauge, Value: 0x7ff8000000000001}, // NaN
+	} {
+		var b [16]byte
+		r.Put(b[:])
+		f.Add(b[:])
+	}
+	f.Add(make([]byte, 16))
+	f.Add([]byte{0, 0, 0, 0, 6, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
+	f.Add([]byte{1, 0, 0, 0, 4, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
+
+	dir, err := os.MkdirTemp("", "tapes-shm-fuzz-")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	h, err := CreateHost(filepath.Join(dir, "f.shm"), Config{Slots: 1, RingRecords: 4, MaxMetrics: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { h.Close() })
+	c, err := Open(h.Path())
+	if err != nil {
+		f.Fatal(err)
+	}
+	c.Counter("f.counter")
+	c.Timer("f.timer")
+	c.Histogram("f.histogram")
+	c.Gauge("f.gauge", nil)
+	c.Meter("f.meter")
+	r := registry.New()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) != wire.RecordSize {
+			if _, err := wire.Decode(b); len(b) < wire.RecordSize && !errors.Is(err, wire.ErrShortRecord) {
+				t.Fatalf("Decode of %d bytes: %v", len(b), err)
+			}
+			return
+		}
+		before := counters(r, "events", "malformed", "discarded")
+		committed := b[wire.RecordKindOff] != 0
+		var rec [16]byte
+		copy(rec[:], b)
+		if committed {
+			c.rawRecord(t, rec)
+		}
+		n, err := h.DrainOnce(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := counters(r, "events", "malformed", "discarded")
+		total := func(m map[string]int64) int64 { return m["events"] + m["malformed"] + m["discarded"] }
+		want := int64(0)
+		if committed {
+			want = 1
+		}
+		if total(after)-total(before) != want || int64(n) != after["events"]-before["events"] {
+			t.Fatalf("record %x: counts %v -> %v, n %d", b, before, after, n)
+		}
+		if _, err := wire.Decode(b); err != nil && after["events"] != before["events"] {
+			t.Fatalf("record %x applied although Decode says %v", b, err)
+		}
+		if atomic.LoadUint64(c.consumer) != atomic.LoadUint64(c.reserve) {
+			t.Fatalf("ring not drained")
+		}
+	})
+}
+
+// FuzzValidate checks header validation alone: no panic, and anything it
+// accepts describes a file no larger than the size it was given.
+func FuzzValidate(f *testing.F) {
+	g, _ := newGeometry(2, 16, 4)
+	hdr := make([]byte, HeaderSize)
+	g.putHeader(hdr)
+	f.Add(hdr, int64(g.fileSize))
+	f.Add(hdr, int64(g.fileSize-1))
+	f.Add(hdr[:10], int64(10))
+	f.Add(make([]byte, HeaderSize), int64(HeaderSize))
+	f.Fuzz(func(t *testing.T, b []byte, size int64) {
+		g, err := validateHeader(b, size)
+		if err != nil {
+			return
+		}
+		if int64(g.fileSize) > size || g.slotSize < g.ringOffset+g.ringRecs*wire.RecordSize ||
+			g.ringOffset < g.defOffset+g.maxDefs*DefSize || g.fileSize != HeaderSize+g.slots*g.slotSize {
+			t.Fatalf("accepted an inconsistent geometry %+v for size %d", g, size)
+		}
+	})
+}
+
+// FuzzOpenFile writes arbitrary bytes as a whole file and runs everything
+// that reads files over it: Inspect, a worker's Open, a host's attach and
+// a drain. Errors are fine; panics and hangs are not.
+func FuzzOpenFile(f *testing.F) {
+	g, _ := newGeometry(2, 4, 2)
+	good := make([]byte, g.fileSize)
+	g.putHeader(good)
+	f.Add(good)
+	// A file with an active slot holding records and definitions.
+	busy := append([]byte(nil), good...)
+	s0 := g.slotOff(0)
+	le := binary.LittleEndian
+	le.PutUint64(busy[s0+slotState:], packState(uint32(os.Getpid()), 1, StateActive))
+	le.PutUint64(busy[s0+slotDefCount:], 2)
+	le.PutUint64(busy[s0+slotReserve:], 3)
+	e := busy[s0+g.defOffset:]
+	e[defKind], e[defNameLen] = byte(wire.KindCounter), 1
+	e[defName] = 'a'
+	e = busy[s0+g.defOffset+DefSize:]
+	e[defKind], e[defMode], e[defNameLen] = byte(wire.KindGauge), byte(GaugeMax), 1
+	e[defName] = 'b'
+	wire.IntRecord(0, wire.KindCounter, 5).Put(busy[s0+g.ringOffset:])
+	wire.FloatRecord(1, wire.KindGauge, 5).Put(busy[s0+g.ringOffset+16:])
+	f.Add(busy)
+	f.Add(good[:HeaderSize])
+	f.Add([]byte("TAPESHM\x00"))
+	dir, err := os.MkdirTemp("", "tapes-shm-fuzz-")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "f.shm")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<20 {
+			return
+		}
+		os.Remove(path)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := Inspect(path); err == nil {
+			rep.WriteText(discard{})
+		}
+		h, err := CreateHost(path, Config{})
+		if err != nil {
+			return
+		}
+		defer h.Close()
+		r := registry.New()
+		for i := 0; i < 2; i++ {
+			if _, err := h.DrainOnce(r); err != nil {
+				t.Fatalf("DrainOnce on a file that attached: %v", err)
+			}
+		}
+		if c, err := Open(path); err == nil {
+			c.Counter("fuzz.c").Inc()
+			c.Close()
+			if _, err := h.DrainOnce(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
