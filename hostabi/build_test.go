@@ -123,3 +123,12 @@ func cCommand(t testing.TB, name string) []byte {
 	}
 	return b
 }
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

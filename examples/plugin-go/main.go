@@ -6,8 +6,6 @@
 package main
 
 import (
-	"time"
-
 	"github.com/tapes-go/tapes/guest/tapesguest"
 )
 
@@ -20,14 +18,16 @@ var (
 
 	// Defined at initialisation; the host puts them under the plugin's
 	// prefix, e.g. plugins.example.requests.
-	requests = rec.Counter("requests")
-	bytesIn  = rec.Meter("bytes_in")
-	latency  = rec.Timer("latency")
-	sizes    = rec.Histogram("payload_size")
-	queue    = rec.Gauge("queue_depth", nil)
+	requests    = rec.Counter("requests")
+	collections = rec.Counter("collections")
+	bytesIn     = rec.Meter("bytes_in")
+	latency     = rec.Timer("latency")
+	sizes       = rec.Histogram("payload_size")
+	queue       = rec.Gauge("queue_depth", nil)
 
 	pending int
 	handled int
+	seed    uint32 = 1
 )
 
 // The function gauge is read on every flush, i.e. after every call.
@@ -48,12 +48,16 @@ func handle(size int32) int32 {
 }
 
 // tapes_collect is called by tapes-host on its reporting interval: the
-// plugin drains its queue and reports the work as one more timed event.
+// plugin handles ten synthetic requests (sizes from a fixed pseudo-random
+// sequence) and drains its queue.
 //
 //go:wasmexport tapes_collect
 func collect() {
-	start := time.Now()
+	collections.Inc()
+	for i := 0; i < 10; i++ {
+		seed = seed*1103515245 + 12345
+		handle(int32(seed>>16)%1000 + 1)
+	}
 	pending = 0
 	queue.Set(0)
-	latency.UpdateSince(start)
 }

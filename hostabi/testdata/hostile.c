@@ -95,3 +95,8 @@ __attribute__((export_name("grow"))) int32_t grow(int32_t pages) {
 __attribute__((export_name("mem_pages"))) int32_t mem_pages(void) {
     return (int32_t)__builtin_wasm_memory_size(0);
 }
+
+__attribute__((export_name("timer"))) int32_t timer(int32_t id, int64_t ns) { return tapes_call_timer_ns(id, ns); }
+__attribute__((export_name("gauge"))) int32_t gauge(int32_t id, double v) { return tapes_call_gauge_set(id, v); }
+__attribute__((export_name("histogram"))) int32_t histogram(int32_t id, double v) { return tapes_call_histogram_update(id, v); }
+__attribute__((export_name("meter"))) int32_t meter(int32_t id, int64_t n) { return tapes_call_meter_mark(id, n); }
