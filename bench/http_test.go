@@ -54,11 +54,11 @@ const httpWorkers = 2
 var finishedBody = []byte("finished")
 
 func BenchmarkHTTPSingle(b *testing.B) {
-	benchHTTP(b, singleVariants, startSingle)
+	benchHTTP(b, singleVariants, startHTTPSingle)
 }
 
 func BenchmarkHTTPWorkers(b *testing.B) {
-	benchHTTP(b, workerVariants, startWorkers)
+	benchHTTP(b, workerVariants, startHTTPWorkers)
 }
 
 // TestHTTPSmoke runs every variant of both benchmarks briefly and checks
@@ -73,8 +73,8 @@ func TestHTTPSmoke(t *testing.T) {
 	for _, mode := range []struct {
 		name     string
 		variants []string
-		start    func(testing.TB, string) *setup
-	}{{"single", singleVariants, startSingle}, {"workers", workerVariants, startWorkers}} {
+		start    func(testing.TB, string) *httpSetup
+	}{{"single", singleVariants, startHTTPSingle}, {"workers", workerVariants, startHTTPWorkers}} {
 		for _, v := range mode.variants {
 			t.Run(mode.name+"/"+v, func(t *testing.T) {
 				s := mode.start(t, v)
@@ -112,7 +112,7 @@ func TestHTTPSmoke(t *testing.T) {
 // (vs-none-%), the CPU time its processes used from after warm-up until
 // its metrics backend had caught up (cpu-us/req), latency quantiles and,
 // for variants with a backend, the share of requests it never counted.
-func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *setup) {
+func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *httpSetup) {
 	if os.Getenv("TAPES_HTTP_BENCH") != "1" {
 		b.Skip("heavy: run by bench/scripts/run.sh (TAPES_HTTP_BENCH=1 with -benchtime 30000x); TestHTTPSmoke checks correctness")
 	}
@@ -120,10 +120,11 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 	round, _ := strconv.Atoi(os.Getenv("TAPES_HTTP_ROUND"))
 	type state struct {
 		name    string
-		s       *setup
+		s       *httpSetup
 		l       *Loader
 		warm    int
 		cpu0    time.Duration
+		back0   time.Duration // the backend's part of cpu0
 		lat     []time.Duration
 		elapsed time.Duration
 		ratios  []float64 // per cycle, throughput / none's
@@ -146,6 +147,9 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 	}
 	for _, x := range st {
 		x.cpu0 = x.s.cpuTime()
+		if x.s.backend != nil {
+			x.back0 = x.s.backend.cpuTime()
+		}
 	}
 	const chunk = 1000
 	cycleElapsed := make([]time.Duration, len(st))
@@ -180,22 +184,25 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 		q := Quantiles(x.lat, 0.5, 0.9, 0.99, 1)
 		v := x.name + "-"
 		b.ReportMetric(float64(b.N)/x.elapsed.Seconds(), v+"req/s")
-		b.ReportMetric(medianF(x.ratios)*100, v+"vs-none-%")
-		b.ReportMetric(us(cpu)/float64(b.N), v+"cpu-us/req")
-		b.ReportMetric(us(q[0]), v+"p50-us")
-		b.ReportMetric(us(q[1]), v+"p90-us")
-		b.ReportMetric(us(q[2]), v+"p99-us")
-		b.ReportMetric(us(q[3]), v+"max-us")
+		b.ReportMetric(httpMedian(x.ratios)*100, v+"vs-none-%")
+		b.ReportMetric(usOf(cpu)/float64(b.N), v+"cpu-us/req")
+		if x.s.backend != nil {
+			b.ReportMetric(usOf(x.s.backend.cpuTime()-x.back0)/float64(b.N), v+"backend-cpu-us/req")
+		}
+		b.ReportMetric(usOf(q[0]), v+"p50-us")
+		b.ReportMetric(usOf(q[1]), v+"p90-us")
+		b.ReportMetric(usOf(q[2]), v+"p99-us")
+		b.ReportMetric(usOf(q[3]), v+"max-us")
 		if lost >= 0 {
 			b.ReportMetric(lost, v+"lost-%")
 		}
 		if dir := os.Getenv("TAPES_HTTP_BENCH_OUT"); dir != "" && b.N > 1 {
-			writeLatencies(b, dir, b.Name()+"_"+x.name, round, x.lat, x.cycles)
+			writeHTTPLatencies(b, dir, b.Name()+"_"+x.name, round, x.lat, x.cycles)
 		}
 	}
 }
 
-func medianF(v []float64) float64 {
+func httpMedian(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}
@@ -207,12 +214,12 @@ func medianF(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-func us(d time.Duration) float64 { return float64(d) / 1e3 }
+func usOf(d time.Duration) float64 { return float64(d) / 1e3 }
 
-// writeLatencies writes, for the report's distributions and box plots, one
+// writeHTTPLatencies writes, for the report's distributions and box plots, one
 // latency per line in nanoseconds (NAME.rROUND.lat) and the throughput of
 // each chunk in requests per second (NAME.rROUND.cyc).
-func writeLatencies(b *testing.B, dir, name string, round int, lat []time.Duration, cycles []float64) {
+func writeHTTPLatencies(b *testing.B, dir, name string, round int, lat []time.Duration, cycles []float64) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -235,18 +242,19 @@ func writeLatencies(b *testing.B, dir, name string, round int, lat []time.Durati
 	}
 }
 
-// setup is a running variant: the processes serving addr and a way to read
+// httpSetup is a running variant: the processes serving addr and a way to read
 // how many requests its metrics recorded.
-type setup struct {
-	addr  string
-	procs []*proc
-	count func() (uint64, error)
+type httpSetup struct {
+	addr    string
+	procs   []*httpProc
+	backend *httpProc // tapes-host, the StatsD sink or the ZeroMQ aggregator, if any
+	count   func() (uint64, error)
 }
 
 // waitCount polls the variant's count until it reaches want or stops
 // moving for 2 s (the metrics path is asynchronous in most variants), and
 // returns the last count. A nil t only reads.
-func (s *setup) waitCount(t testing.TB, want uint64) uint64 {
+func (s *httpSetup) waitCount(t testing.TB, want uint64) uint64 {
 	var last uint64
 	lastChange := time.Now()
 	for {
@@ -267,9 +275,9 @@ func (s *setup) waitCount(t testing.TB, want uint64) uint64 {
 	}
 }
 
-// cpuTime sums the CPU time of the setup's processes: the server or
+// cpuTime sums the CPU time of the httpSetup's processes: the server or
 // workers and whatever receives their metrics.
-func (s *setup) cpuTime() time.Duration {
+func (s *httpSetup) cpuTime() time.Duration {
 	var sum time.Duration
 	for _, p := range s.procs {
 		sum += p.cpuTime()
@@ -279,7 +287,7 @@ func (s *setup) cpuTime() time.Duration {
 
 // stop stops every process with SIGTERM, last started first, and requires
 // each to exit cleanly.
-func (s *setup) stop(t testing.TB) {
+func (s *httpSetup) stop(t testing.TB) {
 	t.Helper()
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		s.procs[i].stop(t)
@@ -287,46 +295,46 @@ func (s *setup) stop(t testing.TB) {
 	s.procs = nil
 }
 
-// startSingle starts `httpbench serve -variant v`.
-func startSingle(t testing.TB, v string) *setup {
-	p := startProc(t, "server", nil, httpbenchBin(t), "serve", "-variant", v)
+// startHTTPSingle starts `httpbench serve -variant v`.
+func startHTTPSingle(t testing.TB, v string) *httpSetup {
+	p := startHTTPProc(t, "server", nil, httpbenchBin(t), "serve", "-variant", v)
 	addr := p.want(t, "ready")
-	return &setup{addr: addr, procs: []*proc{p}, count: func() (uint64, error) { return getCount("http://" + addr + "/count") }}
+	return &httpSetup{addr: addr, procs: []*httpProc{p}, count: func() (uint64, error) { return httpGetCount("http://" + addr + "/count") }}
 }
 
-// startWorkers starts the sink or aggregator of variant v (if any) and
+// startHTTPWorkers starts the sink or aggregator of variant v (if any) and
 // httpWorkers worker processes sharing one port.
-func startWorkers(t testing.TB, v string) *setup {
-	addr := freePort(t)
-	s := &setup{addr: addr, count: func() (uint64, error) { return 0, nil }}
+func startHTTPWorkers(t testing.TB, v string) *httpSetup {
+	addr := httpFreePort(t)
+	s := &httpSetup{addr: addr, count: func() (uint64, error) { return 0, nil }}
 	args := []string{"worker", "-variant", v, "-addr", addr}
 	var env []string
 	switch v {
 	case "tapes":
-		h := startProc(t, "tapes-host", nil, tapesHostBin(t), "-shm", filepath.Join(t.TempDir(), "bench.shm"), "-http", "127.0.0.1:0")
-		s.procs = append(s.procs, h)
+		h := startHTTPProc(t, "tapes-host", nil, httpTapesHostBin(t), "-shm", filepath.Join(t.TempDir(), "bench.shm"), "-http", "127.0.0.1:0")
+		s.procs, s.backend = append(s.procs, h), h
 		env = append(env, "TAPES_SHM="+h.want(t, "TAPES_SHM="))
 		stats := "http://" + h.want(t, "metrics: http://") + "/stats"
 		s.count = func() (uint64, error) { return hostTimerCounts(stats) }
 	case "statsd":
-		sink := startProc(t, "statsd-sink", nil, httpbenchBin(t), "statsd-sink")
-		s.procs = append(s.procs, sink)
+		sink := startHTTPProc(t, "statsd-sink", nil, httpbenchBin(t), "statsd-sink")
+		s.procs, s.backend = append(s.procs, sink), sink
 		args = append(args, "-statsd", sink.want(t, "udp "))
 		ctl := "http://" + sink.want(t, "ready") + "/count"
-		s.count = func() (uint64, error) { return getCount(ctl) }
+		s.count = func() (uint64, error) { return httpGetCount(ctl) }
 	case "zmq":
-		agg := startProc(t, "zmq-agg", nil, httpbenchBin(t), "zmq-agg")
-		s.procs = append(s.procs, agg)
+		agg := startHTTPProc(t, "zmq-agg", nil, httpbenchBin(t), "zmq-agg")
+		s.procs, s.backend = append(s.procs, agg), agg
 		args = append(args, "-zmq", agg.want(t, "zmq "))
 		ctl := "http://" + agg.want(t, "ready") + "/count"
-		s.count = func() (uint64, error) { return getCount(ctl) }
+		s.count = func() (uint64, error) { return httpGetCount(ctl) }
 	}
 	// One worker per core, each with one P, like pre-forked workers of a
 	// single-threaded runtime; the extra processes (host, sink,
 	// aggregator) compete for the same cores, as they would in production.
 	env = append(env, "GOMAXPROCS=1")
 	for i := range httpWorkers {
-		w := startProc(t, fmt.Sprintf("worker%d", i), env, httpbenchBin(t), args...)
+		w := startHTTPProc(t, fmt.Sprintf("worker%d", i), env, httpbenchBin(t), args...)
 		w.want(t, "ready")
 		s.procs = append(s.procs, w)
 	}
@@ -358,7 +366,7 @@ func hostTimerCounts(url string) (uint64, error) {
 	return n, nil
 }
 
-func getCount(url string) (uint64, error) {
+func httpGetCount(url string) (uint64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
 		return 0, err
@@ -374,8 +382,8 @@ func getCount(url string) (uint64, error) {
 	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 }
 
-// freePort returns a loopback address no one listened on a moment ago.
-func freePort(t testing.TB) string {
+// httpFreePort returns a loopback address no one listened on a moment ago.
+func httpFreePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -386,29 +394,29 @@ func freePort(t testing.TB) string {
 
 // Binaries, each built once per test binary run, when first needed.
 var (
-	binDirOnce sync.Once
-	binDir     string
-	binDirErr  error
-	bins       sync.Map // name -> *builtBin
+	httpBinDirOnce sync.Once
+	httpBinDir     string
+	httpBinDirErr  error
+	httpBins       sync.Map // name -> *httpBuiltBin
 )
 
-type builtBin struct {
+type httpBuiltBin struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// bin builds the binary called name from pkg in the module at dir.
-func bin(t testing.TB, name, dir, pkg string) string {
+// httpBin builds the binary called name from pkg in the module at dir.
+func httpBin(t testing.TB, name, dir, pkg string) string {
 	t.Helper()
-	binDirOnce.Do(func() { binDir, binDirErr = os.MkdirTemp("", "tapes-httpbench-") })
-	if binDirErr != nil {
-		t.Fatal(binDirErr)
+	httpBinDirOnce.Do(func() { httpBinDir, httpBinDirErr = os.MkdirTemp("", "tapes-httpbench-") })
+	if httpBinDirErr != nil {
+		t.Fatal(httpBinDirErr)
 	}
-	v, _ := bins.LoadOrStore(name, &builtBin{})
-	bb := v.(*builtBin)
+	v, _ := httpBins.LoadOrStore(name, &httpBuiltBin{})
+	bb := v.(*httpBuiltBin)
 	bb.once.Do(func() {
-		bb.path = filepath.Join(binDir, name)
+		bb.path = filepath.Join(httpBinDir, name)
 		cmd := exec.Command("go", "build", "-o", bb.path, pkg)
 		cmd.Dir = dir
 		if dir != "." {
@@ -429,13 +437,13 @@ func bin(t testing.TB, name, dir, pkg string) string {
 	return bb.path
 }
 
-func httpbenchBin(t testing.TB) string { return bin(t, "httpbench", ".", "./cmd/httpbench") }
+func httpbenchBin(t testing.TB) string { return httpBin(t, "httpbench", ".", "./cmd/httpbench") }
 
-// tapesHostBin builds tapes-host in the root module.
-func tapesHostBin(t testing.TB) string { return bin(t, "tapes-host", "..", "./cmd/tapes-host") }
+// httpTapesHostBin builds tapes-host in the root module.
+func httpTapesHostBin(t testing.TB) string { return httpBin(t, "tapes-host", "..", "./cmd/tapes-host") }
 
-// proc is a running process whose stdout lines are collected.
-type proc struct {
+// httpProc is a running process whose stdout lines are collected.
+type httpProc struct {
 	name   string
 	cmd    *exec.Cmd
 	mu     sync.Mutex
@@ -446,11 +454,11 @@ type proc struct {
 	err    error
 }
 
-func startProc(t testing.TB, name string, env []string, path string, args ...string) *proc {
+func startHTTPProc(t testing.TB, name string, env []string, path string, args ...string) *httpProc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(path, args...), more: make(chan struct{}), exited: make(chan struct{})}
+	p := &httpProc{name: name, cmd: exec.Command(path, args...), more: make(chan struct{}), exited: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stderr = lockedWriter{&p.mu, &p.errb}
+	p.cmd.Stderr = httpLockedWriter{&p.mu, &p.errb}
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +491,7 @@ func startProc(t testing.TB, name string, env []string, path string, args ...str
 
 // want waits for a stdout line containing prefix and returns what follows
 // it up to the next space.
-func (p *proc) want(t testing.TB, prefix string) string {
+func (p *httpProc) want(t testing.TB, prefix string) string {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for seen := 0; ; {
@@ -507,9 +515,9 @@ func (p *proc) want(t testing.TB, prefix string) string {
 	}
 }
 
-func (p *proc) stderr() string { p.mu.Lock(); defer p.mu.Unlock(); return p.errb.String() }
+func (p *httpProc) stderr() string { p.mu.Lock(); defer p.mu.Unlock(); return p.errb.String() }
 
-func (p *proc) stop(t testing.TB) {
+func (p *httpProc) stop(t testing.TB) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -523,10 +531,10 @@ func (p *proc) stop(t testing.TB) {
 }
 
 // cpuTime sums the CPU time of the process's threads from
-// /proc/PID/task/*/schedstat, which counts in nanoseconds (/proc/PID/stat
+// /httpProc/PID/task/*/schedstat, which counts in nanoseconds (/httpProc/PID/stat
 // counts in 10 ms ticks, too coarse for a run of one or two seconds).
-func (p *proc) cpuTime() time.Duration {
-	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+func (p *httpProc) cpuTime() time.Duration {
+	dir := fmt.Sprintf("/httpProc/%d/task", p.cmd.Process.Pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return 0
@@ -547,12 +555,12 @@ func (p *proc) cpuTime() time.Duration {
 	return sum
 }
 
-type lockedWriter struct {
+type httpLockedWriter struct {
 	mu *sync.Mutex
 	w  io.Writer
 }
 
-func (l lockedWriter) Write(p []byte) (int, error) {
+func (l httpLockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)

@@ -54,8 +54,8 @@ var describe = map[string]string{
 
 // result is one variant in one round.
 type result struct {
-	rps, vsNone, cpu, lost float64
-	hasLost                bool
+	rps, vsNone, cpu, backCPU, lost float64
+	hasLost, hasBack                bool
 }
 
 func main() {
@@ -129,6 +129,8 @@ func run(in, out, command, doc string) error {
 					res.vsNone = val
 				case "cpu-us/req":
 					res.cpu = val
+				case "backend-cpu-us/req":
+					res.backCPU, res.hasBack = val, true
 				case "lost-%":
 					res.lost, res.hasLost = val, true
 				}
@@ -270,11 +272,14 @@ func writeMode(md *bytes.Buffer, m mode, data map[string]map[int]result, rounds 
 			fmt.Fprintf(md, "| %s | %s | no data | | | | | | | | |\n", v, describe[key])
 			continue
 		}
-		var rps, cpu, rpsRatio, cpuRatio []float64
+		var rps, cpu, back, rpsRatio, cpuRatio []float64
 		lost, hasLost := 0.0, false
 		for r, res := range rs {
 			rps = append(rps, res.rps)
 			cpu = append(cpu, res.cpu)
+			if res.hasBack {
+				back = append(back, res.backCPU)
+			}
 			rpsRatio = append(rpsRatio, res.vsNone/100)
 			if b, ok := base[r]; ok && b.cpu > 0 {
 				cpuRatio = append(cpuRatio, res.cpu/b.cpu)
@@ -296,8 +301,12 @@ func writeMode(md *bytes.Buffer, m mode, data map[string]map[int]result, rounds 
 		if hasLost {
 			lostS = fmt.Sprintf("%.2f%%", lost)
 		}
-		fmt.Fprintf(md, "| %s | %s | %.0f | %s | %.1f | %s | %.0f | %.0f | %.0f | %.1f | %s |\n",
-			v, describe[key], median(rps), pct(rpsRatio), median(cpu), pct(cpuRatio),
+		cpuS := fmt.Sprintf("%.1f", median(cpu))
+		if len(back) > 0 {
+			cpuS += fmt.Sprintf(" (backend %.1f)", median(back))
+		}
+		fmt.Fprintf(md, "| %s | %s | %.0f | %s | %s | %s | %.0f | %.0f | %.0f | %.1f | %s |\n",
+			v, describe[key], median(rps), pct(rpsRatio), cpuS, pct(cpuRatio),
 			q[2], q[4], q[5], q[6]/1000, lostS)
 		rows = append(rows, plotRow{name: v, lat: []float64{q[0], q[1], q[2], q[3], q[5]}, rps: quantiles(cyc, 0.05, 0.25, 0.5, 0.75, 0.95)})
 	}
