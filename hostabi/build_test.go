@@ -21,8 +21,10 @@ var (
 	buildMu   sync.Mutex
 	buildDone = map[string]buildResult{}
 
-	// testCache spares the tests compiling the Go guest (~0.5 s) per plugin.
-	testCache = wazero.NewCompilationCache()
+	// testCache spares the tests compiling a Go guest (~0.5 s, ~20 s under
+	// the race detector) per plugin and per run: wazero keys its files by
+	// the module's hash and its own version, and writes them atomically.
+	testCache wazero.CompilationCache
 )
 
 type buildResult struct {
@@ -37,6 +39,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	buildDir = d
+	testCache, err = wazero.NewCompilationCacheWithDir(filepath.Join(testenv.RepoRoot(), ".cache", "wazero"))
+	if err != nil {
+		testCache = wazero.NewCompilationCache()
+	}
 	code := m.Run()
 	os.RemoveAll(d)
 	os.Exit(code)

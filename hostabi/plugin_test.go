@@ -297,3 +297,50 @@ func TestPluginNoInterrupt(t *testing.T) {
 	callP(t, p, "record_all")
 	checkEveryKind(t, r, "c.", 1)
 }
+
+// Close while calls are in flight: every call returns (an error or a
+// result), nothing panics, and the race detector sees no race.
+func TestPluginCloseDuringCalls(t *testing.T) {
+	r := registry.New()
+	p, err := hostabi.NewPlugin(context.Background(), hostabi.PluginConfig{
+		Wasm: cGuest(t, "cguest"), Registry: r, PoolSize: 3, Cache: testCache,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 6)
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := p.Call(context.Background(), "events", 100); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := p.Close(context.Background()); err != nil {
+		t.Error(err)
+	}
+	wg.Wait()
+	close(errc)
+	closed := 0
+	for err := range errc {
+		if errors.Is(err, hostabi.ErrClosed) {
+			closed++
+		}
+	}
+	if closed == 0 {
+		t.Error("no caller saw ErrClosed")
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if st := p.Stats(); st.Instances != 0 {
+		t.Errorf("%d instances alive after Close", st.Instances)
+	}
+}
