@@ -98,7 +98,7 @@ const BufferRecords = 1024
 // instead of calling wire.Record.Put (not inlinable) halves the cost of an
 // event in a Go guest, where every call is expensive.
 var (
-	buf      [BufferRecords * wire.RecordSize / 8]uint64
+	buf      [BufferRecords][wire.RecordSize / 8]uint64
 	buffered int // records in buf
 	rejected uint64
 	gauges   []gaugeFunc
@@ -142,20 +142,29 @@ var (
 	_ = [1]struct{}{}[wire.RecordValueOff-8]
 )
 
-func push(id ID, k wire.Kind, v uint64) {
+// word0 is the first word of a record: the id and the kind byte.
+func word0(id ID, k wire.Kind) uint64 { return uint64(id) | uint64(k)<<(8*wire.RecordKindOff) }
+
+// push appends a record; w0 comes from word0, computed once per handle.
+func push(w0, v uint64) {
 	if buffered >= BufferRecords {
-		flushBuffer()
+		flushFull()
 	}
-	w := (*[2]uint64)(buf[2*buffered:])
-	w[0] = uint64(id) | uint64(k)<<(8*wire.RecordKindOff)
-	w[1] = v
+	buf[buffered] = [2]uint64{w0, v}
 	buffered++
 }
+
+// flushFull makes room when the buffer is full; kept out of push so that
+// push inlines into the handles' methods (a Go guest pays for every call,
+// and with interrupts enabled every call costs a transition to the host).
+//
+//go:noinline
+func flushFull() { flushBuffer() }
 
 // Record appends one event for a metric defined with Define; value holds an
 // int64 (counter, meter, timer in ns) or float64 bits (histogram, gauge),
 // as in wire.Record.
-func Record(id ID, k wire.Kind, value uint64) { push(id, k, value) }
+func Record(id ID, k wire.Kind, value uint64) { push(word0(id, k), value) }
 
 func flushBuffer() error {
 	n := buffered
@@ -163,7 +172,7 @@ func flushBuffer() error {
 		return nil
 	}
 	buffered = 0
-	r := hostBatch(&buf[0], uint32(n))
+	r := hostBatch(&buf[0][0], uint32(n))
 	switch {
 	case r > 0:
 		rejected += uint64(r)
@@ -185,7 +194,7 @@ func Flush() error {
 	}
 	flushing = true
 	for _, g := range gauges {
-		push(ID(g.id), wire.KindGauge, math.Float64bits(g.fn()))
+		push(word0(ID(g.id), wire.KindGauge), math.Float64bits(g.fn()))
 	}
 	flushing = false
 	return flushBuffer()
@@ -199,58 +208,65 @@ func Buffered() int { return buffered }
 func Rejected() uint64 { return rejected }
 
 // CounterHandle is a counter in the host; it implements tapes.CounterHandle.
-type CounterHandle struct{ id ID }
+type CounterHandle struct{ w uint64 }
 
 // Counter defines the counter called name and returns its handle.
-func Counter(name string) *CounterHandle { return &CounterHandle{mustDefine(wire.KindCounter, name)} }
+func Counter(name string) *CounterHandle {
+	return &CounterHandle{word0(mustDefine(wire.KindCounter, name), wire.KindCounter)}
+}
 
-func (c *CounterHandle) Inc()        { push(c.id, wire.KindCounter, 1) }
-func (c *CounterHandle) Dec()        { push(c.id, wire.KindCounter, math.MaxUint64) } // -1
-func (c *CounterHandle) Add(n int64) { push(c.id, wire.KindCounter, uint64(n)) }
+func (c *CounterHandle) Inc()        { push(c.w, 1) }
+func (c *CounterHandle) Dec()        { push(c.w, math.MaxUint64) } // -1
+func (c *CounterHandle) Add(n int64) { push(c.w, uint64(n)) }
 
 // GaugeHandle is a gauge in the host; it implements tapes.GaugeHandle.
-type GaugeHandle struct{ id ID }
+type GaugeHandle struct{ w uint64 }
 
 // Gauge defines the gauge called name. If fn is not nil, it is called on
 // every Flush (and so after every call the host makes) and its value sent
 // as the gauge's new value.
 func Gauge(name string, fn func() float64) *GaugeHandle {
-	g := &GaugeHandle{mustDefine(wire.KindGauge, name)}
+	id := mustDefine(wire.KindGauge, name)
+	g := &GaugeHandle{word0(id, wire.KindGauge)}
 	if fn != nil {
-		gauges = append(gauges, gaugeFunc{uint32(g.id), fn})
+		gauges = append(gauges, gaugeFunc{uint32(id), fn})
 	}
 	return g
 }
 
-func (g *GaugeHandle) Set(v float64) { push(g.id, wire.KindGauge, math.Float64bits(v)) }
+func (g *GaugeHandle) Set(v float64) { push(g.w, math.Float64bits(v)) }
 
 // MeterHandle is a meter in the host; it implements tapes.MeterHandle.
-type MeterHandle struct{ id ID }
+type MeterHandle struct{ w uint64 }
 
 // Meter defines the meter called name.
-func Meter(name string) *MeterHandle { return &MeterHandle{mustDefine(wire.KindMeter, name)} }
+func Meter(name string) *MeterHandle {
+	return &MeterHandle{word0(mustDefine(wire.KindMeter, name), wire.KindMeter)}
+}
 
-func (m *MeterHandle) Mark(n int64) { push(m.id, wire.KindMeter, uint64(n)) }
+func (m *MeterHandle) Mark(n int64) { push(m.w, uint64(n)) }
 
 // HistogramHandle is a histogram in the host; it implements
 // tapes.HistogramHandle.
-type HistogramHandle struct{ id ID }
+type HistogramHandle struct{ w uint64 }
 
 // Histogram defines the histogram called name.
 func Histogram(name string) *HistogramHandle {
-	return &HistogramHandle{mustDefine(wire.KindHistogram, name)}
+	return &HistogramHandle{word0(mustDefine(wire.KindHistogram, name), wire.KindHistogram)}
 }
 
-func (h *HistogramHandle) Update(v float64) { push(h.id, wire.KindHistogram, math.Float64bits(v)) }
+func (h *HistogramHandle) Update(v float64) { push(h.w, math.Float64bits(v)) }
 
 // TimerHandle is a timer in the host; it implements tapes.TimerHandle.
 // Durations travel in nanoseconds; the host records them in seconds.
-type TimerHandle struct{ id ID }
+type TimerHandle struct{ w uint64 }
 
 // Timer defines the timer called name.
-func Timer(name string) *TimerHandle { return &TimerHandle{mustDefine(wire.KindTimer, name)} }
+func Timer(name string) *TimerHandle {
+	return &TimerHandle{word0(mustDefine(wire.KindTimer, name), wire.KindTimer)}
+}
 
-func (t *TimerHandle) Update(d time.Duration)      { push(t.id, wire.KindTimer, uint64(d)) }
+func (t *TimerHandle) Update(d time.Duration)      { push(t.w, uint64(d)) }
 func (t *TimerHandle) UpdateSince(start time.Time) { t.Update(time.Since(start)) }
 func (t *TimerHandle) Time() registry.Stopwatch    { return registry.StartStopwatch(t) }
 func (t *TimerHandle) Func(f func()) {
