@@ -177,6 +177,7 @@ func Open(path string, opts ...Option) (*Client, error) {
 	// The host zeroes a slot before freeing it; a non-zero count here means
 	// someone scribbled on the file, and starting over is the only safe choice.
 	atomic.StoreUint64(c.defCount, 0)
+	populate(m, c.base+g.ringOffset, c.base+g.ringOffset+g.ringRecs*wire.RecordSize)
 	c.ring = unsafe.Pointer(&m[c.base+g.ringOffset])
 	c.size = uint64(g.ringRecs)
 	c.mask = c.size - 1

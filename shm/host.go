@@ -444,6 +444,8 @@ func (h *Host) pass(live bool, now time.Time) int {
 		if !hs.bound || hs.pid != pid || hs.gen != gen {
 			h.unbind(i, hs)
 			*hs = hslot{bound: true, pid: pid, gen: gen}
+			ring := h.g.slotOff(i) + h.g.ringOffset
+			populate(h.m, ring, ring+h.g.ringRecs*wire.RecordSize)
 			h.recover(i, hs, &ps)
 			h.loadDefs(i, hs)
 		}
@@ -805,8 +807,8 @@ func (h *Host) reset(i int, w uint64) {
 	base := h.g.slotOff(i)
 	n := atomic.LoadUint64(h.slotU64(i, slotDefCount))
 	n = min(n, uint64(h.g.maxDefs))
-	clear(h.m[base+h.g.defOffset : base+h.g.defOffset+int(n)*DefSize])
-	clear(h.m[base+h.g.ringOffset : base+h.g.ringOffset+h.g.ringRecs*wire.RecordSize])
+	zeroRange(h.m, base+h.g.defOffset, base+h.g.defOffset+int(n)*DefSize)
+	zeroRange(h.m, base+h.g.ringOffset, base+h.g.ringOffset+h.g.ringRecs*wire.RecordSize)
 	for _, off := range []int{slotStart, slotReserve, slotDropped, slotDefCount, slotConsumer, slotTaking} {
 		atomic.StoreUint64(h.slotU64(i, off), 0)
 	}

@@ -1,0 +1,136 @@
+// Command shmload is the worker process of the end-to-end transport
+// benchmarks in bench/shm_e2e_test.go: it records -n events (a counter and
+// a timer alternating) as fast as it can through one transport and prints
+// "sent N dropped D" (D is what the transport itself reports dropping; only
+// the shm client can know).
+//
+//	shmload -transport shm -n 1000000              # file from $TAPES_SHM
+//	shmload -transport statsd -addr 127.0.0.1:8125 -n 100000
+//	shmload -transport statsd-buffered -addr 127.0.0.1:8125 -n 100000
+//	shmload -transport zmq -addr tcp://127.0.0.1:5555 -n 100000
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/cactus/go-statsd-client/v5/statsd"
+	"github.com/go-zeromq/zmq4"
+
+	"github.com/tapes-go/tapes/shm"
+)
+
+func main() {
+	transport := flag.String("transport", "shm", "shm, statsd, statsd-buffered or zmq")
+	addr := flag.String("addr", "", "receiver address (statsd: host:port, zmq: tcp://host:port)")
+	n := flag.Int("n", 100000, "events to send")
+	flag.BoolVar(&wait, "wait", false, "after connecting, wait for a byte on stdin before sending")
+	flag.Parse()
+	var dropped uint64
+	var err error
+	switch *transport {
+	case "shm":
+		dropped, err = runShm(*n)
+	case "statsd", "statsd-buffered":
+		err = runStatsd(*addr, *n, *transport == "statsd-buffered")
+	case "zmq":
+		err = runZmq(*addr, *n)
+	default:
+		err = fmt.Errorf("unknown transport %q", *transport)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shmload:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("sent %d dropped %d\n", *n, dropped)
+}
+
+var wait bool
+
+// goAhead blocks until the benchmark says go, so that all workers start
+// sending together and set-up is not timed.
+func goAhead() {
+	if wait {
+		var b [1]byte
+		os.Stdin.Read(b[:])
+	}
+}
+
+func runShm(n int) (uint64, error) {
+	c, err := shm.OpenEnv()
+	if err != nil {
+		return 0, err
+	}
+	ctr := c.Counter("e2e.count")
+	tmr := c.Timer("e2e.time")
+	goAhead()
+	for i := 0; i < n; i++ {
+		if i&1 == 0 {
+			ctr.Inc()
+		} else {
+			tmr.Update(time.Duration(i))
+		}
+	}
+	d := c.Dropped()
+	return d, c.Close()
+}
+
+func runStatsd(addr string, n int, buffered bool) error {
+	cfg := &statsd.ClientConfig{Address: addr}
+	if buffered {
+		cfg.UseBuffered = true
+		cfg.FlushInterval = 10 * time.Millisecond
+		cfg.FlushBytes = 1432
+	}
+	c, err := statsd.NewClientWithConfig(cfg)
+	if err != nil {
+		return err
+	}
+	goAhead()
+	for i := 0; i < n; i++ {
+		if i&1 == 0 {
+			err = c.Inc("e2e.count", 1, 1)
+		} else {
+			err = c.Timing("e2e.time", int64(i), 1)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return c.Close()
+}
+
+// runZmq publishes one message per event, as tapes' original distributed
+// mode did, in StatsD-like text so that the receiver's parsing costs the same.
+func runZmq(addr string, n int) error {
+	pub := zmq4.NewPub(context.Background())
+	defer pub.Close()
+	if err := pub.Dial(addr); err != nil {
+		return err
+	}
+	// A PUB socket drops everything sent before the subscription reaches
+	// it, so always wait for the subscriber's go-ahead.
+	wait = true
+	goAhead()
+	buf := make([]byte, 0, 64)
+	for i := 0; i < n; i++ {
+		buf = buf[:0]
+		if i&1 == 0 {
+			buf = append(buf, "e2e.count:1|c"...)
+		} else {
+			buf = append(buf, "e2e.time:"...)
+			buf = strconv.AppendInt(buf, int64(i), 10)
+			buf = append(buf, "|ms"...)
+		}
+		if err := pub.Send(zmq4.NewMsg(append([]byte(nil), buf...))); err != nil {
+			return err
+		}
+	}
+	// Give the socket's writer time to flush before Close discards the queue.
+	time.Sleep(100 * time.Millisecond)
+	return nil
+}

@@ -1,0 +1,319 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm"
+)
+
+// The end-to-end comparison: worker processes (bench/cmd/shmload) send a
+// counter/timer mix to a receiver in this process that applies every event
+// to a registry, through the shm file, one StatsD UDP packet per event
+// (go-statsd-client, plain), buffered StatsD packets, and ZeroMQ pub-sub
+// (tapes' original distributed mode). Reported per transport:
+//
+//	events/s      events applied to the receiver's registry per second of wall time
+//	loss-%        events sent but never applied (shm: dropped by a full ring)
+//	cpu-ns/event  CPU time of the workers and the receiver process per applied event
+//
+// Workers connect first and start sending together on a go-ahead, so process
+// start-up and connection set-up are not timed.
+
+const e2eWorkers = 2
+
+var (
+	loadOnce sync.Once
+	loadBin  string
+	loadErr  error
+)
+
+func shmload(b *testing.B) string {
+	loadOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tapes-shmload-")
+		if err != nil {
+			loadErr = err
+			return
+		}
+		loadBin = filepath.Join(dir, "shmload")
+		out, err := exec.Command("go", "build", "-o", loadBin, "./cmd/shmload").CombinedOutput()
+		if err != nil {
+			loadErr = fmt.Errorf("building shmload: %v\n%s", err, out)
+		}
+	})
+	if loadErr != nil {
+		b.Fatal(loadErr)
+	}
+	return loadBin
+}
+
+type e2eRun struct {
+	sent, applied, dropped int64
+	wall, cpu              time.Duration
+}
+
+func (r e2eRun) report(b *testing.B) {
+	b.ReportMetric(float64(r.applied)/r.wall.Seconds(), "events/s")
+	b.ReportMetric(100*float64(r.sent-r.applied)/float64(r.sent), "loss-%")
+	if r.applied > 0 {
+		b.ReportMetric(float64(r.cpu.Nanoseconds())/float64(r.applied), "cpu-ns/event")
+	}
+}
+
+func cpuSelf() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+type workers struct {
+	cmds []*exec.Cmd
+	ins  []io.WriteCloser
+	outs []*bytes.Buffer
+}
+
+func startWorkers(b *testing.B, env []string, args ...string) *workers {
+	w := &workers{}
+	for i := 0; i < e2eWorkers; i++ {
+		cmd := exec.Command(shmload(b), args...)
+		cmd.Env = append(os.Environ(), env...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		w.cmds, w.ins, w.outs = append(w.cmds, cmd), append(w.ins, in), append(w.outs, out)
+	}
+	return w
+}
+
+func (w *workers) goAhead() {
+	for _, in := range w.ins {
+		in.Write([]byte{'\n'})
+		in.Close()
+	}
+}
+
+// wait returns the workers' CPU time and the drops they reported.
+func (w *workers) wait(b *testing.B) (cpu time.Duration, dropped int64) {
+	for i, cmd := range w.cmds {
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("worker: %v (%s)", err, w.outs[i])
+		}
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		var sent, d int64
+		fmt.Sscanf(w.outs[i].String(), "sent %d dropped %d", &sent, &d)
+		dropped += d
+	}
+	return cpu, dropped
+}
+
+// textApplier applies StatsD-format lines ("name:value|c" or "|ms") to a
+// registry, as a StatsD-speaking receiver would.
+type textApplier struct {
+	r       *registry.Registry
+	applied atomic.Int64
+	last    atomic.Int64 // unix nanos of the last applied event
+}
+
+func (a *textApplier) apply(p []byte) {
+	n := int64(0)
+	for len(p) > 0 {
+		line := p
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			line, p = p[:i], p[i+1:]
+		} else {
+			p = nil
+		}
+		c := bytes.IndexByte(line, ':')
+		bar := bytes.IndexByte(line, '|')
+		if c < 0 || bar < c {
+			continue
+		}
+		v, err := strconv.ParseInt(string(line[c+1:bar]), 10, 64)
+		if err != nil {
+			continue
+		}
+		name := string(line[:c])
+		switch string(line[bar+1:]) {
+		case "c":
+			a.r.Counter(name).Add(v)
+		case "ms":
+			a.r.Timer(name).Update(time.Duration(v) * time.Millisecond)
+		default:
+			continue
+		}
+		n++
+	}
+	a.applied.Add(n)
+	a.last.Store(time.Now().UnixNano())
+}
+
+// settle waits until no event has been applied for quiet, and returns the
+// time of the last one.
+func (a *textApplier) settle(quiet time.Duration) time.Time {
+	for {
+		last := a.last.Load()
+		time.Sleep(quiet)
+		if a.last.Load() == last {
+			return time.Unix(0, last)
+		}
+	}
+}
+
+func BenchmarkTransportE2E(b *testing.B) {
+	// Rings big enough for the whole burst: the host drains as fast as it
+	// can while the workers write, and nothing is dropped.
+	b.Run("shm", func(b *testing.B) { benchE2EShm(b, 1<<21, 2_000_000) })
+	// The default 16Ki-record ring against producers that write ~100 M
+	// events/s each, far faster than any host applies them: most events
+	// are dropped (and counted), which this row shows.
+	b.Run("shm-default-ring", func(b *testing.B) { benchE2EShm(b, shm.DefaultRingRecords, 2_000_000) })
+	b.Run("statsd", func(b *testing.B) { benchE2EStatsd(b, false) })
+	b.Run("statsd-buffered", func(b *testing.B) { benchE2EStatsd(b, true) })
+	b.Run("zmq", benchE2EZmq)
+}
+
+func benchE2EShm(b *testing.B, ring, perWorker int) {
+	for i := 0; i < b.N; i++ {
+		h := shmHost(b, shm.Config{Slots: 4, RingRecords: ring})
+		r := registry.New()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.Drain(ctx, r) }()
+		w := startWorkers(b, []string{shm.EnvVar + "=" + h.Path()}, "-transport", "shm", "-wait", "-n", strconv.Itoa(perWorker))
+		// The workers have attached once their slots are taken.
+		for {
+			rep, err := shm.Inspect(h.Path())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(rep.Workers) == e2eWorkers {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cpu0 := cpuSelf()
+		t0 := time.Now()
+		w.goAhead()
+		wcpu, dropped := w.wait(b)
+		sent := int64(e2eWorkers * perWorker)
+		applied := func() int64 {
+			c, _ := r.Get("e2e.count")
+			t, _ := r.Get("e2e.time")
+			if c == nil || t == nil {
+				return 0
+			}
+			return c.(*registry.Counter).Value() + int64(t.(*registry.Timer).Count())
+		}
+		for applied()+dropped < sent {
+			time.Sleep(50 * time.Microsecond)
+		}
+		wall := time.Since(t0)
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		run := e2eRun{sent: sent, applied: applied(), dropped: dropped, wall: wall, cpu: cpuSelf() - cpu0 + wcpu}
+		if run.applied+run.dropped != sent {
+			b.Fatalf("applied %d + dropped %d != sent %d", run.applied, run.dropped, sent)
+		}
+		run.report(b)
+		h.Close()
+	}
+}
+
+func benchE2EStatsd(b *testing.B, buffered bool) {
+	perWorker := 100_000
+	transport := "statsd"
+	if buffered {
+		perWorker, transport = 1_000_000, "statsd-buffered"
+	}
+	for i := 0; i < b.N; i++ {
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn.SetReadBuffer(8 << 20)
+		a := &textApplier{r: registry.New()}
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, _, err := conn.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				a.apply(buf[:n])
+			}
+		}()
+		w := startWorkers(b, nil, "-transport", transport, "-wait", "-addr", conn.LocalAddr().String(), "-n", strconv.Itoa(perWorker))
+		time.Sleep(50 * time.Millisecond) // let the workers start and block on the go-ahead
+		cpu0 := cpuSelf()
+		t0 := time.Now()
+		w.goAhead()
+		wcpu, _ := w.wait(b)
+		end := a.settle(100 * time.Millisecond)
+		conn.Close()
+		sent := int64(e2eWorkers * perWorker)
+		e2eRun{sent: sent, applied: a.applied.Load(), wall: end.Sub(t0), cpu: cpuSelf() - cpu0 + wcpu}.report(b)
+	}
+}
+
+func benchE2EZmq(b *testing.B) {
+	const perWorker = 200_000
+	for i := 0; i < b.N; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		sub := zmq4.NewSub(ctx)
+		if err := sub.Listen("tcp://127.0.0.1:0"); err != nil {
+			b.Fatal(err)
+		}
+		if err := sub.SetOption(zmq4.OptionSubscribe, ""); err != nil {
+			b.Fatal(err)
+		}
+		a := &textApplier{r: registry.New()}
+		go func() {
+			for {
+				m, err := sub.Recv()
+				if err != nil {
+					return
+				}
+				for _, f := range m.Frames {
+					a.apply(f)
+				}
+			}
+		}()
+		addr := "tcp://" + strings.TrimPrefix(sub.Addr().String(), "tcp://")
+		w := startWorkers(b, nil, "-transport", "zmq", "-addr", addr, "-n", strconv.Itoa(perWorker))
+		time.Sleep(300 * time.Millisecond) // subscriptions must reach the publishers
+		cpu0 := cpuSelf()
+		t0 := time.Now()
+		w.goAhead()
+		wcpu, _ := w.wait(b)
+		end := a.settle(150 * time.Millisecond)
+		sub.Close()
+		cancel()
+		sent := int64(e2eWorkers * perWorker)
+		e2eRun{sent: sent, applied: a.applied.Load(), wall: end.Sub(t0), cpu: cpuSelf() - cpu0 + wcpu}.report(b)
+	}
+}
