@@ -275,7 +275,7 @@ func (s *httpSetup) waitCount(t testing.TB, want uint64) uint64 {
 	}
 }
 
-// cpuTime sums the CPU time of the httpSetup's processes: the server or
+// cpuTime sums the CPU time of the variant's processes: the server or
 // workers and whatever receives their metrics.
 func (s *httpSetup) cpuTime() time.Duration {
 	var sum time.Duration
@@ -531,10 +531,10 @@ func (p *httpProc) stop(t testing.TB) {
 }
 
 // cpuTime sums the CPU time of the process's threads from
-// /httpProc/PID/task/*/schedstat, which counts in nanoseconds (/httpProc/PID/stat
+// /proc/PID/task/*/schedstat, which counts in nanoseconds (/proc/PID/stat
 // counts in 10 ms ticks, too coarse for a run of one or two seconds).
 func (p *httpProc) cpuTime() time.Duration {
-	dir := fmt.Sprintf("/httpProc/%d/task", p.cmd.Process.Pid)
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return 0

@@ -174,7 +174,15 @@ func run(in, out, command, doc string) error {
 	if doc == "" {
 		return nil
 	}
-	rel, err := filepath.Rel(filepath.Dir(doc), out)
+	absDoc, err := filepath.Abs(doc)
+	if err != nil {
+		return err
+	}
+	absOut, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(filepath.Dir(absDoc), absOut)
 	if err != nil {
 		return err
 	}
