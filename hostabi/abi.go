@@ -384,6 +384,23 @@ func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
 	return StatusOK
 }
 
+// applyBatch applies the records in buf, skipping and counting bad ones.
+func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
+	for len(buf) >= wire.RecordSize {
+		r, err := wire.Decode(buf)
+		buf = buf[wire.RecordSize:]
+		st := StatusBadRecord
+		if err == nil {
+			st = apply(ids, r.ID, r.Kind, r.Value)
+		}
+		if st != StatusOK {
+			rejected++
+			last = st
+		}
+	}
+	return rejected, last
+}
+
 // batch: (ptr i32, n i32) -> number of rejected records (>= 0) or negative
 // status. Each record stands alone: a bad one is skipped and counted, the
 // others are applied (see docs/guest-abi.md, "Batch semantics").
@@ -402,21 +419,7 @@ func (h *host) batch(_ context.Context, mod api.Module, stack []uint64) {
 		ret(stack, int32(StatusMemory))
 		return
 	}
-	ids := *h.ids.Load()
-	var rejected int32
-	last := StatusOK
-	for len(buf) >= wire.RecordSize {
-		r, err := wire.Decode(buf)
-		buf = buf[wire.RecordSize:]
-		st := StatusBadRecord
-		if err == nil {
-			st = apply(ids, r.ID, r.Kind, r.Value)
-		}
-		if st != StatusOK {
-			rejected++
-			last = st
-		}
-	}
+	rejected, last := applyBatch(*h.ids.Load(), buf)
 	h.stats.Batches.Add(1)
 	h.stats.Records.Add(uint64(int64(n) - int64(rejected)))
 	if rejected > 0 {

@@ -88,8 +88,14 @@ func cGuest(t testing.TB, name string) []byte {
 // wasip1 as a c-shared reactor and returns its bytes.
 func goGuest(t testing.TB, dir string) []byte {
 	t.Helper()
-	path, err := once("go-"+filepath.Base(dir), func(out string) error {
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./"+dir)
+	return goBuild(t, dir, "c-shared")
+}
+
+// goBuild builds the Go package in dir with -buildmode=mode for wasip1.
+func goBuild(t testing.TB, dir, mode string) []byte {
+	t.Helper()
+	path, err := once("go-"+mode+"-"+filepath.Base(dir), func(out string) error {
+		cmd := exec.Command("go", "build", "-buildmode="+mode, "-o", out, "./"+dir)
 		cmd.Dir = testenv.RepoRoot()
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -131,3 +131,22 @@ func TestStatusCodesAgree(t *testing.T) {
 		t.Errorf("Define outside wasm = %v", err)
 	}
 }
+
+// A Go command module runs through RunStart and flushes before exiting.
+func TestGoCommand(t *testing.T) {
+	r := registry.New()
+	p := newPlugin(t, hostabi.PluginConfig{
+		Name: "gocmd", Wasm: goBuild(t, "hostabi/testdata/gocmd", "default"), Registry: r, Prefix: "plugins.gocmd",
+	})
+	if p.HasExport("_initialize") || !p.HasExport("_start") {
+		t.Fatal("not a command module")
+	}
+	for i := 0; i < 2; i++ {
+		if err := p.RunStart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := r.Counter("plugins.gocmd.runs").Value(); v != 2 {
+		t.Errorf("runs = %d, want 2", v)
+	}
+}
