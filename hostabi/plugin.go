@@ -178,6 +178,9 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 		return nil, fmt.Errorf("hostabi: plugin %q: %w", cfg.Name, err)
 	}
 
+	if pages > 65536 { // wazero panics above 4 GiB
+		return fail(fmt.Errorf("MemoryLimitPages %d: at most 65536 (4 GiB)", pages))
+	}
 	if cfg.NoInterrupt && cfg.CallTimeout > 0 {
 		return fail(errors.New("CallTimeout needs interrupts; NoInterrupt is set"))
 	}

@@ -114,6 +114,7 @@ func TestNewPluginErrors(t *testing.T) {
 		"bad path":    {Path: "/nonexistent.wasm", Registry: registry.New()},
 		"not wasm":    {Wasm: []byte("hello"), Registry: registry.New()},
 		"bad prefix":  {Wasm: cGuest(t, "cguest"), Registry: registry.New(), Prefix: "a..b"},
+		"huge memory": {Wasm: cGuest(t, "cguest"), Registry: registry.New(), MemoryLimitPages: 65537},
 	} {
 		if p, err := hostabi.NewPlugin(ctx, cfg); err == nil {
 			p.Close(ctx)
