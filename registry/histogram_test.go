@@ -437,8 +437,14 @@ func TestGOMAXPROCSChanges(t *testing.T) {
 	if h.Count() != uint64(total) || tm.Count() != uint64(total) || h.Snapshot().WindowCount != uint64(total) {
 		t.Fatalf("counts %d %d, want %d", h.Count(), tm.Count(), total)
 	}
-	if n := len(*h.shards.Load()); n < 8 {
-		t.Errorf("shard table has %d slots after GOMAXPROCS 8", n)
+	// Which P ids ran is up to the scheduler; growth itself is checked
+	// directly: a new P id past the table keeps the existing shards.
+	g := &Histogram{}
+	g.addShard(0)
+	s0 := (*g.shards.Load())[0]
+	g.addShard(runtime.GOMAXPROCS(0) + 5)
+	if sh := *g.shards.Load(); len(sh) < runtime.GOMAXPROCS(0)+6 || sh[0] != s0 {
+		t.Fatalf("table of %d after adding P %d", len(sh), runtime.GOMAXPROCS(0)+5)
 	}
 }
 
