@@ -150,3 +150,24 @@ func TestGoCommand(t *testing.T) {
 		t.Errorf("runs = %d, want 2", v)
 	}
 }
+
+// A Go guest allocating past its memory limit dies (the Go runtime aborts
+// when memory.grow fails); the host and the next call are unaffected.
+func TestGoGuestMemoryLimit(t *testing.T) {
+	r := registry.New()
+	p := newPlugin(t, hostabi.PluginConfig{
+		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go",
+		MemoryLimitPages: 512, // 32 MiB
+	})
+	if n := callP(t, p, "alloc", 4); n != 4 {
+		t.Fatalf("alloc(4) = %d", n)
+	}
+	if _, err := p.Call(context.Background(), "alloc", 64); err == nil {
+		t.Fatal("allocating 64 MiB under a 32 MiB limit succeeded")
+	}
+	callP(t, p, "record_all")
+	checkEveryKind(t, r, "plugins.go.go.", 1)
+	if st := p.Stats(); st.Traps != 1 || st.Replaced != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}

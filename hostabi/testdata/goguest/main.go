@@ -97,3 +97,16 @@ func defineBad() int32 {
 
 //go:wasmexport panics
 func panics() { panic("guest panic") }
+
+var sink []byte
+
+// alloc allocates mb MiB and keeps them, to hit the memory limit.
+//
+//go:wasmexport alloc
+func alloc(mb int32) int32 {
+	sink = make([]byte, int(mb)<<20)
+	for i := range sink {
+		sink[i] = 1
+	}
+	return int32(len(sink) >> 20)
+}
