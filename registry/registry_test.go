@@ -492,3 +492,27 @@ func TestTenThousandTimers(t *testing.T) {
 	}
 	runtime.KeepAlive(r)
 }
+
+func TestRecordPathsDoNotAllocate(t *testing.T) {
+	r := New()
+	c, g, m, tm, h := r.Counter("a.c"), r.Gauge("a.g", nil), r.Meter("a.m"), r.Timer("a.t"), r.Histogram("a.h")
+	i := 0
+	paths := map[string]func(){
+		"Counter.Inc":      c.Inc,
+		"Counter.Add":      func() { c.Add(3) },
+		"Gauge.Set":        func() { g.Set(1.5) },
+		"Meter.Mark":       func() { m.Mark(1) },
+		"Timer.Update":     func() { i++; tm.Update(time.Duration(i%4096) * time.Microsecond) },
+		"Timer.Time.Stop":  func() { tm.Time().Stop() },
+		"Timer.Func":       func() { tm.Func(func() {}) },
+		"Histogram.Update": func() { i++; h.Update(float64(i % 4096)) },
+	}
+	for name, f := range paths {
+		for range 5000 { // let bucket arrays reach their range first
+			f()
+		}
+		if n := testing.AllocsPerRun(1000, f); n != 0 {
+			t.Errorf("%s allocates %v times per call", name, n)
+		}
+	}
+}
