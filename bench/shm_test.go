@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -132,4 +134,75 @@ func BenchmarkShmDrain(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mevents/s")
+}
+
+// BenchmarkShmIdleHost measures what an idle host costs: the CPU share of
+// this process while a host drains a file with four attached but silent
+// workers (one op = 1 s of wall time).
+func BenchmarkShmIdleHost(b *testing.B) {
+	h := shmHost(b, shm.Config{Slots: 8})
+	for i := 0; i < 4; i++ {
+		c, err := shm.Open(h.Path())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Counter("idle.count")
+		defer c.Close()
+	}
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); h.Drain(ctx, r) }()
+	time.Sleep(100 * time.Millisecond) // reach the idle back-off
+	b.ResetTimer()
+	cpu0, t0 := cpuSelf(), time.Now()
+	for i := 0; i < b.N; i++ {
+		time.Sleep(time.Second)
+	}
+	b.ReportMetric(100*float64(cpuSelf()-cpu0)/float64(time.Since(t0)), "cpu-%")
+	b.StopTimer()
+	cancel()
+	wg.Wait()
+}
+
+// BenchmarkShmLatency measures how long an event recorded after a quiet
+// period (2-20 ms, so the host is in its idle back-off) takes to show in the
+// host's registry. One op = 50 events; reported as percentiles.
+func BenchmarkShmLatency(b *testing.B) {
+	h := shmHost(b, shm.Config{Slots: 2})
+	c, err := shm.Open(h.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); h.Drain(ctx, r) }()
+	ctr := c.Counter("lat.count")
+	var lat []time.Duration
+	rc := r.Counter("lat.count")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := 0; j < 50; j++ {
+			time.Sleep(time.Duration(2+(j*7)%19) * time.Millisecond)
+			want := rc.Value() + 1
+			t0 := time.Now()
+			ctr.Inc()
+			for rc.Value() < want {
+				runtime.Gosched()
+			}
+			lat = append(lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	cancel()
+	wg.Wait()
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(q(0.5), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
 }

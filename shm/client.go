@@ -43,6 +43,7 @@ type Client struct {
 	reserve  *uint64 // slot's claim index, in the mapping
 	consumer *uint64 // host's consumer index, in the mapping
 	dropped  *uint64
+	wait     *uint32 // header's hostWait word
 	ring     unsafe.Pointer
 	mask     uint64
 	size     uint64
@@ -173,6 +174,7 @@ func Open(path string, opts ...Option) (*Client, error) {
 	c.reserve = u64(m, c.base+slotReserve)
 	c.consumer = u64(m, c.base+slotConsumer)
 	c.dropped = u64(m, c.base+slotDropped)
+	c.wait = u32(m, hdrWait)
 	c.defCount = u64(m, c.base+slotDefCount)
 	// The host zeroes a slot before freeing it; a non-zero count here means
 	// someone scribbled on the file, and starting over is the only safe choice.
@@ -207,6 +209,11 @@ func u32(m []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&m[off])) 
 func (c *Client) put(w0, v uint64) {
 	r := atomic.LoadUint64(c.reserve)
 	if r < c.limit.Load() && !c.closed.Load() && atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
+		// The CAS is a full barrier, so this load cannot miss a host that
+		// announced its sleep before checking reserve (see Host.wait).
+		if atomic.LoadUint32(c.wait) != 0 {
+			c.wakeHost()
+		}
 		commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 		return
 	}
@@ -230,9 +237,20 @@ func (c *Client) putSlow(w0, v uint64) {
 			}
 		}
 		if atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
+			if atomic.LoadUint32(c.wait) != 0 {
+				c.wakeHost()
+			}
 			commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 			return
 		}
+	}
+}
+
+// wakeHost wakes a host sleeping in futex wait; of the workers that see
+// the flag, the one whose CAS clears it makes the system call.
+func (c *Client) wakeHost() {
+	if atomic.CompareAndSwapUint32(c.wait, 1, 0) {
+		futexWakeAll(c.wait)
 	}
 }
 

@@ -218,7 +218,7 @@ func attach(path string, f *os.File, size int64, prefix string) (*Host, error) {
 	return &Host{
 		path: path, f: f, m: m, g: g, prefix: prefix,
 		liveEvery: 250 * time.Millisecond,
-		maxIdle:   5 * time.Millisecond,
+		maxIdle:   100 * time.Millisecond,
 		slots:     make([]hslot, g.slots),
 	}, nil
 }
@@ -252,8 +252,9 @@ func (h *Host) Close() error {
 type DrainOption func(*Host)
 
 // WithMaxIdleSleep sets the longest sleep between passes when no events
-// arrive (default 5ms): the worst-case latency of the first event after a
-// quiet period, against wake-ups per second while idle.
+// arrive (default 100ms). Workers wake a sleeping host through a futex, so
+// this bounds only how long a missed wake-up could delay an event (on
+// systems without futexes it is capped at 1ms per sleep).
 func WithMaxIdleSleep(d time.Duration) DrainOption {
 	return func(h *Host) {
 		if d > 0 {
@@ -275,16 +276,27 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // Drain applies the workers' events to r until ctx ends, then drains what
 // is committed once more and returns nil. It polls adaptively: while
 // events arrive it passes over the rings back to back; when they stop it
-// sleeps, doubling from 50µs up to the maximum idle sleep (WithMaxIdleSleep),
-// so an idle host wakes ~200 times a second and an event waits at most that
-// long. It returns an error only if the file becomes unusable (ErrTruncated
+// sleeps, doubling from 50µs to 1ms, and after that blocks in a futex wait
+// that the next worker to record wakes (Linux), with a timeout for liveness
+// checks. An idle host thus wakes ~4 times a second, and an event after a
+// quiet period reaches the registry in tens of microseconds. It returns an error only if the file becomes unusable (ErrTruncated
 // when it is truncated under the host) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
 	h.mu.Lock()
 	for _, o := range opts {
 		o(h)
 	}
+	wait := u32(h.m, hdrWait)
 	h.mu.Unlock()
+	// Cancellation must not wait for the futex timeout.
+	stop := context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		if !h.closed {
+			futexWakeAll(wait)
+		}
+		h.mu.Unlock()
+	})
+	defer stop()
 	const minSleep = 50 * time.Microsecond
 	sleep := time.Duration(0)
 	t := time.NewTimer(time.Hour)
@@ -305,10 +317,21 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		case n > 0:
 			sleep /= 2
 		default:
-			sleep = max(minSleep, min(sleep*2, h.maxIdle))
+			sleep = max(minSleep, min(sleep*2, time.Millisecond))
 		}
 		if sleep < minSleep {
 			runtime.Gosched()
+			continue
+		}
+		if sleep == time.Millisecond && haveFutex {
+			// Idle for a few milliseconds: sleep until a worker wakes us.
+			woken, err := h.wait()
+			if err != nil {
+				return err
+			}
+			if woken {
+				sleep = 0
+			}
 			continue
 		}
 		t.Reset(sleep)
@@ -317,6 +340,54 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		case <-t.C:
 		}
 	}
+}
+
+// wait sleeps in futex wait on the header's hostWait word until a worker
+// claims a record (see Client.put), the liveness interval or the maximum
+// idle sleep passes, or Drain's context ends. The handshake is Dekker's:
+// the host stores hostWait = 1 and then loads every slot's reserve index;
+// a worker CASes reserve and then loads hostWait. Both are full barriers,
+// so either the host sees the new claim and does not sleep, or the worker
+// sees 1 and wakes it.
+func (h *Host) wait() (woken bool, err error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return false, ErrClosed
+	}
+	w := u32(h.m, hdrWait)
+	busy := false
+	err = h.protect(func() {
+		atomic.StoreUint32(w, 1)
+		for i := range h.slots {
+			hs := &h.slots[i]
+			if !hs.bound {
+				continue
+			}
+			if atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer {
+				busy = true
+				return
+			}
+		}
+	})
+	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
+	h.mu.Unlock()
+	if err != nil || busy || d <= 0 {
+		atomic.StoreUint32(w, 0)
+		return true, err
+	}
+	futexSleep(w, 1, d)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false, ErrClosed
+	}
+	err = h.protect(func() {
+		// A worker that wakes the host clears the word first; a timeout
+		// leaves it set.
+		woken = atomic.SwapUint32(w, 0) == 0
+	})
+	return woken, err
 }
 
 // DrainOnce applies every event committed when it is called, checks which

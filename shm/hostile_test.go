@@ -49,7 +49,7 @@ func TestHostileHeaders(t *testing.T) {
 		{"slotSize", func(b []byte) []byte { le.PutUint64(b[hdrSlotSize:], 64); return b }, ErrCorrupt},
 		{"fileSize", func(b []byte) []byte { le.PutUint64(b[hdrFileSize:], 1<<62); return b }, ErrCorrupt},
 		{"ringOffset", func(b []byte) []byte { le.PutUint32(b[hdrRingOffset:], 0); return b }, ErrCorrupt},
-		{"reserved", func(b []byte) []byte { b[HeaderSize-1] = 1; return b }, ErrCorrupt},
+		{"reserved", func(b []byte) []byte { b[hdrReserved] = 1; return b }, ErrCorrupt},
 		{"moreSlotsThanFile", func(b []byte) []byte {
 			g, _ := newGeometry(3, 16, 4)
 			g.putHeader(b)

@@ -70,7 +70,8 @@ const (
 	hdrFileSize   = 40
 	hdrDefOffset  = 48
 	hdrRingOffset = 52
-	hdrReserved   = 56
+	hdrReserved   = 56 // zero up to hdrWait
+	hdrWait       = 64 // u32 on the host's own cache line: 1 while the host sleeps in futex wait
 
 	CacheLine = 64
 
@@ -217,7 +218,7 @@ func validateHeader(b []byte, size int64) (geometry, error) {
 	if ro := le.Uint32(b[hdrRingOffset:]); ro != uint32(g.ringOffset) {
 		return geometry{}, fmt.Errorf("%w: ring offset %d, want %d", ErrCorrupt, ro, g.ringOffset)
 	}
-	for _, c := range b[hdrReserved:HeaderSize] {
+	for _, c := range b[hdrReserved:hdrWait] {
 		if c != 0 {
 			return geometry{}, fmt.Errorf("%w: reserved header bytes are not zero", ErrCorrupt)
 		}

@@ -1,0 +1,25 @@
+package shm
+
+import (
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+const (
+	futexWait = 0 // FUTEX_WAIT, not private: the word is in a shared file mapping
+	futexWake = 1
+)
+
+// futexSleep blocks while *addr == val, for at most d, or until woken.
+func futexSleep(addr *uint32, val uint32, d time.Duration) {
+	ts := syscall.NsecToTimespec(int64(d))
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWait, uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
+// futexWakeAll wakes the waiters on addr (the host, at most one).
+func futexWakeAll(addr *uint32) {
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWake, 1<<30, 0, 0, 0)
+}
+
+const haveFutex = true
