@@ -383,7 +383,10 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 		p.release(ctx, inst, true)
 		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, err)
 	}
-	out := append([]uint64(nil), res...) // res is reused by the next call
+	var out []uint64
+	if len(res) > 0 {
+		out = append(out, res...) // res is reused by the instance's next call
+	}
 	p.release(ctx, inst, false)
 	return out, nil
 }
