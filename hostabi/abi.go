@@ -174,7 +174,7 @@ type host struct {
 	max    int
 	stats  *Stats
 
-	ids atomic.Pointer[[]metric] // copy-on-write; index = id
+	ids atomic.Pointer[[]metric] // append-only, published by Store; index = id
 
 	mu     sync.Mutex // serialises define
 	byName map[string]int32
