@@ -654,7 +654,7 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 		return
 	}
 	if testHookBeforeRelease != nil {
-		testHookBeforeRelease()
+		testHookBeforeRelease(end - c)
 	}
 	h.release(i, c, end)
 	hs.consumer = end
@@ -662,14 +662,14 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 
 // testHookBeforeRelease lets a test kill a host process between applying
 // records and releasing them.
-var testHookBeforeRelease, testHookMidRelease func()
+var testHookBeforeRelease, testHookMidRelease func(records uint64)
 
 // release zeroes records [from, to) and publishes to as the consumer index,
 // bracketed by the taking index for crash recovery (see drainSlot).
 func (h *Host) release(i int, from, to uint64) {
 	atomic.StoreUint64(h.slotU64(i, slotTaking), to)
 	if testHookMidRelease != nil {
-		testHookMidRelease()
+		testHookMidRelease(to - from)
 	}
 	ring := h.m[h.g.slotOff(i)+h.g.ringOffset:][:h.g.ringRecs*wire.RecordSize]
 	a, b := int(from&uint64(h.g.ringRecs-1)), int(to-from)

@@ -3,6 +3,7 @@ package shm
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -23,6 +24,159 @@ func init() {
 	roles["phased"] = rolePhased
 	roles["host-crash"] = roleHostCrash
 	roles["burst"] = roleBurst
+	roles["steady"] = roleSteady
+	roles["host-loop"] = roleHostLoop
+}
+
+// roleSteady records counter events at a moderate pace until stdin closes,
+// then closes its client and prints "sent N dropped D".
+func roleSteady() int {
+	c, err := OpenEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctr := c.Counter("steady.n")
+	stop := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
+	fmt.Println("ready")
+	sent := 0
+	for {
+		select {
+		case <-stop:
+			d := c.Dropped()
+			c.Close()
+			fmt.Printf("sent %d dropped %d\n", sent, d)
+			return 0
+		default:
+		}
+		for j := 0; j < 100; j++ {
+			ctr.Inc()
+		}
+		sent += 100
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// roleHostLoop drains with Drain until killed, reporting on stdout each
+// batch it is about to release ("pre N") and each it has consumed ("taken
+// N"): a batch announced but not confirmed when the process is killed may
+// or may not have been consumed; everything else is known exactly.
+func roleHostLoop() int {
+	var h *Host
+	var err error
+	for try := 0; try < 100; try++ {
+		if h, err = CreateHost(os.Getenv(EnvVar), Config{}); !errors.Is(err, ErrLocked) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	say := func(s string) func(uint64) {
+		return func(n uint64) { os.Stdout.WriteString(s + strconv.FormatUint(n, 10) + "\n") }
+	}
+	testHookBeforeRelease, testHookMidRelease = say("pre "), say("taken ")
+	fmt.Println("ready")
+	h.Drain(context.Background(), registry.New())
+	return 1
+}
+
+// TestHostKilledDuringLoad kills a real host process with SIGKILL at random
+// moments while workers record, starting a new host each time; at the end
+// every committed event has been consumed exactly once by some host, up to
+// the one batch each killed host had announced but not confirmed.
+func TestHostKilledDuringLoad(t *testing.T) {
+	const workers, kills = 2, 3
+	path := tempPath(t)
+	h0, err := CreateHost(path, Config{Slots: 4, RingRecords: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h0.Close()
+	type wk struct {
+		cmd *exec.Cmd
+		in  io.WriteCloser
+		out *bufio.Reader
+	}
+	var ws []wk
+	for k := 0; k < workers; k++ {
+		cmd := child(t, "steady", EnvVar+"="+path)
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		w := wk{cmd, in, bufio.NewReader(out)}
+		expectLine(t, w.out, "ready")
+		ws = append(ws, w)
+	}
+	var taken, slack uint64
+	for i := 0; i < kills; i++ {
+		hc := child(t, "host-loop", EnvVar+"="+path)
+		out, _ := hc.StdoutPipe()
+		if err := hc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(out)
+		expectLine(t, rd, "ready")
+		time.Sleep(time.Duration(30+rand.IntN(70)) * time.Millisecond)
+		hc.Process.Signal(syscall.SIGKILL)
+		pending := uint64(0)
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				break
+			}
+			f := strings.Fields(line)
+			n, _ := strconv.ParseUint(f[1], 10, 64)
+			switch f[0] {
+			case "pre":
+				pending = n
+			case "taken":
+				taken += n
+				pending = 0
+			}
+		}
+		hc.Wait()
+		slack += pending
+		time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond) // no host at all for a while
+	}
+	var committed uint64
+	for _, w := range ws {
+		w.in.Close()
+		line, err := w.out.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sent, dropped uint64
+		fmt.Sscanf(line, "sent %d dropped %d", &sent, &dropped)
+		committed += sent - dropped
+		w.cmd.Wait()
+	}
+	h, err := CreateHost(path, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	r := registry.New()
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	final := uint64(r.Counter("steady.n").Value())
+	t.Logf("committed %d: killed hosts consumed %d (+ up to %d in flight), the last host %d", committed, taken, slack, final)
+	if taken+final > committed || taken+final+slack < committed {
+		t.Errorf("committed %d, consumed %d + %d (slack %d): events lost or applied twice", committed, taken, final, slack)
+	}
+	if taken == 0 {
+		t.Errorf("the killed hosts consumed nothing: the test did not exercise them")
+	}
+	if v := r.Counter("tapes.shm.malformed").Value(); v != 0 {
+		t.Errorf("malformed = %d", v)
+	}
 }
 
 // roleLoop records until killed. Every batch it prints how many events are
@@ -226,7 +380,7 @@ func roleHostCrash() int {
 		return 1
 	}
 	r := registry.New()
-	crash := func() {
+	crash := func(uint64) {
 		v := int64(0)
 		if m, ok := r.Get("phased.n"); ok {
 			v = m.(*registry.Counter).Value()
