@@ -1,0 +1,76 @@
+package tapesguest
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"testing"
+	"unsafe"
+
+	"github.com/tapes-go/tapes/wire"
+)
+
+// The buffer's two-word records must decode as wire records. WebAssembly is
+// little-endian; the test reads the buffer's bytes the same way on hosts
+// that are too.
+func TestBufferIsWireRecords(t *testing.T) {
+	var x uint16 = 1
+	if *(*byte)(unsafe.Pointer(&x)) != 1 {
+		t.Skip("big-endian host: the buffer layout is only defined for little-endian wasm")
+	}
+	buffered = 0
+	defer func() { buffered = 0 }()
+	c := &CounterHandle{word0(7, wire.KindCounter)}
+	g := &GaugeHandle{word0(0xABCDEF, wire.KindGauge)}
+	tm := &TimerHandle{word0(3, wire.KindTimer)}
+	c.Add(-5)
+	g.Set(2.5)
+	tm.Update(1500)
+	Record(9, wire.KindHistogram, math.Float64bits(-1e300))
+	want := []wire.Record{
+		wire.IntRecord(7, wire.KindCounter, -5),
+		wire.FloatRecord(0xABCDEF, wire.KindGauge, 2.5),
+		wire.IntRecord(3, wire.KindTimer, 1500),
+		wire.FloatRecord(9, wire.KindHistogram, -1e300),
+	}
+	if buffered != len(want) {
+		t.Fatalf("%d records buffered, want %d", buffered, len(want))
+	}
+	raw := make([]byte, 0, len(want)*wire.RecordSize)
+	for i := range want {
+		raw = binary.LittleEndian.AppendUint64(raw, buf[i][0])
+		raw = binary.LittleEndian.AppendUint64(raw, buf[i][1])
+	}
+	for i, w := range want {
+		got, err := wire.Decode(raw[i*wire.RecordSize:])
+		if err != nil || got != w {
+			t.Errorf("record %d = %+v, %v; want %+v", i, got, err, w)
+		}
+		var enc [wire.RecordSize]byte
+		w.Put(enc[:])
+		if string(enc[:]) != string(raw[i*wire.RecordSize:(i+1)*wire.RecordSize]) {
+			t.Errorf("record %d bytes % x, wire.Put gives % x", i, raw[i*16:(i+1)*16], enc)
+		}
+	}
+}
+
+func TestNoHost(t *testing.T) {
+	if _, err := Define(wire.KindCounter, "x"); !errors.Is(err, ErrNoHost) {
+		t.Errorf("Define = %v, want ErrNoHost", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Counter outside a host did not panic")
+		}
+	}()
+	Counter("x")
+}
+
+func TestStatusError(t *testing.T) {
+	if got := ErrTooManyMetrics.Error(); got != "tapes host: metric limit reached" {
+		t.Errorf("ErrTooManyMetrics = %q", got)
+	}
+	if got := Status(-99).Error(); got != "tapes host: status -99" {
+		t.Errorf("Status(-99) = %q", got)
+	}
+}
