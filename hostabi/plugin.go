@@ -352,6 +352,9 @@ func (p *Plugin) classify(err error) {
 // CallTimeout expired.
 func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]uint64, error) {
 	def, ok := p.exports[export]
+	if export == "_initialize" || export == "_start" {
+		ok = false // run by the runner itself, once per instance
+	}
 	if !ok {
 		return nil, fmt.Errorf("hostabi: plugin %q exports no function %q", p.name, export)
 	}

@@ -88,6 +88,9 @@ func TestPluginCallErrors(t *testing.T) {
 	if _, err := p.Call(ctx, "no_such_export"); err == nil {
 		t.Error("calling a missing export succeeded")
 	}
+	if _, err := p.Call(ctx, "_initialize"); err == nil {
+		t.Error("calling _initialize again succeeded")
+	}
 	if _, err := p.Call(ctx, "events", 1, 2); err == nil {
 		t.Error("calling with the wrong number of parameters succeeded")
 	}
