@@ -8,7 +8,7 @@
 # Every round runs every variant of both benchmarks once, in an order rotated
 # from round to round, so that a burst of noise on a shared machine lands on
 # different variants in different rounds; the report takes medians over
-# rounds. Takes about 40 s per round on 2 cores.
+# rounds. Takes about 25 s per round on 2 cores.
 set -eu
 
 ROUNDS=${ROUNDS:-7}
