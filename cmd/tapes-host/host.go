@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/reporters"
+	"github.com/tapes-go/tapes/reporters/httpjson"
+	"github.com/tapes-go/tapes/reporters/prometheus"
+	"github.com/tapes-go/tapes/reporters/statsd"
+	"github.com/tapes-go/tapes/reporters/stream"
+	"github.com/tapes-go/tapes/shm"
+)
+
+// selfPrefix is where the host reports on itself.
+const selfPrefix = "tapes.host"
+
+// host is one running tapes-host: the registry and everything feeding and
+// reading it. Data flows one way: shm rings and plugins -> registry ->
+// reporters.
+type host struct {
+	cfg *config
+	log *slog.Logger
+	out io.Writer
+	reg *registry.Registry
+
+	shm     *shm.Host
+	drainWG sync.WaitGroup
+	stopDrn context.CancelFunc
+
+	http     *http.Server
+	httpAddr string
+
+	plugins   []*plugin
+	pluginsWG sync.WaitGroup
+	stopPlg   context.CancelFunc
+
+	push    []*reporters.Scheduler
+	closers []io.Closer // sinks to close after the last report
+
+	pluginErrors *registry.Counter
+}
+
+type plugin struct {
+	spec pluginSpec
+	p    *hostabi.Plugin
+}
+
+// startHost opens the shm file and starts draining, serving, plugins and
+// push reporters. The caller must call shutdown.
+func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer) (h *host, err error) {
+	h = &host{cfg: cfg, log: log, out: out}
+	h.reg = registry.New(registry.WithMaxMetrics(cfg.maxMetrics))
+	h.pluginErrors = h.reg.Counter(selfPrefix + ".plugins.errors")
+	start := time.Now()
+	h.reg.Gauge(selfPrefix+".uptime_seconds", func() float64 { return time.Since(start).Seconds() })
+	defer func() {
+		if err != nil {
+			h.shutdown()
+		}
+	}()
+
+	path := cfg.shmPath
+	if path == "" {
+		if path, err = shm.DefaultPath(); err != nil {
+			return h, fmt.Errorf("shm: %w", err)
+		}
+	}
+	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm"}
+	if h.shm, err = shm.CreateHost(path, scfg); err != nil {
+		return h, fmt.Errorf("shm: %w", err)
+	}
+	dctx, cancel := context.WithCancel(context.Background())
+	h.stopDrn = cancel
+	h.drainWG.Add(1)
+	go func() {
+		defer h.drainWG.Done()
+		if err := h.shm.Drain(dctx, h.reg); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("drain stopped", "err", err)
+		}
+	}()
+	fmt.Fprintf(out, "shm file: %s\n%s=%s\n", h.shm.Path(), shm.EnvVar, h.shm.Path())
+
+	if cfg.httpAddr != "" {
+		if err := h.serveHTTP(); err != nil {
+			return h, err
+		}
+		fmt.Fprintf(out, "metrics: http://%s/metrics  stats: http://%s/stats\n", h.httpAddr, h.httpAddr)
+	}
+
+	if err := h.startPlugins(ctx); err != nil {
+		return h, err
+	}
+	if err := h.startPush(ctx); err != nil {
+		return h, err
+	}
+	return h, nil
+}
+
+func (h *host) serveHTTP() error {
+	ln, err := net.Listen("tcp", h.cfg.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	h.httpAddr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", prometheus.Handler(h.reg, prometheus.Options{Namespace: h.cfg.namespace}))
+	mux.Handle("/stats", httpjson.Handler(h.reg))
+	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (h *host) startPush(ctx context.Context) error {
+	if h.cfg.stream != "" {
+		var w io.Writer = h.out
+		if h.cfg.stream != "-" {
+			f, err := os.OpenFile(h.cfg.stream, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			if err != nil {
+				return fmt.Errorf("stream: %w", err)
+			}
+			h.closers = append(h.closers, f)
+			w = f
+		}
+		h.push = append(h.push, reporters.Start(ctx, stream.New(h.reg, w), h.cfg.interval,
+			reporters.WithLogger(h.log), reporters.WithName("stream")))
+	}
+	if h.cfg.statsdAddr != "" {
+		rep, err := statsd.New(h.cfg.statsdAddr, h.reg, statsd.Options{Prefix: h.cfg.statsdPrefix})
+		if err != nil {
+			return fmt.Errorf("statsd: %w", err)
+		}
+		h.closers = append(h.closers, rep)
+		h.push = append(h.push, reporters.Start(ctx, rep, h.cfg.interval,
+			reporters.WithLogger(h.log), reporters.WithName("statsd")))
+	}
+	return nil
+}
+
+// shutdown stops in the order that loses nothing: stop accepting HTTP, stop
+// plugins, stop the drain loop and drain what is left, then let every push
+// reporter run one last time.
+func (h *host) shutdown() {
+	if h.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = h.http.Shutdown(ctx)
+		cancel()
+	}
+	h.stopPlugins()
+	if h.stopDrn != nil {
+		h.stopDrn()
+		h.drainWG.Wait()
+	}
+	if h.shm != nil {
+		if _, err := h.shm.DrainOnce(h.reg); err != nil {
+			h.log.Error("final drain", "err", err)
+		}
+	}
+	for _, s := range h.push {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := s.StopAndFlush(ctx); err != nil {
+			h.log.Error("last report", "err", err)
+		}
+		cancel()
+	}
+	for _, c := range h.closers {
+		_ = c.Close()
+	}
+	if h.shm != nil {
+		_ = h.shm.Close()
+	}
+}

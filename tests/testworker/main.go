@@ -1,0 +1,66 @@
+// Command testworker is a worker process for the end-to-end tests: it
+// records a known sequence through the shm client (TAPES_SHM) and then
+// exits cleanly, crashes, or keeps recording until SIGTERM.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tapes-go/tapes/shm"
+)
+
+func main() {
+	n := flag.Int("n", 1000, "events of each kind to record")
+	prefix := flag.String("prefix", "test", "metric name prefix")
+	crash := flag.Bool("crash", false, "exit with status 3 without closing the client (a crash)")
+	hold := flag.Bool("hold", false, "after the sequence, keep recording one counter event every 10ms until SIGTERM")
+	flag.Parse()
+
+	c, err := shm.OpenEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(1)
+	}
+	requests := c.Counter(*prefix + ".requests")
+	latency := c.Timer(*prefix + ".latency")
+	jobs := c.Meter(*prefix + ".jobs")
+	sizes := c.Histogram(*prefix + ".sizes")
+	for i := 1; i <= *n; i++ {
+		requests.Inc()
+		latency.Update(time.Duration(i) * time.Microsecond)
+		jobs.Mark(2)
+		sizes.Update(float64(i))
+	}
+	c.Flush()
+	fmt.Printf("recorded %d\n", *n)
+	if *crash {
+		os.Exit(3)
+	}
+	if *hold {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+		ticks := c.Counter(*prefix + ".ticks")
+		t := time.NewTicker(10 * time.Millisecond)
+	loop:
+		for {
+			select {
+			case <-sig:
+				break loop
+			case <-t.C:
+				ticks.Inc()
+			}
+		}
+		// The last events before the signal must reach the host's final
+		// report; record a marker right before exiting.
+		c.Counter(*prefix + ".stopped").Inc()
+	}
+	if err := c.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: close:", err)
+		os.Exit(1)
+	}
+}
