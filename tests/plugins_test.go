@@ -1,0 +1,65 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapes-go/tapes/internal/testenv"
+	"github.com/tapes-go/tapes/reporters/reportertest"
+)
+
+// tapes-host runs a Go collector plugin built from source on an interval,
+// and a C command plugin (hostabi's ccmd, built from source) once.
+func TestHostRunsCollectorAndCommandPlugins(t *testing.T) {
+	dir := t.TempDir()
+	goWasm := filepath.Join(dir, "plugin-go.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", goWasm, "../examples/plugin-go")
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the Go plugin: %v\n%s", err, out)
+	}
+	clang := testenv.WasiClang(t)
+	cmdWasm := filepath.Join(dir, "ccmd.wasm")
+	build = exec.Command(clang, "--target=wasm32-wasi", "-O2", "-I", "../guest/c", "-o", cmdWasm, "../hostabi/testdata/ccmd.c")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the C command plugin: %v\n%s", err, out)
+	}
+	h := startHost(t, "-shm", filepath.Join(dir, "p.shm"), "-http", "127.0.0.1:0",
+		"-plugin", goWasm+"=plugins.gop", "-plugin", cmdWasm+"=plugins.cmd",
+		"-plugin-interval", "100ms", "-wasm-cache", filepath.Join(dir, "cache"))
+	// Each collect records ten synthetic requests and one collection.
+	n := h.waitStat("plugins.gop.collections.value", func(v float64) bool { return v >= 3 }, "collector calls")
+	h.waitStat("plugins.gop.requests.value", func(v float64) bool { return v >= 10*n }, "requests per collect")
+	h.waitStat("plugins.cmd.runs.value", eq(1), "command plugin ran once")
+	h.waitStat("tapes.host.plugins.errors.value", eq(0), "no plugin errors")
+	h.stop(syscall.SIGTERM)
+}
+
+// The host's registry reaches a real StatsD (push) and a real Prometheus
+// (scrape) with the workers' exact totals.
+func TestHostReportsToRealStatsDAndPrometheus(t *testing.T) {
+	sd := reportertest.StartStatsD(t)
+	dir := t.TempDir()
+	h := startHost(t, "-shm", filepath.Join(dir, "r.shm"), "-http", "127.0.0.1:0",
+		"-statsd", sd.Addr, "-statsd-prefix", "e2e", "-interval", "200ms")
+	prom := reportertest.StartPrometheus(t, h.addr)
+	w := worker(t, h.shm, "-n", "300")
+	if err := w.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStat("test.requests.value", eq(300), "drained")
+	sd.WaitFor(0, 20*time.Second, func(f reportertest.Flushes) bool {
+		return f.Counter("e2e.test.requests.total") == 300 && f.Counter("e2e.test.jobs.total") == 600
+	})
+	prom.WaitFor(`test_requests_total`, 30*time.Second, func(s []reportertest.Sample) bool {
+		return len(s) == 1 && s[0].Value == 300
+	})
+	prom.WaitFor(`test_latency_seconds_count`, 30*time.Second, func(s []reportertest.Sample) bool {
+		return len(s) == 1 && s[0].Value == 300
+	})
+	h.stop(syscall.SIGTERM)
+}
