@@ -1,6 +1,8 @@
 #!/bin/sh
-# Runs the HTTP benchmarks (bench/http_test.go) in interleaved rounds and
-# writes bench/results/REPORT.md and the box plots bench/results/http-*.png.
+# Runs the HTTP benchmarks (bench/http_test.go) and the timer micro-benchmark
+# (BenchmarkOriginal in bench/core_test.go) in interleaved rounds, and writes
+# bench/results/REPORT.md, the box plots bench/results/http-*.png and the
+# tables of docs/benchmarks.md.
 #
 #   bench/scripts/run.sh                  # 7 rounds of 30,000 requests per variant
 #   ROUNDS=3 REQUESTS=10000 bench/scripts/run.sh
@@ -41,7 +43,14 @@ while [ "$r" -le "$ROUNDS" ]; do
 		echo "run.sh: round $r had failures:" >&2
 		grep -E -- '--- FAIL|FAIL|Error|error' "$work/round-$r.txt" | head -20 >&2 || true
 	fi
-	grep '^BenchmarkHTTP' "$work/round-$r.txt" >&2 || true
+	# The original's other benchmark, 200,000 timed empty blocks per op
+	# (bench/core_test.go), once per round so it is interleaved too.
+	if ! "$work/bench.test" -test.run '^$' -test.bench '^BenchmarkOriginal$' -test.benchtime 10x \
+		>>"$work/round-$r.txt" 2>&1; then
+		failed=1
+		echo "run.sh: BenchmarkOriginal failed in round $r" >&2
+	fi
+	grep -E '^Benchmark(HTTP|Original)' "$work/round-$r.txt" | cut -c1-160 >&2 || true
 	r=$((r + 1))
 done
 

@@ -74,6 +74,8 @@ func main() {
 	}
 }
 
+var origLine = regexp.MustCompile(`^BenchmarkOriginal/lib=(\w+)(?:-\d+)?\s+\d+\s+([\d.e+]+) ns/op`)
+
 var benchLine = regexp.MustCompile(`^(BenchmarkHTTP\w+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
 
 const (
@@ -89,6 +91,7 @@ func run(in, out, command, doc string) error {
 	sort.Slice(rounds, func(i, j int) bool { return roundNum(rounds[i]) < roundNum(rounds[j]) })
 	// data[mode/variant][round] = result
 	data := map[string]map[int]result{}
+	orig := map[string][]float64{} // library -> ns per 200,000 timed blocks, per round
 	var header []string
 	for _, f := range rounds {
 		r := roundNum(f)
@@ -101,6 +104,12 @@ func run(in, out, command, doc string) error {
 				if !slices.Contains(header, line) {
 					header = append(header, line)
 				}
+			}
+			if m := origLine.FindStringSubmatch(line); m != nil {
+				if ns, err := strconv.ParseFloat(m[2], 64); err == nil {
+					orig[m[1]] = append(orig[m[1]], ns)
+				}
+				continue
 			}
 			m := benchLine.FindStringSubmatch(line)
 			if m == nil {
@@ -168,6 +177,7 @@ func run(in, out, command, doc string) error {
 			return err
 		}
 	}
+	writeOriginal(&md, orig)
 	if err := os.WriteFile(filepath.Join(out, "REPORT.md"), md.Bytes(), 0o644); err != nil {
 		return err
 	}
@@ -333,6 +343,31 @@ func writeMode(md *bytes.Buffer, m mode, data map[string]map[int]result, rounds 
 		fmt.Fprintf(&thr, "%d %s %g %g %g %g %g\n", i+1, r.name, r.rps[0], r.rps[1], r.rps[2], r.rps[3], r.rps[4])
 	}
 	return plot(out, png, m.title, len(rounds), lat.Bytes(), thr.Bytes(), len(rows))
+}
+
+// writeOriginal writes the table of the timer micro-benchmark.
+func writeOriginal(md *bytes.Buffer, orig map[string][]float64) {
+	if len(orig) == 0 {
+		return
+	}
+	fmt.Fprintf(md, "## Timer micro-benchmark: 200,000 timed empty blocks\n\n")
+	fmt.Fprintf(md, "`BenchmarkOriginal` in `bench/core_test.go`: time an empty block 200,000 times, the original\n"+
+		"tapes benchmark (about 3 s on CPython, ~15 µs per block). Median over rounds, one run of 10 ops per round.\n\n")
+	fmt.Fprintf(md, "| library | ms per 200,000 | ns per timed block | vs tapes |\n|---|---:|---:|---:|\n")
+	base := median(orig["tapes"])
+	for _, lib := range []string{"tapes", "gometrics", "prometheus", "victoria"} {
+		v, ok := orig[lib]
+		if !ok {
+			continue
+		}
+		ns := median(v)
+		ratio := "—"
+		if base > 0 {
+			ratio = fmt.Sprintf("%.2fx", ns/base)
+		}
+		fmt.Fprintf(md, "| %s | %.1f | %.0f | %s |\n", lib, ns/1e6, ns/200000, ratio)
+	}
+	fmt.Fprintln(md)
 }
 
 func pct(ratios []float64) string {
