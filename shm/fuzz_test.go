@@ -34,7 +34,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 6, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
 	f.Add([]byte{1, 0, 0, 0, 4, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
 
-	dir, err := os.MkdirTemp("", "tapes-shm-fuzz-")
+	dir, err := os.MkdirTemp(tmpfsDir(), "tapes-shm-fuzz-")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func FuzzOpenFile(f *testing.F) {
 	f.Add(busy)
 	f.Add(good[:HeaderSize])
 	f.Add([]byte("TAPESHM\x00"))
-	dir, err := os.MkdirTemp("", "tapes-shm-fuzz-")
+	dir, err := os.MkdirTemp(tmpfsDir(), "tapes-shm-fuzz-")
 	if err != nil {
 		f.Fatal(err)
 	}
