@@ -25,9 +25,9 @@ import (
 	"github.com/tapes-go/tapes/registry"
 )
 
-// latencies are log-normal durations around 1 ms, the same for every
+// coreLatencies are log-normal durations around 1 ms, the same for every
 // library, so that histogram paths touch many buckets as real traffic does.
-var latencies = func() [1024]time.Duration {
+var coreLatencies = func() [1024]time.Duration {
 	var d [1024]time.Duration
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range d {
@@ -36,24 +36,24 @@ var latencies = func() [1024]time.Duration {
 	return d
 }()
 
-func promHistogram() prometheus.Histogram {
+func corePromHistogram() prometheus.Histogram {
 	return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Buckets: prometheus.DefBuckets})
 }
 
-func promSummary() prometheus.Summary {
+func corePromSummary() prometheus.Summary {
 	return prometheus.NewSummary(prometheus.SummaryOpts{
 		Name:       "s",
 		Objectives: map[float64]float64{0.5: 0.05, 0.9: 0.01, 0.99: 0.001},
 	})
 }
 
-// cpuNanos is the CPU time this process has used. The machine these
+// coreCPUNanos is the CPU time this process has used. The machine these
 // benchmarks run on is shared, and when other processes take the cores
 // ns/op (wall time) counts their time too; cpu-ns/op, the process CPU time
 // per operation, does not. For RunParallel with -cpu 2 it is the cost of one
 // operation on one core (ns/op is then about half of it when both cores are
 // ours).
-func cpuNanos() int64 {
+func coreCPUNanos() int64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		panic(err)
@@ -61,26 +61,26 @@ func cpuNanos() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-func reportCPU(b *testing.B, start int64) {
-	b.ReportMetric(float64(cpuNanos()-start)/float64(b.N), "cpu-ns/op")
+func coreReportCPU(b *testing.B, start int64) {
+	b.ReportMetric(float64(coreCPUNanos()-start)/float64(b.N), "cpu-ns/op")
 }
 
-// seq runs body b.N times with its loop index.
-func seq(b *testing.B, body func(i int)) {
+// coreSeq runs body b.N times with its loop index.
+func coreSeq(b *testing.B, body func(i int)) {
 	b.ReportAllocs()
-	start := cpuNanos()
+	start := coreCPUNanos()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		body(i)
 	}
 	b.StopTimer()
-	reportCPU(b, start)
+	coreReportCPU(b, start)
 }
 
-// par runs body from every P with its own loop index.
-func par(b *testing.B, body func(i int)) {
+// corePar runs body from every P with its own loop index.
+func corePar(b *testing.B, body func(i int)) {
 	b.ReportAllocs()
-	start := cpuNanos()
+	start := coreCPUNanos()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
@@ -90,7 +90,7 @@ func par(b *testing.B, body func(i int)) {
 		}
 	})
 	b.StopTimer()
-	reportCPU(b, start)
+	coreReportCPU(b, start)
 }
 
 func BenchmarkCounterInc(b *testing.B) {
@@ -110,10 +110,10 @@ func BenchmarkCounterInc(b *testing.B) {
 		{"victoria", vc.Inc},
 	}
 	for _, c := range cases {
-		b.Run("lib="+c.lib, func(b *testing.B) { seq(b, func(int) { c.f() }) })
+		b.Run("lib="+c.lib, func(b *testing.B) { coreSeq(b, func(int) { c.f() }) })
 	}
 	for _, c := range cases {
-		b.Run("par/lib="+c.lib, func(b *testing.B) { par(b, func(int) { c.f() }) })
+		b.Run("par/lib="+c.lib, func(b *testing.B) { corePar(b, func(int) { c.f() }) })
 	}
 }
 
@@ -129,8 +129,8 @@ func BenchmarkMeterMark(b *testing.B) {
 		{"gometrics", func() { gm.Mark(1) }},
 	}
 	for _, c := range cases {
-		b.Run("lib="+c.lib, func(b *testing.B) { seq(b, func(int) { c.f() }) })
-		b.Run("par/lib="+c.lib, func(b *testing.B) { par(b, func(int) { c.f() }) })
+		b.Run("lib="+c.lib, func(b *testing.B) { coreSeq(b, func(int) { c.f() }) })
+		b.Run("par/lib="+c.lib, func(b *testing.B) { corePar(b, func(int) { c.f() }) })
 	}
 }
 
@@ -138,7 +138,7 @@ func BenchmarkTimerUpdate(b *testing.B) {
 	tt := registry.New().Timer("t")
 	gt := gometrics.NewTimer()
 	defer gt.Stop()
-	ph := promHistogram()
+	ph := corePromHistogram()
 	vh := vm.NewSet().NewHistogram("t")
 	cases := []struct {
 		lib string
@@ -150,22 +150,22 @@ func BenchmarkTimerUpdate(b *testing.B) {
 		{"victoria", func(d time.Duration) { vh.Update(d.Seconds()) }},
 	}
 	for _, c := range cases {
-		b.Run("lib="+c.lib, func(b *testing.B) { seq(b, func(i int) { c.f(latencies[i&1023]) }) })
+		b.Run("lib="+c.lib, func(b *testing.B) { coreSeq(b, func(i int) { c.f(coreLatencies[i&1023]) }) })
 	}
 	for _, c := range cases {
-		b.Run("par/lib="+c.lib, func(b *testing.B) { par(b, func(i int) { c.f(latencies[i&1023]) }) })
+		b.Run("par/lib="+c.lib, func(b *testing.B) { corePar(b, func(i int) { c.f(coreLatencies[i&1023]) }) })
 	}
 }
 
 func BenchmarkHistogramUpdate(b *testing.B) {
 	th := registry.New().Histogram("h")
 	gh := gometrics.NewHistogram(gometrics.NewExpDecaySample(1028, 0.015))
-	ph := promHistogram()
-	ps := promSummary()
+	ph := corePromHistogram()
+	ps := corePromSummary()
 	vh := vm.NewSet().NewHistogram("h")
 	vs := vm.NewSet().NewSummary("s")
 	var values [1024]float64
-	for i, d := range latencies {
+	for i, d := range coreLatencies {
 		values[i] = d.Seconds()
 	}
 	cases := []struct {
@@ -173,17 +173,17 @@ func BenchmarkHistogramUpdate(b *testing.B) {
 		f   func(i int)
 	}{
 		{"tapes", func(i int) { th.Update(values[i&1023]) }},
-		{"gometrics-expdecay", func(i int) { gh.Update(int64(latencies[i&1023])) }},
+		{"gometrics-expdecay", func(i int) { gh.Update(int64(coreLatencies[i&1023])) }},
 		{"prometheus-classic", func(i int) { ph.Observe(values[i&1023]) }},
 		{"prometheus-summary", func(i int) { ps.Observe(values[i&1023]) }},
 		{"victoria", func(i int) { vh.Update(values[i&1023]) }},
 		{"victoria-summary", func(i int) { vs.Update(values[i&1023]) }},
 	}
 	for _, c := range cases {
-		b.Run("lib="+c.lib, func(b *testing.B) { seq(b, c.f) })
+		b.Run("lib="+c.lib, func(b *testing.B) { coreSeq(b, c.f) })
 	}
 	for _, c := range cases {
-		b.Run("par/lib="+c.lib, func(b *testing.B) { par(b, c.f) })
+		b.Run("par/lib="+c.lib, func(b *testing.B) { corePar(b, c.f) })
 	}
 }
 
@@ -216,13 +216,13 @@ func BenchmarkTimerRead(b *testing.B) {
 	qs := registry.Quantiles[:]
 	var sink float64
 	b.Run("lib=tapes", func(b *testing.B) {
-		seq(b, func(int) {
+		coreSeq(b, func(int) {
 			s := tt.Snapshot()
 			sink += s.Quantiles[5] + s.Rates.M1
 		})
 	})
 	b.Run("lib=gometrics", func(b *testing.B) {
-		seq(b, func(int) {
+		coreSeq(b, func(int) {
 			s := gt.Snapshot()
 			sink += s.Percentiles(qs)[5] + s.Rate1()
 		})
@@ -238,7 +238,7 @@ func BenchmarkOriginal(b *testing.B) {
 	tt := registry.New().Timer("t")
 	gt := gometrics.NewTimer()
 	defer gt.Stop()
-	ph := promHistogram()
+	ph := corePromHistogram()
 	vh := vm.NewSet().NewHistogram("t")
 	cases := []struct {
 		lib string
@@ -251,14 +251,14 @@ func BenchmarkOriginal(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run("lib="+c.lib, func(b *testing.B) {
-			start := cpuNanos()
-			seq(b, func(int) {
+			start := coreCPUNanos()
+			coreSeq(b, func(int) {
 				for range n {
 					c.f()
 				}
 			})
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/200k")
-			b.ReportMetric(float64(cpuNanos()-start)/1e6/float64(b.N), "cpu-ms/200k")
+			b.ReportMetric(float64(coreCPUNanos()-start)/1e6/float64(b.N), "cpu-ms/200k")
 		})
 	}
 }
