@@ -107,11 +107,17 @@ func TestHTTPSmoke(t *testing.T) {
 // burst now lands on every variant alike instead of on whichever ran at
 // that moment. The connections of each variant stay open across its chunks.
 //
+// After each chunk, the variant's metrics backend is given time to count
+// the chunk's requests before the next variant's turn, so that one
+// variant's backlog never runs during another's chunk.
+//
 // Per variant it reports requests per second over its own chunks, the
 // median over cycles of its throughput relative to "none" in the same cycle
-// (vs-none-%), the CPU time its processes used from after warm-up until
-// its metrics backend had caught up (cpu-us/req), latency quantiles and,
-// for variants with a backend, the share of requests it never counted.
+// (vs-none-%), the CPU time its processes used during its chunks and their
+// catch-up (cpu-us/req, and the backend's part of it), the CPU its
+// processes use while idle (idle-cpu-%, percent of one core over a second
+// before the run), latency quantiles and the share of requests its backend
+// never counted.
 func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *httpSetup) {
 	if os.Getenv("TAPES_HTTP_BENCH") != "1" {
 		b.Skip("heavy: run by bench/scripts/run.sh (TAPES_HTTP_BENCH=1 with -benchtime 30000x); TestHTTPSmoke checks correctness")
@@ -123,8 +129,10 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 		s       *httpSetup
 		l       *Loader
 		warm    int
-		cpu0    time.Duration
-		back0   time.Duration // the backend's part of cpu0
+		sent    int           // requests sent so far, warm-up included
+		cpu     time.Duration // during own chunks and their catch-up
+		back    time.Duration // the backend's part of cpu
+		idle    float64       // share of a core while idle
 		lat     []time.Duration
 		elapsed time.Duration
 		ratios  []float64 // per cycle, throughput / none's
@@ -140,16 +148,23 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 		}
 		defer l.Close()
 		x := &state{name: v, s: s, l: l, warm: min(b.N, 1000), lat: make([]time.Duration, 0, b.N)}
+		x.sent = x.warm
 		if res := l.Run(ctx, x.warm); res.Errors != 0 {
 			b.Fatalf("%s: warm-up: %d errors, first: %v", v, res.Errors, res.FirstErr)
 		}
 		st[i] = x
 	}
-	for _, x := range st {
-		x.cpu0 = x.s.cpuTime()
-		if x.s.backend != nil {
-			x.back0 = x.s.backend.cpuTime()
+	idle0 := make([]time.Duration, len(st))
+	for i, x := range st {
+		if x.name != "none" {
+			x.s.waitCount(nil, uint64(x.sent))
 		}
+		idle0[i] = x.s.cpuTime()
+	}
+	const idleFor = time.Second
+	time.Sleep(idleFor)
+	for i, x := range st {
+		x.idle = float64(x.s.cpuTime()-idle0[i]) / float64(idleFor)
 	}
 	const chunk = 1000
 	cycleElapsed := make([]time.Duration, len(st))
@@ -159,10 +174,17 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 		for j := range st {
 			i := (j + cycle + round) % len(st)
 			x := st[i]
+			c0, b0 := x.s.cpuTime(), x.s.backendCPU()
 			res := x.l.Run(ctx, n)
 			if res.Errors != 0 {
 				b.Fatalf("%s: %d of %d requests failed, first: %v", x.name, res.Errors, n, res.FirstErr)
 			}
+			x.sent += n
+			if x.name != "none" {
+				x.s.waitCount(nil, uint64(x.sent))
+			}
+			x.cpu += x.s.cpuTime() - c0
+			x.back += x.s.backendCPU() - b0
 			x.lat = append(x.lat, res.Latencies...)
 			x.elapsed += res.Elapsed
 			cycleElapsed[i] = res.Elapsed
@@ -180,14 +202,14 @@ func benchHTTP(b *testing.B, variants []string, start func(testing.TB, string) *
 			got := x.s.waitCount(nil, want)
 			lost = float64(want-min(got, want)) / float64(want) * 100
 		}
-		cpu := x.s.cpuTime() - x.cpu0
 		q := Quantiles(x.lat, 0.5, 0.9, 0.99, 1)
 		v := x.name + "-"
 		b.ReportMetric(float64(b.N)/x.elapsed.Seconds(), v+"req/s")
 		b.ReportMetric(httpMedian(x.ratios)*100, v+"vs-none-%")
-		b.ReportMetric(usOf(cpu)/float64(b.N), v+"cpu-us/req")
+		b.ReportMetric(usOf(x.cpu)/float64(b.N), v+"cpu-us/req")
+		b.ReportMetric(x.idle*100, v+"idle-cpu-%")
 		if x.s.backend != nil {
-			b.ReportMetric(usOf(x.s.backend.cpuTime()-x.back0)/float64(b.N), v+"backend-cpu-us/req")
+			b.ReportMetric(usOf(x.back)/float64(b.N), v+"backend-cpu-us/req")
 		}
 		b.ReportMetric(usOf(q[0]), v+"p50-us")
 		b.ReportMetric(usOf(q[1]), v+"p90-us")
@@ -273,6 +295,14 @@ func (s *httpSetup) waitCount(t testing.TB, want uint64) uint64 {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// backendCPU returns the CPU time of the backend process, 0 if none.
+func (s *httpSetup) backendCPU() time.Duration {
+	if s.backend == nil {
+		return 0
+	}
+	return s.backend.cpuTime()
 }
 
 // cpuTime sums the CPU time of the variant's processes: the server or

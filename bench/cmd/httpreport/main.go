@@ -54,8 +54,8 @@ var describe = map[string]string{
 
 // result is one variant in one round.
 type result struct {
-	rps, vsNone, cpu, backCPU, lost float64
-	hasLost, hasBack                bool
+	rps, vsNone, cpu, backCPU, idle, lost float64
+	hasLost, hasBack                      bool
 }
 
 func main() {
@@ -138,6 +138,8 @@ func run(in, out, command, doc string) error {
 					res.vsNone = val
 				case "cpu-us/req":
 					res.cpu = val
+				case "idle-cpu-%":
+					res.idle = val
 				case "backend-cpu-us/req":
 					res.backCPU, res.hasBack = val, true
 				case "lost-%":
@@ -167,8 +169,9 @@ func run(in, out, command, doc string) error {
 		"- **vs none**: per cycle, the variant's chunk throughput over the no-metrics chunk of the same cycle;\n"+
 		"  median over cycles, then over rounds.\n"+
 		"- **CPU/req**: CPU time of the variant's server-side processes (server or workers, plus tapes-host,\n"+
-		"  the StatsD sink or the ZeroMQ aggregator) from after warm-up until its backend had counted every\n"+
-		"  request, per request, from /proc/PID/task/*/schedstat; median over rounds.\n"+
+		"  the StatsD sink or the ZeroMQ aggregator, shown apart as *backend*) during its own chunks and until\n"+
+		"  its backend had counted each chunk, per request, from /proc/PID/task/*/schedstat; median over rounds.\n"+
+		"- **idle CPU**: share of one core the same processes used during one idle second before the run.\n"+
 		"- Latencies pool every request of every round. **lost**: share of requests the metrics backend never\n"+
 		"  counted (worst round).\n\n", len(rounds))
 	tablesAt := md.Len()
@@ -275,8 +278,8 @@ func memTotal() string {
 func writeMode(md *bytes.Buffer, m mode, data map[string]map[int]result, rounds []string, in, out string) error {
 	base := data[m.key+"/none"]
 	fmt.Fprintf(md, "## %s\n\n", strings.ToUpper(m.title[:1])+m.title[1:])
-	fmt.Fprintf(md, "| variant | what | req/s | vs none | CPU/req (µs) | vs none | p50 (µs) | p90 (µs) | p99 (µs) | max (ms) | lost |\n")
-	fmt.Fprintf(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(md, "| variant | what | req/s | vs none | CPU/req (µs) | vs none | idle CPU | p50 (µs) | p90 (µs) | p99 (µs) | max (ms) | lost |\n")
+	fmt.Fprintf(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	type plotRow struct {
 		name string
 		lat  []float64 // p1 p25 p50 p75 p99 in µs
@@ -287,14 +290,15 @@ func writeMode(md *bytes.Buffer, m mode, data map[string]map[int]result, rounds 
 		key := m.key + "/" + v
 		rs := data[key]
 		if len(rs) == 0 {
-			fmt.Fprintf(md, "| %s | %s | no data | | | | | | | | |\n", v, describe[key])
+			fmt.Fprintf(md, "| %s | %s | no data | | | | | | | | | |\n", v, describe[key])
 			continue
 		}
-		var rps, cpu, back, rpsRatio, cpuRatio []float64
+		var rps, cpu, back, idle, rpsRatio, cpuRatio []float64
 		lost, hasLost := 0.0, false
 		for r, res := range rs {
 			rps = append(rps, res.rps)
 			cpu = append(cpu, res.cpu)
+			idle = append(idle, res.idle)
 			if res.hasBack {
 				back = append(back, res.backCPU)
 			}
@@ -323,8 +327,8 @@ func writeMode(md *bytes.Buffer, m mode, data map[string]map[int]result, rounds 
 		if len(back) > 0 {
 			cpuS += fmt.Sprintf(" (backend %.1f)", median(back))
 		}
-		fmt.Fprintf(md, "| %s | %s | %.0f | %s | %s | %s | %.0f | %.0f | %.0f | %.1f | %s |\n",
-			v, describe[key], median(rps), pct(rpsRatio), cpuS, pct(cpuRatio),
+		fmt.Fprintf(md, "| %s | %s | %.0f | %s | %s | %s | %.1f%% | %.0f | %.0f | %.0f | %.1f | %s |\n",
+			v, describe[key], median(rps), pct(rpsRatio), cpuS, pct(cpuRatio), median(idle),
 			q[2], q[4], q[5], q[6]/1000, lostS)
 		rows = append(rows, plotRow{name: v, lat: []float64{q[0], q[1], q[2], q[3], q[5]}, rps: quantiles(cyc, 0.05, 0.25, 0.5, 0.75, 0.95)})
 	}
