@@ -61,7 +61,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		before := counters(r, "events", "malformed", "discarded")
+		before := counters(r, "drained", "malformed", "discarded")
 		committed := b[wire.RecordKindOff] != 0
 		var rec [16]byte
 		copy(rec[:], b)
@@ -72,16 +72,16 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		after := counters(r, "events", "malformed", "discarded")
-		total := func(m map[string]int64) int64 { return m["events"] + m["malformed"] + m["discarded"] }
+		after := counters(r, "drained", "malformed", "discarded")
+		total := func(m map[string]int64) int64 { return m["drained"] + m["malformed"] + m["discarded"] }
 		want := int64(0)
 		if committed {
 			want = 1
 		}
-		if total(after)-total(before) != want || int64(n) != after["events"]-before["events"] {
+		if total(after)-total(before) != want || int64(n) != after["drained"]-before["drained"] {
 			t.Fatalf("record %x: counts %v -> %v, n %d", b, before, after, n)
 		}
-		if _, err := wire.Decode(b); err != nil && after["events"] != before["events"] {
+		if _, err := wire.Decode(b); err != nil && after["drained"] != before["drained"] {
 			t.Fatalf("record %x applied although Decode says %v", b, err)
 		}
 		if atomic.LoadUint64(c.consumer) != atomic.LoadUint64(c.reserve) {

@@ -465,7 +465,7 @@ func (h *Host) bind(r *registry.Registry) error {
 		}
 		return g
 	}
-	s.events = counter("events")
+	s.events = counter("drained")
 	s.malformed = counter("malformed")
 	s.rejected = counter("rejected")
 	s.discarded = counter("discarded")

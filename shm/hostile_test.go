@@ -260,7 +260,7 @@ func TestHostileDefinitions(t *testing.T) {
 		{7, 0, "bad.kind"},                          // 2: invalid kind
 		{wire.KindCounter, 0, "taken.timer"},        // 3: kind conflict with the registry
 		{wire.KindGauge, 9, "bad.mode"},             // 4: invalid gauge mode
-		{wire.KindCounter, 0, "tapes.shm.events"},   // 5: inside the host's prefix
+		{wire.KindCounter, 0, "tapes.shm.drained"},   // 5: inside the host's prefix
 		{wire.KindCounter, 0, ""},                   // 6: empty name
 		{wire.KindCounter, GaugeSum, "mode.on.ctr"}, // 7: mode on a non-gauge
 	}
@@ -278,12 +278,12 @@ func TestHostileDefinitions(t *testing.T) {
 	if _, err := h.DrainOnce(r); err != nil {
 		t.Fatal(err)
 	}
-	got := counters(r, "rejected", "discarded", "malformed", "events")
-	if got["rejected"] != 7 || got["events"] != 1 || got["discarded"]+got["malformed"] != 7 {
+	got := counters(r, "rejected", "discarded", "malformed", "drained")
+	if got["rejected"] != 7 || got["drained"] != 1 || got["discarded"]+got["malformed"] != 7 {
 		t.Errorf("counts %v; want 7 rejected, 1 event, 7 discarded or malformed", got)
 	}
-	if r.Counter("good.one").Value() != 1 || r.Counter("tapes.shm.events").Value() != 1 {
-		t.Errorf("good.one = %d, events = %d", r.Counter("good.one").Value(), r.Counter("tapes.shm.events").Value())
+	if r.Counter("good.one").Value() != 1 || r.Counter("tapes.shm.drained").Value() != 1 {
+		t.Errorf("good.one = %d, events = %d", r.Counter("good.one").Value(), r.Counter("tapes.shm.drained").Value())
 	}
 
 	// A definition count beyond the table is clamped and counted.

@@ -342,7 +342,7 @@ func TestWorkersKilled(t *testing.T) {
 	if len(rep.Workers) != 0 {
 		t.Errorf("slots still held: %+v", rep.Workers)
 	}
-	t.Logf("events %d, aborted %d, dropped %d", r.Counter("tapes.shm.events").Value(),
+	t.Logf("events %d, aborted %d, dropped %d", r.Counter("tapes.shm.drained").Value(),
 		r.Counter("tapes.shm.aborted").Value(), r.Counter("tapes.shm.dropped.total").Value())
 }
 

@@ -97,7 +97,7 @@ func TestWorkersExactTotals(t *testing.T) {
 	if ts.Count != workers*n || ts.Min != float64(time.Microsecond)*1e-9 || ts.Max != float64(n*int(time.Microsecond))*1e-9 {
 		t.Errorf("timer count %d min %v max %v", ts.Count, ts.Min, ts.Max)
 	}
-	if got := r.Counter("tapes.shm.events").Value(); got != 4*workers*n {
+	if got := r.Counter("tapes.shm.drained").Value(); got != 4*workers*n {
 		t.Errorf("events = %d, want %d", got, 4*workers*n)
 	}
 	if got := r.Counter("tapes.shm.reclaimed").Value(); got != workers {
