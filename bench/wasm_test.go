@@ -108,9 +108,14 @@ func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, n
 }
 
 // BenchmarkWasmEvents measures one counter increment recorded by a guest:
-// buffered by the SDK and sent in batches (the recommended path), or with
-// one host call per event. Each op is one call into the guest recording
-// perCall events, then the runner's flush; ns/event is the figure to read.
+// buffered by the SDK and sent in batches (the recommended path: "batched"
+// increments one counter, so the host sums each batch into one add;
+// "mixed" alternates two counters, so every record is applied on its own),
+// or with one host call per event ("direct"). Each op is one call into the
+// guest recording perCall events, then the runner's flush; ns/event (wall)
+// and cpu-ns/event (the benchmark thread's CPU time, steadier on a shared
+// machine) are the figures to read. "-nointerrupt" variants run without
+// the deadline checks (hostabi.PluginConfig.NoInterrupt).
 func BenchmarkWasmEvents(b *testing.B) {
 	const perCall = 10000
 	guests := []struct {
@@ -121,26 +126,40 @@ func BenchmarkWasmEvents(b *testing.B) {
 		{"c", func(tb testing.TB) []byte { return cWasm(tb, "bench/testdata/wasm/cguest.c") }},
 	}
 	for _, g := range guests {
-		for _, mode := range []string{"batched", "direct", "batched-nointerrupt", "direct-nointerrupt"} {
+		for _, mode := range []string{"batched", "mixed", "direct", "batched-nointerrupt", "mixed-nointerrupt", "direct-nointerrupt"} {
 			b.Run(g.name+"/"+mode, func(b *testing.B) {
 				r := registry.New()
 				p := benchPlugin(b, g.name, g.wasm(b), r, strings.HasSuffix(mode, "-nointerrupt"))
 				export := "record"
-				if strings.HasPrefix(mode, "direct") {
+				switch {
+				case strings.HasPrefix(mode, "direct"):
 					export = "record_direct"
+				case strings.HasPrefix(mode, "mixed"):
+					export = "record_mixed"
 				}
 				ctx := context.Background()
+				defer lockThread()()
 				b.ResetTimer()
+				cpu := threadCPU()
 				for i := 0; i < b.N; i++ {
 					if _, err := p.Call(ctx, export, perCall); err != nil {
 						b.Fatal(err)
 					}
 				}
+				cpu = threadCPU() - cpu
 				b.StopTimer()
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/event")
-				c, ok := r.Get("plugins." + g.name + ".bench." + g.name + ".events")
-				if !ok || c.(*registry.Counter).Value() != int64(b.N*perCall) {
-					b.Fatalf("counter = %v, want %d", c, b.N*perCall)
+				if cpu > 0 {
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*perCall), "cpu-ns/event")
+				}
+				var total int64
+				for _, name := range []string{"events", "other"} {
+					if c, ok := r.Get("plugins." + g.name + ".bench." + g.name + "." + name); ok {
+						total += c.(*registry.Counter).Value()
+					}
+				}
+				if total != int64(b.N*perCall) {
+					b.Fatalf("counters add up to %d, want %d", total, b.N*perCall)
 				}
 			})
 		}
@@ -160,11 +179,16 @@ func BenchmarkWasmCall(b *testing.B) {
 		b.Run(g.name, func(b *testing.B) {
 			p := benchPlugin(b, g.name, g.wasm(b), registry.New(), false)
 			ctx := context.Background()
+			defer lockThread()()
 			b.ResetTimer()
+			cpu := threadCPU()
 			for i := 0; i < b.N; i++ {
 				if _, err := p.Call(ctx, "noop"); err != nil {
 					b.Fatal(err)
 				}
+			}
+			if cpu = threadCPU() - cpu; cpu > 0 {
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 			}
 		})
 	}

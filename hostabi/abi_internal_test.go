@@ -37,3 +37,37 @@ func BenchmarkApplyBatch(b *testing.B) {
 		})
 	}
 }
+
+// Runs of one counter or meter are summed; anything else ends a run; bad
+// records inside and around runs are counted, never applied.
+func TestApplyBatchRuns(t *testing.T) {
+	r := registry.New()
+	c, m, g := r.Counter("c"), r.Meter("m"), r.Gauge("g", nil)
+	ids := []metric{{kind: wire.KindCounter, c: c}, {kind: wire.KindMeter, m: m}, {kind: wire.KindGauge, g: g}}
+	recs := []wire.Record{
+		wire.IntRecord(0, wire.KindCounter, 5),
+		wire.IntRecord(0, wire.KindCounter, -2),
+		{ID: 0, Kind: 9},                        // corrupt: ends the run, rejected
+		wire.IntRecord(0, wire.KindCounter, 10), // a new run
+		wire.IntRecord(1, wire.KindMeter, 3),
+		wire.IntRecord(1, wire.KindMeter, 4),
+		wire.IntRecord(0, wire.KindMeter, 100), // id 0 is a counter: rejected
+		wire.IntRecord(0, wire.KindMeter, 100), // the same bad run: rejected too
+		wire.FloatRecord(2, wire.KindGauge, 1.5),
+		wire.IntRecord(7, wire.KindCounter, 1), // unknown id
+		wire.IntRecord(7, wire.KindCounter, 1),
+		wire.IntRecord(0, wire.KindCounter, 1),
+	}
+	buf := make([]byte, len(recs)*wire.RecordSize)
+	for i, rec := range recs {
+		rec.Put(buf[i*wire.RecordSize:])
+	}
+	buf[2*wire.RecordSize+wire.RecordKindOff] = 9
+	rej, last := applyBatch(ids, buf)
+	if rej != 5 || last != StatusUnknownID {
+		t.Errorf("rejected %d (last %v), want 5 (unknown id)", rej, last)
+	}
+	if c.Value() != 14 || m.Count() != 7 || g.Value() != 1.5 {
+		t.Errorf("counter %d meter %d gauge %v, want 14 7 1.5", c.Value(), m.Count(), g.Value())
+	}
+}

@@ -10,6 +10,7 @@ func main() {}
 
 var (
 	events = tapesguest.Counter("bench.go.events")
+	other  = tapesguest.Counter("bench.go.other")
 	id, _  = tapesguest.Define(1, "bench.go.events") // the same metric, for direct calls
 )
 
@@ -20,6 +21,17 @@ var (
 func record(n int32) {
 	for i := int32(0); i < n; i++ {
 		events.Inc()
+	}
+}
+
+// record_mixed records n increments alternating between two counters, so
+// the host cannot sum runs of one counter into one add.
+//
+//go:wasmexport record_mixed
+func recordMixed(n int32) {
+	for i := int32(0); i < n; i += 2 {
+		events.Inc()
+		other.Inc()
 	}
 }
 
