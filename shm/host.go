@@ -233,7 +233,8 @@ func (h *Host) Slots() int { return h.g.slots }
 func (h *Host) RingRecords() int { return h.g.ringRecs }
 
 // Close unmaps the file and releases its flock. Events still in the rings
-// stay there for the next host.
+// stay there for the next host. A Drain running in another goroutine
+// returns ErrClosed.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -241,6 +242,8 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
+	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
+	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
 	err := h.m.Unmap()
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
