@@ -260,7 +260,7 @@ func TestHostileDefinitions(t *testing.T) {
 		{7, 0, "bad.kind"},                          // 2: invalid kind
 		{wire.KindCounter, 0, "taken.timer"},        // 3: kind conflict with the registry
 		{wire.KindGauge, 9, "bad.mode"},             // 4: invalid gauge mode
-		{wire.KindCounter, 0, "tapes.shm.drained"},   // 5: inside the host's prefix
+		{wire.KindCounter, 0, "tapes.shm.drained"},  // 5: inside the host's prefix
 		{wire.KindCounter, 0, ""},                   // 6: empty name
 		{wire.KindCounter, GaugeSum, "mode.on.ctr"}, // 7: mode on a non-gauge
 	}
