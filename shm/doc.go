@@ -1,0 +1,35 @@
+// Package shm lets a service that runs as many processes record metrics in
+// every process and see them in one registry, with no broker and no
+// socket: the only channel is one file, mapped by every process.
+//
+// A host process creates the file and drains it into a *registry.Registry:
+//
+//	h, err := shm.CreateHost("", shm.Config{}) // DefaultPath, default geometry
+//	go h.Drain(ctx, registry.Default)
+//	// start workers with TAPES_SHM=h.Path() in their environment
+//
+// Each worker process claims a slot of the file and records into its own
+// ring through a Client, which implements tapes.Recorder:
+//
+//	c, err := shm.OpenEnv()
+//	defer c.Close()
+//	c.Counter("jobs.done").Inc()
+//	defer c.Timer("jobs.latency").Time().Stop()
+//
+// Recording costs about 10 ns, never blocks and never allocates; a full
+// ring drops the event and counts it. The host applies events in each
+// worker's order, reclaims the slots of workers that exit or die (judged by
+// pid and process start time), combines cross-process gauges by the mode
+// chosen when they are defined (GaugeSum, GaugeMin, GaugeMax, GaugeLast,
+// GaugePerWorker), and reports its own metrics under Config.Prefix
+// ("tapes.shm" by default): drained, dropped.total, dropped.pid-<pid>,
+// malformed, rejected, discarded, aborted, reclaimed, workers and lag.
+// Nothing a worker writes into the file can make the host panic; a file
+// truncated under the host gives ErrTruncated.
+//
+// Inspect reads a file without draining it, for diagnostics.
+//
+// The file format is specified byte for byte in docs/shm-layout.md, and the
+// design choices are explained in docs/RATIONALE.md ("Shared memory").
+// Linux is required for liveness (/proc) and the host's futex wake-up.
+package shm
