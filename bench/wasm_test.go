@@ -109,8 +109,8 @@ func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, n
 
 // BenchmarkWasmEvents measures one counter increment recorded by a guest:
 // buffered by the SDK and sent in batches (the recommended path: "batched"
-// increments one counter, so the host sums each batch into one add;
-// "mixed" alternates two counters, so every record is applied on its own),
+// increments one counter, "mixed" alternates two; the host sums a batch's
+// records per counter, so both cost one atomic add per counter and batch),
 // or with one host call per event ("direct"). Each op is one call into the
 // guest recording perCall events, then the runner's flush; ns/event (wall)
 // and cpu-ns/event (the benchmark thread's CPU time, steadier on a shared

