@@ -15,8 +15,7 @@ __attribute__((export_name("record"))) void record(int32_t n) {
     for (int32_t i = 0; i < n; i++) tapes_counter_add(id, 1);
 }
 
-// record_mixed alternates between two counters, so the host cannot sum
-// runs of one counter into one add.
+// record_mixed records n increments alternating between two counters.
 __attribute__((export_name("record_mixed"))) void record_mixed(int32_t n) {
     setup();
     for (int32_t i = 0; i < n; i += 2) {

@@ -24,8 +24,7 @@ func record(n int32) {
 	}
 }
 
-// record_mixed records n increments alternating between two counters, so
-// the host cannot sum runs of one counter into one add.
+// record_mixed records n increments alternating between two counters.
 //
 //go:wasmexport record_mixed
 func recordMixed(n int32) {
