@@ -174,7 +174,7 @@ func isDeadline(err error) bool {
 // An infinite loop is stopped by the deadline, its instance replaced, and
 // another plugin keeps serving calls while it spins.
 func TestHostileInfiniteLoop(t *testing.T) {
-	bad := hostilePlugin(t, registry.New(), hostabi.PluginConfig{CallTimeout: 300 * time.Millisecond})
+	bad := hostilePlugin(t, registry.New(), hostabi.PluginConfig{CallTimeout: time.Second})
 	r := registry.New()
 	good := newPlugin(t, hostabi.PluginConfig{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg"})
 
