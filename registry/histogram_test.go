@@ -20,7 +20,9 @@ func TestHistogramOriginal(t *testing.T) {
 	if s.Count != 4 || s.WindowCount != 4 || s.Min != 1 || s.Max != 2 || s.Mean != 1.5 || s.Sum != 6 {
 		t.Fatalf("%+v", s)
 	}
-	if !near(s.Stddev, math.Sqrt(1.0/3), 1e-12) { // sample stddev, n-1
+	// Sample stddev (n-1) of the bucket midpoints: within RelativeError of
+	// the values' root mean square of the exact sqrt(1/3).
+	if rms := math.Sqrt(10.0 / 4); !near(s.Stddev, math.Sqrt(1.0/3), RelativeError*rms) || s.Stddev == 0 {
 		t.Fatalf("stddev %v", s.Stddev)
 	}
 	// Nearest rank: rank ceil(0.5*4) = 2 of [1 1 2 2] is 1.
@@ -140,22 +142,39 @@ func TestQuantileAccuracy(t *testing.T) {
 	}
 }
 
-func TestStddevExact(t *testing.T) {
-	// Large offset, tiny spread: the shifted sums keep the variance exact
-	// where Σv² - n·mean² would cancel to noise.
-	var h Histogram
+// TestStddev: a Sketch's own Add keeps the exact variance even at a large
+// offset; a histogram's comes from its bucket midpoints and stays within
+// RelativeError of the values' root mean square.
+func TestStddev(t *testing.T) {
 	var sk Sketch
-	vals := []float64{1e9 + 1, 1e9 + 2, 1e9 + 3, 1e9 + 4}
-	for _, v := range vals {
-		h.Update(v)
+	for _, v := range []float64{1e9 + 1, 1e9 + 2, 1e9 + 3, 1e9 + 4} {
 		sk.Add(v)
 	}
-	want := math.Sqrt(5.0 / 3)
-	if s := h.Snapshot(); !near(s.Stddev, want, 1e-6) || s.Mean != 1e9+2.5 {
-		t.Fatalf("histogram stddev %v mean %v", s.Stddev, s.Mean)
+	if !near(sk.Stddev(), math.Sqrt(5.0/3), 1e-6) || sk.Mean() != 1e9+2.5 {
+		t.Fatalf("sketch stddev %v mean %v", sk.Stddev(), sk.Mean())
 	}
-	if !near(sk.Stddev(), want, 1e-6) {
-		t.Fatalf("sketch stddev %v", sk.Stddev())
+	rng := rand.New(rand.NewPCG(5, 5))
+	for name, gen := range map[string]func() float64{
+		"normal":    func() float64 { return 100 + 15*rng.NormFloat64() },
+		"lognormal": func() float64 { return math.Exp(rng.NormFloat64()) },
+		"offset":    func() float64 { return 1e6 + rng.Float64() },
+		"signs":     func() float64 { return 10 * rng.NormFloat64() },
+	} {
+		h := New(WithClock(newFakeClock())).Histogram("h")
+		var exact Sketch
+		sq := 0.0
+		for range 20000 {
+			v := gen()
+			h.Update(v)
+			exact.Add(v)
+			sq += v * v
+		}
+		rms := math.Sqrt(sq / 20000)
+		s := h.Snapshot()
+		if !near(s.Stddev, exact.Stddev(), RelativeError*rms) || !near(s.Mean, exact.Mean(), 1e-9*rms) {
+			t.Errorf("%s: stddev %v, exact %v (bound %v); mean %v vs %v", name, s.Stddev, exact.Stddev(), RelativeError*rms, s.Mean, exact.Mean())
+		}
+		t.Logf("%s: stddev %.6g exact %.6g (%.3f%%)", name, s.Stddev, exact.Stddev(), 100*math.Abs(s.Stddev-exact.Stddev())/exact.Stddev())
 	}
 }
 
