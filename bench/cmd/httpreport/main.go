@@ -167,7 +167,8 @@ func run(in, out, command, doc string) error {
 		"machine land on every variant alike. %d rounds here (one `go test -bench` run each).\n\n"+
 		"- **req/s**: requests / time spent in the variant's own chunks; median over rounds.\n"+
 		"- **vs none**: per cycle, the variant's chunk throughput over the no-metrics chunk of the same cycle;\n"+
-		"  median over cycles, then over rounds.\n"+
+		"  median over cycles, then over rounds; in brackets the interquartile range over rounds. CPU/req's\n"+
+		"  vs none is the same per-round ratio of CPU per request.\n"+
 		"- **CPU/req**: CPU time of the variant's server-side processes (server or workers, plus tapes-host,\n"+
 		"  the StatsD sink or the ZeroMQ aggregator, shown apart as *backend*) during its own chunks and until\n"+
 		"  its backend had counted each chunk, per request, from /proc/PID/task/*/schedstat; median over rounds.\n"+
@@ -374,11 +375,21 @@ func writeOriginal(md *bytes.Buffer, orig map[string][]float64) {
 	fmt.Fprintln(md)
 }
 
+// pct writes the median of per-round ratios and, with more than two rounds,
+// their interquartile range, so the table shows how far rounds disagree.
 func pct(ratios []float64) string {
 	if len(ratios) == 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.1f%%", median(ratios)*100)
+	s := fmt.Sprintf("%.1f%%", median(ratios)*100)
+	if len(ratios) > 2 {
+		r := slices.Clone(ratios)
+		slices.Sort(r)
+		if lo, hi := quantileF(r, 0.25), quantileF(r, 0.75); hi > lo {
+			s += fmt.Sprintf(" (%.0f–%.0f)", lo*100, hi*100)
+		}
+	}
+	return s
 }
 
 // readLatencies reads the .lat files (ns, returned in µs) or the .cyc files
