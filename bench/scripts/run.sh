@@ -4,16 +4,16 @@
 # bench/results/REPORT.md, the box plots bench/results/http-*.png and the
 # tables of docs/benchmarks.md.
 #
-#   bench/scripts/run.sh                  # 7 rounds of 30,000 requests per variant
+#   bench/scripts/run.sh                  # 11 rounds of 30,000 requests per variant
 #   ROUNDS=3 REQUESTS=10000 bench/scripts/run.sh
 #
 # Every round runs every variant of both benchmarks once, in an order rotated
 # from round to round, so that a burst of noise on a shared machine lands on
 # different variants in different rounds; the report takes medians over
-# rounds. Takes about 25 s per round on 2 cores.
+# rounds. Takes about 30 s per round on 2 cores.
 set -eu
 
-ROUNDS=${ROUNDS:-7}
+ROUNDS=${ROUNDS:-11}
 REQUESTS=${REQUESTS:-30000}
 here=$(cd "$(dirname "$0")/.." && pwd) # bench/
 cd "$here"
