@@ -7,10 +7,12 @@
 #   bench/scripts/run.sh                  # 11 rounds of 30,000 requests per variant
 #   ROUNDS=3 REQUESTS=10000 bench/scripts/run.sh
 #
-# Every round runs every variant of both benchmarks once, in an order rotated
-# from round to round, so that a burst of noise on a shared machine lands on
-# different variants in different rounds; the report takes medians over
-# rounds. Takes about 30 s per round on 2 cores.
+# Every round is one run of the test binary, in which each benchmark runs all
+# its variants side by side, interleaved in chunks of 1,000 requests (see
+# benchHTTP in bench/http_test.go), so that bursts of noise on a shared
+# machine land on every variant alike; fresh processes every round average
+# out per-process effects, and the report takes medians over rounds. Takes
+# about 30 s per round on 2 cores. KEEP=1 keeps the raw data directory.
 set -eu
 
 ROUNDS=${ROUNDS:-11}
