@@ -436,10 +436,34 @@ type httpBuiltBin struct {
 	err  error
 }
 
+// makeHTTPBinDir makes this process's directory for built binaries. The
+// package has no TestMain to remove it at exit, so each process uses
+// TMPDIR/tapes-httpbench-UID/PID and removes the directories of processes
+// that are gone.
+func makeHTTPBinDir() (string, error) {
+	parent := filepath.Join(os.TempDir(), fmt.Sprintf("tapes-httpbench-%d", os.Getuid()))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", err
+	}
+	if old, err := os.ReadDir(parent); err == nil {
+		for _, e := range old {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			if syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.RemoveAll(filepath.Join(parent, e.Name()))
+			}
+		}
+	}
+	dir := filepath.Join(parent, strconv.Itoa(os.Getpid()))
+	return dir, os.MkdirAll(dir, 0o700)
+}
+
 // httpBin builds the binary called name from pkg in the module at dir.
 func httpBin(t testing.TB, name, dir, pkg string) string {
 	t.Helper()
-	httpBinDirOnce.Do(func() { httpBinDir, httpBinDirErr = os.MkdirTemp("", "tapes-httpbench-") })
+	httpBinDirOnce.Do(func() { httpBinDir, httpBinDirErr = makeHTTPBinDir() })
 	if httpBinDirErr != nil {
 		t.Fatal(httpBinDirErr)
 	}
