@@ -284,6 +284,9 @@ func (h *Histogram) collect(sk *Sketch, cur int64) (n uint64, sum float64) {
 			n, sum = n+sn, sum+ssum
 		}
 		if ok {
+			if sk != nil {
+				sk.m2 = sk.bucketM2()
+			}
 			return n, sum
 		}
 		runtime.Gosched()
@@ -316,9 +319,6 @@ func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
 	if b == nil {
 		return 0, 0
 	}
-	// The variance is that of the bucket midpoints, accumulated around the
-	// first non-empty bucket's midpoint so that large offsets do not cancel.
-	var ref, s1, s2 float64
 	if sk != nil {
 		sk.grow(b.lo)
 		sk.grow(b.lo + len(b.c) - 1)
@@ -326,17 +326,8 @@ func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
 		dst = dst[:len(b.c)]
 		for i := range b.c {
 			c := b.c[i].Load()
-			if c == 0 {
-				continue
-			}
-			if n == 0 {
-				ref = bucketValue(b.lo + i)
-			}
 			dst[i] += c
 			n += c
-			d := bucketValue(b.lo+i) - ref
-			s1 += float64(c) * d
-			s2 += float64(c) * d * d
 		}
 	} else {
 		for i := range b.c {
@@ -348,7 +339,8 @@ func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
 	}
 	shift, wsum := ld(&w.shift), ld(&w.sum)
 	if sk != nil {
-		sk.mergeMoments(n, ld(&w.min), ld(&w.max), shift+wsum/float64(n), max(s2-s1*s1/float64(n), 0))
+		// m2 is set from the merged buckets once collect is done.
+		sk.mergeMoments(n, ld(&w.min), ld(&w.max), shift+wsum/float64(n), 0)
 	}
 	return n, wsum + float64(n)*shift
 }
