@@ -22,15 +22,14 @@ import (
 //
 // Quantiles come from log-linear buckets (see Sketch): within 0.78% of the
 // nearest-rank quantile for |values| from 2^-64 to 2^64, whatever the
-// distribution. Count, sum, mean, min and max are exact; stddev is that of
-// the bucket midpoints, off by at most 0.78% of the values' root mean
-// square (usually far less), as in HdrHistogram. NaN and ±Inf are ignored (not counted). Values are kept in
+// distribution. Count, sum, mean, min, max and stddev are exact (up to
+// float64 rounding). NaN and ±Inf are ignored (not counted). Values are kept in
 // two half-windows; what is reported covers the last window/2 to window of
 // time, and once a whole window passes without events everything but count
 // reads 0, so values neither freeze nor go stale.
 //
 // Performance tip: each P (GOMAXPROCS slot) that records gets its own shard,
-// written only by that P with two uncontended atomic stores, so Update
+// written only by that P with plain stores, so Update
 // scales across cores without contended cache lines. Memory grows with the
 // number of Ps that recorded and the range of values seen: about 1 KiB per
 // power of two of range per shard (a timer that saw 1 µs to 10 s on one P
@@ -45,14 +44,12 @@ type Histogram struct {
 }
 
 // hshard is one P's part of a histogram. Only the goroutine that has that P
-// pinned writes it, so every field is updated with an atomic load and store
-// (no read-modify-write). On amd64 a Go atomic store is still a locked XCHG
-// (2-7 ns), the bulk of the record cost, so the record path keeps them to
-// two: the sum and the bucket count. The window count is the sum of the
+// pinned writes it, so every field is updated with a load and a store, no
+// read-modify-write, and the stores on the record path are plain ones (see
+// stRelaxed): a Go atomic store on amd64 is a locked XCHG, which made three
+// of them the bulk of the record cost. The window count is the sum of the
 // buckets; the cumulative count and sum are the retired half-windows plus
-// the live ones; the variance comes from the buckets (as HdrHistogram
-// computes it), so none of them costs a store per event. Measured: a third
-// store for an exact sum of squares made Update ~45% slower.
+// the live ones, so neither costs a store per event.
 type hshard struct {
 	_      [64]byte // keep other allocations off the written lines
 	win    [2]hwindow
@@ -74,6 +71,7 @@ type hwindow struct {
 	epoch atomic.Int64
 	shift atomic.Uint64 // float64 bits: first value (NaN before it), subtracted from sum for precision
 	sum   atomic.Uint64 // float64 bits: Σ(v-shift)
+	sumsq atomic.Uint64 // float64 bits: Σ(v-shift)², for an exact variance
 	min   atomic.Uint64 // float64 bits: +Inf when empty
 	max   atomic.Uint64 // float64 bits: -Inf when empty
 	b     atomic.Pointer[buckets]
@@ -167,21 +165,24 @@ func (s *hshard) record(v float64, ep int64) {
 		b = w.grow(b, k)
 	}
 	// Moments before the bucket: a reader that sees the bucket count sees
-	// a min, max and shift that include the value.
+	// a min, max and shift that include the value (stores are not
+	// reordered on amd64; elsewhere a reader may be one value behind).
 	if v < ld(&w.min) {
-		st(&w.min, v)
+		stRelaxed(&w.min, math.Float64bits(v))
 	}
 	if v > ld(&w.max) {
-		st(&w.max, v)
+		stRelaxed(&w.max, math.Float64bits(v))
 	}
 	shift := ld(&w.shift)
 	if shift != shift {
 		shift = v
-		st(&w.shift, v)
+		stRelaxed(&w.shift, math.Float64bits(v))
 	}
-	st(&w.sum, ld(&w.sum)+(v-shift))
+	d := v - shift
+	stRelaxed(&w.sum, math.Float64bits(ld(&w.sum)+d))
+	stRelaxed(&w.sumsq, math.Float64bits(ld(&w.sumsq)+d*d))
 	c := &b.c[k-b.lo]
-	c.Store(c.Load() + 1)
+	stRelaxed(c, c.Load()+1)
 }
 
 // reset retires a half-window into the shard's cumulative count and sum and
@@ -206,6 +207,7 @@ func (s *hshard) reset(w *hwindow, ep int64) {
 	st(&w.min, math.Inf(1))
 	st(&w.max, math.Inf(-1))
 	w.sum.Store(0)
+	w.sumsq.Store(0)
 	w.epoch.Store(ep)
 }
 
@@ -284,9 +286,6 @@ func (h *Histogram) collect(sk *Sketch, cur int64) (n uint64, sum float64) {
 			n, sum = n+sn, sum+ssum
 		}
 		if ok {
-			if sk != nil {
-				sk.m2 = sk.bucketM2()
-			}
 			return n, sum
 		}
 		runtime.Gosched()
@@ -339,8 +338,9 @@ func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
 	}
 	shift, wsum := ld(&w.shift), ld(&w.sum)
 	if sk != nil {
-		// m2 is set from the merged buckets once collect is done.
-		sk.mergeMoments(n, ld(&w.min), ld(&w.max), shift+wsum/float64(n), 0)
+		mean := wsum / float64(n)
+		m2 := max(ld(&w.sumsq)-wsum*mean, 0) // >= 0 even when read mid-update
+		sk.mergeMoments(n, ld(&w.min), ld(&w.max), shift+mean, m2)
 	}
 	return n, wsum + float64(n)*shift
 }

@@ -272,30 +272,5 @@ func clamp(v, lo, hi float64) float64 {
 	return v
 }
 
-// bucketM2 returns the sum of squared deviations of the bucket midpoints
-// from their mean: the variance Histogram reports, since it keeps no exact
-// sum of squares. It accumulates around the first non-empty bucket's
-// midpoint so that large offsets do not cancel.
-func (s *Sketch) bucketM2() float64 {
-	var ref, n, s1, s2 float64
-	for i, c := range s.counts {
-		if c == 0 {
-			continue
-		}
-		v := bucketValue(s.lo + i)
-		if n == 0 {
-			ref = v
-		}
-		d, fc := v-ref, float64(c)
-		n += fc
-		s1 += fc * d
-		s2 += fc * d * d
-	}
-	if n == 0 {
-		return 0
-	}
-	return max(s2-s1*s1/n, 0)
-}
-
 // Bytes returns the memory held by the sketch's buckets.
 func (s *Sketch) Bytes() int { return 8 * cap(s.counts) }

@@ -28,7 +28,7 @@ func (t *Timer) Update(d time.Duration) {
 	if t.due(now) {
 		t.tick(now, int64(t.h.Count()))
 	}
-	t.h.record(now, float64(d)*1e-9)
+	t.h.record(now, float64(d)/1e9) // a division, so 1µs reads 1e-06, not 1.0000000000000002e-06
 }
 
 // UpdateSince records the time elapsed since start.
