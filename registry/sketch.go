@@ -71,9 +71,8 @@ var (
 const NumQuantiles = 6
 
 // Sketch is a mergeable summary of a set of values: exact count, min, max,
-// mean and variance (the variance of a Histogram's sketch is that of its
-// bucket midpoints, see Histogram), and log-linear bucket counts giving
-// every quantile within RelativeError. Merging two sketches gives exactly the sketch of the
+// mean and variance, and log-linear bucket counts giving every quantile
+// within RelativeError. Merging two sketches gives exactly the sketch of the
 // union of their values, so per-worker or per-window data can be combined
 // without loss beyond the bucket resolution.
 //
