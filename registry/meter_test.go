@@ -189,6 +189,13 @@ func TestTimerBasics(t *testing.T) {
 	if zero.Snapshot().Mean != 0.001 {
 		t.Fatalf("zero timer %+v", zero.Snapshot())
 	}
+	// Durations convert as time.Duration.Seconds does: 1µs reads 1e-06,
+	// not 1.0000000000000002e-06 (a multiplication by 1e-9).
+	var us Timer
+	us.Update(time.Microsecond)
+	if s := us.Snapshot(); s.Min != 1e-6 || s.Max != time.Microsecond.Seconds() {
+		t.Fatalf("1µs reads min %v max %v", s.Min, s.Max)
+	}
 }
 
 // TestTimerSleeps is the original suite's timer test: 100 sleeps of 5 ms

@@ -323,7 +323,7 @@ func TestWorkersKilled(t *testing.T) {
 		}
 		if m, ok := r.Get(w.name + ".t"); ok {
 			s := m.(*registry.Timer).Snapshot()
-			want := float64(7*time.Microsecond) * 1e-9
+			want := (7 * time.Microsecond).Seconds()
 			if s.Count > 0 && (s.Min != want || s.Max != want) {
 				t.Errorf("%s: torn timer value: min %v max %v", w.name, s.Min, s.Max)
 			}
