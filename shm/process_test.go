@@ -94,7 +94,7 @@ func TestWorkersExactTotals(t *testing.T) {
 		t.Errorf("histogram count %d min %v max %v", hs.Count, hs.Min, hs.Max)
 	}
 	ts := r.Timer("seq.time").Snapshot()
-	if ts.Count != workers*n || ts.Min != time.Microsecond.Seconds() || ts.Max != (time.Duration(n) * time.Microsecond).Seconds() {
+	if ts.Count != workers*n || ts.Min != time.Microsecond.Seconds() || ts.Max != (time.Duration(n)*time.Microsecond).Seconds() {
 		t.Errorf("timer count %d min %v max %v", ts.Count, ts.Min, ts.Max)
 	}
 	if got := r.Counter("tapes.shm.drained").Value(); got != 4*workers*n {
