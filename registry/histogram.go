@@ -87,14 +87,30 @@ func st(a *atomic.Uint64, v float64) { a.Store(math.Float64bits(v)) }
 
 // Update records v.
 func (h *Histogram) Update(v float64) {
-	h.record(nanosOf(h.clock), v)
-}
-
-func (h *Histogram) record(now int64, v float64) {
 	if v-v != 0 { // NaN or ±Inf
 		return
 	}
-	ep := h.epochAt(now)
+	h.record(v, nil)
+}
+
+// record is the whole record path of Histogram.Update and Timer.Update
+// (which passes its rates to tick). The common cases of nanosOf and epochAt
+// are written out here because the compiler inlines neither: the calls cost
+// ~3 ns of a 16 ns Timer.Update (measured 15.9 -> 13.0 ns).
+func (h *Histogram) record(v float64, r *rates) {
+	var now int64
+	if h.clock == nil && coarse.used.Load() {
+		now = coarse.now.Load()
+	} else {
+		now = nanosOf(h.clock)
+	}
+	if r != nil && r.due(now) {
+		r.tick(now, int64(h.Count()))
+	}
+	ep := h.epoch.Load()
+	if ep == 0 || now >= ep*h.half() {
+		ep = h.epochAt(now)
+	}
 	for {
 		pid := procPin()
 		if sh := h.shards.Load(); sh != nil && pid < len(*sh) {

@@ -24,11 +24,9 @@ type Timer struct {
 
 // Update records one duration.
 func (t *Timer) Update(d time.Duration) {
-	now := nanosOf(t.h.clock)
-	if t.due(now) {
-		t.tick(now, int64(t.h.Count()))
-	}
-	t.h.record(now, float64(d)/1e9) // a division, so 1µs reads 1e-06, not 1.0000000000000002e-06
+	// A division, so that 1µs reads 1e-06 (as d.Seconds()), not
+	// 1.0000000000000002e-06; a duration is never NaN or infinite.
+	t.h.record(float64(d)/1e9, &t.rates)
 }
 
 // UpdateSince records the time elapsed since start.
