@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"maps"
 	"math"
 	"runtime"
 	"slices"
@@ -31,9 +32,10 @@ import (
 // Performance tip: each P (GOMAXPROCS slot) that records gets its own shard,
 // written only by that P with plain stores, so Update
 // scales across cores without contended cache lines. Memory grows with the
-// number of Ps that recorded and the range of values seen: about 1 KiB per
-// power of two of range per shard (a timer that saw 1 µs to 10 s on one P
-// holds ~26 KiB, see Bytes) and never with the number of observations.
+// number of Ps that recorded and the range of values seen: about 512 bytes
+// per power of two of range per shard (a timer that saw 1 µs to 10 s holds
+// ~13 KiB per P that recorded, see Bytes) and never with the number of
+// observations.
 type Histogram struct {
 	clock  Clock
 	window time.Duration
@@ -55,6 +57,7 @@ type hshard struct {
 	win    [2]hwindow
 	retN   atomic.Uint64 // values of the half-windows reset so far
 	retSum atomic.Uint64 // float64 bits: their sum
+	spills atomic.Uint64 // sequence lock around spill: odd while one runs
 	_      [64]byte
 }
 
@@ -75,11 +78,16 @@ type hwindow struct {
 	min   atomic.Uint64 // float64 bits: +Inf when empty
 	max   atomic.Uint64 // float64 bits: -Inf when empty
 	b     atomic.Pointer[buckets]
+	over  atomic.Pointer[map[int]uint64] // bucket key -> counts past the uint32 (see spill)
 }
 
+// buckets holds a half-window's counts as uint32s: half the memory of
+// uint64s, which keeps a timer that saw 1 µs to 10 s under 32 KiB with two
+// Ps recording. A bucket that reaches 2^32 in one half-window (4 billion
+// values on one P within minutes) spills into hwindow.over.
 type buckets struct {
 	lo int
-	c  []atomic.Uint64
+	c  []atomic.Uint32
 }
 
 func ld(a *atomic.Uint64) float64    { return math.Float64frombits(a.Load()) }
@@ -198,7 +206,26 @@ func (s *hshard) record(v float64, ep int64) {
 	stRelaxed(&w.sum, math.Float64bits(ld(&w.sum)+d))
 	stRelaxed(&w.sumsq, math.Float64bits(ld(&w.sumsq)+d*d))
 	c := &b.c[k-b.lo]
-	stRelaxed(c, c.Load()+1)
+	if n := c.Load(); n != math.MaxUint32 {
+		stRelaxed32(c, n+1)
+		return
+	}
+	s.spill(w, k, c)
+}
+
+// spill moves a full bucket's 2^32 values (the one being recorded included)
+// into the half-window's overflow map, copied on write so that readers never
+// see it change; readers retry when the spill sequence moves under them.
+func (s *hshard) spill(w *hwindow, k int, c *atomic.Uint32) {
+	s.spills.Add(1)
+	m := make(map[int]uint64)
+	if old := w.over.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	m[k] += 1 << 32
+	w.over.Store(&m)
+	c.Store(0)
+	s.spills.Add(1)
 }
 
 // reset retires a half-window into the shard's cumulative count and sum and
@@ -210,9 +237,15 @@ func (s *hshard) reset(w *hwindow, ep int64) {
 		var n uint64
 		for i := range b.c {
 			if c := b.c[i].Load(); c != 0 {
-				n += c
+				n += uint64(c)
 				b.c[i].Store(0)
 			}
+		}
+		if m := w.over.Load(); m != nil {
+			for _, c := range *m {
+				n += c
+			}
+			w.over.Store(nil)
 		}
 		if n != 0 {
 			s.retN.Store(s.retN.Load() + n)
@@ -243,7 +276,7 @@ func (w *hwindow) grow(b *buckets, k int) *buckets {
 		}
 	}
 	lo, hi = max(lo, -posBuckets), min(hi, posBuckets)
-	c := slices.Grow([]atomic.Uint64(nil), hi-lo+1)
+	c := slices.Grow([]atomic.Uint32(nil), hi-lo+1)
 	c = c[:cap(c)]
 	if down {
 		lo = max(hi-len(c)+1, -posBuckets)
@@ -310,8 +343,9 @@ func (h *Histogram) collect(sk *Sketch, cur int64) (n uint64, sum float64) {
 
 // read is collect for one shard; ok is false if a reset ran meanwhile.
 func (s *hshard) read(sk *Sketch, cur int64) (n uint64, sum float64, ok bool) {
+	sp := s.spills.Load()
 	e0, e1 := s.win[0].epoch.Load(), s.win[1].epoch.Load()
-	if e0 == epochResetting || e1 == epochResetting {
+	if e0 == epochResetting || e1 == epochResetting || sp&1 != 0 {
 		return 0, 0, false
 	}
 	n, sum = s.retN.Load(), ld(&s.retSum)
@@ -323,7 +357,7 @@ func (s *hshard) read(sk *Sketch, cur int64) (n uint64, sum float64, ok bool) {
 		wn, wsum := s.win[i].read(into)
 		n, sum = n+wn, sum+wsum
 	}
-	ok = s.win[0].epoch.Load() == e0 && s.win[1].epoch.Load() == e1
+	ok = s.win[0].epoch.Load() == e0 && s.win[1].epoch.Load() == e1 && s.spills.Load() == sp
 	return n, sum, ok
 }
 
@@ -340,13 +374,22 @@ func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
 		dst := sk.counts[b.lo-sk.lo:]
 		dst = dst[:len(b.c)]
 		for i := range b.c {
-			c := b.c[i].Load()
+			c := uint64(b.c[i].Load())
 			dst[i] += c
 			n += c
 		}
 	} else {
 		for i := range b.c {
-			n += b.c[i].Load()
+			n += uint64(b.c[i].Load())
+		}
+	}
+	if m := w.over.Load(); m != nil {
+		for k, c := range *m {
+			if sk != nil {
+				sk.grow(k)
+				sk.counts[k-sk.lo] += c
+			}
+			n += c
 		}
 	}
 	if n == 0 {
@@ -438,7 +481,10 @@ func (h *Histogram) Bytes() int {
 		n += int(unsafeSizeofShard)
 		for i := range s.win {
 			if b := s.win[i].b.Load(); b != nil {
-				n += int(unsafeSizeofBuckets) + 8*cap(b.c)
+				n += int(unsafeSizeofBuckets) + 4*cap(b.c)
+			}
+			if m := s.win[i].over.Load(); m != nil {
+				n += 64 * len(*m) // a map entry and its share of the buckets, roughly
 			}
 		}
 	})

@@ -25,3 +25,6 @@ func stRelaxed(a *atomic.Uint64, v uint64) {
 	}
 	a.Store(v)
 }
+
+// stRelaxed32 is stRelaxed for a uint32, a single word on every platform.
+func stRelaxed32(a *atomic.Uint32, v uint32) { *(*uint32)(unsafe.Pointer(a)) = v }
