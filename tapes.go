@@ -35,7 +35,8 @@ func Histogram(name string) *registry.Histogram { return registry.Default.Histog
 // called on every read.
 func Gauge(name string, fn func() float64) *registry.Gauge { return registry.Default.Gauge(name, fn) }
 
-// Stats returns the default registry's nested stats tree.
+// Stats returns the default registry's nested stats tree (see
+// registry.Registry.Stats, also for gauges that return NaN).
 func Stats() map[string]any { return registry.Default.Stats() }
 
 // Bind fills the tagged metric fields of *ptr from the default registry.

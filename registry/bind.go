@@ -19,8 +19,14 @@ import (
 //	h := &UsersHandler{}
 //	err := r.Bind(h)
 //
-// Bind returns an error, and fills nothing, if ptr is not a pointer to a
-// struct, a tagged field has another type, or a name is rejected.
+// For a generic type "{}" is the name without its type arguments.
+//
+// Bind returns an error, and fills and creates nothing, if ptr is not a
+// pointer to a struct, a tagged field has another type, or a name is
+// rejected (invalid, used by another kind, or a prefix conflict with an
+// existing metric or another field). Every name is checked before any
+// metric is created; only a concurrent creator of a conflicting name, or
+// WithMaxMetrics, can still stop it part way.
 func (r *Registry) Bind(ptr any) error {
 	v := reflect.ValueOf(ptr)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
@@ -28,6 +34,10 @@ func (r *Registry) Bind(ptr any) error {
 	}
 	sv := v.Elem()
 	st := sv.Type()
+	typeName := st.Name()
+	if i := strings.IndexByte(typeName, '['); i >= 0 {
+		typeName = typeName[:i] // Pair[int,string] -> Pair
+	}
 	type job struct {
 		field int
 		kind  Kind
@@ -47,7 +57,25 @@ func (r *Registry) Bind(ptr any) error {
 		if !f.IsExported() {
 			return fmt.Errorf("tapes: Bind: field %s.%s is not exported", st.Name(), f.Name)
 		}
-		jobs = append(jobs, job{i, k, strings.ReplaceAll(tag, "{}", st.Name())})
+		jobs = append(jobs, job{i, k, strings.ReplaceAll(tag, "{}", typeName)})
+	}
+	// Check every name before creating any, so that a rejected one leaves
+	// no metrics behind to block later choices of kind or path.
+	for i, j := range jobs {
+		fail := func(err error) error {
+			return fmt.Errorf("tapes: Bind: field %s.%s: %w", st.Name(), st.Field(j.field).Name, err)
+		}
+		if err := r.check(j.kind, j.name); err != nil {
+			return fail(err)
+		}
+		for _, o := range jobs[:i] {
+			switch {
+			case o.name == j.name && o.kind != j.kind:
+				return fail(&NameError{Name: j.name, Kind: j.kind, Existing: o.kind, Err: ErrKindConflict})
+			case strings.HasPrefix(o.name, j.name+"."), strings.HasPrefix(j.name, o.name+"."):
+				return fail(&NameError{Name: j.name, Kind: j.kind, Other: o.name, Err: ErrPrefixConflict})
+			}
+		}
 	}
 	ms := make([]Metric, len(jobs))
 	for i, j := range jobs {

@@ -143,28 +143,40 @@ func (r *Registry) Get(name string) (Metric, bool) {
 	return m.(Metric), true
 }
 
-func (r *Registry) getOrCreate(k Kind, name string, fn func() float64) (Metric, error) {
-	if m, ok := r.byName.Load(name); ok {
-		mm := m.(Metric)
-		if mm.Kind() != k {
-			return nil, &NameError{Name: name, Kind: k, Existing: mm.Kind(), Err: ErrKindConflict}
-		}
-		return mm, nil
+// existing returns the metric called name if it has kind k, an error if it
+// has another, and neither if there is none.
+func (r *Registry) existing(k Kind, name string) (Metric, error) {
+	m, ok := r.byName.Load(name)
+	if !ok {
+		return nil, nil
 	}
+	if mm := m.(Metric); mm.Kind() != k {
+		return nil, &NameError{Name: name, Kind: k, Existing: mm.Kind(), Err: ErrKindConflict}
+	}
+	return m.(Metric), nil
+}
+
+func validKindName(k Kind, name string) error {
 	if !k.Valid() {
-		return nil, &NameError{Name: name, Kind: k, Err: ErrInvalidKind}
+		return &NameError{Name: name, Kind: k, Err: ErrInvalidKind}
 	}
 	if err := wire.ValidateName(name); err != nil {
-		return nil, &NameError{Name: name, Kind: k, Err: ErrInvalidName, detail: err}
+		return &NameError{Name: name, Kind: k, Err: ErrInvalidName, detail: err}
+	}
+	return nil
+}
+
+func (r *Registry) getOrCreate(k Kind, name string, fn func() float64) (Metric, error) {
+	if m, err := r.existing(k, name); m != nil || err != nil {
+		return m, err
+	}
+	if err := validKindName(k, name); err != nil {
+		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m, ok := r.byName.Load(name); ok { // lost a race with another creator
-		mm := m.(Metric)
-		if mm.Kind() != k {
-			return nil, &NameError{Name: name, Kind: k, Existing: mm.Kind(), Err: ErrKindConflict}
-		}
-		return mm, nil
+	if m, err := r.existing(k, name); m != nil || err != nil { // lost a race with another creator
+		return m, err
 	}
 	if err := r.checkPathLocked(k, name); err != nil {
 		return nil, err
@@ -196,6 +208,20 @@ func next(name string, i int) int {
 
 // checkPathLocked rejects a leaf that would sit on another leaf's path or
 // above other leaves.
+// check reports the error getOrCreate(k, name) would return, without
+// creating anything (WithMaxMetrics aside).
+func (r *Registry) check(k Kind, name string) error {
+	if m, err := r.existing(k, name); m != nil || err != nil {
+		return err
+	}
+	if err := validKindName(k, name); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.checkPathLocked(k, name)
+}
+
 func (r *Registry) checkPathLocked(k Kind, name string) error {
 	if r.nodes[name] > 0 {
 		other := ""
@@ -289,6 +315,11 @@ func (r *Registry) Each(f func(name string, m Metric)) {
 // Stats returns the nested tree tapes' get_stats() returned: names are split
 // on '.', and each leaf maps the metric's keys to its values. json.Marshal
 // of it gives e.g. {"my":{"timer":{"count":0,"m1":0,...}}}.
+//
+// Values are as read: a gauge whose function returns NaN or ±Inf puts that
+// float in the tree, and encoding/json then refuses the whole tree. The
+// httpjson and stream reporters write such values as null; use them (or
+// check gauges) when gauge functions can return non-finite values.
 func (r *Registry) Stats() map[string]any {
 	root := map[string]any{}
 	r.Each(func(name string, m Metric) {

@@ -441,6 +441,40 @@ func TestBindErrors(t *testing.T) {
 	if _, ok := r.Get("bad.WrongType.a"); ok {
 		t.Error("a failed Bind created a metric for a type error")
 	}
+	// A name rejected after valid ones leaves none of them behind.
+	for _, ptr := range []any{&Conflict{}, &struct {
+		A *Counter `tapes:"late.a"`
+		B *Counter `tapes:"late..b"`
+	}{}, &struct {
+		A *Counter `tapes:"own.a"`
+		B *Timer   `tapes:"own.a.b"` // a prefix conflict between two fields
+	}{}} {
+		if err := r.Bind(ptr); err == nil {
+			t.Fatalf("Bind(%T) succeeded", ptr)
+		}
+	}
+	for _, name := range []string{"bad.Conflict.a", "late.a", "own.a"} {
+		if _, ok := r.Get(name); ok {
+			t.Errorf("a failed Bind created %s", name)
+		}
+	}
+}
+
+type Pair[K comparable, V any] struct {
+	Hits *Counter `tapes:"gen.{}.hits"`
+}
+
+// TestBindGeneric: "{}" of a generic type is its name without type
+// arguments, which would make an invalid name.
+func TestBindGeneric(t *testing.T) {
+	r := New()
+	p := &Pair[int, string]{}
+	if err := r.Bind(p); err != nil || p.Hits == nil {
+		t.Fatalf("Bind: %v", err)
+	}
+	if _, ok := r.Get("gen.Pair.hits"); !ok {
+		t.Error("gen.Pair.hits not created")
+	}
 }
 
 func TestNameErrorMessages(t *testing.T) {

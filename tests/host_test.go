@@ -238,3 +238,13 @@ func TestConfigFile(t *testing.T) {
 	}
 	h.stop(syscall.SIGINT)
 }
+
+// TestHTTPPortAloneMeansLoopback: "-http :PORT" must not expose the
+// metrics to the network; all interfaces take an explicit 0.0.0.0.
+func TestHTTPPortAloneMeansLoopback(t *testing.T) {
+	h := startHost(t, "-shm", filepath.Join(t.TempDir(), "l.shm"), "-http", ":0")
+	if !strings.HasPrefix(h.addr, "127.0.0.1:") {
+		t.Errorf("-http :0 listens on %s, want 127.0.0.1", h.addr)
+	}
+	h.stop(syscall.SIGINT)
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapes-go/tapes/reporters/httpserver"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -103,11 +104,11 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.config, "config", "", "read flags from this JSON file: an object of flag names to values (lists for -plugin); flags on the command line win")
-	fs.StringVar(&c.shmPath, "shm", "", "shared-memory file workers write to (default $XDG_RUNTIME_DIR/tapes/tapes.shm, else /dev/shm/tapes-<uid>/tapes.shm)")
+	fs.StringVar(&c.shmPath, "shm", "", "shared-memory file workers write to (default $XDG_RUNTIME_DIR/tapes/metrics.shm, else /dev/shm/tapes-<uid>/metrics.shm)")
 	fs.IntVar(&c.slots, "slots", 0, "worker slots in a new shm file (0: the shm package default)")
 	fs.IntVar(&c.ringRecords, "ring", 0, "records per worker ring in a new shm file, a power of two (0: the shm package default)")
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted")
-	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; 0.0.0.0:PORT to listen on all interfaces")
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
 	fs.StringVar(&c.statsdAddr, "statsd", "", "push to this StatsD server (host:port, UDP); empty disables")
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
@@ -251,6 +252,9 @@ func (c *config) validate() error {
 		if _, _, err := net.SplitHostPort(c.httpAddr); err != nil {
 			return fmt.Errorf("-http %q: want host:port: %w", c.httpAddr, err)
 		}
+		// ":9090" means loopback, as for httpserver: exposing metrics to
+		// the network takes an explicit 0.0.0.0 (or another address).
+		c.httpAddr, _ = httpserver.ListenAddr(c.httpAddr)
 	}
 	return nil
 }

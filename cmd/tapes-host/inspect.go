@@ -21,8 +21,7 @@ func inspectMain(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() { fmt.Fprint(stderr, inspectUsage) }
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.Usage()
+		if err == flag.ErrHelp { // Parse has printed the usage
 			return err
 		}
 		return usageError{err}

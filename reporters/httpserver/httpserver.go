@@ -51,7 +51,7 @@ func Start(addr string, r *registry.Registry, opts Options) (*Server, error) {
 	if r == nil {
 		return nil, errors.New("httpserver: nil registry")
 	}
-	laddr, err := loopbackDefault(addr)
+	laddr, err := ListenAddr(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +85,11 @@ func Start(addr string, r *registry.Registry, opts Options) (*Server, error) {
 	return s, nil
 }
 
-func loopbackDefault(addr string) (string, error) {
+// ListenAddr is the address Start listens on for addr: a missing host means
+// 127.0.0.1 (":9090" does not expose metrics to the network; say
+// "0.0.0.0:9090" for that), and an empty addr 127.0.0.1 with a free port.
+// tapes-host applies the same rule to its -http flag.
+func ListenAddr(addr string) (string, error) {
 	if addr == "" {
 		return "127.0.0.1:0", nil
 	}
