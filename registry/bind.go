@@ -21,12 +21,10 @@ import (
 //
 // For a generic type "{}" is the name without its type arguments.
 //
-// Bind returns an error, and fills and creates nothing, if ptr is not a
-// pointer to a struct, a tagged field has another type, or a name is
-// rejected (invalid, used by another kind, or a prefix conflict with an
-// existing metric or another field). Every name is checked before any
-// metric is created; only a concurrent creator of a conflicting name, or
-// WithMaxMetrics, can still stop it part way.
+// Bind returns an error, and fills nothing and leaves no metric behind, if
+// ptr is not a pointer to a struct, a tagged field has another type, or a
+// name is rejected (invalid, used by another kind, a prefix conflict with
+// an existing metric or another field, or past WithMaxMetrics).
 func (r *Registry) Bind(ptr any) error {
 	v := reflect.ValueOf(ptr)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
@@ -38,12 +36,9 @@ func (r *Registry) Bind(ptr any) error {
 	if i := strings.IndexByte(typeName, '['); i >= 0 {
 		typeName = typeName[:i] // Pair[int,string] -> Pair
 	}
-	type job struct {
-		field int
-		kind  Kind
-		name  string
-	}
-	var jobs []job
+	var fields []int
+	var kinds []Kind
+	var names []string
 	for i := 0; i < st.NumField(); i++ {
 		f := st.Field(i)
 		tag, ok := f.Tag.Lookup("tapes")
@@ -57,36 +52,14 @@ func (r *Registry) Bind(ptr any) error {
 		if !f.IsExported() {
 			return fmt.Errorf("tapes: Bind: field %s.%s is not exported", st.Name(), f.Name)
 		}
-		jobs = append(jobs, job{i, k, strings.ReplaceAll(tag, "{}", typeName)})
+		fields, kinds, names = append(fields, i), append(kinds, k), append(names, strings.ReplaceAll(tag, "{}", typeName))
 	}
-	// Check every name before creating any, so that a rejected one leaves
-	// no metrics behind to block later choices of kind or path.
-	for i, j := range jobs {
-		fail := func(err error) error {
-			return fmt.Errorf("tapes: Bind: field %s.%s: %w", st.Name(), st.Field(j.field).Name, err)
-		}
-		if err := r.check(j.kind, j.name); err != nil {
-			return fail(err)
-		}
-		for _, o := range jobs[:i] {
-			switch {
-			case o.name == j.name && o.kind != j.kind:
-				return fail(&NameError{Name: j.name, Kind: j.kind, Existing: o.kind, Err: ErrKindConflict})
-			case strings.HasPrefix(o.name, j.name+"."), strings.HasPrefix(j.name, o.name+"."):
-				return fail(&NameError{Name: j.name, Kind: j.kind, Other: o.name, Err: ErrPrefixConflict})
-			}
-		}
+	ms, bad, err := r.getOrCreateAll(kinds, names)
+	if err != nil {
+		return fmt.Errorf("tapes: Bind: field %s.%s: %w", st.Name(), st.Field(fields[bad]).Name, err)
 	}
-	ms := make([]Metric, len(jobs))
-	for i, j := range jobs {
-		m, err := r.GetOrCreate(j.kind, j.name)
-		if err != nil {
-			return fmt.Errorf("tapes: Bind: field %s.%s: %w", st.Name(), st.Field(j.field).Name, err)
-		}
-		ms[i] = m
-	}
-	for i, j := range jobs {
-		sv.Field(j.field).Set(reflect.ValueOf(ms[i]))
+	for i, f := range fields {
+		sv.Field(f).Set(reflect.ValueOf(ms[i]))
 	}
 	return nil
 }

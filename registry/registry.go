@@ -156,35 +156,61 @@ func (r *Registry) existing(k Kind, name string) (Metric, error) {
 	return m.(Metric), nil
 }
 
-func validKindName(k Kind, name string) error {
-	if !k.Valid() {
-		return &NameError{Name: name, Kind: k, Err: ErrInvalidKind}
-	}
-	if err := wire.ValidateName(name); err != nil {
-		return &NameError{Name: name, Kind: k, Err: ErrInvalidName, detail: err}
-	}
-	return nil
-}
-
 func (r *Registry) getOrCreate(k Kind, name string, fn func() float64) (Metric, error) {
 	if m, err := r.existing(k, name); m != nil || err != nil {
 		return m, err
 	}
-	if err := validKindName(k, name); err != nil {
-		return nil, err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m, err := r.existing(k, name); m != nil || err != nil { // lost a race with another creator
-		return m, err
+	m, _, err := r.getOrCreateLocked(k, name, fn)
+	return m, err
+}
+
+// getOrCreateAll gets or creates every metric of kinds[i] called names[i],
+// or none: on the first rejected name it removes the metrics it created,
+// under the same lock, and returns that name's index with the error. Bind
+// uses it so that one bad field leaves nothing behind; later names are
+// checked against earlier ones by the same rules as against the registry.
+func (r *Registry) getOrCreateAll(kinds []Kind, names []string) ([]Metric, int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ms := make([]Metric, len(names))
+	var made []string
+	for i, name := range names {
+		m, created, err := r.getOrCreateLocked(kinds[i], name, nil)
+		if err != nil {
+			for _, n := range made {
+				r.removeLocked(n)
+			}
+			return nil, i, err
+		}
+		if created {
+			made = append(made, name)
+		}
+		ms[i] = m
+	}
+	return ms, -1, nil
+}
+
+// getOrCreateLocked is getOrCreate with r.mu held; created reports whether
+// the metric is new.
+func (r *Registry) getOrCreateLocked(k Kind, name string, fn func() float64) (m Metric, created bool, err error) {
+	if m, err := r.existing(k, name); m != nil || err != nil { // or lost a race with another creator
+		return m, false, err
+	}
+	if !k.Valid() {
+		return nil, false, &NameError{Name: name, Kind: k, Err: ErrInvalidKind}
+	}
+	if err := wire.ValidateName(name); err != nil {
+		return nil, false, &NameError{Name: name, Kind: k, Err: ErrInvalidName, detail: err}
 	}
 	if err := r.checkPathLocked(k, name); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if r.max > 0 && len(r.all) >= r.max {
-		return nil, &NameError{Name: name, Kind: k, Err: ErrTooManyMetrics}
+		return nil, false, &NameError{Name: name, Kind: k, Err: ErrTooManyMetrics}
 	}
-	m := r.newMetric(k, fn)
+	m = r.newMetric(k, fn)
 	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
 		r.nodes[name[:i]]++
 	}
@@ -195,7 +221,7 @@ func (r *Registry) getOrCreate(k Kind, name string, fn func() float64) (Metric, 
 	r.n.Store(int64(len(r.all)))
 	r.sorted.Store(nil)
 	r.byName.Store(name, m)
-	return m, nil
+	return m, true, nil
 }
 
 func next(name string, i int) int {
@@ -208,20 +234,6 @@ func next(name string, i int) int {
 
 // checkPathLocked rejects a leaf that would sit on another leaf's path or
 // above other leaves.
-// check reports the error getOrCreate(k, name) would return, without
-// creating anything (WithMaxMetrics aside).
-func (r *Registry) check(k Kind, name string) error {
-	if m, err := r.existing(k, name); m != nil || err != nil {
-		return err
-	}
-	if err := validKindName(k, name); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.checkPathLocked(k, name)
-}
-
 func (r *Registry) checkPathLocked(k Kind, name string) error {
 	if r.nodes[name] > 0 {
 		other := ""
@@ -266,6 +278,10 @@ func (r *Registry) newMetric(k Kind, fn func() float64) Metric {
 func (r *Registry) Unregister(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.removeLocked(name)
+}
+
+func (r *Registry) removeLocked(name string) bool {
 	if _, ok := r.byName.LoadAndDelete(name); !ok {
 		return false
 	}

@@ -249,12 +249,13 @@ func (c *config) validate() error {
 		}
 	}
 	if c.httpAddr != "" {
-		if _, _, err := net.SplitHostPort(c.httpAddr); err != nil {
-			return fmt.Errorf("-http %q: want host:port: %w", c.httpAddr, err)
-		}
 		// ":9090" means loopback, as for httpserver: exposing metrics to
 		// the network takes an explicit 0.0.0.0 (or another address).
-		c.httpAddr, _ = httpserver.ListenAddr(c.httpAddr)
+		addr, err := httpserver.ListenAddr(c.httpAddr)
+		if err != nil {
+			return fmt.Errorf("-http %q: want host:port: %w", c.httpAddr, errors.Unwrap(err))
+		}
+		c.httpAddr = addr
 	}
 	return nil
 }
