@@ -48,10 +48,19 @@ func preciseNanos() int64 { return int64(time.Since(coarseBase)) }
 // nanos returns a monotonic timestamp at most ~coarseResolution old while the
 // refresher runs, and a precise one whenever it has to restart it.
 func (c *coarseClock) nanos() int64 {
-	if c.used.Load() {
-		return c.now.Load()
+	if t, ok := c.fast(); ok {
+		return t
 	}
 	return c.wake()
+}
+
+// fast is nanos while the refresher runs and readers are known; ok is false
+// when nanos must wake it.
+func (c *coarseClock) fast() (int64, bool) {
+	if c.used.Load() {
+		return c.now.Load(), true
+	}
+	return 0, false
 }
 
 func (c *coarseClock) wake() int64 {
@@ -125,8 +134,8 @@ func nanosOf(clk Clock) int64 {
 // inline into a record path (nanosOf is not): ok is false when the caller
 // must call nanosOf.
 func nanosFast(clk Clock) (now int64, ok bool) {
-	if clk == nil && coarse.used.Load() {
-		return coarse.now.Load(), true
+	if clk == nil {
+		return coarse.fast()
 	}
 	return 0, false
 }
