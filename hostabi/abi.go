@@ -23,6 +23,7 @@ package hostabi
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -385,11 +386,13 @@ func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
 }
 
 // sumSlot accumulates the records of one counter or meter within a batch.
+// w0 is the records' first word (id, kind, zero reserved bytes); it is 0
+// in an empty slot, and applyBatch rejects a record whose first word is 0
+// before it looks for a slot.
 type sumSlot struct {
-	id   uint32
-	kind wire.Kind // 0: empty
-	n    int32     // records summed, for the rejection count
-	sum  uint64    // two's complement sum of their int64 values
+	w0  uint64
+	n   int32  // records summed, for the rejection count
+	sum uint64 // two's complement sum of their int64 values
 }
 
 // sumSlots is how many counters and meters a batch sums at once (by id
@@ -397,54 +400,131 @@ type sumSlot struct {
 // collide).
 const sumSlots = 16
 
+// valueRun gathers consecutive timer or histogram records of one metric, so
+// that a guest recording in a loop costs one UpdateMany per run.
+type valueRun struct {
+	w0 uint64 // 0: empty
+	n  int
+	v  [64]uint64 // the records' value bits
+}
+
 // applyBatch applies the records in buf, skipping and counting bad ones.
 //
 // Records that add to a counter or meter are summed per metric and applied
-// once per batch (or when another metric needs their slot): the batch is
-// applied at one instant, so Add(a) then Add(b) and Add(a+b) are
+// once per batch (or when another metric needs their slot); consecutive
+// records of one timer or histogram are applied with one UpdateMany. The
+// batch is applied at one instant, so Add(a) then Add(b) and Add(a+b) are
 // indistinguishable, and a guest recording in a loop costs one atomic add
-// per metric per batch instead of one per event. Gauges, timers and
-// histograms are applied record by record, in order.
+// per counter per batch instead of one per event. Gauges are applied
+// record by record, in order.
 func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 	var slots [sumSlots]sumSlot
-	for len(buf) >= wire.RecordSize {
-		r, err := wire.Decode(buf)
-		buf = buf[wire.RecordSize:]
-		if err != nil {
-			rejected++
-			last = StatusBadRecord
+	var run valueRun
+	fail := func(n int32, st Status) {
+		rejected += n
+		last = st
+	}
+	for ; len(buf) >= wire.RecordSize; buf = buf[wire.RecordSize:] {
+		w0 := binary.LittleEndian.Uint64(buf[wire.RecordIDOff:])
+		v := binary.LittleEndian.Uint64(buf[wire.RecordValueOff:])
+		if w0 == 0 { // kind 0: invalid, and it would match an empty slot or run
+			fail(1, StatusBadRecord)
 			continue
 		}
-		if r.Kind == wire.KindCounter || r.Kind == wire.KindMeter {
-			s := &slots[r.ID%sumSlots]
-			if s.id == r.ID && s.kind == r.Kind {
-				s.sum += r.Value
-				s.n++
-				continue
-			}
-			if s.kind != 0 {
-				if st := apply(ids, s.id, s.kind, s.sum); st != StatusOK {
-					rejected += s.n
-					last = st
+		s := &slots[uint32(w0)%sumSlots]
+		if s.w0 == w0 { // the common case: a counter this batch already saw
+			s.sum += v
+			s.n++
+			continue
+		}
+		if run.w0 == w0 && run.n < len(run.v) {
+			run.v[run.n] = v
+			run.n++
+			continue
+		}
+		r, err := wire.DecodeWords(w0, v)
+		if err != nil {
+			fail(1, StatusBadRecord)
+			continue
+		}
+		switch r.Kind {
+		case wire.KindCounter, wire.KindMeter:
+			if s.w0 != 0 {
+				if st := apply(ids, uint32(s.w0), wire.Kind(s.w0>>(8*wire.RecordKindOff)), s.sum); st != StatusOK {
+					fail(s.n, st)
 				}
 			}
-			*s = sumSlot{id: r.ID, kind: r.Kind, n: 1, sum: r.Value}
-			continue
-		}
-		if st := apply(ids, r.ID, r.Kind, r.Value); st != StatusOK {
-			rejected++
-			last = st
+			*s = sumSlot{w0: w0, n: 1, sum: v}
+		case wire.KindTimer, wire.KindHistogram:
+			if bad, st := run.flush(ids); bad > 0 {
+				fail(bad, st)
+			}
+			run.w0, run.n = w0, 1
+			run.v[0] = v
+		default:
+			if st := apply(ids, r.ID, r.Kind, r.Value); st != StatusOK {
+				fail(1, st)
+			}
 		}
 	}
+	if bad, st := run.flush(ids); bad > 0 {
+		fail(bad, st)
+	}
 	for i := range slots {
-		if s := &slots[i]; s.kind != 0 {
-			if st := apply(ids, s.id, s.kind, s.sum); st != StatusOK {
-				rejected += s.n
-				last = st
+		if s := &slots[i]; s.w0 != 0 {
+			if st := apply(ids, uint32(s.w0), wire.Kind(s.w0>>(8*wire.RecordKindOff)), s.sum); st != StatusOK {
+				fail(s.n, st)
 			}
 		}
 	}
 	return rejected, last
+}
+
+// flush applies the run's values (all of one valid timer or histogram
+// record word) and empties it. It returns how many of them were rejected
+// and why: all of them for an unknown id or a wrong kind, each negative
+// duration alone otherwise.
+func (run *valueRun) flush(ids []metric) (int32, Status) {
+	n := run.n
+	if run.w0 == 0 || n == 0 {
+		return 0, StatusOK
+	}
+	id, k, vs := uint32(run.w0), wire.Kind(run.w0>>(8*wire.RecordKindOff)), run.v[:n]
+	run.w0, run.n = 0, 0
+	if n == 1 {
+		if st := apply(ids, id, k, vs[0]); st != StatusOK {
+			return 1, st
+		}
+		return 0, StatusOK
+	}
+	if uint64(id) >= uint64(len(ids)) {
+		return int32(n), StatusUnknownID
+	}
+	e := &ids[id]
+	if e.kind != k {
+		return int32(n), StatusWrongKind
+	}
+	if k == wire.KindTimer {
+		var ds [len(run.v)]time.Duration
+		j := 0
+		for _, v := range vs {
+			if int64(v) >= 0 {
+				ds[j] = time.Duration(v)
+				j++
+			}
+		}
+		e.t.UpdateMany(ds[:j])
+		if j < n {
+			return int32(n - j), StatusBadValue
+		}
+		return 0, StatusOK
+	}
+	var fs [len(run.v)]float64
+	for i, v := range vs {
+		fs[i] = math.Float64frombits(v)
+	}
+	e.h.UpdateMany(fs[:n])
+	return 0, StatusOK
 }
 
 // batch: (ptr i32, n i32) -> number of rejected records (>= 0) or negative

@@ -1,7 +1,12 @@
 package hostabi
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
@@ -101,3 +106,91 @@ func TestApplyBatchSlotEviction(t *testing.T) {
 		}
 	}
 }
+
+// applyBatch gives the registry the state, and the caller the rejection
+// count, that applying each record alone does, for random batches that mix
+// every kind, runs, unknown ids, wrong kinds, negative durations and
+// garbage words.
+func TestApplyBatchEqualsOneByOne(t *testing.T) {
+	// One P, so both registries' histograms add their values in one shard
+	// in the same order.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	kinds := []wire.Kind{wire.KindCounter, wire.KindMeter, wire.KindTimer, wire.KindHistogram, wire.KindGauge}
+	table := func(r *registry.Registry) []metric {
+		var ids []metric
+		for i, k := range append(kinds, kinds...) {
+			m, err := r.GetOrCreate(k, fmt.Sprintf("m%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := metric{kind: k}
+			switch v := m.(type) {
+			case *registry.Counter:
+				e.c = v
+			case *registry.Meter:
+				e.m = v
+			case *registry.Timer:
+				e.t = v
+			case *registry.Histogram:
+				e.h = v
+			case *registry.Gauge:
+				e.g = v
+			}
+			ids = append(ids, e)
+		}
+		return ids
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for round := range 200 {
+		clk := &fixedClock{t: time.Unix(1_700_000_000, 0)}
+		ra, rb := registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk))
+		ida, idb := table(ra), table(rb)
+		n := rng.IntN(600)
+		buf := make([]byte, n*wire.RecordSize)
+		id, k := uint32(0), wire.KindCounter
+		for i := range n {
+			if rng.IntN(4) == 0 { // else continue the current run
+				id, k = uint32(rng.IntN(len(ida)+2)), kinds[rng.IntN(len(kinds))]
+				if rng.IntN(3) != 0 { // mostly the id's own kind
+					id %= uint32(len(ida))
+					k = ida[id].kind
+				}
+			}
+			rec := wire.IntRecord(id, k, rng.Int64N(2000)-100)
+			if wire.IsFloat(k) {
+				rec = wire.FloatRecord(id, k, rng.NormFloat64()*100)
+			}
+			rec.Put(buf[i*wire.RecordSize:])
+			switch rng.IntN(40) {
+			case 0:
+				clear(buf[i*wire.RecordSize:][:8])
+			case 1:
+				buf[i*wire.RecordSize+wire.RecordResvOff+rng.IntN(3)] = 1
+			case 2:
+				buf[i*wire.RecordSize+wire.RecordKindOff] = byte(rng.IntN(256))
+			}
+		}
+		rejA, _ := applyBatch(ida, buf)
+		var rejB int32
+		for i := range n {
+			rec, err := wire.Decode(buf[i*wire.RecordSize:])
+			if err != nil {
+				rejB++
+				continue
+			}
+			if apply(idb, rec.ID, rec.Kind, rec.Value) != StatusOK {
+				rejB++
+			}
+		}
+		if rejA != rejB {
+			t.Fatalf("round %d: batch rejected %d, one by one %d", round, rejA, rejB)
+		}
+		if a, b := ra.Stats(), rb.Stats(); !reflect.DeepEqual(a, b) {
+			t.Fatalf("round %d: registries differ\nbatch      %v\none by one %v", round, a, b)
+		}
+	}
+}
+
+type fixedClock struct{ t time.Time }
+
+func (c *fixedClock) Now() time.Time { return c.t }

@@ -131,6 +131,54 @@ func (h *Histogram) record(v float64, r *rates) {
 	}
 }
 
+// UpdateMany records every value of vs, as Update does for each (NaN and
+// ±Inf are ignored), at one instant.
+//
+// Performance tip: a caller that holds many values at once (a drain loop,
+// a plugin's batch) pays the clock read, the half-window lookup and the P
+// pin once per call instead of once per value, and the moments are kept in
+// registers for the whole slice.
+func (h *Histogram) UpdateMany(vs []float64) { h.recordMany(vs, nil) }
+
+// manyChunk bounds how many values recordMany records with the P pinned: a
+// pinned goroutine cannot be preempted, so a long slice is taken in slices
+// of this size (each well under a microsecond).
+const manyChunk = 256
+
+// recordMany is record for a slice of values.
+func (h *Histogram) recordMany(vs []float64, r *rates) {
+	if len(vs) == 0 {
+		return
+	}
+	now, ok := nanosFast(h.clock)
+	if !ok {
+		now = nanosOf(h.clock)
+	}
+	if r != nil && r.due(now) {
+		r.tick(now, int64(h.Count()))
+	}
+	ep, ok := h.epochFast(now)
+	if !ok {
+		ep = h.epochAt(now)
+	}
+	for len(vs) > 0 {
+		part := vs[:min(len(vs), manyChunk)]
+		vs = vs[len(part):]
+		for {
+			pid := procPin()
+			if sh := h.shards.Load(); sh != nil && pid < len(*sh) {
+				if s := (*sh)[pid]; s != nil {
+					s.recordMany(part, ep)
+					procUnpin()
+					break
+				}
+			}
+			procUnpin()
+			h.addShard(pid)
+		}
+	}
+}
+
 // epochFast is epochAt's common case (now is in the current half-window),
 // small enough to inline; ok is false when the caller must call epochAt.
 func (h *Histogram) epochFast(now int64) (int64, bool) {
@@ -215,6 +263,61 @@ func (s *hshard) record(v float64, ep int64) {
 		return
 	}
 	s.spill(w, k, c)
+}
+
+// recordMany is record for several values: the moments of all of them are
+// stored first, then their buckets, so that a reader that sees a bucket
+// count sees moments that include its value, as with record.
+func (s *hshard) recordMany(vs []float64, ep int64) {
+	w := &s.win[ep&1]
+	if w.epoch.Load() < ep {
+		s.reset(w, ep)
+	}
+	lo, hi, shift := ld(&w.min), ld(&w.max), ld(&w.shift)
+	sum, sumsq := ld(&w.sum), ld(&w.sumsq)
+	n := 0
+	for _, v := range vs {
+		if v-v != 0 { // NaN or ±Inf
+			continue
+		}
+		if shift != shift {
+			shift = v
+		}
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+		d := v - shift
+		sum += d
+		sumsq += d * d
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	stRelaxed(&w.min, math.Float64bits(lo))
+	stRelaxed(&w.max, math.Float64bits(hi))
+	stRelaxed(&w.shift, math.Float64bits(shift))
+	stRelaxed(&w.sum, math.Float64bits(sum))
+	stRelaxed(&w.sumsq, math.Float64bits(sumsq))
+	b := w.b.Load()
+	for _, v := range vs {
+		if v-v != 0 {
+			continue
+		}
+		k := bucketKey(v)
+		if b == nil || uint(k-b.lo) >= uint(len(b.c)) {
+			b = w.grow(b, k)
+		}
+		c := &b.c[k-b.lo]
+		if x := c.Load(); x != math.MaxUint32 {
+			stRelaxed32(c, x+1)
+			continue
+		}
+		s.spill(w, k, c)
+	}
 }
 
 // spill moves a full bucket's 2^32 values (the one being recorded included)

@@ -578,3 +578,80 @@ func TestBucketSpill(t *testing.T) {
 		t.Fatalf("after retiring it: %+v", s)
 	}
 }
+
+// TestUpdateManyEqualsUpdate: UpdateMany leaves a histogram or timer in
+// the state that calling Update for each value does (NaN and ±Inf
+// ignored), across half-window rotations and slices longer than one pinned
+// chunk; the timer's rates follow its count as with Update.
+func TestUpdateManyEqualsUpdate(t *testing.T) {
+	// One P, so that both paths put every value in the same shard and the
+	// float sums are added in the same order.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	rng := rand.New(rand.NewPCG(1, 2))
+	clk := newFakeClock()
+	r := New(WithClock(clk), WithWindow(10*time.Second))
+	one, many := r.Histogram("one"), r.Histogram("many")
+	tone, tmany := r.Timer("tone"), r.Timer("tmany")
+	for round := range 40 {
+		n := rng.IntN(3 * manyChunk)
+		vs := make([]float64, n)
+		ds := make([]time.Duration, n)
+		for i := range vs {
+			switch rng.IntN(50) {
+			case 0:
+				vs[i] = math.NaN()
+			case 1:
+				vs[i] = math.Inf(1 - 2*rng.IntN(2))
+			default:
+				vs[i] = rng.NormFloat64() * 1e3
+			}
+			ds[i] = time.Duration(rng.ExpFloat64() * 1e7)
+		}
+		for i := range vs {
+			one.Update(vs[i])
+			tone.Update(ds[i])
+		}
+		many.UpdateMany(vs)
+		tmany.UpdateMany(ds)
+		if a, b := one.Snapshot(), many.Snapshot(); a != b {
+			t.Fatalf("round %d: histogram\nUpdate     %+v\nUpdateMany %+v", round, a, b)
+		}
+		if a, b := tone.Snapshot(), tmany.Snapshot(); a != b {
+			t.Fatalf("round %d: timer\nUpdate     %+v\nUpdateMany %+v", round, a, b)
+		}
+		clk.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
+	}
+	if s := many.Snapshot(); s.Count == 0 || s.WindowCount == 0 {
+		t.Fatalf("nothing recorded: %+v", s)
+	}
+	many.UpdateMany(nil)
+	many.UpdateMany([]float64{math.NaN()})
+	if a, b := one.Snapshot(), many.Snapshot(); a != b {
+		t.Fatalf("empty and all-NaN slices changed the histogram: %+v vs %+v", a, b)
+	}
+}
+
+// BenchmarkTimerUpdateMany compares recording 1024 durations one Update at
+// a time with one UpdateMany call; ns/value is the figure to read.
+func BenchmarkTimerUpdateMany(b *testing.B) {
+	ds := make([]time.Duration, 1024)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range ds {
+		ds[i] = time.Duration(rng.ExpFloat64() * 1e6)
+	}
+	for _, mode := range []string{"Update", "UpdateMany"} {
+		b.Run(mode, func(b *testing.B) {
+			tm := New().Timer("t")
+			for b.Loop() {
+				if mode == "Update" {
+					for _, d := range ds {
+						tm.Update(d)
+					}
+				} else {
+					tm.UpdateMany(ds)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ds)), "ns/value")
+		})
+	}
+}

@@ -29,6 +29,26 @@ func (t *Timer) Update(d time.Duration) {
 	t.h.record(float64(d)/1e9, &t.rates)
 }
 
+// UpdateMany records every duration of ds, as Update does for each, at one
+// instant (see Histogram.UpdateMany for why it is faster).
+func (t *Timer) UpdateMany(ds []time.Duration) {
+	if len(ds) == 1 {
+		t.Update(ds[0])
+		return
+	}
+	// Small enough that zeroing it costs less than the clock read and pin
+	// it shares among its values.
+	var buf [64]float64
+	for len(ds) > 0 {
+		n := min(len(ds), len(buf))
+		for i, d := range ds[:n] {
+			buf[i] = float64(d) / 1e9
+		}
+		t.h.recordMany(buf[:n], &t.rates)
+		ds = ds[n:]
+	}
+}
+
 // UpdateSince records the time elapsed since start.
 func (t *Timer) UpdateSince(start time.Time) { t.Update(time.Since(start)) }
 

@@ -2,7 +2,6 @@ package shm
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -110,7 +109,8 @@ type hslot struct {
 	dropped  uint64
 	droppedC *registry.Counter
 	defs     []hdef
-	badDefs  uint64 // last out-of-range definition count reported
+	pending  []uint32 // ids of defs holding records not yet applied (see hdef.pend)
+	badDefs  uint64   // last out-of-range definition count reported
 	holeAt   time.Time
 }
 
@@ -123,6 +123,18 @@ type hdef struct {
 	t        *registry.Timer
 	h        *registry.Histogram
 	g        *gaugeAgg
+
+	// A drain pass gathers its records per definition and applies them
+	// together before it releases them (flushPending): the sum of a
+	// counter's or meter's records as one Add or Mark, a timer's or
+	// histogram's values through UpdateMany, which pays the clock read and
+	// the P pin once per slice. Applying a pass's records at one instant
+	// changes nothing a reader can see, and it roughly halves the host's
+	// cost per event on a counter/timer mix.
+	queued bool
+	sum    int64
+	tv     []time.Duration
+	hv     []float64
 }
 
 // CreateHost creates the shm file at path (DefaultPath if path is empty)
@@ -656,6 +668,7 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 	if end == c {
 		return
 	}
+	h.flushPending(hs)
 	if testHookBeforeRelease != nil {
 		testHookBeforeRelease(end - c)
 	}
@@ -685,12 +698,10 @@ func (h *Host) release(i int, from, to uint64) {
 	atomic.StoreUint64(h.slotU64(i, slotConsumer), to)
 }
 
-// apply decodes one committed record and applies it to the registry.
+// apply decodes one committed record and applies it to the registry, or
+// queues it on its definition for flushPending.
 func (h *Host) apply(i int, hs *hslot, w0, v uint64, ps *passStats) {
-	var b [wire.RecordSize]byte
-	binary.LittleEndian.PutUint64(b[0:], w0)
-	binary.LittleEndian.PutUint64(b[8:], v)
-	rec, err := wire.Decode(b[:])
+	rec, err := wire.DecodeWords(w0, v)
 	if err != nil {
 		ps.malformed++
 		return
@@ -711,24 +722,67 @@ func (h *Host) apply(i int, hs *hslot, w0, v uint64, ps *passStats) {
 		ps.discarded++
 		return
 	}
-	switch rec.Kind {
-	case wire.KindCounter:
-		d.c.Add(rec.Int())
-	case wire.KindMeter:
-		d.m.Mark(rec.Int())
-	case wire.KindTimer:
-		d.t.Update(time.Duration(rec.Int()))
-	case wire.KindHistogram:
-		d.h.Update(rec.Float())
-	case wire.KindGauge:
+	ps.events++
+	if rec.Kind == wire.KindGauge {
 		f := rec.Float()
 		if f-f != 0 { // NaN or ±Inf would poison the combined value
+			ps.events--
 			ps.discarded++
 			return
 		}
 		d.g.set(i, f)
+		return
 	}
-	ps.events++
+	if !d.queued {
+		d.queued = true
+		hs.pending = append(hs.pending, rec.ID)
+	}
+	switch rec.Kind {
+	case wire.KindCounter, wire.KindMeter:
+		d.sum += rec.Int()
+	case wire.KindTimer:
+		if d.tv == nil {
+			d.tv = make([]time.Duration, 0, flushValues)
+		}
+		if d.tv = append(d.tv, time.Duration(rec.Int())); len(d.tv) == flushValues {
+			d.t.UpdateMany(d.tv)
+			d.tv = d.tv[:0]
+		}
+	case wire.KindHistogram:
+		if d.hv == nil {
+			d.hv = make([]float64, 0, flushValues)
+		}
+		if d.hv = append(d.hv, rec.Float()); len(d.hv) == flushValues {
+			d.h.UpdateMany(d.hv)
+			d.hv = d.hv[:0]
+		}
+	}
+}
+
+// flushValues is how many timer or histogram values a definition gathers
+// before they are applied, which bounds the host's memory per definition
+// (2 KiB) and is past the point where longer slices stop paying.
+const flushValues = 256
+
+// flushPending applies what apply queued.
+func (h *Host) flushPending(hs *hslot) {
+	for _, id := range hs.pending {
+		d := &hs.defs[id]
+		switch d.kind {
+		case wire.KindCounter:
+			d.c.Add(d.sum)
+		case wire.KindMeter:
+			d.m.Mark(d.sum)
+		case wire.KindTimer:
+			d.t.UpdateMany(d.tv)
+			d.tv = d.tv[:0]
+		case wire.KindHistogram:
+			d.h.UpdateMany(d.hv)
+			d.hv = d.hv[:0]
+		}
+		d.queued, d.sum = false, 0
+	}
+	hs.pending = hs.pending[:0]
 }
 
 // loadDefs reads the definitions slot i's worker published since the last

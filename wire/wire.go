@@ -153,15 +153,19 @@ func Decode(b []byte) (Record, error) {
 	if len(b) < RecordSize {
 		return Record{}, ErrShortRecord
 	}
-	r := Record{
-		ID:    binary.LittleEndian.Uint32(b[RecordIDOff:]),
-		Kind:  Kind(b[RecordKindOff]),
-		Value: binary.LittleEndian.Uint64(b[RecordValueOff:]),
-	}
+	return DecodeWords(binary.LittleEndian.Uint64(b[RecordIDOff:]), binary.LittleEndian.Uint64(b[RecordValueOff:]))
+}
+
+// DecodeWords is Decode for a record already read as its two little-endian
+// 64-bit words: w0 holds the id, kind and reserved bytes, w1 the value. The
+// shm host reads records this way (two atomic loads) and the plugin host
+// reads batches this way, so neither copies a record into bytes to check it.
+func DecodeWords(w0, w1 uint64) (Record, error) {
+	r := Record{ID: uint32(w0 >> (8 * RecordIDOff)), Kind: Kind(w0 >> (8 * RecordKindOff)), Value: w1}
 	if !r.Kind.Valid() {
 		return Record{}, ErrBadKind
 	}
-	if b[RecordResvOff]|b[RecordResvOff+1]|b[RecordResvOff+2] != 0 {
+	if w0>>(8*RecordResvOff) != 0 {
 		return Record{}, ErrReserved
 	}
 	return r, nil
