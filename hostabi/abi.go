@@ -34,6 +34,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
+	"github.com/tapes-go/tapes/hostabi/internal/interrupt"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
@@ -246,10 +247,26 @@ func (h *host) builder(rt wazero.Runtime) wazero.HostModuleBuilder {
 		WithGoModuleFunction(api.GoModuleFunc(h.batch), []api.ValueType{i32, i32}, []api.ValueType{i32}).
 		WithParameterNames("ptr", "n").WithResultNames("rejected_or_status").
 		Export(FuncBatch)
+	b.NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(interruptCheck), nil, []api.ValueType{i32}).
+		WithResultNames("fuel").
+		Export(interrupt.CheckName)
 	return b
 }
 
 func ret(stack []uint64, v int32) { stack[0] = api.EncodeI32(v) }
+
+// interruptCheck is called by the fuel checks the plugin runner adds to a
+// guest (internal/interrupt) each time the guest's fuel runs out: it ends
+// the call if its context is done, and otherwise returns the next fuel.
+// The panic unwinds the guest; wazero returns the *sys.ExitError unwrapped
+// from the call, as its own checks do.
+func interruptCheck(ctx context.Context, stack []uint64) {
+	if err := ctx.Err(); err != nil {
+		panic(exitError(err))
+	}
+	stack[0] = api.EncodeI32(interruptFuel)
+}
 
 // define: (kind i32, name_ptr i32, name_len i32) -> id or negative status.
 func (h *host) define(_ context.Context, mod api.Module, stack []uint64) {

@@ -3,7 +3,9 @@ package hostabi_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/tapes-go/tapes/guest/tapesguest"
 	"github.com/tapes-go/tapes/hostabi"
@@ -168,6 +170,47 @@ func TestGoGuestMemoryLimit(t *testing.T) {
 	callP(t, p, "record_all")
 	checkEveryKind(t, r, "plugins.go.go.", 1)
 	if st := p.Stats(); st.Traps != 1 || st.Replaced != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A Go guest stuck in a loop is stopped by the deadline through its fuel
+// checks, while the host collects garbage, and the plugin serves the next
+// call from a fresh instance.
+func TestGoGuestSpinDeadline(t *testing.T) {
+	r := registry.New()
+	p := newPlugin(t, hostabi.PluginConfig{
+		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go",
+		CallTimeout: 300 * time.Millisecond,
+	})
+	if m := p.Stats().Interrupt; m != hostabi.InterruptFuel {
+		t.Fatalf("interrupt mode %q, want %q", m, hostabi.InterruptFuel)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Call(context.Background(), "spin")
+		done <- err
+	}()
+	gcs := 0
+	for wait := true; wait; {
+		select {
+		case err := <-done:
+			if !isDeadline(err) {
+				t.Fatalf("spin returned %v, want a deadline exit", err)
+			}
+			wait = false
+		default:
+			runtime.GC() // returns only if the spinning guest reaches Go
+			gcs++
+		}
+	}
+	if gcs == 0 {
+		t.Error("no collection ran while the guest spun")
+	}
+	if s := callP(t, p, "record_all"); s != 0 {
+		t.Fatalf("record_all after the timeout = %d", s)
+	}
+	if st := p.Stats(); st.Timeouts != 1 || st.Replaced != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }

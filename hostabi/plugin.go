@@ -3,10 +3,12 @@ package hostabi
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/tapes-go/tapes/hostabi/internal/interrupt"
 	"github.com/tapes-go/tapes/registry"
 )
 
@@ -53,7 +56,8 @@ type PluginConfig struct {
 	MaxMetrics int
 
 	// CacheDir, when set, keeps compiled code on disk there
-	// (wazero.NewCompilationCacheWithDir) so the next start skips compiling.
+	// (wazero.NewCompilationCacheWithDir), and the module with its fuel
+	// checks added, so the next start skips both.
 	// Cache, when set instead, is a cache shared with other runtimes.
 	CacheDir string
 	Cache    wazero.CompilationCache
@@ -72,23 +76,82 @@ type PluginConfig struct {
 	PoolSize int
 	// NoAutoFlush stops Call from calling FlushExport after each call.
 	NoAutoFlush bool
-	// NoInterrupt compiles the guest without the checks that let a deadline
-	// or a cancelled context stop it (wazero's WithCloseOnContextDone). Those
-	// checks leave native code for Go at every loop iteration of the guest
-	// (for Go guests also at every function call) and start a goroutine per
-	// call: recording a batched event from a guest loop costs ~32 ns (C) and
-	// ~62 ns (Go) with them, ~7.4 and ~10 ns without (bench/wasm_test.go).
-	// Only for guests trusted to return: a guest stuck in a loop then blocks
-	// its caller forever and, at the next garbage collection, the whole
-	// process. CallTimeout must be 0.
+	// NoInterrupt runs the guest without the checks that let a deadline or
+	// a cancelled context stop it. By default the runner rewrites the
+	// module so that every loop header counts down a fuel global and calls
+	// the host when it runs out (every 4096 iterations), where the call's
+	// context is checked; see docs/guest-abi.md, "Interrupting a guest".
+	// That costs a load, a store and a branch per loop iteration (a
+	// module the rewriter cannot decode falls back to wazero's
+	// WithCloseOnContextDone, which leaves native code at every
+	// iteration). Only for guests trusted to return: a guest stuck in a
+	// loop then blocks its caller forever and, at the next garbage
+	// collection, the whole process. CallTimeout must be 0.
 	NoInterrupt bool
 
 	// Stdout and Stderr receive the guest's output; nil discards it.
 	Stdout, Stderr io.Writer
 }
 
+// How a plugin's calls can be interrupted (PluginStats.Interrupt).
+const (
+	InterruptFuel   = "fuel"   // fuel checks added to the module (the default)
+	InterruptWazero = "wazero" // wazero's WithCloseOnContextDone: the module could not be rewritten
+	InterruptOff    = "off"    // PluginConfig.NoInterrupt
+)
+
+// interruptFuel is how many loop iterations a guest runs between calls of
+// the check function: the check (an exit to Go and a context lookup, ~100
+// ns) then costs ~0.03 ns per iteration, and a guest stuck in a loop
+// reaches Go, where the scheduler and the garbage collector can stop it,
+// within microseconds.
+const interruptFuel = 4096
+
+// rewriteCached is interrupt.Rewrite, with the result kept in dir (when
+// set) under the hash of its input: rewriting a 3 MB Go guest takes ~15
+// ms, a third of a warm start, and hashing and reading it back ~3 ms.
+// The file name carries the fuel and a format version, so a change to
+// either never reads a stale rewrite; files are written whole and renamed
+// into place, so concurrent starts never read a partial one.
+func rewriteCached(wasm []byte, dir string) ([]byte, error) {
+	if dir == "" {
+		return interrupt.Rewrite(wasm, interruptFuel)
+	}
+	sum := sha256.Sum256(wasm)
+	path := filepath.Join(dir, fmt.Sprintf("tapes-interrupt-v1-%d-%x.wasm", interruptFuel, sum))
+	if b, err := os.ReadFile(path); err == nil {
+		return b, nil
+	}
+	out, err := interrupt.Rewrite(wasm, interruptFuel)
+	if err != nil {
+		return nil, err
+	}
+	os.MkdirAll(dir, 0o700)
+	if f, err := os.CreateTemp(dir, ".tapes-interrupt-*"); err == nil {
+		_, werr := f.Write(out)
+		if cerr := f.Close(); werr == nil && cerr == nil {
+			os.Rename(f.Name(), path) // a failure only costs the next start a rewrite
+		}
+		os.Remove(f.Name())
+	}
+	return out, nil
+}
+
+// exitError is what a call ended by its context returns, as wazero's own
+// checks report it.
+func exitError(err error) *sys.ExitError {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+	}
+	return sys.NewExitError(sys.ExitCodeContextCanceled)
+}
+
 // PluginStats counts what happened to a plugin. All counters are cumulative.
 type PluginStats struct {
+	// Interrupt says how calls are stopped: InterruptFuel,
+	// InterruptWazero or InterruptOff.
+	Interrupt string
+
 	Calls     uint64 // calls started (Call, Collect, RunStart)
 	Errors    uint64 // calls that returned an error, of any cause
 	Traps     uint64 // calls ended by a trap or a non-zero exit of the guest
@@ -96,8 +159,8 @@ type PluginStats struct {
 	Replaced  uint64 // instances closed because a call failed
 	Instances int    // instances alive now
 
-	// Compile is how long NewPlugin took to compile the module (or load it
-	// from the compilation cache); InstanceStart is how long the most
+	// Compile is how long NewPlugin took to add the fuel checks and compile
+	// the module (or load it from the compilation cache); InstanceStart is how long the most
 	// recent instance took to instantiate and run _initialize.
 	Compile, InstanceStart time.Duration
 
@@ -119,6 +182,7 @@ type Plugin struct {
 	modCfg    wazero.ModuleConfig
 	exports   map[string]api.FunctionDefinition
 	reactor   bool
+	interrupt string
 	timeout   time.Duration
 	autoFlush bool
 	abi       Stats
@@ -186,9 +250,26 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 	if cfg.NoInterrupt && cfg.CallTimeout > 0 {
 		return fail(errors.New("CallTimeout needs interrupts; NoInterrupt is set"))
 	}
+	// Interrupts come from fuel checks the runner adds to the module (see
+	// internal/interrupt); wazero's own checks, which leave native code at
+	// every loop iteration, only for a module the rewriter cannot decode.
+	p.interrupt = InterruptOff
+	rewrite := time.Now()
+	if !cfg.NoInterrupt {
+		p.interrupt = InterruptFuel
+		switch w, err := rewriteCached(wasm, cfg.CacheDir); {
+		case err == nil:
+			wasm = w
+		case errors.Is(err, interrupt.ErrUnsupported):
+			p.interrupt = InterruptWazero
+		default:
+			return fail(err)
+		}
+	}
+	rewriteTook := time.Since(rewrite)
 	rc := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(pages).
-		WithCloseOnContextDone(!cfg.NoInterrupt)
+		WithCloseOnContextDone(p.interrupt == InterruptWazero)
 	switch {
 	case cfg.Cache != nil:
 		rc = rc.WithCompilationCache(cfg.Cache)
@@ -213,7 +294,7 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 	if p.code, err = p.rt.CompileModule(ctx, wasm); err != nil {
 		return fail(err)
 	}
-	p.compile.Store(int64(time.Since(start)))
+	p.compile.Store(int64(time.Since(start) + rewriteTook))
 	for name, def := range p.code.ExportedFunctions() {
 		p.exports[name] = def
 	}
@@ -379,6 +460,13 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 	}
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
+	if err := cctx.Err(); err != nil {
+		// Fuel checks run only at loop headers: do not start a call
+		// that is already over.
+		p.classify(exitError(err))
+		p.release(ctx, inst, false)
+		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, err)
+	}
 	res, err := fn.Call(cctx, params...)
 	if err == nil && inst.flush != nil && export != FlushExport {
 		_, err = inst.flush.Call(cctx)
@@ -436,6 +524,7 @@ func (p *Plugin) Stats() PluginStats {
 	live := p.live
 	p.mu.Unlock()
 	return PluginStats{
+		Interrupt:     p.interrupt,
 		Calls:         p.calls.Load(),
 		Errors:        p.errs.Load(),
 		Traps:         p.traps.Load(),

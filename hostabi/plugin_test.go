@@ -3,6 +3,8 @@ package hostabi_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +177,9 @@ func isDeadline(err error) bool {
 // another plugin keeps serving calls while it spins.
 func TestHostileInfiniteLoop(t *testing.T) {
 	bad := hostilePlugin(t, registry.New(), hostabi.PluginConfig{CallTimeout: time.Second})
+	if m := bad.Stats().Interrupt; m != hostabi.InterruptFuel {
+		t.Fatalf("interrupt mode %q, want %q", m, hostabi.InterruptFuel)
+	}
 	r := registry.New()
 	good := newPlugin(t, hostabi.PluginConfig{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg"})
 
@@ -211,6 +216,11 @@ func TestHostileInfiniteLoop(t *testing.T) {
 				t.Fatalf("record_all = %d", s)
 			}
 			calls++
+			if calls%1000 == 0 {
+				// A collection stops the world: it returns only if the
+				// spinning guest reaches Go (its fuel checks) meanwhile.
+				runtime.GC()
+			}
 		}
 	}
 }
@@ -347,4 +357,31 @@ func TestPluginCloseDuringCalls(t *testing.T) {
 	if st := p.Stats(); st.Instances != 0 {
 		t.Errorf("%d instances alive after Close", st.Instances)
 	}
+}
+
+// With a CacheDir, the module with its fuel checks is kept beside the
+// compiled code, and a second plugin from the same bytes starts from it
+// and behaves the same.
+func TestPluginCacheDirKeepsRewrite(t *testing.T) {
+	dir := t.TempDir()
+	r := registry.New()
+	for i := 0; i < 2; i++ {
+		ctx := context.Background()
+		p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg", CacheDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := callP(t, p, "record_all"); s != 0 {
+			t.Fatalf("record_all = %d", s)
+		}
+		if m := p.Stats().Interrupt; m != hostabi.InterruptFuel {
+			t.Errorf("interrupt mode %q", m)
+		}
+		p.Close(ctx)
+		kept, _ := filepath.Glob(filepath.Join(dir, "tapes-interrupt-v1-*.wasm"))
+		if len(kept) != 1 {
+			t.Fatalf("start %d: rewritten modules in the cache: %v", i+1, kept)
+		}
+	}
+	checkEveryKind(t, r, "plugins.cg.c.", 2)
 }

@@ -18,5 +18,11 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
+echo "== fuzz (10 s per target here; run longer by hand with -fuzztime)"
+for target in FuzzDecode FuzzValidate FuzzOpenFile; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime 10s ./shm
+done
+go test -run '^$' -fuzz '^FuzzRewrite$' -fuzztime 10s ./hostabi/internal/interrupt
+
 echo "== bench module (tests and one pass of every benchmark)"
 (cd bench && go test -count=1 -timeout 20m -run . -bench . -benchtime 1x ./...)

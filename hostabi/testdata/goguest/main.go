@@ -110,3 +110,14 @@ func alloc(mb int32) int32 {
 	}
 	return int32(len(sink) >> 20)
 }
+
+var spins uint64
+
+// spin never returns: only the runner's deadline ends it.
+//
+//go:wasmexport spin
+func spin() {
+	for {
+		spins++
+	}
+}

@@ -1,0 +1,103 @@
+package interrupt
+
+import "errors"
+
+// decodeError ends a rewrite when the input is cut short or malformed; the
+// reader panics with it and Rewrite turns it into the returned error.
+type decodeError struct{ error }
+
+var errTruncated = decodeError{errors.New("interrupt: module truncated or malformed")}
+
+type reader struct {
+	b []byte
+	i int
+}
+
+func (r *reader) done() bool { return r.i >= len(r.b) }
+
+func (r *reader) peek() byte {
+	if r.i >= len(r.b) {
+		panic(errTruncated)
+	}
+	return r.b[r.i]
+}
+
+func (r *reader) byte() byte {
+	c := r.peek()
+	r.i++
+	return c
+}
+
+func (r *reader) bytes(n int) []byte {
+	if n < 0 || n > len(r.b)-r.i {
+		panic(errTruncated)
+	}
+	b := r.b[r.i : r.i+n]
+	r.i += n
+	return b
+}
+
+func (r *reader) rest() []byte { return r.bytes(len(r.b) - r.i) }
+
+// leb returns the bytes of one LEB128 number of at most max bytes.
+func (r *reader) leb(max int) []byte {
+	start := r.i
+	for k := 0; ; k++ {
+		if k == max {
+			panic(errTruncated)
+		}
+		if r.byte()&0x80 == 0 {
+			return r.b[start:r.i]
+		}
+	}
+}
+
+func (r *reader) u32() uint32 {
+	var v uint32
+	for k, c := range r.leb(5) {
+		v |= uint32(c&0x7F) << (7 * k)
+	}
+	return v
+}
+
+func (r *reader) name() []byte { return r.bytes(int(r.u32())) }
+
+func (r *reader) limits() {
+	flags := r.byte()
+	r.leb(10)
+	if flags&1 != 0 {
+		r.leb(10)
+	}
+}
+
+type writer struct{ b []byte }
+
+func (w *writer) byte(c byte)   { w.b = append(w.b, c) }
+func (w *writer) raw(p []byte)  { w.b = append(w.b, p...) }
+func (w *writer) name(p []byte) { w.u32(uint32(len(p))); w.b = append(w.b, p...) }
+
+func (w *writer) u32(v uint32) {
+	for v >= 0x80 {
+		w.b = append(w.b, byte(v)|0x80)
+		v >>= 7
+	}
+	w.b = append(w.b, byte(v))
+}
+
+func (w *writer) s32(v int32) {
+	for {
+		c := byte(v & 0x7F)
+		v >>= 7
+		if v == 0 && c&0x40 == 0 || v == -1 && c&0x40 != 0 {
+			w.b = append(w.b, c)
+			return
+		}
+		w.b = append(w.b, c|0x80)
+	}
+}
+
+func (w *writer) section(id byte, payload []byte) {
+	w.byte(id)
+	w.u32(uint32(len(payload)))
+	w.raw(payload)
+}

@@ -1,0 +1,514 @@
+// Package interrupt rewrites a WebAssembly module so that a host can stop it
+// cheaply: every loop header counts down a fuel global the rewrite adds, and
+// when the fuel runs out the guest calls an imported host function, which
+// may end the call (by panicking with an error) or return the next fuel.
+//
+// This replaces wazero's WithCloseOnContextDone, which compiles every loop
+// header into an exit from native code to Go (~25 ns each; wazero issue
+// #2466): here a loop iteration costs a load, a subtract, a store and a
+// branch, and the guest leaves native code once per fuel's worth of
+// iterations. Those periodic calls into Go are what keep a guest stuck in a
+// loop from blocking the Go scheduler and the garbage collector, and they
+// are where the host checks the call's context. See docs/guest-abi.md,
+// "Interrupting a guest".
+//
+// Like wazero's checks, the rewrite instruments loop headers only: a call
+// tree without loops runs to completion (it is bounded by the guest's
+// size and call depth, not by a counter).
+package interrupt
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Check is the host function a rewritten module imports: () -> i32, the
+// fuel until the next call.
+const (
+	CheckModule = "tapes"
+	CheckName   = "interrupt_check"
+)
+
+// ErrUnsupported wraps the reasons a module cannot be rewritten (an opcode
+// or section outside WebAssembly 2.0 that this package does not decode);
+// the caller falls back to wazero's own checks for such a module. Any other
+// error means the module is malformed.
+var ErrUnsupported = errors.New("interrupt: module uses a feature the rewriter does not decode")
+
+// Section ids, in the binary format's numbering.
+const (
+	secCustom    = 0
+	secType      = 1
+	secImport    = 2
+	secFunction  = 3
+	secTable     = 4
+	secMemory    = 5
+	secGlobal    = 6
+	secExport    = 7
+	secStart     = 8
+	secElement   = 9
+	secCode      = 10
+	secData      = 11
+	secDataCount = 12
+	secTag       = 13
+)
+
+// order is where each known section may appear (the spec's order: datacount
+// sits between element and code, tag between memory and global).
+var order = map[byte]int{
+	secType: 1, secImport: 2, secFunction: 3, secTable: 4, secMemory: 5, secTag: 6,
+	secGlobal: 7, secExport: 8, secStart: 9, secElement: 10, secDataCount: 11, secCode: 12, secData: 13,
+}
+
+type section struct {
+	id      byte
+	payload []byte
+}
+
+// Rewrite returns a copy of wasm with fuel checks at every loop header.
+// fuel is the number of loop iterations between calls of the check function
+// (its first value; afterwards the check function returns it).
+func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
+	if fuel <= 0 {
+		return nil, fmt.Errorf("interrupt: fuel %d must be positive", fuel)
+	}
+	defer func() {
+		// The reader (on input that ends early) and fail (on anything
+		// else) panic with a decodeError, which ends the rewrite at once.
+		if r := recover(); r != nil {
+			if e, ok := r.(decodeError); ok {
+				out, err = nil, e.error
+				return
+			}
+			panic(r)
+		}
+	}()
+	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" || string(wasm[4:8]) != "\x01\x00\x00\x00" {
+		return nil, errors.New("interrupt: not a WebAssembly 1.0 binary module")
+	}
+	var secs []section
+	r := &reader{b: wasm[8:]}
+	for !r.done() {
+		id := r.byte()
+		n := r.u32()
+		secs = append(secs, section{id, r.bytes(int(n))})
+	}
+
+	m := &module{}
+	for _, s := range secs {
+		if err := m.scan(s); err != nil {
+			return nil, err
+		}
+	}
+	m.checkFunc = m.importedFuncs
+	m.fuelGlobal = m.importedGlobals + m.definedGlobals
+
+	w := &writer{b: append(make([]byte, 0, len(wasm)+len(wasm)/8), wasm[:8]...)}
+	added := map[byte]bool{}
+	addMissing := func(before int) {
+		for _, id := range []byte{secType, secImport, secGlobal} {
+			if !m.has[id] && !added[id] && order[id] < before {
+				added[id] = true
+				w.section(id, m.rewriteSection(section{id: id}, fuel))
+			}
+		}
+	}
+	for _, s := range secs {
+		if s.id != secCustom {
+			rank, ok := order[s.id]
+			if !ok {
+				return nil, fmt.Errorf("%w: section id %d", ErrUnsupported, s.id)
+			}
+			addMissing(rank)
+		} else if drop, err := dropCustom(s.payload); err != nil {
+			return nil, err
+		} else if drop {
+			continue
+		}
+		w.section(s.id, m.rewriteSection(s, fuel))
+	}
+	addMissing(1 << 30)
+	return w.b, nil
+}
+
+type module struct {
+	has                            map[byte]bool
+	types                          uint32
+	importedFuncs, importedGlobals uint32
+	definedGlobals                 uint32
+	checkFunc, fuelGlobal          uint32
+	err                            error
+}
+
+// scan reads what the rewrite needs to know before it changes anything.
+func (m *module) scan(s section) error {
+	if m.has == nil {
+		m.has = map[byte]bool{}
+	}
+	if s.id != secCustom {
+		if m.has[s.id] {
+			return fmt.Errorf("interrupt: section %d appears twice", s.id)
+		}
+		m.has[s.id] = true
+	}
+	r := &reader{b: s.payload}
+	var n uint32
+	switch s.id {
+	case secType, secImport, secFunction, secTable, secMemory, secGlobal, secExport, secElement, secCode, secData, secTag:
+		// Every entry of these vectors takes at least one byte. wazero
+		// 1.12 allocates a vector's declared length before reading it, so
+		// a 30-byte module declaring 2^32 imports would make it allocate
+		// tens of GiB; such a module is refused here instead.
+		n = r.u32()
+		if uint64(n) > uint64(len(r.b)-r.i) {
+			return fmt.Errorf("interrupt: section %d declares %d entries in %d bytes", s.id, n, len(r.b)-r.i)
+		}
+	}
+	switch s.id {
+	case secType:
+		m.types = n
+	case secImport:
+		for ; n > 0; n-- {
+			r.name()
+			r.name()
+			switch kind := r.byte(); kind {
+			case 0x00: // func
+				r.u32()
+				m.importedFuncs++
+			case 0x01: // table
+				r.byte()
+				r.limits()
+			case 0x02: // memory
+				r.limits()
+			case 0x03: // global
+				r.byte()
+				r.byte()
+				m.importedGlobals++
+			default:
+				return fmt.Errorf("%w: import kind %#x", ErrUnsupported, kind)
+			}
+		}
+	case secGlobal:
+		m.definedGlobals = n
+	}
+	return nil
+}
+
+// shift maps an old function index to its index after the check function
+// is imported behind the module's own imports.
+func (m *module) shift(f uint32) uint32 {
+	if f >= m.importedFuncs {
+		return f + 1
+	}
+	return f
+}
+
+// fail ends the rewrite at the first problem: the loops that copy vectors
+// trust their counts only as long as every element consumes input.
+func (m *module) fail(err error) { panic(decodeError{err}) }
+
+func (m *module) rewriteSection(s section, fuel int32) []byte {
+	r := &reader{b: s.payload}
+	w := &writer{}
+	switch s.id {
+	case secType:
+		if !r.done() {
+			r.u32() // m.types
+		}
+		w.u32(m.types + 1)
+		w.raw(r.rest())
+		w.raw([]byte{0x60, 0x00, 0x01, 0x7F}) // () -> i32
+	case secImport:
+		n := uint32(0)
+		if !r.done() {
+			n = r.u32()
+		}
+		w.u32(n + 1)
+		w.raw(r.rest())
+		w.name([]byte(CheckModule))
+		w.name([]byte(CheckName))
+		w.byte(0x00)
+		w.u32(m.types) // the type appended above
+	case secGlobal:
+		n := uint32(0)
+		if !r.done() {
+			n = r.u32()
+		}
+		w.u32(n + 1)
+		for i := uint32(0); i < n; i++ {
+			w.byte(r.byte()) // valtype
+			w.byte(r.byte()) // mutability
+			m.expr(r, w, false)
+		}
+		w.raw([]byte{0x7F, 0x01, 0x41}) // mut i32, i32.const
+		w.s32(fuel)
+		w.byte(0x0B)
+	case secExport:
+		n := r.u32()
+		w.u32(n)
+		for ; n > 0; n-- {
+			w.name(r.name())
+			kind := r.byte()
+			w.byte(kind)
+			idx := r.u32()
+			if kind == 0x00 {
+				idx = m.shift(idx)
+			}
+			w.u32(idx)
+		}
+	case secStart:
+		w.u32(m.shift(r.u32()))
+	case secElement:
+		m.elements(r, w)
+	case secCode:
+		n := r.u32()
+		w.u32(n)
+		for ; n > 0; n-- {
+			body := &reader{b: r.bytes(int(r.u32()))}
+			bw := &writer{}
+			locals := body.u32()
+			bw.u32(locals)
+			for ; locals > 0; locals-- {
+				bw.u32(body.u32())
+				bw.byte(body.byte())
+			}
+			m.expr(body, bw, true)
+			if !body.done() {
+				m.fail(errors.New("interrupt: bytes after a function body's end"))
+			}
+			w.u32(uint32(len(bw.b)))
+			w.raw(bw.b)
+		}
+	case secCustom:
+		m.custom(r, w)
+	default:
+		w.raw(r.rest())
+	}
+	if !r.done() {
+		m.fail(fmt.Errorf("interrupt: section %d: bytes after its contents", s.id))
+	}
+	return w.b
+}
+
+func (m *module) elements(r *reader, w *writer) {
+	n := r.u32()
+	w.u32(n)
+	for ; n > 0; n-- {
+		flags := r.u32()
+		w.u32(flags)
+		if flags > 7 {
+			m.fail(fmt.Errorf("interrupt: element segment flags %d", flags))
+		}
+		if flags&2 != 0 && flags&1 == 0 { // explicit table index
+			w.u32(r.u32())
+		}
+		if flags&1 == 0 { // active: offset expression
+			m.expr(r, w, false)
+		}
+		if flags&3 != 0 { // elemkind or reftype
+			w.byte(r.byte())
+		}
+		count := r.u32()
+		w.u32(count)
+		for ; count > 0; count-- {
+			if flags&4 == 0 {
+				w.u32(m.shift(r.u32()))
+			} else {
+				m.expr(r, w, false)
+			}
+		}
+	}
+}
+
+// dropCustom reports whether a custom section describes code offsets that
+// the rewrite changes (DWARF, source maps); such sections would mislead.
+func dropCustom(payload []byte) (bool, error) {
+	r := &reader{b: payload}
+	var name string
+	func() {
+		defer func() {
+			if recover() != nil {
+				name = ""
+			}
+		}()
+		name = string(r.name())
+	}()
+	return len(name) > 7 && name[:7] == ".debug_" || name == "sourceMappingURL", nil
+}
+
+// custom copies a custom section, shifting the function indices of the
+// "name" section's function, local and label name maps.
+func (m *module) custom(r *reader, w *writer) {
+	name := r.name()
+	w.name(name)
+	if string(name) != "name" {
+		w.raw(r.rest())
+		return
+	}
+	for !r.done() {
+		id := r.byte()
+		sub := &reader{b: r.bytes(int(r.u32()))}
+		sw := &writer{}
+		switch id {
+		case 1: // function names: vec(funcidx name)
+			n := sub.u32()
+			sw.u32(n)
+			for ; n > 0; n-- {
+				sw.u32(m.shift(sub.u32()))
+				sw.name(sub.name())
+			}
+		case 2, 3: // local and label names: vec(funcidx namemap)
+			n := sub.u32()
+			sw.u32(n)
+			for ; n > 0; n-- {
+				sw.u32(m.shift(sub.u32()))
+				k := sub.u32()
+				sw.u32(k)
+				for ; k > 0; k-- {
+					sw.u32(sub.u32())
+					sw.name(sub.name())
+				}
+			}
+		}
+		if id < 1 || id > 3 {
+			sw.raw(sub.rest())
+		}
+		w.byte(id)
+		w.u32(uint32(len(sw.b)))
+		w.raw(sw.b)
+	}
+}
+
+// expr copies instructions up to and including the end that closes the
+// expression, shifting function indices and, in function bodies, adding
+// the fuel check after every loop header.
+func (m *module) expr(r *reader, w *writer, body bool) {
+	depth := 0
+	for {
+		op := r.byte()
+		w.byte(op)
+		switch {
+		case op == 0x02 || op == 0x04: // block, if
+			m.blockType(r, w)
+			depth++
+		case op == 0x03: // loop
+			m.blockType(r, w)
+			depth++
+			if body {
+				m.check(w)
+			}
+		case op == 0x0B: // end
+			if depth == 0 {
+				return
+			}
+			depth--
+		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0F || op == 0x1A || op == 0x1B ||
+			op >= 0x45 && op <= 0xC4 || op == 0xD1:
+			// no immediates
+		case op == 0x0C || op == 0x0D || op >= 0x20 && op <= 0x26 || op == 0x3F || op == 0x40:
+			w.u32(r.u32())
+		case op == 0x0E: // br_table
+			n := r.u32()
+			w.u32(n)
+			for ; n > 0; n-- {
+				w.u32(r.u32())
+			}
+			w.u32(r.u32())
+		case op == 0x10 || op == 0xD2: // call, ref.func
+			w.u32(m.shift(r.u32()))
+		case op == 0x11: // call_indirect
+			w.u32(r.u32())
+			w.u32(r.u32())
+		case op == 0x1C: // select t*
+			n := r.u32()
+			w.u32(n)
+			for ; n > 0; n-- {
+				w.byte(r.byte())
+			}
+		case op >= 0x28 && op <= 0x3E:
+			m.memarg(r, w)
+		case op == 0x41:
+			w.raw(r.leb(5))
+		case op == 0x42:
+			w.raw(r.leb(10))
+		case op == 0x43:
+			w.raw(r.bytes(4))
+		case op == 0x44:
+			w.raw(r.bytes(8))
+		case op == 0xD0: // ref.null
+			w.byte(r.byte())
+		case op == 0xFC:
+			sub := r.u32()
+			w.u32(sub)
+			switch {
+			case sub <= 7:
+			case sub == 8 || sub == 10 || sub == 12 || sub == 14:
+				w.u32(r.u32())
+				w.u32(r.u32())
+			case sub <= 17:
+				w.u32(r.u32())
+			default:
+				m.fail(fmt.Errorf("%w: opcode 0xFC %d", ErrUnsupported, sub))
+			}
+		case op == 0xFD:
+			sub := r.u32()
+			w.u32(sub)
+			switch {
+			case sub <= 11 || sub == 92 || sub == 93:
+				m.memarg(r, w)
+			case sub == 12 || sub == 13:
+				w.raw(r.bytes(16))
+			case sub >= 21 && sub <= 34:
+				w.byte(r.byte())
+			case sub >= 84 && sub <= 91:
+				m.memarg(r, w)
+				w.byte(r.byte())
+			case sub <= 255:
+			default:
+				m.fail(fmt.Errorf("%w: opcode 0xFD %d", ErrUnsupported, sub))
+			}
+		default:
+			m.fail(fmt.Errorf("%w: opcode %#x", ErrUnsupported, op))
+		}
+	}
+}
+
+func (m *module) blockType(r *reader, w *writer) {
+	switch r.peek() {
+	case 0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F: // empty or one value type
+		w.byte(r.byte())
+	default:
+		w.raw(r.leb(5)) // s33 type index
+	}
+}
+
+func (m *module) memarg(r *reader, w *writer) {
+	align := r.u32()
+	w.u32(align)
+	if align&0x40 != 0 { // multi-memory: a memory index follows
+		w.u32(r.u32())
+	}
+	w.raw(r.leb(10)) // offset (u64 with memory64)
+}
+
+// check is the code added after a loop header:
+//
+//	global.get $fuel; i32.const 1; i32.sub; global.set $fuel
+//	global.get $fuel; i32.eqz
+//	if; call $check; global.set $fuel; end
+//
+// wazero keeps the stored value in a register for the second global.get,
+// so the common path is one load, one store and a branch.
+func (m *module) check(w *writer) {
+	w.byte(0x23)
+	w.u32(m.fuelGlobal)
+	w.raw([]byte{0x41, 0x01, 0x6B, 0x24})
+	w.u32(m.fuelGlobal)
+	w.byte(0x23)
+	w.u32(m.fuelGlobal)
+	w.raw([]byte{0x45, 0x04, 0x40, 0x10})
+	w.u32(m.checkFunc)
+	w.byte(0x24)
+	w.u32(m.fuelGlobal)
+	w.byte(0x0B)
+}

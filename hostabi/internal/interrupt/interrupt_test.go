@@ -1,0 +1,177 @@
+package interrupt
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// countdown is a module written out by hand: "loop"(n) runs a loop n times
+// and returns how many iterations it made. It has no import, global or
+// custom section, so the rewrite must create the first two.
+var countdown = []byte{
+	0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
+	0x01, 0x06, 0x01, 0x60, 0x01, 0x7F, 0x01, 0x7F, // type 0: (i32) -> i32
+	0x03, 0x02, 0x01, 0x00, // func 0: type 0
+	0x07, 0x08, 0x01, 0x04, 'l', 'o', 'o', 'p', 0x00, 0x00, // export "loop" = func 0
+	0x0A, 0x23, 0x01, 0x21, // code: one body of 33 bytes
+	0x01, 0x01, 0x7F, // one i32 local
+	0x02, 0x40, // block
+	0x03, 0x40, // loop
+	0x20, 0x00, 0x45, 0x0D, 0x01, // br_if 1 (local 0 == 0)
+	0x20, 0x00, 0x41, 0x01, 0x6B, 0x21, 0x00, // local 0 -= 1
+	0x20, 0x01, 0x41, 0x01, 0x6A, 0x21, 0x01, // local 1 += 1
+	0x0C, 0x00, // br 0
+	0x0B, 0x0B, // end loop, end block
+	0x20, 0x01, 0x0B, // local 1, end
+}
+
+// run instantiates wasm after rewriting it with the given fuel, with a
+// check function that counts its calls and fails the call at the stop-th.
+func run(t *testing.T, wasm []byte, fuel int32, stop int, n uint32) (uint32, int, error) {
+	t.Helper()
+	out, err := Rewrite(wasm, fuel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	calls := 0
+	errStop := errors.New("stopped")
+	_, err = rt.NewHostModuleBuilder(CheckModule).NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) {
+			calls++
+			if calls == stop {
+				panic(errStop)
+			}
+			s[0] = uint64(fuel)
+		}), nil, []api.ValueType{api.ValueTypeI32}).
+		Export(CheckName).Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.Instantiate(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := mod.ExportedFunction("loop").Call(ctx, uint64(n))
+	if err != nil {
+		if !errors.Is(err, errStop) {
+			t.Fatalf("call failed with %v, want the check's error", err)
+		}
+		return 0, calls, err
+	}
+	return uint32(res[0]), calls, nil
+}
+
+// The rewritten loop computes what it did before and calls the check once
+// per fuel loop headers (the header runs n+1 times: the last one exits);
+// a check that fails ends the call with its error.
+func TestRewriteCountsLoopHeaders(t *testing.T) {
+	const fuel = 100
+	for _, n := range []uint32{0, 1, fuel - 2, fuel - 1, fuel, 10*fuel + 3, 12345} {
+		got, calls, err := run(t, countdown, fuel, -1, n)
+		if err != nil || got != n {
+			t.Fatalf("loop(%d) = %d, %v", n, got, err)
+		}
+		if want := int(n+1) / fuel; calls != want {
+			t.Errorf("loop(%d): %d checks, want %d", n, calls, want)
+		}
+	}
+	if _, calls, err := run(t, countdown, fuel, 3, 1<<30); err == nil || calls != 3 {
+		t.Fatalf("a failing check: %d calls, err %v", calls, err)
+	}
+}
+
+// Every guest this repository builds rewrites, compiles, and keeps its
+// imports (plus the check), exports and function count.
+func TestRewriteTestdata(t *testing.T) {
+	files, _ := filepath.Glob("../../testdata/*.wasm")
+	more, _ := filepath.Glob("../../testdata/*/*.wasm")
+	files = append(files, more...)
+	if len(files) < 4 {
+		t.Fatalf("found only %v", files)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			wasm, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := Rewrite(wasm, 4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, err := rt.CompileModule(ctx, wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := rt.CompileModule(ctx, out)
+			if err != nil {
+				t.Fatalf("rewritten module does not compile: %v", err)
+			}
+			bi, ai := before.ImportedFunctions(), after.ImportedFunctions()
+			if len(ai) != len(bi)+1 {
+				t.Fatalf("%d imports after, %d before", len(ai), len(bi))
+			}
+			last := ai[len(ai)-1]
+			if mod, name, _ := last.Import(); mod != CheckModule || name != CheckName {
+				t.Errorf("last import is %s.%s", mod, name)
+			}
+			be, ae := before.ExportedFunctions(), after.ExportedFunctions()
+			if len(be) != len(ae) {
+				t.Fatalf("%d exports after, %d before", len(ae), len(be))
+			}
+			for name, d := range be {
+				if a, ok := ae[name]; !ok || a.Index() != d.Index()+1 || a.Name() != d.Name() {
+					t.Errorf("export %s: before %d %q, after %+v", name, d.Index(), d.Name(), a)
+				}
+			}
+		})
+	}
+}
+
+// FuzzRewrite: no input panics the rewriter, and every module wazero
+// accepts is either rewritten into one wazero accepts too, or refused as
+// ErrUnsupported (the plugin runner then uses wazero's own checks). Input
+// the rewriter calls malformed never reaches wazero (NewPlugin refuses
+// it), which matters: wazero 1.12 runs out of memory on some of it.
+func FuzzRewrite(f *testing.F) {
+	f.Add(countdown)
+	for _, p := range []string{"../../testdata/cguest.wasm", "../../testdata/hostile.wasm", "../../testdata/ccmd.wasm"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := Rewrite(b, 7)
+		if err != nil && !errors.Is(err, ErrUnsupported) {
+			return
+		}
+		orig, cerr := rt.CompileModule(ctx, b)
+		if cerr != nil {
+			return
+		}
+		orig.Close(ctx)
+		if err != nil {
+			return
+		}
+		m, err := rt.CompileModule(ctx, out)
+		if err != nil {
+			t.Fatalf("rewritten module does not compile: %v", err)
+		}
+		m.Close(ctx)
+	})
+}
