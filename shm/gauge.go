@@ -81,15 +81,15 @@ func (a *gaugeAgg) set(slot int, v float64) {
 	gv.v, gv.seq = v, a.seq
 	a.vals[slot] = gv
 	pw := gv.pw
-	c := a.combineLocked()
+	if a.g != nil {
+		// Normally a.g calls value itself; Set covers a gauge the host's own
+		// code registered under this name before any worker did. Under the
+		// lock, so that slots drained concurrently set it in order.
+		a.g.Set(a.combineLocked())
+	}
 	a.mu.Unlock()
 	if pw != nil {
 		pw.Set(v)
-	}
-	if a.g != nil {
-		// Normally a.g calls value itself; Set covers a gauge the host's own
-		// code registered under this name before any worker did.
-		a.g.Set(c)
 	}
 }
 

@@ -92,6 +92,11 @@ type Host struct {
 	reg   *registry.Registry
 	self  selfMetrics
 	slots []hslot
+	todo  []slotWork // a pass's slots, kept to spare the allocation
+
+	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
+	// gauge definitions at the same time.
+	aggMu sync.Mutex
 	aggs  map[string]*gaugeAgg
 }
 
@@ -504,9 +509,92 @@ func (h *Host) slotU64(i, off int) *uint64 { return u64(h.m, h.g.slotOff(i)+off)
 
 type passStats struct{ events, malformed, discarded, aborted, lag int }
 
+func (ps *passStats) add(o passStats) {
+	ps.events += o.events
+	ps.malformed += o.malformed
+	ps.discarded += o.discarded
+	ps.aborted += o.aborted
+	ps.lag += o.lag
+}
+
+// slotWork is a bound slot a pass drains, with the state word the pass
+// read for it.
+type slotWork struct {
+	i int
+	w uint64
+}
+
+// testHookParallel tells a test how many goroutines a pass drains on.
+var testHookParallel func(procs int)
+
+// parallelMin is the backlog at which a slot is worth a goroutine of its
+// own: the hand-off costs microseconds, and 16Ki records take ~150 µs.
+const parallelMin = 16 << 10
+
+// drainSlots drains the slots of a pass. When two or more hold a large
+// backlog it drains them on up to GOMAXPROCS goroutines: each slot has its
+// own ring, definitions and state, the registry is safe for concurrent use
+// (and shards histograms per P), and what slots share (the gauge
+// aggregates' map) is locked. A host serving many busy workers then applies
+// on every core instead of one.
+func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
+	big := 0
+	for _, t := range todo {
+		if atomic.LoadUint64(h.slotU64(t.i, slotReserve))-h.slots[t.i].consumer >= parallelMin {
+			big++
+		}
+	}
+	procs := min(big, runtime.GOMAXPROCS(0))
+	if procs < 2 {
+		for _, t := range todo {
+			h.drainSlot(t.i, &h.slots[t.i], ps, false, 0)
+		}
+		return
+	}
+	if testHookParallel != nil {
+		testHookParallel(procs)
+	}
+	var next atomic.Int64
+	stats := make([]passStats, procs)
+	panics := make([]any, procs)
+	work := func(k int) {
+		// A fault on the mapping (the file truncated under the host) is
+		// re-raised on the pass's goroutine, where protect reports it.
+		defer func() { panics[k] = recover() }()
+		for {
+			j := int(next.Add(1)) - 1
+			if j >= len(todo) {
+				return
+			}
+			t := todo[j]
+			h.drainSlot(t.i, &h.slots[t.i], &stats[k], false, 0)
+		}
+	}
+	var wg sync.WaitGroup
+	for k := 1; k < procs; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			debug.SetPanicOnFault(true) // per goroutine; this one ends here
+			work(k)
+		}()
+	}
+	work(0)
+	wg.Wait()
+	for k := range stats {
+		ps.add(stats[k])
+	}
+	for _, p := range panics {
+		if p != nil {
+			panic(p)
+		}
+	}
+}
+
 func (h *Host) pass(live bool, now time.Time) int {
 	var ps passStats
 	workers := 0
+	todo := h.todo[:0]
 	for i := range h.slots {
 		w := atomic.LoadUint64(h.slotU64(i, slotState))
 		pid, gen, st := unpackState(w)
@@ -535,7 +623,13 @@ func (h *Host) pass(live bool, now time.Time) int {
 			h.recover(i, hs, &ps)
 			h.loadDefs(i, hs)
 		}
-		h.drainSlot(i, hs, &ps, false, 0)
+		todo = append(todo, slotWork{i, w})
+	}
+	h.todo = todo
+	h.drainSlots(todo, &ps)
+	for _, t := range todo {
+		i, w, hs := t.i, t.w, &h.slots[t.i]
+		pid, _, st := unpackState(w)
 		if !live {
 			workers++
 			continue
@@ -670,22 +764,23 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 	}
 	h.flushPending(hs)
 	if testHookBeforeRelease != nil {
-		testHookBeforeRelease(end - c)
+		testHookBeforeRelease(i, end-c)
 	}
 	h.release(i, c, end)
 	hs.consumer = end
 }
 
 // testHookBeforeRelease lets a test kill a host process between applying
-// records and releasing them.
-var testHookBeforeRelease, testHookMidRelease func(records uint64)
+// records and releasing them; slots may be drained concurrently, so the
+// hooks are told which slot.
+var testHookBeforeRelease, testHookMidRelease func(slot int, records uint64)
 
 // release zeroes records [from, to) and publishes to as the consumer index,
 // bracketed by the taking index for crash recovery (see drainSlot).
 func (h *Host) release(i int, from, to uint64) {
 	atomic.StoreUint64(h.slotU64(i, slotTaking), to)
 	if testHookMidRelease != nil {
-		testHookMidRelease(to - from)
+		testHookMidRelease(i, to-from)
 	}
 	ring := h.m[h.g.slotOff(i)+h.g.ringOffset:][:h.g.ringRecs*wire.RecordSize]
 	a, b := int(from&uint64(h.g.ringRecs-1)), int(to-from)
@@ -822,6 +917,8 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 		return d // workers may not write into the host's own metrics
 	}
 	if k == wire.KindGauge {
+		h.aggMu.Lock()
+		defer h.aggMu.Unlock()
 		a := h.aggs[name]
 		if a == nil {
 			a = &gaugeAgg{name: name, mode: mode, vals: map[int]gval{}}

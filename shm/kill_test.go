@@ -75,8 +75,10 @@ func roleHostLoop() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	say := func(s string) func(uint64) {
-		return func(n uint64) { os.Stdout.WriteString(s + strconv.FormatUint(n, 10) + "\n") }
+	say := func(s string) func(int, uint64) {
+		return func(slot int, n uint64) {
+			os.Stdout.WriteString(s + strconv.Itoa(slot) + " " + strconv.FormatUint(n, 10) + "\n")
+		}
 	}
 	testHookBeforeRelease, testHookMidRelease = say("pre "), say("taken ")
 	fmt.Println("ready")
@@ -125,29 +127,31 @@ func TestHostKilledDuringLoad(t *testing.T) {
 		expectLine(t, rd, "ready")
 		time.Sleep(time.Duration(30+rand.IntN(70)) * time.Millisecond)
 		hc.Process.Signal(syscall.SIGKILL)
-		pending := uint64(0)
+		pending := map[string]uint64{} // by slot: slots drain concurrently
 		for {
 			line, err := rd.ReadString('\n')
 			if err != nil {
 				break
 			}
 			f := strings.Fields(line)
-			n, _ := strconv.ParseUint(f[1], 10, 64)
+			n, _ := strconv.ParseUint(f[2], 10, 64)
 			switch f[0] {
 			case "pre":
-				pending = n
+				pending[f[1]] = n
 			case "taken":
 				// A "taken" with no "pre" before it is a new host
 				// finishing the release a killed host had already
 				// confirmed (recover): those records were counted then.
-				if pending == n {
+				if pending[f[1]] == n {
 					taken += n
 				}
-				pending = 0
+				delete(pending, f[1])
 			}
 		}
 		hc.Wait()
-		slack += pending
+		for _, n := range pending {
+			slack += n
+		}
 		time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond) // no host at all for a while
 	}
 	var committed uint64
@@ -385,7 +389,7 @@ func roleHostCrash() int {
 		return 1
 	}
 	r := registry.New()
-	crash := func(uint64) {
+	crash := func(int, uint64) {
 		v := int64(0)
 		if m, ok := r.Get("phased.n"); ok {
 			v = m.(*registry.Counter).Value()

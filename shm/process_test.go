@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,15 +48,37 @@ func roleSeq() int {
 	return 0
 }
 
+// TestWorkersExactTotals: worker processes record known sequences and the
+// host's totals are exact, whether it drains while they record ("live") or
+// attaches after they exited and drains their whole rings at once
+// ("backlog"), which it does on several goroutines.
 func TestWorkersExactTotals(t *testing.T) {
+	t.Run("live", func(t *testing.T) { workersExactTotals(t, true) })
+	t.Run("backlog", func(t *testing.T) {
+		var procs atomic.Int64
+		testHookParallel = func(n int) { procs.Store(int64(n)) }
+		defer func() { testHookParallel = nil }()
+		workersExactTotals(t, false)
+		if runtime.GOMAXPROCS(0) > 1 && procs.Load() < 2 {
+			t.Errorf("the backlog was drained on %d goroutines, want 2 or more", procs.Load())
+		}
+	})
+}
+
+func workersExactTotals(t *testing.T, live bool) {
 	const workers, n = 4, 20000
 	h := newHost(t, Config{Slots: 8, RingRecords: 1 << 17})
 	r := registry.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var drainErr error
-	wg.Add(1)
-	go func() { defer wg.Done(); drainErr = h.Drain(ctx, r) }()
+	start := func() {
+		wg.Add(1)
+		go func() { defer wg.Done(); drainErr = h.Drain(ctx, r) }()
+	}
+	if live {
+		start()
+	}
 
 	var cmds sync.WaitGroup
 	for k := 0; k < workers; k++ {
@@ -71,6 +95,9 @@ func TestWorkersExactTotals(t *testing.T) {
 		}()
 	}
 	cmds.Wait()
+	if !live {
+		start()
+	}
 	waitFor(t, "all events", 20*time.Second, func() bool {
 		m, ok := r.Get("seq.time")
 		return ok && m.(*registry.Timer).Count() == workers*n
