@@ -437,6 +437,7 @@ type valueRun struct {
 func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 	var slots [sumSlots]sumSlot
 	var run valueRun
+	var prev uint64 // the previous record's first word
 	fail := func(n int32, st Status) {
 		rejected += n
 		last = st
@@ -450,10 +451,24 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 		}
 		s := &slots[uint32(w0)%sumSlots]
 		if s.w0 == w0 { // the common case: a counter this batch already saw
-			s.sum += v
-			s.n++
+			if w0 != prev {
+				s.sum += v
+				s.n++
+				prev = w0
+				continue
+			}
+			// The second record of a run (a guest recording in a loop):
+			// sum the rest of the run in registers.
+			sum, n := s.sum+v, s.n+1
+			for len(buf) >= 2*wire.RecordSize && binary.LittleEndian.Uint64(buf[wire.RecordSize+wire.RecordIDOff:]) == w0 {
+				buf = buf[wire.RecordSize:]
+				sum += binary.LittleEndian.Uint64(buf[wire.RecordValueOff:])
+				n++
+			}
+			s.sum, s.n = sum, n
 			continue
 		}
+		prev = w0
 		if run.w0 == w0 && run.n < len(run.v) {
 			run.v[run.n] = v
 			run.n++
