@@ -16,19 +16,22 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/cactus/go-statsd-client/v5/statsd"
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
 
 func main() {
-	transport := flag.String("transport", "shm", "shm, statsd, statsd-buffered or zmq")
+	transport := flag.String("transport", "shm", "shm, statsd, statsd-buffered, zmq, or idle-host (drain $TAPES_SHM and report the CPU it used)")
 	addr := flag.String("addr", "", "receiver address (statsd: host:port, zmq: tcp://host:port)")
 	n := flag.Int("n", 100000, "events to send")
 	flag.BoolVar(&wait, "wait", false, "after connecting, wait for a byte on stdin before sending")
+	idle := flag.Duration("idle", time.Second, "idle-host: how long to measure")
 	flag.Parse()
 	var dropped uint64
 	var err error
@@ -39,6 +42,8 @@ func main() {
 		err = runStatsd(*addr, *n, *transport == "statsd-buffered")
 	case "zmq":
 		err = runZmq(*addr, *n)
+	case "idle-host":
+		err = runIdleHost(*idle)
 	default:
 		err = fmt.Errorf("unknown transport %q", *transport)
 	}
@@ -46,7 +51,40 @@ func main() {
 		fmt.Fprintln(os.Stderr, "shmload:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("sent %d dropped %d\n", *n, dropped)
+	if *transport != "idle-host" {
+		fmt.Printf("sent %d dropped %d\n", *n, dropped)
+	}
+}
+
+// runIdleHost attaches a host to the file in $TAPES_SHM, lets it reach its
+// idle back-off, and prints the CPU the whole process used over d as a
+// percentage of one core: a process of its own, so that nothing a
+// benchmark left running elsewhere is counted.
+func runIdleHost(d time.Duration) error {
+	h, err := shm.CreateHost(os.Getenv(shm.EnvVar), shm.Config{})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Drain(ctx, registry.New()) }()
+	time.Sleep(100 * time.Millisecond)
+	cpu0, t0 := cpuSelf(), time.Now()
+	time.Sleep(d)
+	pct := 100 * float64(cpuSelf()-cpu0) / float64(time.Since(t0))
+	cancel()
+	if err := <-done; err != nil {
+		return err
+	}
+	fmt.Printf("cpu-%% %f\n", pct)
+	return nil
+}
+
+func cpuSelf() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 var wait bool
