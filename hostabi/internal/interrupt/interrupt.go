@@ -29,6 +29,12 @@ const (
 	CheckName   = "interrupt_check"
 )
 
+// MaxLocals is the most locals a function may declare, V8's limit (so no
+// module that runs in a browser is refused). wazero 1.12 accepts up to 2^32
+// and allocates a slice of that length per function before compiling it: a
+// few bytes of module would cost gigabytes and minutes.
+const MaxLocals = 50000
+
 // ErrUnsupported wraps the reasons a module cannot be rewritten (an opcode
 // or section outside WebAssembly 2.0 that this package does not decode);
 // the caller falls back to wazero's own checks for such a module. Any other
@@ -268,8 +274,13 @@ func (m *module) rewriteSection(s section, fuel int32) []byte {
 			bw := &writer{}
 			locals := body.u32()
 			bw.u32(locals)
+			total := uint64(0)
 			for ; locals > 0; locals-- {
-				bw.u32(body.u32())
+				k := body.u32()
+				if total += uint64(k); total > MaxLocals {
+					m.fail(fmt.Errorf("interrupt: a function declares more than %d locals", MaxLocals))
+				}
+				bw.u32(k)
 				bw.byte(body.byte())
 			}
 			m.expr(body, bw, true)

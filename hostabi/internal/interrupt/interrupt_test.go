@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
@@ -174,4 +175,30 @@ func FuzzRewrite(f *testing.F) {
 		}
 		m.Close(ctx)
 	})
+}
+
+// Modules that would make wazero allocate without bound are refused as
+// malformed, not passed on: a vector declaring more entries than its
+// section has bytes, and a function declaring 2^32-1 locals.
+func TestRewriteRefusesHugeDeclarations(t *testing.T) {
+	imports := []byte{
+		0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
+		0x02, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, // 2^32-1 imports in 5 bytes
+	}
+	locals := append([]byte(nil), countdown...)
+	// countdown's one local entry "01 01 7F" becomes "01 FF FF FF FF 0F 7F":
+	// the body grows by 4 bytes, and so do the section and body sizes.
+	i := len(countdown) - 33 // start of the body: after the code section's count and size
+	locals = append(locals[:i+1], append([]byte{0xFF, 0xFF, 0xFF, 0xFF, 0x0F}, countdown[i+2:]...)...)
+	locals[i-3] += 4 // code section size
+	locals[i-1] += 4 // body size
+	for name, c := range map[string]struct {
+		wasm []byte
+		want string
+	}{"imports": {imports, "declares 4294967295 entries"}, "locals": {locals, "more than 50000 locals"}} {
+		_, err := Rewrite(c.wasm, 7)
+		if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Rewrite = %v, want an error saying %q", name, err, c.want)
+		}
+	}
 }
