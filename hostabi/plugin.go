@@ -110,7 +110,7 @@ const interruptFuel = 4096
 // rewriteCached is interrupt.Rewrite, with the result kept in dir (when
 // set) under the hash of its input: rewriting a 3 MB Go guest takes ~15
 // ms, a third of a warm start, and hashing and reading it back ~3 ms.
-// The file name carries the fuel and a format version, so a change to
+// The file name carries the fuel and interrupt.Version, so a change to
 // either never reads a stale rewrite; files are written whole and renamed
 // into place, so concurrent starts never read a partial one.
 func rewriteCached(wasm []byte, dir string) ([]byte, error) {
@@ -118,7 +118,7 @@ func rewriteCached(wasm []byte, dir string) ([]byte, error) {
 		return interrupt.Rewrite(wasm, interruptFuel)
 	}
 	sum := sha256.Sum256(wasm)
-	path := filepath.Join(dir, fmt.Sprintf("tapes-interrupt-v1-%d-%x.wasm", interruptFuel, sum))
+	path := filepath.Join(dir, fmt.Sprintf("tapes-interrupt-v%d-%d-%x.wasm", interrupt.Version, interruptFuel, sum))
 	if b, err := os.ReadFile(path); err == nil {
 		return b, nil
 	}
@@ -463,9 +463,10 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 	if err := cctx.Err(); err != nil {
 		// Fuel checks run only at loop headers: do not start a call
 		// that is already over.
-		p.classify(exitError(err))
+		ee := exitError(err) // what a call stopped by its context returns
+		p.classify(ee)
 		p.release(ctx, inst, false)
-		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, err)
+		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, ee)
 	}
 	res, err := fn.Call(cctx, params...)
 	if err == nil && inst.flush != nil && export != FlushExport {

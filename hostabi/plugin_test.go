@@ -378,7 +378,7 @@ func TestPluginCacheDirKeepsRewrite(t *testing.T) {
 			t.Errorf("interrupt mode %q", m)
 		}
 		p.Close(ctx)
-		kept, _ := filepath.Glob(filepath.Join(dir, "tapes-interrupt-v1-*.wasm"))
+		kept, _ := filepath.Glob(filepath.Join(dir, "tapes-interrupt-v*.wasm"))
 		if len(kept) != 1 {
 			t.Fatalf("start %d: rewritten modules in the cache: %v", i+1, kept)
 		}

@@ -52,10 +52,30 @@ func (r *reader) leb(max int) []byte {
 	}
 }
 
+var errU32 = decodeError{errors.New("interrupt: a u32 LEB128 number is larger than 2^32-1")}
+
 func (r *reader) u32() uint32 {
 	var v uint32
-	for k, c := range r.leb(5) {
+	b := r.leb(5)
+	if len(b) == 5 && b[4] > 0x0F {
+		panic(errU32) // silently dropping the high bits could bring an index into range
+	}
+	for k, c := range b {
 		v |= uint32(c&0x7F) << (7 * k)
+	}
+	return v
+}
+
+// s33 decodes a block type's type index (a signed 33-bit LEB128).
+func s33(b []byte) int64 {
+	var v int64
+	shift := uint(0)
+	for _, c := range b {
+		v |= int64(c&0x7F) << shift
+		shift += 7
+	}
+	if shift < 64 && b[len(b)-1]&0x40 != 0 {
+		v |= -1 << shift
 	}
 	return v
 }

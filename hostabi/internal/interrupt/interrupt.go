@@ -29,6 +29,11 @@ const (
 	CheckName   = "interrupt_check"
 )
 
+// Version changes whenever Rewrite's output or what it refuses changes, so
+// that a cached rewrite (hostabi's CacheDir) from an older build is never
+// used.
+const Version = 2
+
 // MaxLocals is the most locals a function may declare, V8's limit (so no
 // module that runs in a browser is refused). wazero 1.12 accepts up to 2^32
 // and allocates a slice of that length per function before compiling it: a
@@ -141,9 +146,8 @@ type module struct {
 	has                            map[byte]bool
 	types                          uint32
 	importedFuncs, importedGlobals uint32
-	definedGlobals                 uint32
+	definedFuncs, definedGlobals   uint32
 	checkFunc, fuelGlobal          uint32
-	err                            error
 }
 
 // scan reads what the rewrite needs to know before it changes anything.
@@ -179,7 +183,7 @@ func (m *module) scan(s section) error {
 			r.name()
 			switch kind := r.byte(); kind {
 			case 0x00: // func
-				r.u32()
+				m.typeIdx(r.u32())
 				m.importedFuncs++
 			case 0x01: // table
 				r.byte()
@@ -194,8 +198,26 @@ func (m *module) scan(s section) error {
 				return fmt.Errorf("%w: import kind %#x", ErrUnsupported, kind)
 			}
 		}
+	case secFunction:
+		m.definedFuncs = n
+		for ; n > 0; n-- {
+			m.typeIdx(r.u32())
+		}
 	case secGlobal:
 		m.definedGlobals = n
+	case secCode:
+		// Every body's locals, before anything is rewritten: a module that
+		// falls back to wazero's checks must not reach wazero either.
+		for ; n > 0; n-- {
+			body := &reader{b: r.bytes(int(r.u32()))}
+			total := uint64(0)
+			for k := body.u32(); k > 0; k-- {
+				if total += uint64(body.u32()); total > MaxLocals {
+					return fmt.Errorf("interrupt: a function declares more than %d locals", MaxLocals)
+				}
+				body.byte()
+			}
+		}
 	}
 	return nil
 }
@@ -207,6 +229,34 @@ func (m *module) shift(f uint32) uint32 {
 		return f + 1
 	}
 	return f
+}
+
+// The rewrite adds a function, a global and a type at the first index past
+// the module's own, so an out-of-range index in the input would name them
+// after the rewrite: an invalid module (say, one that sets global 0 while
+// declaring none) would become a valid one that refuels itself forever.
+// Every index the rewrite copies is therefore checked against the module's
+// own counts.
+
+func (m *module) funcIdx(f uint32) uint32 {
+	if uint64(f) >= uint64(m.importedFuncs)+uint64(m.definedFuncs) {
+		m.fail(fmt.Errorf("interrupt: function index %d out of range", f))
+	}
+	return m.shift(f)
+}
+
+func (m *module) globalIdx(g uint32) uint32 {
+	if uint64(g) >= uint64(m.importedGlobals)+uint64(m.definedGlobals) {
+		m.fail(fmt.Errorf("interrupt: global index %d out of range", g))
+	}
+	return g
+}
+
+func (m *module) typeIdx(t uint32) uint32 {
+	if t >= m.types {
+		m.fail(fmt.Errorf("interrupt: type index %d out of range", t))
+	}
+	return t
 }
 
 // fail ends the rewrite at the first problem: the loops that copy vectors
@@ -257,13 +307,16 @@ func (m *module) rewriteSection(s section, fuel int32) []byte {
 			kind := r.byte()
 			w.byte(kind)
 			idx := r.u32()
-			if kind == 0x00 {
-				idx = m.shift(idx)
+			switch kind {
+			case 0x00:
+				idx = m.funcIdx(idx)
+			case 0x03:
+				idx = m.globalIdx(idx)
 			}
 			w.u32(idx)
 		}
 	case secStart:
-		w.u32(m.shift(r.u32()))
+		w.u32(m.funcIdx(r.u32()))
 	case secElement:
 		m.elements(r, w)
 	case secCode:
@@ -274,13 +327,8 @@ func (m *module) rewriteSection(s section, fuel int32) []byte {
 			bw := &writer{}
 			locals := body.u32()
 			bw.u32(locals)
-			total := uint64(0)
-			for ; locals > 0; locals-- {
-				k := body.u32()
-				if total += uint64(k); total > MaxLocals {
-					m.fail(fmt.Errorf("interrupt: a function declares more than %d locals", MaxLocals))
-				}
-				bw.u32(k)
+			for ; locals > 0; locals-- { // bounded by scan
+				bw.u32(body.u32())
 				bw.byte(body.byte())
 			}
 			m.expr(body, bw, true)
@@ -323,7 +371,7 @@ func (m *module) elements(r *reader, w *writer) {
 		w.u32(count)
 		for ; count > 0; count-- {
 			if flags&4 == 0 {
-				w.u32(m.shift(r.u32()))
+				w.u32(m.funcIdx(r.u32()))
 			} else {
 				m.expr(r, w, false)
 			}
@@ -416,6 +464,8 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0F || op == 0x1A || op == 0x1B ||
 			op >= 0x45 && op <= 0xC4 || op == 0xD1:
 			// no immediates
+		case op == 0x23 || op == 0x24: // global.get, global.set
+			w.u32(m.globalIdx(r.u32()))
 		case op == 0x0C || op == 0x0D || op >= 0x20 && op <= 0x26 || op == 0x3F || op == 0x40:
 			w.u32(r.u32())
 		case op == 0x0E: // br_table
@@ -426,9 +476,9 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 			}
 			w.u32(r.u32())
 		case op == 0x10 || op == 0xD2: // call, ref.func
-			w.u32(m.shift(r.u32()))
+			w.u32(m.funcIdx(r.u32()))
 		case op == 0x11: // call_indirect
-			w.u32(r.u32())
+			w.u32(m.typeIdx(r.u32()))
 			w.u32(r.u32())
 		case op == 0x1C: // select t*
 			n := r.u32()
@@ -488,8 +538,12 @@ func (m *module) blockType(r *reader, w *writer) {
 	switch r.peek() {
 	case 0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F: // empty or one value type
 		w.byte(r.byte())
-	default:
-		w.raw(r.leb(5)) // s33 type index
+	default: // a type index, as a signed 33-bit LEB128
+		b := r.leb(5)
+		if t := s33(b); t < 0 || t >= int64(m.types) {
+			m.fail(fmt.Errorf("interrupt: block type %d out of range", t))
+		}
+		w.raw(b)
 	}
 }
 

@@ -141,9 +141,10 @@ func TestRewriteTestdata(t *testing.T) {
 	}
 }
 
-// FuzzRewrite: no input panics the rewriter, and every module wazero
-// accepts is either rewritten into one wazero accepts too, or refused as
-// ErrUnsupported (the plugin runner then uses wazero's own checks). Input
+// FuzzRewrite: no input panics the rewriter; every module wazero accepts
+// is either rewritten into one wazero accepts too, or refused as
+// ErrUnsupported (the plugin runner then uses wazero's own checks); and
+// no module wazero refuses is rewritten into one it accepts. Input
 // the rewriter calls malformed never reaches wazero (NewPlugin refuses
 // it), which matters: wazero 1.12 runs out of memory on some of it.
 func FuzzRewrite(f *testing.F) {
@@ -163,6 +164,14 @@ func FuzzRewrite(f *testing.F) {
 		}
 		orig, cerr := rt.CompileModule(ctx, b)
 		if cerr != nil {
+			// An invalid module must stay invalid: the rewrite must not
+			// give meaning to an index past the module's own.
+			if err == nil {
+				if m, err := rt.CompileModule(ctx, out); err == nil {
+					m.Close(ctx)
+					t.Fatalf("wazero refuses the module (%v) but accepts its rewrite", cerr)
+				}
+			}
 			return
 		}
 		orig.Close(ctx)
@@ -200,5 +209,91 @@ func TestRewriteRefusesHugeDeclarations(t *testing.T) {
 		if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: Rewrite = %v, want an error saying %q", name, err, c.want)
 		}
+	}
+}
+
+// assemble assembles a binary module from sections given as id and payload.
+func assemble(sections ...[]byte) []byte {
+	b := []byte{0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00}
+	for _, s := range sections {
+		w := &writer{}
+		w.section(s[0], s[1:])
+		b = append(b, w.b...)
+	}
+	return b
+}
+
+// vec prefixes a section id to a vector of n already encoded entries.
+func vec(id byte, n uint32, entries ...byte) []byte {
+	w := &writer{}
+	w.u32(n)
+	return append([]byte{id}, append(w.b, entries...)...)
+}
+
+// code is a code section with the given bodies (locals and instructions
+// encoded by the caller).
+func code(bodies ...[]byte) []byte {
+	w := &writer{}
+	w.u32(uint32(len(bodies)))
+	for _, b := range bodies {
+		w.u32(uint32(len(b)))
+		w.raw(b)
+	}
+	return append([]byte{secCode}, w.b...)
+}
+
+// An index one past the module's own names, after the rewrite, what the
+// rewrite adds; such modules are invalid, and must stay so. The first case
+// would otherwise refuel itself forever and never be stopped.
+func TestRewriteRefusesOutOfRangeIndices(t *testing.T) {
+	voidType := vec(secType, 1, 0x60, 0x00, 0x00) // type 0: () -> ()
+	oneFunc := vec(secFunction, 1, 0x00)
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	for name, wasm := range map[string][]byte{
+		"global.set of the fuel": assemble(voidType, oneFunc, code([]byte{
+			0x00,       // no locals
+			0x03, 0x40, // loop
+			0x41, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, // i32.const 0x7fffffff
+			0x24, 0x00, // global.set 0 (the module declares none)
+			0x0C, 0x00, // br 0
+			0x0B, 0x0B, // end, end
+		})),
+		"call of the check": assemble(voidType, oneFunc, code([]byte{
+			0x00, 0x10, 0x01, 0x1A, 0x0B, // call 1 (only function 0 exists); drop; end
+		})),
+		"call_indirect of the check's type": assemble(voidType, oneFunc, vec(secTable, 1, 0x70, 0x00, 0x01), code([]byte{
+			0x00, 0x41, 0x00, 0x11, 0x01, 0x00, 0x1A, 0x0B, // i32.const 0; call_indirect type 1; drop; end
+		})),
+		"export of the fuel global": assemble(voidType, oneFunc, vec(secExport, 1, 0x01, 'g', 0x03, 0x00), code([]byte{0x00, 0x0B})),
+		"u32 past 2^32-1": assemble(voidType, oneFunc, code([]byte{
+			0x00, 0x10, 0x80, 0x80, 0x80, 0x80, 0x10, 0x0B, // call 2^32 (0 once the high bits are dropped)
+		})),
+	} {
+		if m, err := rt.CompileModule(ctx, wasm); err == nil {
+			m.Close(ctx)
+			t.Fatalf("%s: wazero accepts the input; the case tests nothing", name)
+		}
+		if _, err := Rewrite(wasm, 7); err == nil || errors.Is(err, ErrUnsupported) {
+			t.Errorf("%s: Rewrite = %v, want a malformed-module error", name, err)
+		}
+	}
+}
+
+// A module the rewriter does not decode (here an atomic.fence, from the
+// threads proposal) falls back to wazero's checks, but only after every
+// body's locals were counted: wazero allocates them before validating.
+func TestRewriteCountsLocalsBeforeFallingBack(t *testing.T) {
+	voidType := vec(secType, 1, 0x60, 0x00, 0x00)
+	twoFuncs := vec(secFunction, 2, 0x00, 0x00)
+	fence := []byte{0x00, 0xFE, 0x03, 0x00, 0x0B}
+	many := []byte{0x01, 0x80, 0xC2, 0xD7, 0x2F, 0x7F, 0x0B} // 100,000,000 i32 locals
+	if _, err := Rewrite(assemble(voidType, twoFuncs, code(fence, []byte{0x00, 0x0B})), 7); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("fence: %v, want ErrUnsupported", err)
+	}
+	_, err := Rewrite(assemble(voidType, twoFuncs, code(fence, many)), 7)
+	if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "locals") {
+		t.Fatalf("fence then 10^8 locals: %v, want the locals refused", err)
 	}
 }
