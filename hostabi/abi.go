@@ -321,6 +321,23 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	if err != nil {
 		return 0, statusOf(err)
 	}
+	e, ok := newMetric(k, m)
+	if !ok {
+		return 0, StatusInvalidKind
+	}
+	// Entries never change once published, so appending in place and
+	// publishing the longer slice is safe: readers holding the old slice
+	// never look past its length. append doubles, so defining n metrics
+	// copies O(n) entries in all.
+	ids := append(old, e)
+	id := int32(len(old))
+	h.byName[name] = id
+	h.ids.Store(&ids)
+	return id, StatusOK
+}
+
+// newMetric is the id table entry for m, defined with kind k.
+func newMetric(k wire.Kind, m registry.Metric) (metric, bool) {
 	e := metric{kind: k}
 	switch v := m.(type) {
 	case *registry.Counter:
@@ -334,17 +351,9 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	case *registry.Histogram:
 		e.h = v
 	default:
-		return 0, StatusInvalidKind
+		return e, false
 	}
-	// Entries never change once published, so appending in place and
-	// publishing the longer slice is safe: readers holding the old slice
-	// never look past its length. append doubles, so defining n metrics
-	// copies O(n) entries in all.
-	ids := append(old, e)
-	id := int32(len(old))
-	h.byName[name] = id
-	h.ids.Store(&ids)
-	return id, StatusOK
+	return e, true
 }
 
 func statusOf(err error) Status {

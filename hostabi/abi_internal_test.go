@@ -123,18 +123,9 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := metric{kind: k}
-			switch v := m.(type) {
-			case *registry.Counter:
-				e.c = v
-			case *registry.Meter:
-				e.m = v
-			case *registry.Timer:
-				e.t = v
-			case *registry.Histogram:
-				e.h = v
-			case *registry.Gauge:
-				e.g = v
+			e, ok := newMetric(k, m)
+			if !ok {
+				t.Fatalf("%T", m)
 			}
 			ids = append(ids, e)
 		}

@@ -106,6 +106,8 @@ func (h *Histogram) Update(v float64) {
 // their inlinable fast paths say so: the compiler inlines neither, and the
 // calls cost ~3 ns of a 16 ns Timer.Update (measured 15.9 -> 13.0 ns).
 func (h *Histogram) record(v float64, r *rates) {
+	// begin, written out: the compiler does not inline it, and the call
+	// cost Timer.Update 11.8 -> 13.1 ns (benchstat, 6 interleaved runs).
 	now, ok := nanosFast(h.clock)
 	if !ok {
 		now = nanosOf(h.clock)
@@ -117,13 +119,35 @@ func (h *Histogram) record(v float64, r *rates) {
 	if !ok {
 		ep = h.epochAt(now)
 	}
+	h.pinned().record(v, ep)
+	procUnpin()
+}
+
+// begin is what record and recordMany do before they pin a shard: read
+// the clock, let a timer's rates tick, and find the half-window.
+func (h *Histogram) begin(r *rates) (ep int64) {
+	now, ok := nanosFast(h.clock)
+	if !ok {
+		now = nanosOf(h.clock)
+	}
+	if r != nil && r.due(now) {
+		r.tick(now, int64(h.Count()))
+	}
+	ep, ok = h.epochFast(now)
+	if !ok {
+		ep = h.epochAt(now)
+	}
+	return ep
+}
+
+// pinned pins the P and returns its shard, creating it on first use; the
+// caller records and then calls procUnpin.
+func (h *Histogram) pinned() *hshard {
 	for {
 		pid := procPin()
 		if sh := h.shards.Load(); sh != nil && pid < len(*sh) {
 			if s := (*sh)[pid]; s != nil {
-				s.record(v, ep)
-				procUnpin()
-				return
+				return s
 			}
 		}
 		procUnpin()
@@ -150,32 +174,12 @@ func (h *Histogram) recordMany(vs []float64, r *rates) {
 	if len(vs) == 0 {
 		return
 	}
-	now, ok := nanosFast(h.clock)
-	if !ok {
-		now = nanosOf(h.clock)
-	}
-	if r != nil && r.due(now) {
-		r.tick(now, int64(h.Count()))
-	}
-	ep, ok := h.epochFast(now)
-	if !ok {
-		ep = h.epochAt(now)
-	}
+	ep := h.begin(r)
 	for len(vs) > 0 {
 		part := vs[:min(len(vs), manyChunk)]
 		vs = vs[len(part):]
-		for {
-			pid := procPin()
-			if sh := h.shards.Load(); sh != nil && pid < len(*sh) {
-				if s := (*sh)[pid]; s != nil {
-					s.recordMany(part, ep)
-					procUnpin()
-					break
-				}
-			}
-			procUnpin()
-			h.addShard(pid)
-		}
+		h.pinned().recordMany(part, ep)
+		procUnpin()
 	}
 }
 
