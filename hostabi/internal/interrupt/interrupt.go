@@ -124,7 +124,19 @@ func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
 			}
 		}
 	}
-	for _, s := range secs {
+	// Sections the rewrite adds go no later than right after the module's
+	// last known section, so that trailing custom sections stay last (a
+	// decoder may treat the end of the module specially).
+	lastKnown := -1
+	for i, s := range secs {
+		if s.id != secCustom {
+			lastKnown = i
+		}
+	}
+	if lastKnown < 0 {
+		addMissing(1 << 30)
+	}
+	for i, s := range secs {
 		if s.id != secCustom {
 			rank, ok := order[s.id]
 			if !ok {
@@ -137,8 +149,10 @@ func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
 			continue
 		}
 		w.section(s.id, m.rewriteSection(s, fuel))
+		if i == lastKnown {
+			addMissing(1 << 30)
+		}
 	}
-	addMissing(1 << 30)
 	return w.b, nil
 }
 
