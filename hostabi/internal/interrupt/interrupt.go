@@ -20,6 +20,7 @@ package interrupt
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Check is the host function a rewritten module imports: () -> i32, the
@@ -107,6 +108,9 @@ func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
 
 	m := &module{}
 	for _, s := range secs {
+		if _, ok := order[s.id]; !ok && s.id != secCustom {
+			return nil, fmt.Errorf("interrupt: unknown section id %d", s.id)
+		}
 		if err := m.scan(s); err != nil {
 			return nil, err
 		}
@@ -138,11 +142,7 @@ func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
 	}
 	for i, s := range secs {
 		if s.id != secCustom {
-			rank, ok := order[s.id]
-			if !ok {
-				return nil, fmt.Errorf("%w: section id %d", ErrUnsupported, s.id)
-			}
-			addMissing(rank)
+			addMissing(order[s.id])
 		} else if drop, err := dropCustom(s.payload); err != nil {
 			return nil, err
 		} else if drop {
@@ -190,7 +190,33 @@ func (m *module) scan(s section) error {
 	}
 	switch s.id {
 	case secType:
+		// Each type's parameter and result vectors too: wazero allocates
+		// their declared lengths before reading them.
 		m.types = n
+		for ; n > 0; n-- {
+			if form := r.byte(); form != 0x60 {
+				return fmt.Errorf("%w: type form %#x", ErrUnsupported, form)
+			}
+			for range 2 {
+				k := r.u32()
+				r.bytes(int(k)) // value types, one byte each in Wasm 2.0
+			}
+		}
+	case secData:
+		// And each data segment's bytes.
+		for ; n > 0; n-- {
+			switch flags := r.u32(); flags {
+			case 0:
+				r.expr()
+			case 1:
+			case 2:
+				r.u32()
+				r.expr()
+			default:
+				return fmt.Errorf("interrupt: data segment flags %d", flags)
+			}
+			r.bytes(int(r.u32()))
+		}
 	case secImport:
 		for ; n > 0; n-- {
 			r.name()
@@ -406,6 +432,11 @@ func dropCustom(payload []byte) (bool, error) {
 		}()
 		name = string(r.name())
 	}()
+	if !utf8.ValidString(name) {
+		// Refused rather than dropped: dropping an invalid ".debug_\xff"
+		// would turn a module wazero refuses into one it accepts.
+		return false, errors.New("interrupt: a custom section's name is not valid UTF-8")
+	}
 	return len(name) > 7 && name[:7] == ".debug_" || name == "sourceMappingURL", nil
 }
 
