@@ -32,9 +32,32 @@ var countdown = []byte{
 	0x20, 0x01, 0x0B, // local 1, end
 }
 
+// nested is countdown's loop as function 0 ("inner"), called with 50 from
+// every iteration of function 1's loop ("outer"(n) returns the sum).
+var nested = []byte{
+	0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
+	0x01, 0x06, 0x01, 0x60, 0x01, 0x7F, 0x01, 0x7F, // type 0: (i32) -> i32
+	0x03, 0x03, 0x02, 0x00, 0x00, // two functions of type 0
+	0x07, 0x09, 0x01, 0x05, 'o', 'u', 't', 'e', 'r', 0x00, 0x01, // export "outer" = func 1
+	0x0A, 0x47, 0x02, // code: two bodies
+	0x21, // inner, 33 bytes: countdown's body
+	0x01, 0x01, 0x7F, 0x02, 0x40, 0x03, 0x40, 0x20, 0x00, 0x45, 0x0D, 0x01,
+	0x20, 0x00, 0x41, 0x01, 0x6B, 0x21, 0x00, 0x20, 0x01, 0x41, 0x01, 0x6A, 0x21, 0x01,
+	0x0C, 0x00, 0x0B, 0x0B, 0x20, 0x01, 0x0B,
+	0x23, // outer, 35 bytes
+	0x01, 0x01, 0x7F, 0x02, 0x40, 0x03, 0x40, 0x20, 0x00, 0x45, 0x0D, 0x01,
+	0x20, 0x00, 0x41, 0x01, 0x6B, 0x21, 0x00, // n--
+	0x20, 0x01, 0x41, 0x32, 0x10, 0x00, 0x6A, 0x21, 0x01, // total += inner(50)
+	0x0C, 0x00, 0x0B, 0x0B, 0x20, 0x01, 0x0B,
+}
+
 // run instantiates wasm after rewriting it with the given fuel, with a
 // check function that counts its calls and fails the call at the stop-th.
 func run(t *testing.T, wasm []byte, fuel int32, stop int, n uint32) (uint32, int, error) {
+	return runExport(t, wasm, "loop", fuel, stop, n)
+}
+
+func runExport(t *testing.T, wasm []byte, export string, fuel int32, stop int, n uint32) (uint32, int, error) {
 	t.Helper()
 	out, err := Rewrite(wasm, fuel)
 	if err != nil {
@@ -61,7 +84,7 @@ func run(t *testing.T, wasm []byte, fuel int32, stop int, n uint32) (uint32, int
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := mod.ExportedFunction("loop").Call(ctx, uint64(n))
+	res, err := mod.ExportedFunction(export).Call(ctx, uint64(n))
 	if err != nil {
 		if !errors.Is(err, errStop) {
 			t.Fatalf("call failed with %v, want the check's error", err)
@@ -87,6 +110,23 @@ func TestRewriteCountsLoopHeaders(t *testing.T) {
 	}
 	if _, calls, err := run(t, countdown, fuel, 3, 1<<30); err == nil || calls != 3 {
 		t.Fatalf("a failing check: %d calls, err %v", calls, err)
+	}
+}
+
+// The fuel is one budget for the whole call: every loop header, in any
+// function, spends from it, so the check runs once per fuel loop headers
+// however the loops nest across functions (a fuel counter per function
+// invocation would let loops nested d calls deep run fuel^d iterations
+// between checks).
+func TestRewriteFuelSpansCalls(t *testing.T) {
+	const fuel, n = 100, 1000
+	got, calls, err := runExport(t, nested, "outer", fuel, -1, n)
+	if err != nil || got != 50*n {
+		t.Fatalf("outer(%d) = %d, %v", n, got, err)
+	}
+	headers := (n + 1) + n*(50+1) // outer's loop, and inner's for each call
+	if want := headers / fuel; calls != want {
+		t.Errorf("%d checks for %d loop headers at fuel %d, want %d", calls, headers, fuel, want)
 	}
 }
 
