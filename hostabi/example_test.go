@@ -2,12 +2,14 @@ package hostabi_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
@@ -19,6 +21,8 @@ func ExampleInstantiate() {
 	ctx := context.Background()
 	r := registry.New()
 
+	// WithCloseOnContextDone lets a context stop a guest stuck in a loop;
+	// AddInterruptChecks does it for less (see its example).
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true))
 	defer rt.Close(ctx)
 	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
@@ -42,6 +46,38 @@ func ExampleInstantiate() {
 	// Output:
 	// 7
 	// 42.5
+}
+
+// AddInterruptChecks lets a runtime you manage stop a guest at a call's
+// deadline without wazero's WithCloseOnContextDone; here a guest that
+// spins forever is stopped after 100 ms.
+func ExampleAddInterruptChecks() {
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx) // WithCloseOnContextDone stays off
+	defer rt.Close(ctx)
+	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+	if _, err := hostabi.Instantiate(ctx, rt, registry.New()); err != nil {
+		panic(err)
+	}
+
+	wasm, err := os.ReadFile("testdata/hostile.wasm") // built from testdata/hostile.c
+	if err != nil {
+		panic(err)
+	}
+	if wasm, err = hostabi.AddInterruptChecks(wasm); err != nil {
+		panic(err)
+	}
+	mod, err := rt.InstantiateWithConfig(ctx, wasm, wazero.NewModuleConfig().WithStartFunctions("_initialize"))
+	if err != nil {
+		panic(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err = mod.ExportedFunction("spin").Call(cctx)
+	var ee *sys.ExitError
+	fmt.Println(errors.As(err, &ee) && ee.ExitCode() == sys.ExitCodeDeadlineExceeded)
+	// Output:
+	// true
 }
 
 // NewPlugin runs a plugin with a pool of instances, a memory limit and a

@@ -107,6 +107,26 @@ const (
 // within microseconds.
 const interruptFuel = 4096
 
+// ErrNotRewritable is wrapped by AddInterruptChecks's error for a module
+// it does not decode (an opcode beyond WebAssembly 2.0). Such a module can
+// still be stopped by compiling it with wazero's
+// WithCloseOnContextDone(true), which NewPlugin does for it.
+var ErrNotRewritable = interrupt.ErrUnsupported
+
+// AddInterruptChecks returns wasm with the fuel checks NewPlugin adds to
+// every plugin (docs/guest-abi.md, "Interrupting a guest"), for programs
+// that run guests in a runtime of their own with Instantiate: compile the
+// result in a runtime with WithCloseOnContextDone(false) and a "tapes"
+// host module, and a call ends, with the *sys.ExitError wazero's own
+// checks return, within 4096 loop iterations of its context ending,
+// without wazero's exit to Go at every iteration. As after any failed
+// call, close that instance rather than call it again. A malformed module, or
+// one that would make wazero allocate without bound, gets an error; one it
+// does not decode, an error wrapping ErrNotRewritable.
+func AddInterruptChecks(wasm []byte) ([]byte, error) {
+	return interrupt.Rewrite(wasm, interruptFuel)
+}
+
 // rewriteCached is interrupt.Rewrite, with the result kept in dir (when
 // set) under the hash of its input: rewriting a 3 MB Go guest takes ~15
 // ms, a third of a warm start, and hashing and reading it back ~3 ms.
