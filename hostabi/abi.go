@@ -421,6 +421,13 @@ type sumSlot struct {
 	sum uint64 // two's complement sum of their int64 values
 }
 
+// apply applies the slot's sum (its first word was valid when it was
+// filled).
+func (s *sumSlot) apply(ids []metric) Status {
+	r, _ := wire.DecodeWords(s.w0, s.sum)
+	return apply(ids, r.ID, r.Kind, r.Value)
+}
+
 // sumSlots is how many counters and meters a batch sums at once (by id
 // modulo sumSlots; ids are dense, so a plugin's first metrics never
 // collide).
@@ -491,7 +498,7 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 		switch r.Kind {
 		case wire.KindCounter, wire.KindMeter:
 			if s.w0 != 0 {
-				if st := apply(ids, uint32(s.w0), wire.Kind(s.w0>>(8*wire.RecordKindOff)), s.sum); st != StatusOK {
+				if st := s.apply(ids); st != StatusOK {
 					fail(s.n, st)
 				}
 			}
@@ -513,7 +520,7 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 	}
 	for i := range slots {
 		if s := &slots[i]; s.w0 != 0 {
-			if st := apply(ids, uint32(s.w0), wire.Kind(s.w0>>(8*wire.RecordKindOff)), s.sum); st != StatusOK {
+			if st := s.apply(ids); st != StatusOK {
 				fail(s.n, st)
 			}
 		}
@@ -530,7 +537,8 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 	if run.w0 == 0 || n == 0 {
 		return 0, StatusOK
 	}
-	id, k, vs := uint32(run.w0), wire.Kind(run.w0>>(8*wire.RecordKindOff)), run.v[:n]
+	r, _ := wire.DecodeWords(run.w0, 0) // run.w0 was valid when the run began
+	id, k, vs := r.ID, r.Kind, run.v[:n]
 	run.w0, run.n = 0, 0
 	if n == 1 {
 		if st := apply(ids, id, k, vs[0]); st != StatusOK {

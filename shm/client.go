@@ -254,8 +254,6 @@ func (c *Client) wakeHost() {
 	}
 }
 
-func word0(id uint32, k wire.Kind) uint64 { return uint64(id) | uint64(k)<<32 }
-
 // Slot returns the index of the slot this client claimed.
 func (c *Client) Slot() int { return c.slot }
 
@@ -367,28 +365,28 @@ func must[T any](h *T, err error) *T {
 // GetCounter is the error-returning form of Counter.
 func (c *Client) GetCounter(name string) (*Counter, error) {
 	return handle(c, wire.KindCounter, name, func(id uint32) *Counter {
-		return &Counter{c: c, w0: word0(id, wire.KindCounter)}
+		return &Counter{c: c, w0: wire.Word0(id, wire.KindCounter)}
 	})
 }
 
 // GetMeter is the error-returning form of Meter.
 func (c *Client) GetMeter(name string) (*Meter, error) {
 	return handle(c, wire.KindMeter, name, func(id uint32) *Meter {
-		return &Meter{c: c, w0: word0(id, wire.KindMeter)}
+		return &Meter{c: c, w0: wire.Word0(id, wire.KindMeter)}
 	})
 }
 
 // GetTimer is the error-returning form of Timer.
 func (c *Client) GetTimer(name string) (*Timer, error) {
 	return handle(c, wire.KindTimer, name, func(id uint32) *Timer {
-		return &Timer{c: c, w0: word0(id, wire.KindTimer)}
+		return &Timer{c: c, w0: wire.Word0(id, wire.KindTimer)}
 	})
 }
 
 // GetHistogram is the error-returning form of Histogram.
 func (c *Client) GetHistogram(name string) (*Histogram, error) {
 	return handle(c, wire.KindHistogram, name, func(id uint32) *Histogram {
-		return &Histogram{c: c, w0: word0(id, wire.KindHistogram)}
+		return &Histogram{c: c, w0: wire.Word0(id, wire.KindHistogram)}
 	})
 }
 
@@ -410,7 +408,7 @@ func (c *Client) GetGauge(name string, mode GaugeMode, fn func() float64) (*Gaug
 		return nil, err
 	}
 	e := c.base + c.g.defOffset + int(id)*DefSize
-	h := &Gauge{c: c, w0: word0(id, wire.KindGauge), set: u32(c.m, e+defGaugeSet), val: u64(c.m, e+defGaugeVal), fn: fn}
+	h := &Gauge{c: c, w0: wire.Word0(id, wire.KindGauge), set: u32(c.m, e+defGaugeSet), val: u64(c.m, e+defGaugeVal), fn: fn}
 	c.handles[name] = h
 	if fn != nil {
 		c.funcs = append(c.funcs, h)

@@ -748,7 +748,7 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 	for k := 0; k < h.g.ringRecs; k++ {
 		p := u64(h.m, ring+int(end&mask)*wire.RecordSize)
 		w0 := atomic.LoadUint64(p)
-		if byte(w0>>32) == 0 {
+		if wire.WordKind(w0) == 0 { // not committed yet
 			if !skipHoles || end >= reserve {
 				break
 			}

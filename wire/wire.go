@@ -156,12 +156,26 @@ func Decode(b []byte) (Record, error) {
 	return DecodeWords(binary.LittleEndian.Uint64(b[RecordIDOff:]), binary.LittleEndian.Uint64(b[RecordValueOff:]))
 }
 
-// DecodeWords is Decode for a record already read as its two little-endian
-// 64-bit words: w0 holds the id, kind and reserved bytes, w1 the value. The
-// shm host reads records this way (two atomic loads) and the plugin host
-// reads batches this way, so neither copies a record into bytes to check it.
+// A record is also two little-endian 64-bit words: the first holds the id,
+// the kind byte and the zero reserved bytes (Word0), the second the value.
+// Writers that store a record as two words (the shm client, whose commit
+// is the store of the first; the Go guest SDK) build the first with Word0,
+// and readers that load two words (the shm host, the plugin host) decode
+// them with DecodeWords, so neither copies a record into bytes.
+var _ = [1]struct{}{}[RecordValueOff-8] // the value is the whole second word
+
+// Word0 returns a record's first word.
+func Word0(id uint32, k Kind) uint64 {
+	return uint64(id)<<(8*RecordIDOff) | uint64(k)<<(8*RecordKindOff)
+}
+
+// WordKind returns the kind byte of a first word; 0 (no kind) means no
+// record was written there.
+func WordKind(w0 uint64) Kind { return Kind(w0 >> (8 * RecordKindOff)) }
+
+// DecodeWords is Decode for a record read as its two words.
 func DecodeWords(w0, w1 uint64) (Record, error) {
-	r := Record{ID: uint32(w0 >> (8 * RecordIDOff)), Kind: Kind(w0 >> (8 * RecordKindOff)), Value: w1}
+	r := Record{ID: uint32(w0 >> (8 * RecordIDOff)), Kind: WordKind(w0), Value: w1}
 	if !r.Kind.Valid() {
 		return Record{}, ErrBadKind
 	}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"strings"
@@ -134,5 +135,31 @@ func TestDecodeRejects(t *testing.T) {
 	long := append(good[:], 9, 9, 9)
 	if r, err := Decode(long); err != nil || r.ID != 5 {
 		t.Errorf("long input: %v %+v", err, r)
+	}
+}
+
+// Word0 and the value are exactly the two little-endian words Put writes,
+// and DecodeWords reads them back as Decode reads the bytes.
+func TestWords(t *testing.T) {
+	for _, r := range []Record{
+		IntRecord(0, KindCounter, 1),
+		IntRecord(0xFFFFFFFF, KindTimer, -5),
+		FloatRecord(7, KindGauge, math.Pi),
+	} {
+		var b [RecordSize]byte
+		r.Put(b[:])
+		w0 := Word0(r.ID, r.Kind)
+		if got := binary.LittleEndian.Uint64(b[:8]); got != w0 {
+			t.Errorf("%+v: Word0 %#x, Put wrote %#x", r, w0, got)
+		}
+		if WordKind(w0) != r.Kind {
+			t.Errorf("%+v: WordKind %v", r, WordKind(w0))
+		}
+		if got, err := DecodeWords(w0, binary.LittleEndian.Uint64(b[8:])); err != nil || got != r {
+			t.Errorf("%+v: DecodeWords = %+v, %v", r, got, err)
+		}
+	}
+	if WordKind(0) != 0 {
+		t.Error("an unwritten word has a kind")
 	}
 }

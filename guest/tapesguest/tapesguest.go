@@ -91,12 +91,10 @@ var ErrNoHost = errors.New("tapesguest: not running in a tapes WebAssembly host"
 // BufferRecords is how many events the buffer holds before it is flushed.
 const BufferRecords = 1024
 
-// The buffer holds wire records as pairs of little-endian 64-bit words, the
-// layout of wire.Record on WebAssembly (which is little-endian): word 0 is
-// the id at RecordIDOff and the kind at RecordKindOff with the reserved
-// bytes zero, word 1 is the value at RecordValueOff. Writing two words
-// instead of calling wire.Record.Put (not inlinable) halves the cost of an
-// event in a Go guest, where every call is expensive.
+// The buffer holds wire records as their two 64-bit words (wire.Word0 and
+// the value; WebAssembly is little-endian, as the words are). Writing two
+// words instead of calling wire.Record.Put (not inlinable) halves the cost
+// of an event in a Go guest, where every call is expensive.
 var (
 	buf      [BufferRecords][wire.RecordSize / 8]uint64
 	buffered int // records in buf
@@ -134,18 +132,10 @@ func mustDefine(k wire.Kind, name string) ID {
 	return id
 }
 
-// The word layout above holds only while wire keeps these offsets.
-var (
-	_ = [1]struct{}{}[wire.RecordSize-16]
-	_ = [1]struct{}{}[wire.RecordIDOff]
-	_ = [1]struct{}{}[wire.RecordKindOff-4]
-	_ = [1]struct{}{}[wire.RecordValueOff-8]
-)
+// A buffer entry is a whole record only while a record is two words.
+var _ = [1]struct{}{}[wire.RecordSize-16]
 
-// word0 is the first word of a record: the id and the kind byte.
-func word0(id ID, k wire.Kind) uint64 { return uint64(id) | uint64(k)<<(8*wire.RecordKindOff) }
-
-// push appends a record; w0 comes from word0, computed once per handle.
+// push appends a record; w0 comes from wire.Word0, computed once per handle.
 func push(w0, v uint64) {
 	if buffered >= BufferRecords {
 		flushFull()
@@ -164,7 +154,7 @@ func flushFull() { flushBuffer() }
 // Record appends one event for a metric defined with Define; value holds an
 // int64 (counter, meter, timer in ns) or float64 bits (histogram, gauge),
 // as in wire.Record.
-func Record(id ID, k wire.Kind, value uint64) { push(word0(id, k), value) }
+func Record(id ID, k wire.Kind, value uint64) { push(wire.Word0(uint32(id), k), value) }
 
 func flushBuffer() error {
 	n := buffered
@@ -194,7 +184,7 @@ func Flush() error {
 	}
 	flushing = true
 	for _, g := range gauges {
-		push(word0(ID(g.id), wire.KindGauge), math.Float64bits(g.fn()))
+		push(wire.Word0(g.id, wire.KindGauge), math.Float64bits(g.fn()))
 	}
 	flushing = false
 	return flushBuffer()
@@ -212,7 +202,7 @@ type CounterHandle struct{ w uint64 }
 
 // Counter defines the counter called name and returns its handle.
 func Counter(name string) *CounterHandle {
-	return &CounterHandle{word0(mustDefine(wire.KindCounter, name), wire.KindCounter)}
+	return &CounterHandle{wire.Word0(uint32(mustDefine(wire.KindCounter, name)), wire.KindCounter)}
 }
 
 func (c *CounterHandle) Inc()        { push(c.w, 1) }
@@ -227,7 +217,7 @@ type GaugeHandle struct{ w uint64 }
 // as the gauge's new value.
 func Gauge(name string, fn func() float64) *GaugeHandle {
 	id := mustDefine(wire.KindGauge, name)
-	g := &GaugeHandle{word0(id, wire.KindGauge)}
+	g := &GaugeHandle{wire.Word0(uint32(id), wire.KindGauge)}
 	if fn != nil {
 		gauges = append(gauges, gaugeFunc{uint32(id), fn})
 	}
@@ -241,7 +231,7 @@ type MeterHandle struct{ w uint64 }
 
 // Meter defines the meter called name.
 func Meter(name string) *MeterHandle {
-	return &MeterHandle{word0(mustDefine(wire.KindMeter, name), wire.KindMeter)}
+	return &MeterHandle{wire.Word0(uint32(mustDefine(wire.KindMeter, name)), wire.KindMeter)}
 }
 
 func (m *MeterHandle) Mark(n int64) { push(m.w, uint64(n)) }
@@ -252,7 +242,7 @@ type HistogramHandle struct{ w uint64 }
 
 // Histogram defines the histogram called name.
 func Histogram(name string) *HistogramHandle {
-	return &HistogramHandle{word0(mustDefine(wire.KindHistogram, name), wire.KindHistogram)}
+	return &HistogramHandle{wire.Word0(uint32(mustDefine(wire.KindHistogram, name)), wire.KindHistogram)}
 }
 
 func (h *HistogramHandle) Update(v float64) { push(h.w, math.Float64bits(v)) }
@@ -263,7 +253,7 @@ type TimerHandle struct{ w uint64 }
 
 // Timer defines the timer called name.
 func Timer(name string) *TimerHandle {
-	return &TimerHandle{word0(mustDefine(wire.KindTimer, name), wire.KindTimer)}
+	return &TimerHandle{wire.Word0(uint32(mustDefine(wire.KindTimer, name)), wire.KindTimer)}
 }
 
 func (t *TimerHandle) Update(d time.Duration)      { push(t.w, uint64(d)) }

@@ -20,9 +20,9 @@ func TestBufferIsWireRecords(t *testing.T) {
 	}
 	buffered = 0
 	defer func() { buffered = 0 }()
-	c := &CounterHandle{word0(7, wire.KindCounter)}
-	g := &GaugeHandle{word0(0xABCDEF, wire.KindGauge)}
-	tm := &TimerHandle{word0(3, wire.KindTimer)}
+	c := &CounterHandle{wire.Word0(7, wire.KindCounter)}
+	g := &GaugeHandle{wire.Word0(0xABCDEF, wire.KindGauge)}
+	tm := &TimerHandle{wire.Word0(3, wire.KindTimer)}
 	c.Add(-5)
 	g.Set(2.5)
 	tm.Update(1500)
