@@ -34,7 +34,6 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
-	"github.com/tapes-go/tapes/hostabi/internal/interrupt"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
@@ -51,6 +50,8 @@ const (
 	FuncHistogramUpdate = "histogram_update"
 	FuncGaugeSet        = "gauge_set"
 	FuncBatch           = "batch"
+	// FuncInterruptCheck is not for guests: see AddInterruptChecks.
+	FuncInterruptCheck = "interrupt_check"
 )
 
 // Status is what a host function returns to the guest: 0 or a positive
@@ -250,7 +251,7 @@ func (h *host) builder(rt wazero.Runtime) wazero.HostModuleBuilder {
 	b.NewFunctionBuilder().
 		WithGoFunction(api.GoFunc(interruptCheck), nil, []api.ValueType{i32}).
 		WithResultNames("fuel").
-		Export(interrupt.CheckName)
+		Export(FuncInterruptCheck)
 	return b
 }
 

@@ -124,10 +124,10 @@ var ErrNotRewritable = interrupt.ErrUnsupported
 // one that would make wazero allocate without bound, gets an error; one it
 // does not decode, an error wrapping ErrNotRewritable.
 func AddInterruptChecks(wasm []byte) ([]byte, error) {
-	return interrupt.Rewrite(wasm, interruptFuel)
+	return interrupt.Rewrite(wasm, interrupt.Import{Module: ModuleName, Name: FuncInterruptCheck}, interruptFuel)
 }
 
-// rewriteCached is interrupt.Rewrite, with the result kept in dir (when
+// rewriteCached is AddInterruptChecks, with the result kept in dir (when
 // set) under the hash of its input: rewriting a 3 MB Go guest takes ~15
 // ms, a third of a warm start, and hashing and reading it back ~3 ms.
 // The file name carries the fuel and interrupt.Version, so a change to
@@ -135,14 +135,14 @@ func AddInterruptChecks(wasm []byte) ([]byte, error) {
 // into place, so concurrent starts never read a partial one.
 func rewriteCached(wasm []byte, dir string) ([]byte, error) {
 	if dir == "" {
-		return interrupt.Rewrite(wasm, interruptFuel)
+		return AddInterruptChecks(wasm)
 	}
 	sum := sha256.Sum256(wasm)
 	path := filepath.Join(dir, fmt.Sprintf("tapes-interrupt-v%d-%d-%x.wasm", interrupt.Version, interruptFuel, sum))
 	if b, err := os.ReadFile(path); err == nil {
 		return b, nil
 	}
-	out, err := interrupt.Rewrite(wasm, interruptFuel)
+	out, err := AddInterruptChecks(wasm)
 	if err != nil {
 		return nil, err
 	}

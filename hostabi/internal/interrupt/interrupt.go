@@ -23,12 +23,10 @@ import (
 	"unicode/utf8"
 )
 
-// Check is the host function a rewritten module imports: () -> i32, the
-// fuel until the next call.
-const (
-	CheckModule = "tapes"
-	CheckName   = "interrupt_check"
-)
+// Import names the host function a rewritten module imports and calls
+// when its fuel runs out: () -> i32, the fuel until the next call. The host
+// module that provides it (hostabi's "tapes") owns the names.
+type Import struct{ Module, Name string }
 
 // Version changes whenever Rewrite's output or what it refuses changes, so
 // that a cached rewrite (hostabi's CacheDir) from an older build is never
@@ -77,10 +75,11 @@ type section struct {
 	payload []byte
 }
 
-// Rewrite returns a copy of wasm with fuel checks at every loop header.
-// fuel is the number of loop iterations between calls of the check function
-// (its first value; afterwards the check function returns it).
-func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
+// Rewrite returns a copy of wasm with fuel checks at every loop header,
+// calling check (imported after the module's own imports). fuel is the
+// number of loop iterations between calls of it (its first value;
+// afterwards check returns it).
+func Rewrite(wasm []byte, check Import, fuel int32) (out []byte, err error) {
 	if fuel <= 0 {
 		return nil, fmt.Errorf("interrupt: fuel %d must be positive", fuel)
 	}
@@ -106,7 +105,7 @@ func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
 		secs = append(secs, section{id, r.bytes(int(n))})
 	}
 
-	m := &module{}
+	m := &module{imp: check}
 	for _, s := range secs {
 		if _, ok := order[s.id]; !ok && s.id != secCustom {
 			return nil, fmt.Errorf("interrupt: unknown section id %d", s.id)
@@ -157,6 +156,7 @@ func Rewrite(wasm []byte, fuel int32) (out []byte, err error) {
 }
 
 type module struct {
+	imp                            Import
 	has                            map[byte]bool
 	types                          uint32
 	importedFuncs, importedGlobals uint32
@@ -321,8 +321,8 @@ func (m *module) rewriteSection(s section, fuel int32) []byte {
 		}
 		w.u32(n + 1)
 		w.raw(r.rest())
-		w.name([]byte(CheckModule))
-		w.name([]byte(CheckName))
+		w.name([]byte(m.imp.Module))
+		w.name([]byte(m.imp.Name))
 		w.byte(0x00)
 		w.u32(m.types) // the type appended above
 	case secGlobal:

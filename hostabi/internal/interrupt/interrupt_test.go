@@ -12,6 +12,9 @@ import (
 	"github.com/tetratelabs/wazero/api"
 )
 
+// check is the import the tests' rewrites call.
+var check = Import{Module: "tapes", Name: "interrupt_check"}
+
 // countdown is a module written out by hand: "loop"(n) runs a loop n times
 // and returns how many iterations it made. It has no import, global or
 // custom section, so the rewrite must create the first two.
@@ -59,7 +62,7 @@ func run(t *testing.T, wasm []byte, fuel int32, stop int, n uint32) (uint32, int
 
 func runExport(t *testing.T, wasm []byte, export string, fuel int32, stop int, n uint32) (uint32, int, error) {
 	t.Helper()
-	out, err := Rewrite(wasm, fuel)
+	out, err := Rewrite(wasm, check, fuel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +71,7 @@ func runExport(t *testing.T, wasm []byte, export string, fuel int32, stop int, n
 	defer rt.Close(ctx)
 	calls := 0
 	errStop := errors.New("stopped")
-	_, err = rt.NewHostModuleBuilder(CheckModule).NewFunctionBuilder().
+	_, err = rt.NewHostModuleBuilder(check.Module).NewFunctionBuilder().
 		WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) {
 			calls++
 			if calls == stop {
@@ -76,7 +79,7 @@ func runExport(t *testing.T, wasm []byte, export string, fuel int32, stop int, n
 			}
 			s[0] = uint64(fuel)
 		}), nil, []api.ValueType{api.ValueTypeI32}).
-		Export(CheckName).Instantiate(ctx)
+		Export(check.Name).Instantiate(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +151,7 @@ func TestRewriteTestdata(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := Rewrite(wasm, 4096)
+			out, err := Rewrite(wasm, check, 4096)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -165,7 +168,7 @@ func TestRewriteTestdata(t *testing.T) {
 				t.Fatalf("%d imports after, %d before", len(ai), len(bi))
 			}
 			last := ai[len(ai)-1]
-			if mod, name, _ := last.Import(); mod != CheckModule || name != CheckName {
+			if mod, name, _ := last.Import(); mod != check.Module || name != check.Name {
 				t.Errorf("last import is %s.%s", mod, name)
 			}
 			be, ae := before.ExportedFunctions(), after.ExportedFunctions()
@@ -198,7 +201,7 @@ func FuzzRewrite(f *testing.F) {
 	rt := wazero.NewRuntime(ctx)
 	defer rt.Close(ctx)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out, err := Rewrite(b, 7)
+		out, err := Rewrite(b, check, 7)
 		if err != nil {
 			// Malformed input never reaches wazero. Input the rewriter
 			// does not decode goes to wazero unchanged (the fallback):
@@ -258,7 +261,7 @@ func TestRewriteRefusesHugeDeclarations(t *testing.T) {
 		}, "truncated"},
 		"section id": {[]byte{0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00, 0x80, 0x00}, "unknown section id 128"},
 	} {
-		_, err := Rewrite(c.wasm, 7)
+		_, err := Rewrite(c.wasm, check, 7)
 		if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: Rewrite = %v, want an error saying %q", name, err, c.want)
 		}
@@ -328,7 +331,7 @@ func TestRewriteRefusesOutOfRangeIndices(t *testing.T) {
 			m.Close(ctx)
 			t.Fatalf("%s: wazero accepts the input; the case tests nothing", name)
 		}
-		if _, err := Rewrite(wasm, 7); err == nil || errors.Is(err, ErrUnsupported) {
+		if _, err := Rewrite(wasm, check, 7); err == nil || errors.Is(err, ErrUnsupported) {
 			t.Errorf("%s: Rewrite = %v, want a malformed-module error", name, err)
 		}
 	}
@@ -342,10 +345,10 @@ func TestRewriteCountsLocalsBeforeFallingBack(t *testing.T) {
 	twoFuncs := vec(secFunction, 2, 0x00, 0x00)
 	fence := []byte{0x00, 0xFE, 0x03, 0x00, 0x0B}
 	many := []byte{0x01, 0x80, 0xC2, 0xD7, 0x2F, 0x7F, 0x0B} // 100,000,000 i32 locals
-	if _, err := Rewrite(assemble(voidType, twoFuncs, code(fence, []byte{0x00, 0x0B})), 7); !errors.Is(err, ErrUnsupported) {
+	if _, err := Rewrite(assemble(voidType, twoFuncs, code(fence, []byte{0x00, 0x0B})), check, 7); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("fence: %v, want ErrUnsupported", err)
 	}
-	_, err := Rewrite(assemble(voidType, twoFuncs, code(fence, many)), 7)
+	_, err := Rewrite(assemble(voidType, twoFuncs, code(fence, many)), check, 7)
 	if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "locals") {
 		t.Fatalf("fence then 10^8 locals: %v, want the locals refused", err)
 	}
