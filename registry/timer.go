@@ -23,11 +23,12 @@ type Timer struct {
 }
 
 // Update records one duration.
-func (t *Timer) Update(d time.Duration) {
-	// A division, so that 1µs reads 1e-06 (as d.Seconds()), not
-	// 1.0000000000000002e-06; a duration is never NaN or infinite.
-	t.h.record(float64(d)/1e9, &t.rates)
-}
+func (t *Timer) Update(d time.Duration) { t.h.record(seconds(d), &t.rates) }
+
+// seconds is the value a timer records for d: a division, so that 1µs
+// reads 1e-06 (as d.Seconds()), not 1.0000000000000002e-06. A duration is
+// never NaN or infinite.
+func seconds(d time.Duration) float64 { return float64(d) / 1e9 }
 
 // UpdateMany records every duration of ds, as Update does for each, at one
 // instant (see Histogram.UpdateMany for why it is faster).
@@ -42,7 +43,7 @@ func (t *Timer) UpdateMany(ds []time.Duration) {
 	for len(ds) > 0 {
 		n := min(len(ds), len(buf))
 		for i, d := range ds[:n] {
-			buf[i] = float64(d) / 1e9
+			buf[i] = seconds(d)
 		}
 		t.h.recordMany(buf[:n], &t.rates)
 		ds = ds[n:]

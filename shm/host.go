@@ -114,7 +114,7 @@ type hslot struct {
 	dropped  uint64
 	droppedC *registry.Counter
 	defs     []hdef
-	pending  []uint32 // ids of defs holding records not yet applied (see hdef.pend)
+	pending  []uint32 // ids of defs holding records not yet applied (see hdef.queued)
 	badDefs  uint64   // last out-of-range definition count reported
 	holeAt   time.Time
 }
@@ -817,17 +817,17 @@ func (h *Host) apply(i int, hs *hslot, w0, v uint64, ps *passStats) {
 		ps.discarded++
 		return
 	}
-	ps.events++
 	if rec.Kind == wire.KindGauge {
 		f := rec.Float()
 		if f-f != 0 { // NaN or ±Inf would poison the combined value
-			ps.events--
 			ps.discarded++
 			return
 		}
 		d.g.set(i, f)
+		ps.events++
 		return
 	}
+	ps.events++
 	if !d.queued {
 		d.queued = true
 		hs.pending = append(hs.pending, rec.ID)
