@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	gometrics "github.com/rcrowley/go-metrics"
 
+	"github.com/tapes-go/tapes/bench/internal/proc"
 	"github.com/tapes-go/tapes/registry"
 )
 
@@ -53,13 +53,7 @@ func corePromSummary() prometheus.Summary {
 // per operation, does not. For RunParallel with -cpu 2 it is the cost of one
 // operation on one core (ns/op is then about half of it when both cores are
 // ours).
-func coreCPUNanos() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func coreCPUNanos() int64 { return int64(proc.CPU()) }
 
 func coreReportCPU(b *testing.B, start int64) {
 	b.ReportMetric(float64(coreCPUNanos()-start)/float64(b.N), "cpu-ns/op")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/tapes-go/tapes/bench/internal/proc"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
@@ -76,11 +77,7 @@ func (r e2eRun) report(b *testing.B) {
 	}
 }
 
-func cpuSelf() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuSelf() time.Duration { return proc.CPU() }
 
 type workers struct {
 	cmds []*exec.Cmd

@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/cactus/go-statsd-client/v5/statsd"
 	"github.com/go-zeromq/zmq4"
 
+	"github.com/tapes-go/tapes/bench/internal/proc"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
@@ -70,21 +70,15 @@ func runIdleHost(d time.Duration) error {
 	done := make(chan error, 1)
 	go func() { done <- h.Drain(ctx, registry.New()) }()
 	time.Sleep(100 * time.Millisecond)
-	cpu0, t0 := cpuSelf(), time.Now()
+	cpu0, t0 := proc.CPU(), time.Now()
 	time.Sleep(d)
-	pct := 100 * float64(cpuSelf()-cpu0) / float64(time.Since(t0))
+	pct := 100 * float64(proc.CPU()-cpu0) / float64(time.Since(t0))
 	cancel()
 	if err := <-done; err != nil {
 		return err
 	}
 	fmt.Printf("cpu-%% %f\n", pct)
 	return nil
-}
-
-func cpuSelf() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 var wait bool
