@@ -30,8 +30,9 @@ func (t *Timer) Update(d time.Duration) { t.h.record(seconds(d), &t.rates) }
 // never NaN or infinite.
 func seconds(d time.Duration) float64 { return float64(d) / 1e9 }
 
-// UpdateMany records every duration of ds, as Update does for each, at one
-// instant (see Histogram.UpdateMany for why it is faster).
+// UpdateMany records every duration of ds, as Update does for each, reading
+// the clock once per 64 durations (see Histogram.UpdateMany for why it is
+// faster).
 func (t *Timer) UpdateMany(ds []time.Duration) {
 	if len(ds) == 1 {
 		t.Update(ds[0])

@@ -24,7 +24,7 @@ import (
 // take the defaults. When CreateHost attaches to an existing file, the
 // file's geometry wins over Slots, RingRecords and MaxMetrics.
 //
-// With the defaults a file is 64 slots of ~535 KiB (34 MiB in all), sparse
+// With the defaults a file is 64 slots of 528 KiB (33 MiB in all), sparse
 // on tmpfs: a slot's pages are allocated only as its worker touches them,
 // so an idle worker costs its control lines and definitions, and a busy one
 // its 256 KiB ring plus 272 bytes per metric it defines.
@@ -33,7 +33,7 @@ type Config struct {
 	// (default 64, at most 4096).
 	Slots int
 	// RingRecords is the number of 16-byte records in each worker's ring, a
-	// power of two (default 16384: 256 KiB, about 1.6 ms of a worker
+	// power of two (default 16384: 256 KiB, about 100 µs of a worker
 	// recording flat out, or 16 s at 1000 events/s with no host).
 	RingRecords int
 	// MaxMetrics is how many distinct names one worker may define (default
@@ -298,8 +298,10 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // events arrive it passes over the rings back to back; when they stop it
 // sleeps, doubling from 50µs to 1ms, and after that blocks in a futex wait
 // that the next worker to record wakes (Linux), with a timeout for liveness
-// checks. An idle host thus wakes ~4 times a second, and an event after a
-// quiet period reaches the registry in tens of microseconds. It returns an error only if the file becomes unusable (ErrTruncated
+// checks (WithMaxIdleSleep, 100 ms by default). An idle host thus wakes
+// about ten times a second, and an event after a quiet period reaches the
+// registry in about a millisecond (docs/RATIONALE.md, "Polling without
+// burning a core"). It returns an error only if the file becomes unusable (ErrTruncated
 // when it is truncated under the host) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
 	h.mu.Lock()
@@ -528,8 +530,10 @@ type slotWork struct {
 var testHookParallel func(procs int)
 
 // parallelMin is the backlog at which a slot is worth a goroutine of its
-// own: the hand-off costs microseconds, and 16Ki records take ~150 µs.
-const parallelMin = 16 << 10
+// own: the hand-off costs microseconds, and 4Ki records take ~40 µs. A
+// quarter of a default ring, so that default rings get there before they
+// fill.
+const parallelMin = 4 << 10
 
 // drainSlots drains the slots of a pass. When two or more hold a large
 // backlog it drains them on up to GOMAXPROCS goroutines: each slot has its

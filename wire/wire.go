@@ -2,9 +2,9 @@
 // the name rule and the 16-byte event record. The in-process registry, the
 // shared-memory rings (shm), the WebAssembly host ABI (hostabi) and the guest
 // SDKs all use these definitions, so a kind code or a record means the same
-// thing everywhere. The package imports only the standard library's math and
-// encoding/binary so that it compiles for GOOS=wasip1 without dragging the
-// registry into guests.
+// thing everywhere. The package imports only the standard library (errors,
+// fmt, math, encoding/binary) so that it compiles for GOOS=wasip1 without
+// dragging the registry into guests.
 //
 // The byte-level contract is documented in docs/shm-layout.md and
 // docs/guest-abi.md; the constants here are the only place the numbers live.

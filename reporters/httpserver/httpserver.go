@@ -88,7 +88,8 @@ func Start(addr string, r *registry.Registry, opts Options) (*Server, error) {
 // ListenAddr is the address Start listens on for addr: a missing host means
 // 127.0.0.1 (":9090" does not expose metrics to the network; say
 // "0.0.0.0:9090" for that), and an empty addr 127.0.0.1 with a free port.
-// tapes-host applies the same rule to its -http flag.
+// tapes-host applies the same rule to its -http flag, except that there
+// an empty -http turns the server off.
 func ListenAddr(addr string) (string, error) {
 	if addr == "" {
 		return "127.0.0.1:0", nil

@@ -39,8 +39,9 @@ const Version = 2
 // few bytes of module would cost gigabytes and minutes.
 const MaxLocals = 50000
 
-// ErrUnsupported wraps the reasons a module cannot be rewritten (an opcode
-// or section outside WebAssembly 2.0 that this package does not decode);
+// ErrUnsupported wraps the reasons a module cannot be rewritten (an opcode,
+// type form or import kind outside WebAssembly 2.0 that this package does
+// not decode; unknown section ids are malformed);
 // the caller falls back to wazero's own checks for such a module. Any other
 // error means the module is malformed.
 var ErrUnsupported = errors.New("interrupt: module uses a feature the rewriter does not decode")
