@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,8 +34,11 @@ import (
 //	loss-%        events sent but never applied (shm: dropped by a full ring)
 //	cpu-ns/event  CPU time of the workers and the receiver process per applied event
 //
-// Workers connect first and start sending together on a go-ahead, so process
-// start-up and connection set-up are not timed.
+// Workers connect first (shm: claim a slot and map their ring, which the
+// host then binds), say so, and start sending together on a go-ahead, so
+// neither the wall time nor the CPU time counts process start-up and
+// connection set-up: both run from the go-ahead until the receiver applied
+// the last event (workers: until they finished sending).
 
 const e2eWorkers = 2
 
@@ -82,24 +85,34 @@ func cpuSelf() time.Duration { return proc.CPU() }
 type workers struct {
 	cmds []*exec.Cmd
 	ins  []io.WriteCloser
-	outs []*bytes.Buffer
+	outs []*bufio.Reader
 }
 
+// startWorkers starts the workers and returns once each has connected and
+// is waiting for the go-ahead.
 func startWorkers(b *testing.B, env []string, args ...string) *workers {
 	w := &workers{}
 	for i := 0; i < e2eWorkers; i++ {
-		cmd := exec.Command(shmload(b), args...)
+		cmd := exec.Command(shmload(b), append(args, "-wait")...)
 		cmd.Env = append(os.Environ(), env...)
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			b.Fatal(err)
 		}
-		out := &bytes.Buffer{}
-		cmd.Stdout, cmd.Stderr = out, os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		w.cmds, w.ins, w.outs = append(w.cmds, cmd), append(w.ins, in), append(w.outs, out)
+		w.cmds, w.ins, w.outs = append(w.cmds, cmd), append(w.ins, in), append(w.outs, bufio.NewReader(out))
+	}
+	for i, out := range w.outs {
+		if line, err := out.ReadString('\n'); line != "ready\n" {
+			b.Fatalf("worker %d: %q, %v (want ready)", i, line, err)
+		}
 	}
 	return w
 }
@@ -111,16 +124,19 @@ func (w *workers) goAhead() {
 	}
 }
 
-// wait returns the workers' CPU time and the drops they reported.
+// wait returns the CPU time the workers reported using from the go-ahead
+// on, and the drops they reported.
 func (w *workers) wait(b *testing.B) (cpu time.Duration, dropped int64) {
 	for i, cmd := range w.cmds {
-		if err := cmd.Wait(); err != nil {
-			b.Fatalf("worker: %v (%s)", err, w.outs[i])
+		out, rerr := io.ReadAll(w.outs[i])
+		if err := cmd.Wait(); err != nil || rerr != nil {
+			b.Fatalf("worker: %v %v (%s)", err, rerr, out)
 		}
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		var sent, d int64
-		fmt.Sscanf(w.outs[i].String(), "sent %d dropped %d", &sent, &d)
+		var sent, d, ns int64
+		if _, err := fmt.Sscanf(string(out), "sent %d dropped %d cpu %d", &sent, &d, &ns); err != nil {
+			b.Fatalf("worker said %q: %v", out, err)
+		}
+		cpu += time.Duration(ns)
 		dropped += d
 	}
 	return cpu, dropped
@@ -199,17 +215,15 @@ func benchE2EShm(b *testing.B, ring, perWorker int) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- h.Drain(ctx, r) }()
-		w := startWorkers(b, []string{shm.EnvVar + "=" + h.Path()}, "-transport", "shm", "-wait", "-n", strconv.Itoa(perWorker))
-		// The workers have attached once their slots are taken.
-		for {
-			rep, err := shm.Inspect(h.Path())
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(rep.Workers) == e2eWorkers {
+		w := startWorkers(b, []string{shm.EnvVar + "=" + h.Path()}, "-transport", "shm", "-n", strconv.Itoa(perWorker))
+		// A worker's Open wakes the host, which binds its slot and counts it.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+			if g, _ := r.Get(shm.DefaultPrefix + ".workers"); g != nil && g.(*registry.Gauge).Value() == e2eWorkers {
 				break
 			}
-			time.Sleep(time.Millisecond)
+			if time.Now().After(deadline) {
+				b.Fatal("the host did not count the workers within 10s")
+			}
 		}
 		cpu0 := cpuSelf()
 		t0 := time.Now()
@@ -264,8 +278,7 @@ func benchE2EStatsd(b *testing.B, buffered bool) {
 				a.apply(buf[:n])
 			}
 		}()
-		w := startWorkers(b, nil, "-transport", transport, "-wait", "-addr", conn.LocalAddr().String(), "-n", strconv.Itoa(perWorker))
-		time.Sleep(50 * time.Millisecond) // let the workers start and block on the go-ahead
+		w := startWorkers(b, nil, "-transport", transport, "-addr", conn.LocalAddr().String(), "-n", strconv.Itoa(perWorker))
 		cpu0 := cpuSelf()
 		t0 := time.Now()
 		w.goAhead()

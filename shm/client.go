@@ -184,6 +184,11 @@ func Open(path string, opts ...Option) (*Client, error) {
 	c.size = uint64(g.ringRecs)
 	c.mask = c.size - 1
 	c.limit.Store(atomic.LoadUint64(c.consumer) + c.size)
+	// An idle host binds the slot now (mapping the ring, reading
+	// definitions), not when the first event arrives.
+	if atomic.LoadUint32(c.wait) != 0 {
+		c.wakeHost()
+	}
 	// Handles keep the client reachable, so the mapping is released only
 	// when no goroutine can still record into it (see Close).
 	runtime.SetFinalizer(c, (*Client).unmap)
@@ -319,6 +324,9 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 	// Publishing the count is the release: the host reads entries only
 	// below the count it loaded.
 	atomic.StoreUint64(c.defCount, uint64(id)+1)
+	if atomic.LoadUint32(c.wait) != 0 {
+		c.wakeHost() // so that the metric appears in the host's registry now
+	}
 	c.defs[name] = def{id: id, kind: k, mode: mode}
 	return id, nil
 }

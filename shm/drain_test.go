@@ -3,6 +3,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,5 +51,53 @@ func TestDrainWakesOnRecord(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Drain did not return after Close")
+	}
+}
+
+// TestAttachAndDefineWakeHost: with polling made useless as above, a host
+// asleep in its futex wait must still count a worker as soon as it
+// attaches, and show a metric as soon as the worker defines it, before any
+// event: Open and Define wake the host instead of leaving it to the next
+// liveness check an hour away.
+func TestAttachAndDefineWakeHost(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	asleep := func() {
+		if haveFutex {
+			waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	workers := func() float64 {
+		g, _ := r.Get(DefaultPrefix + ".workers")
+		if g == nil {
+			return -1
+		}
+		return g.(*registry.Gauge).Value()
+	}
+	asleep()
+	if n := workers(); n != 0 {
+		t.Fatalf("workers = %v before any worker attached", n)
+	}
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the host to count the worker", 10*time.Second, func() bool { return workers() == 1 })
+	asleep()
+	c.Timer("wake.defined")
+	waitFor(t, "the defined timer in the host's registry", 10*time.Second, func() bool {
+		m, ok := r.Get("wake.defined")
+		return ok && m.(*registry.Timer).Count() == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -173,9 +173,12 @@ func Word0(id uint32, k Kind) uint64 {
 // record was written there.
 func WordKind(w0 uint64) Kind { return Kind(w0 >> (8 * RecordKindOff)) }
 
+// WordID returns the metric id of a first word.
+func WordID(w0 uint64) uint32 { return uint32(w0 >> (8 * RecordIDOff)) }
+
 // DecodeWords is Decode for a record read as its two words.
 func DecodeWords(w0, w1 uint64) (Record, error) {
-	r := Record{ID: uint32(w0 >> (8 * RecordIDOff)), Kind: WordKind(w0), Value: w1}
+	r := Record{ID: WordID(w0), Kind: WordKind(w0), Value: w1}
 	if !r.Kind.Valid() {
 		return Record{}, ErrBadKind
 	}

@@ -1,8 +1,10 @@
 // Command shmload is the worker process of the end-to-end transport
 // benchmarks in bench/shm_e2e_test.go: it records -n events (a counter and
 // a timer alternating) as fast as it can through one transport and prints
-// "sent N dropped D" (D is what the transport itself reports dropping; only
-// the shm client can know).
+// "sent N dropped D cpu C" (D is what the transport itself reports
+// dropping, and only the shm client can know; C is the CPU nanoseconds the
+// process used from the go-ahead until it finished sending). With -wait it
+// first prints "ready" once connected and waits for a line on stdin.
 //
 //	shmload -transport shm -n 1000000              # file from $TAPES_SHM
 //	shmload -transport statsd -addr 127.0.0.1:8125 -n 100000
@@ -52,7 +54,7 @@ func main() {
 		os.Exit(1)
 	}
 	if *transport != "idle-host" {
-		fmt.Printf("sent %d dropped %d\n", *n, dropped)
+		fmt.Printf("sent %d dropped %d cpu %d\n", *n, dropped, (proc.CPU() - cpu0).Nanoseconds())
 	}
 }
 
@@ -81,15 +83,20 @@ func runIdleHost(d time.Duration) error {
 	return nil
 }
 
-var wait bool
+var (
+	wait bool
+	cpu0 time.Duration
+)
 
 // goAhead blocks until the benchmark says go, so that all workers start
-// sending together and set-up is not timed.
+// sending together and neither their set-up time nor its CPU is counted.
 func goAhead() {
 	if wait {
+		fmt.Println("ready")
 		var b [1]byte
 		os.Stdin.Read(b[:])
 	}
+	cpu0 = proc.CPU()
 }
 
 func runShm(n int) (uint64, error) {
