@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -109,9 +110,34 @@ func startWorkers(b *testing.B, env []string, args ...string) *workers {
 		}
 		w.cmds, w.ins, w.outs = append(w.cmds, cmd), append(w.ins, in), append(w.outs, bufio.NewReader(out))
 	}
+	// A worker that fails or hangs must not outlive the benchmark.
+	b.Cleanup(func() {
+		for _, cmd := range w.cmds {
+			if cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		}
+	})
 	for i, out := range w.outs {
-		if line, err := out.ReadString('\n'); line != "ready\n" {
-			b.Fatalf("worker %d: %q, %v (want ready)", i, line, err)
+		ready := make(chan error, 1)
+		go func() {
+			line, err := out.ReadString('\n')
+			if err == nil && line != "ready\n" {
+				err = fmt.Errorf("said %q", line)
+			}
+			ready <- err
+		}()
+		select {
+		case err := <-ready:
+			if errors.Is(err, io.EOF) { // it exited (its stderr is ours)
+				err = fmt.Errorf("%w before saying ready; exit: %v", err, w.cmds[i].Wait())
+			}
+			if err != nil {
+				b.Fatalf("worker %d: %v", i, err)
+			}
+		case <-time.After(time.Minute):
+			b.Fatalf("worker %d not ready after a minute", i)
 		}
 	}
 	return w

@@ -254,10 +254,12 @@ func BenchmarkShmLatency(b *testing.B) {
 			t0 := time.Now()
 			ctr.Inc()
 			// Poll by sleeping, not by spinning: a goroutine spinning on
-			// Gosched holds one of this process's two Ps and delayed the
-			// host's goroutine by ~1 ms (p50 1.1-1.7 ms against 59 µs),
-			// which no separate worker process does. The sleep makes the
-			// figures up to ~60 µs pessimistic.
+			// Gosched holds one of this process's Ps (two on the project's
+			// machine) and delayed the host's goroutine by ~1 ms (p50
+			// 1.1-1.7 ms against 59 µs), which no separate worker process
+			// does. The sleep makes the figures pessimistic: it asks for
+			// 20 µs, takes ~50 µs here, and the runtime may round a short
+			// sleep up to a millisecond.
 			for rc.Value() < want {
 				time.Sleep(20 * time.Microsecond)
 			}

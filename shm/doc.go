@@ -18,9 +18,10 @@
 //
 // Recording costs about 6 ns, never blocks and never allocates; a full
 // ring drops the event and counts it. The host reads each worker's events
-// in order and applies a pass's records per metric (a counter's sum once,
-// a timer's values together; gauges in order), reclaims the slots of workers that exit or die (judged by
-// pid and process start time), combines cross-process gauges by the mode
+// in order and applies them per metric, up to 4 Ki records at a time (a
+// counter's sum once, a timer's values together; gauges in order),
+// reclaims the slots of workers that exit or die (judged by pid and
+// process start time), combines cross-process gauges by the mode
 // chosen when they are defined (GaugeSum, GaugeMin, GaugeMax, GaugeLast,
 // GaugePerWorker), and reports its own metrics under Config.Prefix
 // ("tapes.shm" by default): drained, dropped.total, dropped.pid-<pid>,

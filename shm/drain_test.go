@@ -101,3 +101,99 @@ func TestAttachAndDefineWakeHost(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitSeesUnseenWork closes the race the wake-ups above cannot: a
+// worker that attaches or defines a metric just before the host announces
+// its sleep sees hostWait == 0 and wakes nobody, so the host itself must
+// notice the new slot or definition before it sleeps, as it notices a new
+// record.
+func TestWaitSeesUnseenWork(t *testing.T) {
+	if !haveFutex {
+		t.Skip("the host sleeps in a futex wait only on Linux")
+	}
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := registry.New()
+	WithMaxIdleSleep(time.Hour)(h)
+	WithLivenessInterval(time.Hour)(h)
+	returns := func(what string) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { _, err := h.wait(); done <- err }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			h.Close() // ends the sleep
+			t.Fatalf("the host went to sleep with %s unseen", what)
+		}
+	}
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(h.Path()) // hostWait is 0: no wake-up is sent
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	returns("a new worker")
+	if _, err := h.drain(r, false, false); err != nil {
+		t.Fatal(err)
+	}
+	c.Counter("unseen.n")
+	returns("a new definition")
+	if _, err := h.drain(r, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Get("unseen.n"); !ok {
+		t.Fatal("a pass did not read the new definition")
+	}
+	c.Counter("unseen.n").Inc()
+	returns("a new record")
+}
+
+// TestPassDrainsOneRing: a worker that keeps writing while the host drains
+// cannot hold the host in its slot; a pass takes at most one ring's worth,
+// released chunk by chunk, and the next pass takes the rest.
+func TestPassDrainsOneRing(t *testing.T) {
+	const ring = 2 * releaseEvery
+	h := newHost(t, Config{Slots: 2, RingRecords: ring})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("budget.n")
+	r := registry.New()
+	for i := 0; i < ring; i++ {
+		ctr.Inc()
+	}
+	var chunks []uint64
+	testHookBeforeRelease = func(_ int, n uint64) {
+		chunks = append(chunks, n)
+		if len(chunks) == 2 {
+			// The first chunk's room is free again: the worker refills it
+			// while the pass is still in the slot.
+			for i := 0; i < releaseEvery; i++ {
+				ctr.Inc()
+			}
+		}
+	}
+	defer func() { testHookBeforeRelease = nil }()
+	if n, err := h.DrainOnce(r); err != nil || n != ring {
+		t.Fatalf("first pass drained %d (%v), want one ring's worth, %d", n, err, ring)
+	}
+	if len(chunks) != 2 || chunks[0] != releaseEvery || chunks[1] != releaseEvery {
+		t.Fatalf("released in chunks %v, want two of %d", chunks, releaseEvery)
+	}
+	if n, err := h.DrainOnce(r); err != nil || n != releaseEvery {
+		t.Fatalf("second pass drained %d (%v), want the %d written during the first", n, err, releaseEvery)
+	}
+	if got := r.Counter("budget.n").Value(); got != ring+releaseEvery {
+		t.Fatalf("counter = %d, want %d", got, ring+releaseEvery)
+	}
+	if d := c.Dropped(); d != 0 {
+		t.Fatalf("dropped %d", d)
+	}
+}

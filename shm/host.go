@@ -133,11 +133,11 @@ type hdef struct {
 	h    *registry.Histogram
 	g    *gaugeAgg
 
-	// A drain pass gathers its records per definition and applies them
+	// drainSlot gathers a chunk's records per definition and applies them
 	// together before it releases them (flushPending): the sum of a
 	// counter's or meter's records as one Add or Mark, a timer's or
 	// histogram's values through UpdateMany, which pays the clock read and
-	// the P pin once per slice. Applying a pass's records at one instant
+	// the P pin once per slice. Applying a chunk's records at one instant
 	// changes nothing a reader can see, and it roughly halves the host's
 	// cost per event on a counter/timer mix.
 	queued bool
@@ -373,10 +373,11 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 // wait sleeps in futex wait on the header's hostWait word until a worker
 // claims a record (see Client.put), the liveness interval or the maximum
 // idle sleep passes, or Drain's context ends. The handshake is Dekker's:
-// the host stores hostWait = 1 and then loads every slot's reserve index;
-// a worker CASes reserve and then loads hostWait. Both are full barriers,
-// so either the host sees the new claim and does not sleep, or the worker
-// sees 1 and wakes it.
+// the host stores hostWait = 1 and then loads every slot's reserve index,
+// state word and definition count; a worker CASes reserve or its state
+// word, or stores the definition count, and then loads hostWait. Both are
+// full barriers, so either the host sees the new record, slot or
+// definition and does not sleep, or the worker sees 1 and wakes it.
 func (h *Host) wait() (woken bool, err error) {
 	h.mu.Lock()
 	if h.closed {
@@ -388,12 +389,7 @@ func (h *Host) wait() (woken bool, err error) {
 	err = h.protect(func() {
 		atomic.StoreUint32(w, 1)
 		for i := range h.slots {
-			hs := &h.slots[i]
-			if !hs.bound {
-				continue
-			}
-			if atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer {
-				busy = true
+			if busy = h.unseen(i); busy {
 				return
 			}
 		}
@@ -416,6 +412,25 @@ func (h *Host) wait() (woken bool, err error) {
 		woken = atomic.SwapUint32(w, 0) == 0
 	})
 	return woken, err
+}
+
+// unseen reports whether slot i holds something the host's last pass did
+// not see: a record, a worker that claimed the slot since, or a new
+// definition (counted up to the table's size, so that a scribbled count
+// cannot keep the host awake).
+func (h *Host) unseen(i int) bool {
+	hs := &h.slots[i]
+	pid, gen, st := unpackState(atomic.LoadUint64(h.slotU64(i, slotState)))
+	if st == StateActive || st == StateClosed {
+		if !hs.bound || hs.pid != pid || hs.gen != gen {
+			return true
+		}
+	}
+	if !hs.bound {
+		return false
+	}
+	defs := min(atomic.LoadUint64(h.slotU64(i, slotDefCount)), uint64(h.g.maxDefs))
+	return atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer || defs != uint64(len(hs.defs))
 }
 
 // DrainOnce applies every event committed when it is called, checks which
@@ -637,11 +652,6 @@ func (h *Host) pass(live bool) int {
 	}
 	h.todo = todo
 	h.drainSlots(todo, &ps)
-	if newWorker && !live {
-		// A worker that just attached is counted, and checked, at once
-		// rather than at the next liveness interval.
-		live, h.lastLive = true, time.Now()
-	}
 	for _, t := range todo {
 		i, w, hs := t.i, t.w, &h.slots[t.i]
 		pid, _, st := unpackState(w)
@@ -677,8 +687,12 @@ func (h *Host) pass(live bool) int {
 	if ps.aborted > 0 {
 		s.aborted.Add(int64(ps.aborted))
 	}
-	if live {
+	if live || newWorker {
+		// A worker that just attached is counted at once, not at the next
+		// liveness check (which alone can tell that one has died).
 		s.workers.Set(float64(workers))
+	}
+	if live {
 		s.lag.Set(float64(ps.lag))
 	}
 	return ps.events

@@ -379,8 +379,9 @@ func rolePhased() int {
 	return 0
 }
 
-// roleHostCrash attaches as the host and drains; between applying a batch
-// and releasing it, it prints the counter it applied to and kills itself
+// roleHostCrash attaches as the host and drains; after releasing one
+// chunk, between applying the second and releasing it (or in the middle
+// of releasing it), it prints the counter it applied to and kills itself
 // with SIGKILL.
 func roleHostCrash() int {
 	h, err := CreateHost(os.Getenv(EnvVar), Config{})
@@ -389,7 +390,11 @@ func roleHostCrash() int {
 		return 1
 	}
 	r := registry.New()
+	chunks := 0
 	crash := func(int, uint64) {
+		if chunks++; chunks < 2 {
+			return
+		}
 		v := int64(0)
 		if m, ok := r.Get("phased.n"); ok {
 			v = m.(*registry.Counter).Value()
@@ -419,17 +424,17 @@ func roleHostCrash() int {
 // index is stored): a host killed before that leaves them to the next host,
 // one killed after it leaves them consumed even if it had not zeroed them.
 // Either way the next host applies every record not consumed, once. The
-// first phase is more than one release chunk, so the host dies holding a
-// chunk of it.
+// first phase is more than two release chunks, and the host dies holding
+// the second, after it released the first.
 func TestHostKilledMidBatch(t *testing.T) {
 	t.Run("before", func(t *testing.T) { testHostKilled(t, "before") })
 	t.Run("during", func(t *testing.T) { testHostKilled(t, "during") })
 }
 
 func testHostKilled(t *testing.T, at string) {
-	const n = releaseEvery + 904
+	const n = 2*releaseEvery + 904
 	path := tempPath(t)
-	h0, err := CreateHost(path, Config{Slots: 2, RingRecords: 1 << 14})
+	h0, err := CreateHost(path, Config{Slots: 2, RingRecords: 1 << 15})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,10 +455,10 @@ func testHostKilled(t *testing.T, at string) {
 	if err := hc.Start(); err != nil {
 		t.Fatal(err)
 	}
-	expectLine(t, bufio.NewReader(hout), fmt.Sprintf("applied %d", releaseEvery))
-	want := int64(2 * n) // killed before the release: nothing was consumed
+	expectLine(t, bufio.NewReader(hout), fmt.Sprintf("applied %d", 2*releaseEvery))
+	want := int64(2*n - releaseEvery) // the first chunk was consumed
 	if at == "during" {
-		want -= releaseEvery // the chunk it was releasing is consumed
+		want -= releaseEvery // and so is the chunk it was releasing
 	}
 	if err := hc.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("crashing host: %v", err)
