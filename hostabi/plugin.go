@@ -78,7 +78,7 @@ type PluginConfig struct {
 	NoAutoFlush bool
 	// NoInterrupt runs the guest without the checks that let a deadline or
 	// a cancelled context stop it. By default the runner rewrites the
-	// module so that every loop header counts down a fuel global and calls
+	// module so that every loop iteration counts down a fuel global and calls
 	// the host when it runs out (every 4096 iterations), where the call's
 	// context is checked; see docs/guest-abi.md, "Interrupting a guest".
 	// That costs a load, a store and a branch per loop iteration (a
@@ -481,7 +481,7 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
 	if err := cctx.Err(); err != nil {
-		// Fuel checks run only at loop headers: do not start a call
+		// Fuel checks run only in loops: do not start a call
 		// that is already over.
 		ee := exitError(err) // what a call stopped by its context returns
 		p.classify(ee)

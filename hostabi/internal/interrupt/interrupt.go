@@ -1,7 +1,10 @@
 // Package interrupt rewrites a WebAssembly module so that a host can stop it
-// cheaply: every loop header counts down a fuel global the rewrite adds, and
-// when the fuel runs out the guest calls an imported host function, which
-// may end the call (by panicking with an error) or return the next fuel.
+// cheaply: every loop iteration counts down a fuel global the rewrite adds,
+// and when the fuel runs out the guest calls an imported host function,
+// which may end the call (by panicking with an error) or return the next
+// fuel. The count sits after the loop header, or, in the jump-table loops
+// that Go's compiler makes of every function, before each branch that may
+// jump back (see dispatch).
 //
 // This replaces wazero's WithCloseOnContextDone, which compiles every loop
 // header into an exit from native code to Go (~25 ns each; wazero issue
@@ -12,8 +15,8 @@
 // are where the host checks the call's context. See docs/guest-abi.md,
 // "Interrupting a guest".
 //
-// Like wazero's checks, the rewrite instruments loop headers only: a call
-// tree without loops runs to completion (it is bounded by the guest's
+// Like wazero's checks, the rewrite instruments loops only: a call tree
+// without loops runs to completion (it is bounded by the guest's
 // size and call depth, not by a counter).
 package interrupt
 
@@ -31,7 +34,7 @@ type Import struct{ Module, Name string }
 // Version changes whenever Rewrite's output or what it refuses changes, so
 // that a cached rewrite (hostabi's CacheDir) from an older build is never
 // used.
-const Version = 2
+const Version = 3
 
 // MaxLocals is the most locals a function may declare, V8's limit (so no
 // module that runs in a browser is refused). wazero 1.12 accepts up to 2^32
@@ -76,7 +79,7 @@ type section struct {
 	payload []byte
 }
 
-// Rewrite returns a copy of wasm with fuel checks at every loop header,
+// Rewrite returns a copy of wasm with a fuel check in every loop,
 // calling check (imported after the module's own imports). fuel is the
 // number of loop iterations between calls of it (its first value;
 // afterwards check returns it).
@@ -486,97 +489,244 @@ func (m *module) custom(r *reader, w *writer) {
 
 // expr copies instructions up to and including the end that closes the
 // expression, shifting function indices and, in function bodies, adding
-// the fuel check after every loop header.
+// the fuel checks: after every loop header, except in dispatch loops (see
+// dispatchAt), where they go before the branches that may jump back.
 func (m *module) expr(r *reader, w *writer, body bool) {
-	depth := 0
+	var open []ctl
+	var prev, prev2 instr // the two instructions before this one
+	segBlocks, segOf := 0, (*dispatch)(nil)
 	for {
 		op := r.byte()
-		w.byte(op)
+		cur := instr{op: op}
 		switch {
-		case op == 0x02 || op == 0x04: // block, if
-			m.blockType(r, w)
-			depth++
-		case op == 0x03: // loop
-			m.blockType(r, w)
-			depth++
-			if body {
+		case op == 0x0C || op == 0x0D: // br, br_if
+			l := r.u32()
+			if body && m.backBranch(open, l, op, prev, prev2) {
 				m.check(w)
 			}
-		case op == 0x0B: // end
-			if depth == 0 {
-				return
-			}
-			depth--
-		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0F || op == 0x1A || op == 0x1B ||
-			op >= 0x45 && op <= 0xC4 || op == 0xD1:
-			// no immediates
-		case op == 0x23 || op == 0x24: // global.get, global.set
-			w.u32(m.globalIdx(r.u32()))
-		case op == 0x0C || op == 0x0D || op >= 0x20 && op <= 0x26 || op == 0x3F || op == 0x40:
-			w.u32(r.u32())
+			w.byte(op)
+			w.u32(l)
 		case op == 0x0E: // br_table
 			n := r.u32()
-			w.u32(n)
+			ls := make([]uint32, 0, min(n, 1024))
 			for ; n > 0; n-- {
-				w.u32(r.u32())
+				ls = append(ls, r.u32())
 			}
-			w.u32(r.u32())
-		case op == 0x10 || op == 0xD2: // call, ref.func
-			w.u32(m.funcIdx(r.u32()))
-		case op == 0x11: // call_indirect
-			w.u32(m.typeIdx(r.u32()))
-			w.u32(r.u32())
-		case op == 0x1C: // select t*
-			n := r.u32()
-			w.u32(n)
-			for ; n > 0; n-- {
-				w.byte(r.byte())
+			ls = append(ls, r.u32()) // the default
+			back := false
+			for _, l := range ls {
+				back = back || body && m.backBranch(open, l, op, prev, prev2)
 			}
-		case op >= 0x28 && op <= 0x3E:
-			m.memarg(r, w)
-		case op == 0x41:
-			w.raw(r.leb(5))
-		case op == 0x42:
-			w.raw(r.leb(10))
-		case op == 0x43:
-			w.raw(r.bytes(4))
-		case op == 0x44:
-			w.raw(r.bytes(8))
-		case op == 0xD0: // ref.null
-			w.byte(r.byte())
-		case op == 0xFC:
-			sub := r.u32()
-			w.u32(sub)
-			switch {
-			case sub <= 7:
-			case sub == 8 || sub == 10 || sub == 12 || sub == 14:
-				w.u32(r.u32())
-				w.u32(r.u32())
-			case sub <= 17:
-				w.u32(r.u32())
-			default:
-				m.fail(fmt.Errorf("%w: opcode 0xFC %d", ErrUnsupported, sub))
+			if back {
+				m.check(w)
 			}
-		case op == 0xFD:
-			sub := r.u32()
-			w.u32(sub)
-			switch {
-			case sub <= 11 || sub == 92 || sub == 93:
-				m.memarg(r, w)
-			case sub == 12 || sub == 13:
-				w.raw(r.bytes(16))
-			case sub >= 21 && sub <= 34:
-				w.byte(r.byte())
-			case sub >= 84 && sub <= 91:
-				m.memarg(r, w)
-				w.byte(r.byte())
-			case sub <= 255:
-			default:
-				m.fail(fmt.Errorf("%w: opcode 0xFD %d", ErrUnsupported, sub))
+			w.byte(op)
+			w.u32(uint32(len(ls) - 1))
+			for _, l := range ls {
+				w.u32(l)
 			}
 		default:
-			m.fail(fmt.Errorf("%w: opcode %#x", ErrUnsupported, op))
+			w.byte(op)
+			m.instr(r, w, op, &cur)
 		}
+		switch op {
+		case 0x02, 0x04: // block, if
+			c := ctl{}
+			if op == 0x02 && segBlocks > 0 {
+				c.closes, segBlocks = segOf, segBlocks-1
+			}
+			open = append(open, c)
+		case 0x03: // loop
+			c := ctl{loop: true}
+			if body {
+				if n, d := dispatchAt(*r); d != nil {
+					c.dispatch, segBlocks, segOf = d, n, d
+				} else {
+					m.check(w)
+				}
+			}
+			open = append(open, c)
+		case 0x0B: // end
+			if len(open) == 0 {
+				return
+			}
+			if c := open[len(open)-1]; c.closes != nil {
+				c.closes.closed++
+			}
+			open = open[:len(open)-1]
+		}
+		prev2, prev = prev, cur
+	}
+}
+
+// ctl is a block, loop or if that expr has read the start of but not the
+// end.
+type ctl struct {
+	loop     bool
+	dispatch *dispatch // a dispatch loop
+	closes   *dispatch // one of a dispatch loop's segment blocks
+}
+
+// instr is what backBranch needs to know of an instruction: its opcode and
+// the immediate of an i32.const or local.set.
+type instr struct {
+	op  byte
+	imm int64
+}
+
+// dispatch is a loop laid out the way compilers of unstructured control
+// flow lay out a function (Go's wasm backend does it for every function):
+//
+//	loop
+//	  block block ... block     ;; n blocks
+//	    local.get $pc
+//	    br_table t0 t1 ...      ;; $pc = k: to the end of the tk-th innermost block
+//	  end  ;; segment 0 follows
+//	  ...
+//	  end  ;; segment n-1 follows
+//	end
+//
+// Code jumps with "i32.const k; local.set $pc; br <loop>" to segment tk.
+// Only a jump to a segment at or before the current one can repeat code;
+// one to a later segment cannot, because segments run in order and each
+// is straight-line code (its own loops have their own checks). So these
+// loops get no check at their header, which every jump passes, forward or
+// not (in Go code every iteration of a source loop passed it twice), but
+// one before every branch to the loop that is not such a forward jump.
+type dispatch struct {
+	pc     uint32  // the local holding the jump table index
+	seg    []int64 // br_table's targets: the segment for each index, or -1 (not a segment block)
+	closed int64   // segment blocks closed so far: the code read is in segment closed-1
+}
+
+// dispatchAt reports whether the loop whose body starts at r is a dispatch
+// loop, and if so how many segment blocks it opens. It reads a copy of r;
+// what it reads, expr reads next, so a truncated or malformed body fails
+// there the same way.
+func dispatchAt(r reader) (int, *dispatch) {
+	n := 0
+	for r.i+1 < len(r.b) && r.b[r.i] == 0x02 && r.b[r.i+1] == 0x40 { // block with no type
+		r.i += 2
+		n++
+	}
+	if n == 0 || r.i >= len(r.b) || r.b[r.i] != 0x20 { // local.get
+		return 0, nil
+	}
+	r.i++
+	d := &dispatch{pc: r.u32()}
+	if r.i >= len(r.b) || r.b[r.i] != 0x0E { // br_table
+		return 0, nil
+	}
+	r.i++
+	for cnt := r.u32(); cnt > 0; cnt-- {
+		t := int64(r.u32())
+		if t >= int64(n) {
+			t = -1 // the loop itself or a label outside it
+		}
+		d.seg = append(d.seg, t)
+	}
+	return n, d
+}
+
+// backBranch reports whether a branch (op) to label l may jump back to a
+// loop header and so needs a fuel check before it: its target is a loop,
+// and it is not a dispatch loop's forward jump (see dispatch), which is an
+// unconditional br right after "i32.const k; local.set $pc" where k's
+// segment comes after the current one. A label past the open blocks is
+// invalid, and wazero refuses the module anyway.
+func (m *module) backBranch(open []ctl, l uint32, op byte, prev, prev2 instr) bool {
+	if int64(l) >= int64(len(open)) {
+		return false // the function's own block (a return), or invalid
+	}
+	c := open[len(open)-1-int(l)]
+	if !c.loop {
+		return false
+	}
+	d := c.dispatch
+	if d == nil {
+		return false // checked at its header
+	}
+	if op == 0x0C && d.closed > 0 && prev.op == 0x21 && prev.imm == int64(d.pc) &&
+		prev2.op == 0x41 && prev2.imm >= 0 && prev2.imm < int64(len(d.seg)) && d.seg[prev2.imm] >= d.closed {
+		return false
+	}
+	return true
+}
+
+// instr copies the immediates of op, which it has written, recording in cur
+// what backBranch needs.
+func (m *module) instr(r *reader, w *writer, op byte, cur *instr) {
+	switch {
+	case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
+		m.blockType(r, w)
+	case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0B || op == 0x0F || op == 0x1A || op == 0x1B ||
+		op >= 0x45 && op <= 0xC4 || op == 0xD1:
+		// no immediates
+	case op == 0x23 || op == 0x24: // global.get, global.set
+		w.u32(m.globalIdx(r.u32()))
+	case op == 0x21: // local.set
+		x := r.u32()
+		cur.imm = int64(x)
+		w.u32(x)
+	case op >= 0x20 && op <= 0x26 || op == 0x3F || op == 0x40:
+		w.u32(r.u32())
+	case op == 0x10 || op == 0xD2: // call, ref.func
+		w.u32(m.funcIdx(r.u32()))
+	case op == 0x11: // call_indirect
+		w.u32(m.typeIdx(r.u32()))
+		w.u32(r.u32())
+	case op == 0x1C: // select t*
+		n := r.u32()
+		w.u32(n)
+		for ; n > 0; n-- {
+			w.byte(r.byte())
+		}
+	case op >= 0x28 && op <= 0x3E:
+		m.memarg(r, w)
+	case op == 0x41:
+		b := r.leb(5)
+		cur.imm = s33(b)
+		w.raw(b)
+	case op == 0x42:
+		w.raw(r.leb(10))
+	case op == 0x43:
+		w.raw(r.bytes(4))
+	case op == 0x44:
+		w.raw(r.bytes(8))
+	case op == 0xD0: // ref.null
+		w.byte(r.byte())
+	case op == 0xFC:
+		sub := r.u32()
+		w.u32(sub)
+		switch {
+		case sub <= 7:
+		case sub == 8 || sub == 10 || sub == 12 || sub == 14:
+			w.u32(r.u32())
+			w.u32(r.u32())
+		case sub <= 17:
+			w.u32(r.u32())
+		default:
+			m.fail(fmt.Errorf("%w: opcode 0xFC %d", ErrUnsupported, sub))
+		}
+	case op == 0xFD:
+		sub := r.u32()
+		w.u32(sub)
+		switch {
+		case sub <= 11 || sub == 92 || sub == 93:
+			m.memarg(r, w)
+		case sub == 12 || sub == 13:
+			w.raw(r.bytes(16))
+		case sub >= 21 && sub <= 34:
+			w.byte(r.byte())
+		case sub >= 84 && sub <= 91:
+			m.memarg(r, w)
+			w.byte(r.byte())
+		case sub <= 255:
+		default:
+			m.fail(fmt.Errorf("%w: opcode 0xFD %d", ErrUnsupported, sub))
+		}
+	default:
+		m.fail(fmt.Errorf("%w: opcode %#x", ErrUnsupported, op))
 	}
 }
 
@@ -602,7 +752,8 @@ func (m *module) memarg(r *reader, w *writer) {
 	w.raw(r.leb(10)) // offset (u64 with memory64)
 }
 
-// check is the code added after a loop header:
+// check is the code added after a loop header (or before a branch back
+// to a dispatch loop):
 //
 //	global.get $fuel; i32.const 1; i32.sub; global.set $fuel
 //	global.get $fuel; i32.eqz

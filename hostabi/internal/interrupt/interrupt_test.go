@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -66,8 +67,11 @@ func runExport(t *testing.T, wasm []byte, export string, fuel int32, stop int, n
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	rt := wazero.NewRuntime(ctx)
+	// wazero's own checks end a loop the rewrite failed to instrument,
+	// so that such a failure is reported, not a hung test.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true))
 	defer rt.Close(ctx)
 	calls := 0
 	errStop := errors.New("stopped")
@@ -351,5 +355,79 @@ func TestRewriteCountsLocalsBeforeFallingBack(t *testing.T) {
 	_, err := Rewrite(assemble(voidType, twoFuncs, code(fence, many)), check, 7)
 	if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "locals") {
 		t.Fatalf("fence then 10^8 locals: %v, want the locals refused", err)
+	}
+}
+
+// loopModule wraps one function body of type (i32) -> i32, exported as
+// "loop", in a module.
+func loopModule(body []byte) []byte {
+	code := append([]byte{byte(len(body))}, body...) // bodies here are under 128 bytes
+	out := []byte{
+		0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
+		0x01, 0x06, 0x01, 0x60, 0x01, 0x7F, 0x01, 0x7F, // type 0: (i32) -> i32
+		0x03, 0x02, 0x01, 0x00, // func 0: type 0
+		0x07, 0x08, 0x01, 0x04, 'l', 'o', 'o', 'p', 0x00, 0x00, // export "loop" = func 0
+		0x0A, byte(len(code) + 1), 0x01,
+	}
+	return append(out, code...)
+}
+
+// dispatchLoop is a loop laid out as Go's wasm backend lays out every
+// function: a jump table on local 1 ($pc) at the loop header, three
+// segments, and jumps that set $pc and branch to the loop. Each iteration
+// counts n down in segment 0 and jumps forward to segment 2, which jumps
+// back to segment 0 with the instruction back (by default "i32.const 0").
+// Segment 1 adds 100 and falls into segment 2; the loop returns the count.
+func dispatchLoop(back ...byte) []byte {
+	if back == nil {
+		back = []byte{0x41, 0x00}
+	}
+	body := []byte{
+		0x01, 0x02, 0x7F, // locals 1 ($pc) and 2 (count)
+		0x02, 0x40, 0x03, 0x40, // block, loop
+		0x02, 0x40, 0x02, 0x40, 0x02, 0x40, // three segment blocks
+		0x20, 0x01, 0x0E, 0x03, 0x00, 0x01, 0x02, 0x02, // br_table $pc: 0 1 2, default 2
+		0x0B,                         // segment 0:
+		0x20, 0x00, 0x45, 0x0D, 0x03, // n == 0: leave
+		0x20, 0x00, 0x41, 0x01, 0x6B, 0x21, 0x00, // n--
+		0x20, 0x02, 0x41, 0x01, 0x6A, 0x21, 0x02, // count++
+		0x41, 0x02, 0x21, 0x01, 0x0C, 0x02, // to segment 2
+		0x0B,                                           // segment 1:
+		0x20, 0x02, 0x41, 0xE4, 0x00, 0x6A, 0x21, 0x02, // count += 100
+		0x0B, // segment 2:
+	}
+	body = append(body, back...)
+	return append(body,
+		0x21, 0x01, 0x0C, 0x00, // $pc = back; br loop
+		0x0B, 0x0B, // end loop, end block
+		0x20, 0x02, 0x0B) // count, end
+}
+
+// A dispatch loop is checked at its backward jumps, not at its header: the
+// forward jump of each iteration costs no fuel, so the check runs once per
+// fuel iterations, not once per fuel/2. Jumps that only look forward are
+// checked: to an earlier segment, or to an index past the table (its
+// default), either of which can loop forever.
+func TestRewriteDispatchLoops(t *testing.T) {
+	const fuel = 100
+	for _, n := range []uint32{0, 1, fuel, 10*fuel + 3} {
+		got, calls, err := run(t, loopModule(dispatchLoop()), fuel, -1, n)
+		if err != nil || got != n {
+			t.Fatalf("loop(%d) = %d, %v", n, got, err)
+		}
+		if want := int(n) / fuel; calls != want {
+			t.Errorf("loop(%d): %d checks, want %d (one per backward jump)", n, calls, want)
+		}
+	}
+	for name, back := range map[string][]byte{
+		"to an earlier segment":      {0x41, 0x01},             // segment 1, which falls into 2
+		"past the table":             {0x41, 0x07},             // the default: segment 2 again
+		"from a computed index":      {0x20, 0x01},             // local.get $pc, not a constant
+		"with a negative index":      {0x41, 0x7F},             // -1
+		"to the same segment by tee": {0x41, 0x02, 0x22, 0x01}, // i32.const 2, local.tee $pc
+	} {
+		if _, calls, err := run(t, loopModule(dispatchLoop(back...)), fuel, 3, 1); err == nil || calls != 3 {
+			t.Errorf("a backward jump %s: %d checks, err %v; want the third check to stop it", name, calls, err)
+		}
 	}
 }
