@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // check is the import the tests' rewrites call.
@@ -429,5 +430,70 @@ func TestRewriteDispatchLoops(t *testing.T) {
 		if _, calls, err := run(t, loopModule(dispatchLoop(back...)), fuel, 3, 1); err == nil || calls != 3 {
 			t.Errorf("a backward jump %s: %d checks, err %v; want the third check to stop it", name, calls, err)
 		}
+	}
+}
+
+// The Go guest's benchmark path, "events"(n) (n counter increments into
+// the SDK's buffer), pays one fuel check per event: Go compiles the loop
+// to a forward jump and a backward one through its function's dispatch
+// loop, and only the backward one is checked. Were the dispatch loop not
+// recognised (a new Go compiler laying functions out otherwise), this
+// would read two, and the fuel would cost twice what docs/guest-abi.md
+// says.
+func TestRewriteGoGuestChecksPerEvent(t *testing.T) {
+	wasm, err := os.ReadFile("../../testdata/goguest/goguest.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Rewrite(wasm, check, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+	cm, err := rt.CompileModule(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := 0
+	host := rt.NewHostModuleBuilder(check.Module)
+	host.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) {
+		checks++
+		s[0] = 1
+	}), nil, []api.ValueType{api.ValueTypeI32}).Export(check.Name)
+	for _, f := range cm.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		if mod != check.Module || name == check.Name {
+			continue
+		}
+		// The guest's other imports (define, batch, ...) succeed and
+		// return 0: this test counts checks, not metrics.
+		host.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) {
+			if len(s) > 0 {
+				s[0] = 0
+			}
+		}), f.ParamTypes(), f.ResultTypes()).Export(name)
+	}
+	if _, err := host.Instantiate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithStartFunctions("_initialize"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(n uint64) int {
+		checks = 0
+		if _, err := m.ExportedFunction("events").Call(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		return checks
+	}
+	count(100) // the first call sets up the guest's handles
+	const n = 20000
+	per := float64(count(2*n)-count(n)) / n
+	if per < 0.9 || per > 1.1 {
+		t.Fatalf("%.2f fuel checks per event, want 1", per)
 	}
 }
