@@ -478,9 +478,9 @@ func (m *module) custom(r *reader, w *writer) {
 				}
 			}
 		}
-		if id < 1 || id > 3 {
-			sw.raw(sub.rest())
-		}
+		// Whatever follows the maps is copied as it is: the rewrite must
+		// not repair a subsection that wazero refuses.
+		sw.raw(sub.rest())
 		w.byte(id)
 		w.u32(uint32(len(sw.b)))
 		w.raw(sw.b)
