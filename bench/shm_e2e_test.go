@@ -81,7 +81,6 @@ func (r e2eRun) report(b *testing.B) {
 	}
 }
 
-func cpuSelf() time.Duration { return proc.CPU() }
 
 type workers struct {
 	cmds []*exec.Cmd
@@ -251,7 +250,7 @@ func benchE2EShm(b *testing.B, ring, perWorker int) {
 				b.Fatal("the host did not count the workers within 10s")
 			}
 		}
-		cpu0 := cpuSelf()
+		cpu0 := proc.CPU()
 		t0 := time.Now()
 		w.goAhead()
 		wcpu, dropped := w.wait(b)
@@ -272,7 +271,7 @@ func benchE2EShm(b *testing.B, ring, perWorker int) {
 		if err := <-done; err != nil {
 			b.Fatal(err)
 		}
-		run := e2eRun{sent: sent, applied: applied(), dropped: dropped, wall: wall, cpu: cpuSelf() - cpu0 + wcpu}
+		run := e2eRun{sent: sent, applied: applied(), dropped: dropped, wall: wall, cpu: proc.CPU() - cpu0 + wcpu}
 		if run.applied+run.dropped != sent {
 			b.Fatalf("applied %d + dropped %d != sent %d", run.applied, run.dropped, sent)
 		}
@@ -305,14 +304,14 @@ func benchE2EStatsd(b *testing.B, buffered bool) {
 			}
 		}()
 		w := startWorkers(b, nil, "-transport", transport, "-addr", conn.LocalAddr().String(), "-n", strconv.Itoa(perWorker))
-		cpu0 := cpuSelf()
+		cpu0 := proc.CPU()
 		t0 := time.Now()
 		w.goAhead()
 		wcpu, _ := w.wait(b)
 		end := a.settle(100 * time.Millisecond)
 		conn.Close()
 		sent := int64(e2eWorkers * perWorker)
-		e2eRun{sent: sent, applied: a.applied.Load(), wall: end.Sub(t0), cpu: cpuSelf() - cpu0 + wcpu}.report(b)
+		e2eRun{sent: sent, applied: a.applied.Load(), wall: end.Sub(t0), cpu: proc.CPU() - cpu0 + wcpu}.report(b)
 	}
 }
 
@@ -342,7 +341,7 @@ func benchE2EZmq(b *testing.B) {
 		addr := "tcp://" + strings.TrimPrefix(sub.Addr().String(), "tcp://")
 		w := startWorkers(b, nil, "-transport", "zmq", "-addr", addr, "-n", strconv.Itoa(perWorker))
 		time.Sleep(300 * time.Millisecond) // subscriptions must reach the publishers
-		cpu0 := cpuSelf()
+		cpu0 := proc.CPU()
 		t0 := time.Now()
 		w.goAhead()
 		wcpu, _ := w.wait(b)
@@ -350,6 +349,6 @@ func benchE2EZmq(b *testing.B) {
 		sub.Close()
 		cancel()
 		sent := int64(e2eWorkers * perWorker)
-		e2eRun{sent: sent, applied: a.applied.Load(), wall: end.Sub(t0), cpu: cpuSelf() - cpu0 + wcpu}.report(b)
+		e2eRun{sent: sent, applied: a.applied.Load(), wall: end.Sub(t0), cpu: proc.CPU() - cpu0 + wcpu}.report(b)
 	}
 }

@@ -19,7 +19,7 @@
 // Recording costs about 6 ns, never blocks and never allocates; a full
 // ring drops the event and counts it. The host reads each worker's events
 // in order and applies them per metric, up to 4 Ki records at a time (a
-// counter's sum once, a timer's values together; gauges in order),
+// counter's sum once, a timer's values 64 at a time; gauges in order),
 // reclaims the slots of workers that exit or die (judged by pid and
 // process start time), combines cross-process gauges by the mode
 // chosen when they are defined (GaugeSum, GaugeMin, GaugeMax, GaugeLast,

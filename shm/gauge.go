@@ -56,8 +56,10 @@ func perWorkerName(name string, pid uint32) string {
 	return name + ".pid-" + strconv.FormatUint(uint64(pid), 10)
 }
 
-// gaugeAgg holds every live worker's value of one cross-process gauge. The
-// drain goroutine writes it; registry readers call value concurrently.
+// gaugeAgg holds every live worker's value of one cross-process gauge and
+// publishes their combination to the registry gauge g on every change
+// (set, remove). Slots drained on different goroutines share it, hence the
+// lock.
 type gaugeAgg struct {
 	name string
 	mode GaugeMode
@@ -82,9 +84,8 @@ func (a *gaugeAgg) set(slot int, v float64) {
 	a.vals[slot] = gv
 	pw := gv.pw
 	if a.g != nil {
-		// Normally a.g calls value itself; Set covers a gauge the host's own
-		// code registered under this name before any worker did. Under the
-		// lock, so that slots drained concurrently set it in order.
+		// Under the lock, so that slots drained concurrently publish in
+		// the order they changed the values.
 		a.g.Set(a.combineLocked())
 	}
 	a.mu.Unlock()
@@ -97,18 +98,11 @@ func (a *gaugeAgg) remove(slot int) (pw *registry.Gauge) {
 	a.mu.Lock()
 	pw = a.vals[slot].pw
 	delete(a.vals, slot)
-	c := a.combineLocked()
-	a.mu.Unlock()
 	if a.g != nil {
-		a.g.Set(c)
+		a.g.Set(a.combineLocked()) // under the lock, as in set
 	}
+	a.mu.Unlock()
 	return pw
-}
-
-func (a *gaugeAgg) value() float64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.combineLocked()
 }
 
 func (a *gaugeAgg) combineLocked() float64 {

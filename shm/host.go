@@ -120,6 +120,10 @@ type hslot struct {
 	holeAt   time.Time
 }
 
+// boundTo reports whether the host has bound this slot to the worker the
+// state word names (pid and generation): otherwise the next pass binds it.
+func (hs *hslot) boundTo(pid, gen uint32) bool { return hs.bound && hs.pid == pid && hs.gen == gen }
+
 type hdef struct {
 	kind     wire.Kind
 	rejected bool
@@ -422,10 +426,8 @@ func (h *Host) wait() (woken bool, err error) {
 func (h *Host) unseen(i int) bool {
 	hs := &h.slots[i]
 	pid, gen, st := unpackState(atomic.LoadUint64(h.slotU64(i, slotState)))
-	if st == StateActive || st == StateClosed {
-		if !hs.bound || hs.pid != pid || hs.gen != gen {
-			return true
-		}
+	if (st == StateActive || st == StateClosed) && !hs.boundTo(pid, gen) {
+		return true
 	}
 	if !hs.bound {
 		return false
@@ -550,7 +552,7 @@ type slotWork struct {
 var testHookParallel func(procs int)
 
 // parallelMin is the backlog at which a slot is worth a goroutine of its
-// own: the hand-off costs microseconds, and 4Ki records take ~40 µs. A
+// own: the hand-off costs microseconds, and 4Ki records take ~30 µs. A
 // quarter of a default ring, so that default rings get there before they
 // fill.
 const parallelMin = 4 << 10
@@ -568,7 +570,10 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 			big++
 		}
 	}
-	procs := min(big, runtime.GOMAXPROCS(0))
+	procs := big
+	if procs >= 2 {
+		procs = min(procs, runtime.GOMAXPROCS(0))
+	}
 	if procs < 2 {
 		for _, t := range todo {
 			h.drainSlot(t.i, &h.slots[t.i], ps, false, 0)
@@ -640,7 +645,7 @@ func (h *Host) pass(live bool) int {
 			h.finish(i, hs, w, &ps)
 			continue
 		}
-		if !hs.bound || hs.pid != pid || hs.gen != gen {
+		if !hs.boundTo(pid, gen) {
 			h.unbind(i, hs)
 			*hs = hslot{bound: true, pid: pid, gen: gen}
 			ring := h.g.slotOff(i) + h.g.ringOffset
@@ -656,10 +661,11 @@ func (h *Host) pass(live bool) int {
 	for _, t := range todo {
 		i, w, hs := t.i, t.w, &h.slots[t.i]
 		pid, _, st := unpackState(w)
+		// Metrics a worker defined but has not recorded yet appear within
+		// a pass, as they would in an in-process registry (Client.define
+		// wakes an idle host).
+		h.loadDefs(i, hs)
 		if !live {
-			// Metrics a worker defined but has not recorded yet appear
-			// within a pass (Client.define wakes an idle host).
-			h.loadDefs(i, hs)
 			workers++
 			continue
 		}
@@ -730,9 +736,6 @@ func (h *Host) alive(pid uint32, start uint64) bool {
 // refresh reads the worker-written counters that the hot path must not
 // touch on every pass: dropped events and the backlog.
 func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
-	// Metrics defined but not yet recorded still appear, as they would in
-	// an in-process registry.
-	h.loadDefs(i, hs)
 	d := atomic.LoadUint64(h.slotU64(i, slotDropped))
 	switch {
 	case d > hs.dropped:
@@ -778,7 +781,7 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 	mask := uint64(h.g.ringRecs - 1)
 	for left := h.g.ringRecs; left > 0; {
 		c := hs.consumer
-		end, more := c, true
+		end, more, events := c, true, 0
 		for k := min(left, releaseEvery); k > 0; k-- {
 			p := u64(h.m, ring+int(end&mask)*wire.RecordSize)
 			w0 := atomic.LoadUint64(p)
@@ -796,8 +799,9 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 			if id := wire.WordID(w0); id < uint32(len(hs.defs)) {
 				if d := &hs.defs[id]; d.w0 == w0 {
 					// gather's common cases, inline: a call per record
-					// cost 10-20% of a drain.
-					ps.events++
+					// cost 10-20% of a drain. events is counted here, not
+					// in *ps, which parallel drains keep side by side.
+					events++
 					switch {
 					case !d.queued:
 						hs.gather(d, id, v)
@@ -814,10 +818,11 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 			}
 			h.apply(i, hs, w0, v, ps)
 		}
+		ps.events += events
 		if end == c {
 			return
 		}
-		h.flushPending(hs)
+		hs.flushPending()
 		if testHookBeforeRelease != nil {
 			testHookBeforeRelease(i, end-c)
 		}
@@ -945,7 +950,7 @@ func (d *hdef) applyValues() {
 const flushValues = 64
 
 // flushPending applies what apply queued.
-func (h *Host) flushPending(hs *hslot) {
+func (hs *hslot) flushPending() {
 	for _, id := range hs.pending {
 		d := &hs.defs[id]
 		switch d.kind {
