@@ -81,10 +81,10 @@ type PluginConfig struct {
 	// module so that every loop iteration counts down a fuel global and calls
 	// the host when it runs out (every 4096 iterations), where the call's
 	// context is checked; see docs/guest-abi.md, "Interrupting a guest".
-	// That costs a load, a store and a branch per loop iteration (a
-	// module the rewriter cannot decode falls back to wazero's
-	// WithCloseOnContextDone, which leaves native code at every
-	// iteration). Only for guests trusted to return: a guest stuck in a
+	// That costs a load, a store and a branch per loop iteration (in Go's
+	// jump-table functions, per backward jump and per call). A module the
+	// rewriter cannot decode falls back to wazero's WithCloseOnContextDone,
+	// which leaves native code at every iteration. Only for guests trusted to return: a guest stuck in a
 	// loop then blocks its caller forever and, at the next garbage
 	// collection, the whole process. CallTimeout must be 0.
 	NoInterrupt bool

@@ -34,7 +34,7 @@ type Import struct{ Module, Name string }
 // Version changes whenever Rewrite's output or what it refuses changes, so
 // that a cached rewrite (hostabi's CacheDir) from an older build is never
 // used.
-const Version = 3
+const Version = 4
 
 // MaxLocals is the most locals a function may declare, V8's limit (so no
 // module that runs in a browser is refused). wazero 1.12 accepts up to 2^32
@@ -525,6 +525,15 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 			for _, l := range ls {
 				w.u32(l)
 			}
+		case op == 0x03 && body && isDispatch(*r, m):
+			// Once per entry, before the loop: a dispatch loop has no
+			// check at its header, and without this a function that
+			// recurses without looping (fib(50)) would never be checked.
+			// Go compiles every function to a dispatch loop, so this is
+			// one check per Go call, as a header check was.
+			m.check(w)
+			w.byte(op)
+			m.instr(r, w, op, &cur)
 		default:
 			w.byte(op)
 			m.instr(r, w, op, &cur)
@@ -626,6 +635,14 @@ func dispatchAt(r reader) (int, *dispatch) {
 		d.seg = append(d.seg, t)
 	}
 	return n, d
+}
+
+// isDispatch reports whether the loop instruction whose opcode expr has
+// just read (r is at its block type) starts a dispatch loop.
+func isDispatch(r reader, m *module) bool {
+	m.blockType(&r, &writer{})
+	_, d := dispatchAt(r)
+	return d != nil
 }
 
 // backBranch reports whether a branch (op) to label l may jump back to a
