@@ -425,8 +425,7 @@ type sumSlot struct {
 // apply applies the slot's sum (its first word was valid when it was
 // filled).
 func (s *sumSlot) apply(ids []metric) Status {
-	r, _ := wire.DecodeWords(s.w0, s.sum)
-	return apply(ids, r.ID, r.Kind, r.Value)
+	return apply(ids, wire.WordID(s.w0), wire.WordKind(s.w0), s.sum)
 }
 
 // sumSlots is how many counters and meters a batch sums at once (by id
@@ -538,8 +537,8 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 	if run.w0 == 0 || n == 0 {
 		return 0, StatusOK
 	}
-	r, _ := wire.DecodeWords(run.w0, 0) // run.w0 was valid when the run began
-	id, k, vs := r.ID, r.Kind, run.v[:n]
+	// run.w0 was valid when the run began.
+	id, k, vs := wire.WordID(run.w0), wire.WordKind(run.w0), run.v[:n]
 	run.w0, run.n = 0, 0
 	if n == 1 {
 		if st := apply(ids, id, k, vs[0]); st != StatusOK {
