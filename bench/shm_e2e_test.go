@@ -81,7 +81,6 @@ func (r e2eRun) report(b *testing.B) {
 	}
 }
 
-
 type workers struct {
 	cmds []*exec.Cmd
 	ins  []io.WriteCloser
