@@ -64,6 +64,22 @@ func TestGoGuestBufferFills(t *testing.T) {
 	}
 }
 
+// A zero handle names no metric: the host rejects its records, counts them,
+// and records nothing.
+func TestGoGuestZeroHandles(t *testing.T) {
+	r := registry.New()
+	p := goPlugin(t, r, 1)
+	if n := callP(t, p, "zero_handles"); n != 6 {
+		t.Errorf("the guest saw %d records rejected, want 6", n)
+	}
+	if st := p.Stats(); st.Rejected != 6 || st.Records != 0 || st.LastStatus != hostabi.StatusBadRecord {
+		t.Errorf("stats %+v, want 6 rejected as bad records and none applied", st)
+	}
+	if r.Len() != 0 {
+		t.Errorf("registry has %d metrics, want none", r.Len())
+	}
+}
+
 func TestGoGuestPool(t *testing.T) {
 	r := registry.New()
 	p := goPlugin(t, r, 3)

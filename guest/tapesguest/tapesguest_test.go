@@ -20,9 +20,9 @@ func TestBufferIsWireRecords(t *testing.T) {
 	}
 	buffered = 0
 	defer func() { buffered = 0 }()
-	c := &CounterHandle{wire.Word0(7, wire.KindCounter)}
-	g := &GaugeHandle{wire.Word0(0xABCDEF, wire.KindGauge)}
-	tm := &TimerHandle{wire.Word0(3, wire.KindTimer)}
+	c := CounterHandle{wire.Word0(7, wire.KindCounter)}
+	g := GaugeHandle{wire.Word0(0xABCDEF, wire.KindGauge)}
+	tm := TimerHandle{w: wire.Word0(3, wire.KindTimer)}
 	c.Add(-5)
 	g.Set(2.5)
 	tm.Update(1500)
@@ -33,7 +33,7 @@ func TestBufferIsWireRecords(t *testing.T) {
 		wire.IntRecord(3, wire.KindTimer, 1500),
 		wire.FloatRecord(9, wire.KindHistogram, -1e300),
 	}
-	if buffered != len(want) {
+	if int(buffered) != len(want) {
 		t.Fatalf("%d records buffered, want %d", buffered, len(want))
 	}
 	raw := make([]byte, 0, len(want)*wire.RecordSize)
@@ -51,6 +51,29 @@ func TestBufferIsWireRecords(t *testing.T) {
 		if string(enc[:]) != string(raw[i*wire.RecordSize:(i+1)*wire.RecordSize]) {
 			t.Errorf("record %d bytes % x, wire.Put gives % x", i, raw[i*16:(i+1)*16], enc)
 		}
+	}
+}
+
+// The buffer is sent as soon as it is full, so it never holds more than
+// BufferRecords-1 records between events. Outside a host the send fails,
+// and the records are dropped like a batch the host refused.
+func TestFlushWhenFull(t *testing.T) {
+	buffered = 0
+	defer func() { buffered = 0 }()
+	c := CounterHandle{wire.Word0(1, wire.KindCounter)}
+	for i := 1; i < BufferRecords; i++ {
+		c.Inc()
+		if Buffered() != i {
+			t.Fatalf("after %d events %d are buffered", i, Buffered())
+		}
+	}
+	c.Inc()
+	if Buffered() != 0 {
+		t.Fatalf("a full buffer was not sent: %d buffered", Buffered())
+	}
+	c.Inc()
+	if Buffered() != 1 {
+		t.Fatalf("%d buffered after one more event, want 1", Buffered())
 	}
 }
 

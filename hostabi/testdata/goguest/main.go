@@ -79,6 +79,23 @@ func events(n int32) {
 	}
 }
 
+// zero_handles records once through the zero value of every handle type,
+// which names no metric, flushes, and returns how many records the host
+// has rejected so far.
+//
+//go:wasmexport zero_handles
+func zeroHandles() int32 {
+	tapesguest.CounterHandle{}.Inc()
+	tapesguest.GaugeHandle{}.Set(1)
+	tapesguest.MeterHandle{}.Mark(1)
+	tapesguest.HistogramHandle{}.Update(1)
+	var t tapesguest.TimerHandle
+	t.Update(time.Millisecond)
+	t.Time().Stop()
+	tapesguest.Flush()
+	return int32(tapesguest.Rejected())
+}
+
 //go:wasmexport buffered
 func buffered() int32 { return int32(tapesguest.Buffered()) }
 
