@@ -198,6 +198,23 @@ func TestTimerBasics(t *testing.T) {
 	}
 }
 
+// A negative duration is ignored by Update and UpdateMany alike: it counts
+// neither as an event nor as a value.
+func TestTimerIgnoresNegative(t *testing.T) {
+	var tm Timer
+	tm.Update(-time.Nanosecond)
+	tm.UpdateMany([]time.Duration{-1, 3 * time.Millisecond, -time.Hour, time.Millisecond})
+	ds := make([]time.Duration, 200) // spans several of UpdateMany's chunks
+	for i := range ds {
+		ds[i] = time.Duration(i%2*2-1) * time.Second // -1s, +1s, ...
+	}
+	tm.UpdateMany(ds)
+	s := tm.Snapshot()
+	if s.Count != 102 || s.Rates.Count != 102 || s.Min != 0.001 || s.Max != 1 {
+		t.Fatalf("count %d (rates %d) min %v max %v; want 102, 102, 0.001, 1", s.Count, s.Rates.Count, s.Min, s.Max)
+	}
+}
+
 // TestTimerSleeps is the original suite's timer test: 100 sleeps of 5 ms
 // have a mean within 0.5 ms of 5 ms. A loaded machine oversleeps by more
 // than that, which is no fault of the timer, so the 0.5 ms is taken from

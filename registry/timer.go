@@ -22,17 +22,26 @@ type Timer struct {
 	rates
 }
 
-// Update records one duration.
-func (t *Timer) Update(d time.Duration) { t.h.record(seconds(d), &t.rates) }
+// Update records one duration. A negative duration is ignored, as by
+// Dropwizard's Timer: no clock measures one, and it would corrupt the
+// quantiles and min. The same holds on every path into a registry: shm
+// workers' records reach Update too, and hostabi also answers a guest's
+// negative duration with StatusBadValue.
+func (t *Timer) Update(d time.Duration) {
+	if d < 0 {
+		return
+	}
+	t.h.record(seconds(d), &t.rates)
+}
 
 // seconds is the value a timer records for d: a division, so that 1µs
 // reads 1e-06 (as d.Seconds()), not 1.0000000000000002e-06. A duration is
 // never NaN or infinite.
 func seconds(d time.Duration) float64 { return float64(d) / 1e9 }
 
-// UpdateMany records every duration of ds, as Update does for each, reading
-// the clock once per 64 durations (see Histogram.UpdateMany for why it is
-// faster).
+// UpdateMany records every duration of ds, as Update does for each
+// (negative ones are ignored), reading the clock once per 64 durations (see
+// Histogram.UpdateMany for why it is faster).
 func (t *Timer) UpdateMany(ds []time.Duration) {
 	if len(ds) == 1 {
 		t.Update(ds[0])
@@ -43,10 +52,14 @@ func (t *Timer) UpdateMany(ds []time.Duration) {
 	var buf [64]float64
 	for len(ds) > 0 {
 		n := min(len(ds), len(buf))
-		for i, d := range ds[:n] {
-			buf[i] = seconds(d)
+		j := 0
+		for _, d := range ds[:n] {
+			if d >= 0 {
+				buf[j] = seconds(d)
+				j++
+			}
 		}
-		t.h.recordMany(buf[:n], &t.rates)
+		t.h.recordMany(buf[:j], &t.rates)
 		ds = ds[n:]
 	}
 }
