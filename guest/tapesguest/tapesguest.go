@@ -108,7 +108,7 @@ var (
 )
 
 type gaugeFunc struct {
-	id uint32
+	w  uint64 // the gauge's records' first word
 	fn func() float64
 }
 
@@ -128,12 +128,13 @@ func Define(k wire.Kind, name string) (ID, error) {
 	return ID(r), nil
 }
 
-func mustDefine(k wire.Kind, name string) ID {
+// mustDefine defines a handle's metric and returns its records' first word.
+func mustDefine(k wire.Kind, name string) uint64 {
 	id, err := Define(k, name)
 	if err != nil {
 		panic(fmt.Sprintf("tapesguest: %s %q: %v", k, name, err))
 	}
-	return id
+	return wire.Word0(uint32(id), k)
 }
 
 // A buffer entry is a whole record only while a record is two words.
@@ -188,7 +189,7 @@ func Flush() error {
 	}
 	flushing = true
 	for _, g := range gauges {
-		push(wire.Word0(g.id, wire.KindGauge), math.Float64bits(g.fn()))
+		push(g.w, math.Float64bits(g.fn()))
 	}
 	flushing = false
 	return flushBuffer()
@@ -212,7 +213,7 @@ type CounterHandle struct{ w uint64 }
 
 // Counter defines the counter called name and returns its handle.
 func Counter(name string) CounterHandle {
-	return CounterHandle{wire.Word0(uint32(mustDefine(wire.KindCounter, name)), wire.KindCounter)}
+	return CounterHandle{mustDefine(wire.KindCounter, name)}
 }
 
 func (c CounterHandle) Inc()        { push(c.w, 1) }
@@ -226,11 +227,11 @@ type GaugeHandle struct{ w uint64 }
 // every Flush (and so after every call the host makes) and its value sent
 // as the gauge's new value.
 func Gauge(name string, fn func() float64) GaugeHandle {
-	id := mustDefine(wire.KindGauge, name)
+	w := mustDefine(wire.KindGauge, name)
 	if fn != nil {
-		gauges = append(gauges, gaugeFunc{uint32(id), fn})
+		gauges = append(gauges, gaugeFunc{w, fn})
 	}
-	return GaugeHandle{wire.Word0(uint32(id), wire.KindGauge)}
+	return GaugeHandle{w}
 }
 
 func (g GaugeHandle) Set(v float64) { push(g.w, math.Float64bits(v)) }
@@ -240,7 +241,7 @@ type MeterHandle struct{ w uint64 }
 
 // Meter defines the meter called name.
 func Meter(name string) MeterHandle {
-	return MeterHandle{wire.Word0(uint32(mustDefine(wire.KindMeter, name)), wire.KindMeter)}
+	return MeterHandle{mustDefine(wire.KindMeter, name)}
 }
 
 func (m MeterHandle) Mark(n int64) { push(m.w, uint64(n)) }
@@ -251,7 +252,7 @@ type HistogramHandle struct{ w uint64 }
 
 // Histogram defines the histogram called name.
 func Histogram(name string) HistogramHandle {
-	return HistogramHandle{wire.Word0(uint32(mustDefine(wire.KindHistogram, name)), wire.KindHistogram)}
+	return HistogramHandle{mustDefine(wire.KindHistogram, name)}
 }
 
 func (h HistogramHandle) Update(v float64) { push(h.w, math.Float64bits(v)) }
@@ -276,7 +277,7 @@ var zeroTimer timerSink
 
 // Timer defines the timer called name.
 func Timer(name string) TimerHandle {
-	w := wire.Word0(uint32(mustDefine(wire.KindTimer, name)), wire.KindTimer)
+	w := mustDefine(wire.KindTimer, name)
 	return TimerHandle{w, &timerSink{w}}
 }
 
