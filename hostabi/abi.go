@@ -387,12 +387,9 @@ func (h *host) one(stack []uint64, k wire.Kind) {
 // apply records one event whose value bits are already in their final form
 // (int64 two's complement, or float64 bits, as in a wire.Record).
 func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
-	if uint64(id) >= uint64(len(ids)) {
-		return StatusUnknownID
-	}
-	e := &ids[id]
-	if e.kind != k {
-		return StatusWrongKind
+	e, st := lookup(ids, id, k)
+	if st != StatusOK {
+		return st
 	}
 	switch k {
 	case wire.KindCounter:
@@ -410,6 +407,18 @@ func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
 		e.g.Set(math.Float64frombits(v))
 	}
 	return StatusOK
+}
+
+// lookup finds the metric a record names, which must have the record's
+// kind.
+func lookup(ids []metric, id uint32, k wire.Kind) (*metric, Status) {
+	if uint64(id) >= uint64(len(ids)) {
+		return nil, StatusUnknownID
+	}
+	if e := &ids[id]; e.kind == k {
+		return e, StatusOK
+	}
+	return nil, StatusWrongKind
 }
 
 // sumSlot accumulates the records of one counter or meter within a batch.
@@ -546,12 +555,9 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 		}
 		return 0, StatusOK
 	}
-	if uint64(id) >= uint64(len(ids)) {
-		return int32(n), StatusUnknownID
-	}
-	e := &ids[id]
-	if e.kind != k {
-		return int32(n), StatusWrongKind
+	e, st := lookup(ids, id, k)
+	if st != StatusOK {
+		return int32(n), st
 	}
 	if k == wire.KindTimer {
 		var ds [len(run.v)]time.Duration
