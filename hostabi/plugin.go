@@ -468,6 +468,13 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 		return nil, fmt.Errorf("hostabi: plugin %q is a command module (exports _start, not _initialize); use RunStart", p.name)
 	}
 	p.calls.Add(1)
+	if err := ctx.Err(); err != nil {
+		// Do not take an instance, or start one, for a call that is
+		// already over (acquire's select may still win the semaphore).
+		ee := exitError(err)
+		p.classify(ee)
+		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, ee)
+	}
 	inst, err := p.acquire(ctx)
 	if err != nil {
 		p.errs.Add(1)
@@ -481,8 +488,8 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
 	if err := cctx.Err(); err != nil {
-		// Fuel checks run only in loops: do not start a call
-		// that is already over.
+		// Fuel checks run only in loops: do not start a call that
+		// ended while it waited for an instance.
 		ee := exitError(err) // what a call stopped by its context returns
 		p.classify(ee)
 		p.release(ctx, inst, false)

@@ -239,6 +239,26 @@ func TestHostileCallerDeadline(t *testing.T) {
 	}
 }
 
+// A call whose context is already done fails as a timeout, the same way
+// every time, without taking an instance or starting one (instantiating a
+// Go guest takes milliseconds).
+func TestCallExpiredContext(t *testing.T) {
+	p := goPlugin(t, registry.New(), 2)
+	before := p.Stats().Instances // NewPlugin starts one
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 20; i++ { // acquire's select would pick the free slot half the time
+		_, err := p.Call(ctx, "record_all")
+		var ee *sys.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != sys.ExitCodeContextCanceled {
+			t.Fatalf("call %d returned %v, want a canceled exit error", i, err)
+		}
+	}
+	if st := p.Stats(); st.Instances != before || st.Timeouts != 20 || st.Errors != 20 || st.Replaced != 0 {
+		t.Errorf("stats %+v, want %d instances (none started) and 20 timeouts", st, before)
+	}
+}
+
 // A trap kills the instance with whatever it had buffered; a batch the
 // guest sent before trapping stays applied.
 func TestHostileTrap(t *testing.T) {
