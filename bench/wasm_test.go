@@ -166,6 +166,48 @@ func BenchmarkWasmEvents(b *testing.B) {
 	}
 }
 
+// BenchmarkWasmEventsPaired runs the Go and the C guest's batched loops
+// (as in BenchmarkWasmEvents) in turns, one call each per op, on one
+// thread, and reports each one's CPU per event and their ratio. This
+// machine's speed changes from one second to the next (its busy spells
+// nearly double every row above), and separate sub-benchmarks land in
+// different spells; paired calls share them, so the ratio holds still
+// where the rows do not (go/c was 1.21-1.24 both at 6.6/5.4 and at 12/10
+// ns per event).
+func BenchmarkWasmEventsPaired(b *testing.B) {
+	const perCall = 10000
+	rg, rc := registry.New(), registry.New()
+	guests := []*hostabi.Plugin{
+		benchPlugin(b, "go", goWasm(b, "bench", "testdata/wasm/goguest"), rg, false),
+		benchPlugin(b, "c", cWasm(b, "bench/testdata/wasm/cguest.c"), rc, false),
+	}
+	ctx := context.Background()
+	defer lockThread()()
+	var cpu [2]time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j, p := range guests {
+			t0 := threadCPU()
+			if _, err := p.Call(ctx, "record", perCall); err != nil {
+				b.Fatal(err)
+			}
+			cpu[j] += threadCPU() - t0
+		}
+	}
+	b.StopTimer()
+	events := float64(b.N * perCall)
+	if cpu[0] > 0 && cpu[1] > 0 {
+		b.ReportMetric(float64(cpu[0].Nanoseconds())/events, "go-cpu-ns/event")
+		b.ReportMetric(float64(cpu[1].Nanoseconds())/events, "c-cpu-ns/event")
+		b.ReportMetric(float64(cpu[0])/float64(cpu[1]), "go/c")
+	}
+	for name, r := range map[string]*registry.Registry{"go": rg, "c": rc} {
+		if v := r.Counter("plugins." + name + ".bench." + name + ".events").Value(); v != int64(b.N*perCall) {
+			b.Fatalf("%s counter = %d, want %d", name, v, b.N*perCall)
+		}
+	}
+}
+
 // BenchmarkWasmCalibrate is the machine's yardstick for the numbers above:
 // one atomic add on a registry counter (~2.2 ns on a quiet machine of the
 // project's kind). On a shared, loaded machine, compare against it.
