@@ -468,15 +468,21 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 		return nil, fmt.Errorf("hostabi: plugin %q is a command module (exports _start, not _initialize); use RunStart", p.name)
 	}
 	p.calls.Add(1)
-	if err := ctx.Err(); err != nil {
-		// Do not take an instance, or start one, for a call that is
-		// already over (acquire's select may still win the semaphore).
-		ee := exitError(err)
-		p.classify(ee)
-		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, ee)
+	// A call that is already over takes no instance: acquire's select may
+	// still win the semaphore, and then start an instance for nothing.
+	err := ctx.Err()
+	var inst *instance
+	if err == nil {
+		inst, err = p.acquire(ctx)
 	}
-	inst, err := p.acquire(ctx)
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// Ended before the call began, or while it waited for an
+			// instance: the same error and count as a call ended midway.
+			ee := exitError(cerr)
+			p.classify(ee)
+			return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, ee)
+		}
 		p.errs.Add(1)
 		return nil, fmt.Errorf("hostabi: plugin %q: %w", p.name, err)
 	}

@@ -259,6 +259,41 @@ func TestCallExpiredContext(t *testing.T) {
 	}
 }
 
+// A call whose deadline passes while it waits for a busy pool ends like
+// one stopped midway: a deadline exit error, counted as a timeout.
+func TestCallDeadlineWhileWaiting(t *testing.T) {
+	p := goPlugin(t, registry.New(), 1)
+	for attempt := 1; ; attempt++ {
+		calls := p.Stats().Calls
+		spinCtx, stop := context.WithCancel(context.Background())
+		spun := make(chan error, 1)
+		go func() {
+			_, err := p.Call(spinCtx, "spin")
+			spun <- err
+		}()
+		for p.Stats().Calls == calls {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // for spin to take the only instance
+		before := p.Stats()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, err := p.Call(ctx, "record_all")
+		cancel()
+		stop()
+		<-spun
+		if err == nil && attempt < 5 {
+			continue // record_all took the instance first; spin ran after it
+		}
+		if !isDeadline(err) {
+			t.Fatalf("waiting call returned %v, want a deadline exit error", err)
+		}
+		if st := p.Stats(); st.Timeouts != before.Timeouts+2 || st.Errors != before.Errors+2 {
+			t.Errorf("stats %+v, want 2 more timeouts than %+v (the waiting call and the spin)", st, before)
+		}
+		return
+	}
+}
+
 // A trap kills the instance with whatever it had buffered; a batch the
 // guest sent before trapping stays applied.
 func TestHostileTrap(t *testing.T) {

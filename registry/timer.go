@@ -24,9 +24,9 @@ type Timer struct {
 
 // Update records one duration. A negative duration is ignored, as by
 // Dropwizard's Timer: no clock measures one, and it would corrupt the
-// quantiles and min. The same holds on every path into a registry: shm
-// workers' records reach Update too, and hostabi also answers a guest's
-// negative duration with StatusBadValue.
+// quantiles and min. The same holds on every path into a registry: the shm
+// client drops one before the ring (a forged record reaches UpdateMany on
+// the host), and hostabi answers a guest's with StatusBadValue.
 func (t *Timer) Update(d time.Duration) {
 	if d < 0 {
 		return

@@ -576,8 +576,13 @@ type Timer struct {
 	w0 uint64
 }
 
-// Update records one duration.
-func (h *Timer) Update(d time.Duration) { h.c.put(h.w0, uint64(d)) }
+// Update records one duration. A negative one is dropped here, since the
+// host's registry.Timer would ignore it anyway, and spends no ring slot.
+func (h *Timer) Update(d time.Duration) {
+	if d >= 0 {
+		h.c.put(h.w0, uint64(d))
+	}
+}
 
 // UpdateSince records the time elapsed since start.
 func (h *Timer) UpdateSince(start time.Time) { h.Update(time.Since(start)) }

@@ -240,6 +240,30 @@ func TestHostileRecords(t *testing.T) {
 	}
 }
 
+// A negative duration is not recorded: the client drops it before the
+// ring, and one written into the ring anyway reaches registry.Timer, which
+// ignores it (the host counts it as drained: the record is well-formed).
+func TestNegativeDurations(t *testing.T) {
+	h, r, c := hostile(t)
+	tm := c.Timer("t")
+	res := atomic.LoadUint64(c.reserve)
+	tm.Update(-time.Millisecond)
+	if got := atomic.LoadUint64(c.reserve); got != res {
+		t.Fatalf("a negative duration took %d ring slots", got-res)
+	}
+	tm.Update(2 * time.Millisecond)
+	c.rawRecord(t, rec(0, wire.KindTimer, uint64(1<<64-1000))) // -1 µs
+	tm.Update(3 * time.Millisecond)
+	n, err := h.DrainOnce(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := r.Timer("t").Snapshot()
+	if n != 3 || s.Count != 2 || s.Min != 0.002 || s.Max != 0.003 {
+		t.Errorf("drained %d, timer count %d min %v max %v; want 3, 2, 0.002, 0.003", n, s.Count, s.Min, s.Max)
+	}
+}
+
 func writeDef(c *Client, id int, k wire.Kind, mode GaugeMode, name string) {
 	e := c.m[c.base+c.g.defOffset+id*DefSize:][:DefSize]
 	clear(e)
