@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tapes-go/tapes/internal/testenv"
 )
 
 var (
@@ -422,79 +424,14 @@ func httpFreePort(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// Binaries, each built once per test binary run, when first needed.
-var (
-	httpBinDirOnce sync.Once
-	httpBinDir     string
-	httpBinDirErr  error
-	httpBins       sync.Map // name -> *httpBuiltBin
-)
-
-type httpBuiltBin struct {
-	once sync.Once
-	path string
-	err  error
+func httpbenchBin(t testing.TB) string {
+	return builds.Path(t, "httpbench", testenv.GoBuild("bench", "./cmd/httpbench"))
 }
-
-// makeHTTPBinDir makes this process's directory for built binaries. The
-// package has no TestMain to remove it at exit, so each process uses
-// TMPDIR/tapes-httpbench-UID/PID and removes the directories of processes
-// that are gone.
-func makeHTTPBinDir() (string, error) {
-	parent := filepath.Join(os.TempDir(), fmt.Sprintf("tapes-httpbench-%d", os.Getuid()))
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return "", err
-	}
-	if old, err := os.ReadDir(parent); err == nil {
-		for _, e := range old {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			if syscall.Kill(pid, 0) == syscall.ESRCH {
-				os.RemoveAll(filepath.Join(parent, e.Name()))
-			}
-		}
-	}
-	dir := filepath.Join(parent, strconv.Itoa(os.Getpid()))
-	return dir, os.MkdirAll(dir, 0o700)
-}
-
-// httpBin builds the binary called name from pkg in the module at dir.
-func httpBin(t testing.TB, name, dir, pkg string) string {
-	t.Helper()
-	httpBinDirOnce.Do(func() { httpBinDir, httpBinDirErr = makeHTTPBinDir() })
-	if httpBinDirErr != nil {
-		t.Fatal(httpBinDirErr)
-	}
-	v, _ := httpBins.LoadOrStore(name, &httpBuiltBin{})
-	bb := v.(*httpBuiltBin)
-	bb.once.Do(func() {
-		bb.path = filepath.Join(httpBinDir, name)
-		cmd := exec.Command("go", "build", "-o", bb.path, pkg)
-		cmd.Dir = dir
-		if dir != "." {
-			// Another module: drop any -modfile meant for this one.
-			for _, kv := range os.Environ() {
-				if !strings.HasPrefix(kv, "GOFLAGS=") {
-					cmd.Env = append(cmd.Env, kv)
-				}
-			}
-		}
-		if b, err := cmd.CombinedOutput(); err != nil {
-			bb.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-		}
-	})
-	if bb.err != nil {
-		t.Fatal(bb.err)
-	}
-	return bb.path
-}
-
-func httpbenchBin(t testing.TB) string { return httpBin(t, "httpbench", ".", "./cmd/httpbench") }
 
 // httpTapesHostBin builds tapes-host in the root module.
-func httpTapesHostBin(t testing.TB) string { return httpBin(t, "tapes-host", "..", "./cmd/tapes-host") }
+func httpTapesHostBin(t testing.TB) string {
+	return builds.Path(t, "tapes-host", testenv.GoBuild(".", "./cmd/tapes-host"))
+}
 
 // httpProc is a running process whose stdout lines are collected.
 type httpProc struct {

@@ -10,10 +10,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"github.com/tapes-go/tapes/bench/internal/proc"
+	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
@@ -43,29 +42,8 @@ import (
 
 const e2eWorkers = 2
 
-var (
-	loadOnce sync.Once
-	loadBin  string
-	loadErr  error
-)
-
 func shmload(b *testing.B) string {
-	loadOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tapes-shmload-")
-		if err != nil {
-			loadErr = err
-			return
-		}
-		loadBin = filepath.Join(dir, "shmload")
-		out, err := exec.Command("go", "build", "-o", loadBin, "./cmd/shmload").CombinedOutput()
-		if err != nil {
-			loadErr = fmt.Errorf("building shmload: %v\n%s", err, out)
-		}
-	})
-	if loadErr != nil {
-		b.Fatal(loadErr)
-	}
-	return loadBin
+	return builds.Path(b, "shmload", testenv.GoBuild("bench", "./cmd/shmload"))
 }
 
 type e2eRun struct {

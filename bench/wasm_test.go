@@ -2,12 +2,8 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,78 +12,16 @@ import (
 	"github.com/tapes-go/tapes/registry"
 )
 
-// The wasm benchmarks build their guests from the source in this repository
-// once per test binary.
-var (
-	wasmOnce  sync.Map // key -> *wasmBuild
-	wasmDir   string
-	wasmDirMu sync.Mutex
-)
-
-type wasmBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func wasmOut(tb testing.TB, name string) string {
-	wasmDirMu.Lock()
-	defer wasmDirMu.Unlock()
-	if wasmDir == "" {
-		d, err := os.MkdirTemp("", "tapes-bench-wasm-")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		wasmDir = d
-	}
-	return filepath.Join(wasmDir, name)
-}
-
-func buildWasm(tb testing.TB, key string, build func(out string) error) []byte {
-	tb.Helper()
-	v, _ := wasmOnce.LoadOrStore(key, new(wasmBuild))
-	w := v.(*wasmBuild)
-	w.once.Do(func() {
-		w.path = wasmOut(tb, key+".wasm")
-		w.err = build(w.path)
-	})
-	if w.err != nil {
-		tb.Fatal(w.err)
-	}
-	b, err := os.ReadFile(w.path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
-}
-
 // goWasm builds the Go package pkg of the module in dir (both relative to
 // the repository root) as a wasip1 c-shared reactor.
 func goWasm(tb testing.TB, dir, pkg string) []byte {
-	return buildWasm(tb, "go-"+filepath.Base(pkg), func(out string) error {
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./"+pkg)
-		cmd.Dir = filepath.Join(testenv.RepoRoot(), dir)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
-		}
-		return nil
-	})
+	return builds.Bytes(tb, "go-"+filepath.Base(pkg)+".wasm", testenv.GoWasm(dir, "./"+pkg, "c-shared"))
 }
 
 // cWasm builds a C file (relative to the repository root) as a wasm32-wasi
 // reactor with guest/c on the include path.
 func cWasm(tb testing.TB, file string) []byte {
-	clang := testenv.WasiClang(tb)
-	return buildWasm(tb, "c-"+filepath.Base(file), func(out string) error {
-		root := testenv.RepoRoot()
-		cmd := exec.Command(clang, "--target=wasm32-wasi", "-O2", "-mexec-model=reactor",
-			"-I", filepath.Join(root, "guest", "c"), "-o", out, filepath.Join(root, file))
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%v: %v\n%s", cmd, err, b)
-		}
-		return nil
-	})
+	return builds.Bytes(tb, "c-"+filepath.Base(file)+".wasm", testenv.WasiC(testenv.WasiClang(tb), file, true))
 }
 
 // benchPlugin runs wasm with the plugin runner; noInterrupt drops the
@@ -98,7 +32,7 @@ func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, n
 	ctx := context.Background()
 	p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
 		Name: name, Wasm: wasm, Registry: r, Prefix: "plugins." + name,
-		CacheDir: wasmOut(b, "cache"), NoInterrupt: noInterrupt,
+		CacheDir: filepath.Join(builds.Dir(b), "cache"), NoInterrupt: noInterrupt,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -2,8 +2,6 @@ package hostabi_test
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	pluginc "github.com/tapes-go/tapes/examples/plugin-c"
@@ -17,21 +15,7 @@ func TestExamplePlugins(t *testing.T) {
 	plugin := map[string]func(t *testing.T) []byte{
 		"go": func(t *testing.T) []byte { return goGuest(t, "examples/plugin-go") },
 		"c": func(t *testing.T) []byte {
-			clang := testenv.WasiClang(t)
-			root := testenv.RepoRoot()
-			path, err := once("example-c", func(out string) error {
-				cmd := exec.Command(clang, "--target=wasm32-wasi", "-O2", "-mexec-model=reactor",
-					"-I", filepath.Join(root, "guest", "c"), "-o", out, filepath.Join(root, "examples", "plugin-c", "src", "plugin.c"))
-				if b, err := cmd.CombinedOutput(); err != nil {
-					t.Logf("%s", b)
-					return err
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return readFile(t, path)
+			return builds.Bytes(t, "example-c.wasm", testenv.WasiC(testenv.WasiClang(t), "examples/plugin-c/src/plugin.c", true))
 		},
 	}
 	plugin["c-embedded"] = func(*testing.T) []byte { return pluginc.Wasm }
