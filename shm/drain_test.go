@@ -134,7 +134,7 @@ func TestWaitSeesUnseenWork(t *testing.T) {
 	}
 	pass := func() {
 		t.Helper()
-		if _, err := h.drain(r, false, false); err != nil {
+		if _, err := h.drain(r, false); err != nil {
 			t.Fatal(err)
 		}
 		if h.unseen(c.Slot()) {
@@ -158,6 +158,18 @@ func TestWaitSeesUnseenWork(t *testing.T) {
 	if _, ok := r.Get("unseen.n"); !ok {
 		t.Fatal("a pass did not read the new definition")
 	}
+	// A definition count scribbled below what the host has read, or past
+	// the table, must not keep it awake: the host would never sleep.
+	for _, n := range []uint64{0, 1 << 40} {
+		atomic.StoreUint64(c.defCount, n)
+		if n != 0 {
+			pass() // reads the table up to its end
+		}
+		if h.unseen(c.Slot()) {
+			t.Fatalf("a definition count of %d keeps the host awake", n)
+		}
+	}
+	atomic.StoreUint64(c.defCount, 1)
 	c.Counter("unseen.n").Inc()
 	returns("a new record")
 }

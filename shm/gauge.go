@@ -3,7 +3,6 @@ package shm
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"sync"
 
@@ -61,7 +60,6 @@ func perWorkerName(name string, pid uint32) string {
 // (set, remove). Slots drained on different goroutines share it, hence the
 // lock.
 type gaugeAgg struct {
-	name string
 	mode GaugeMode
 	g    *registry.Gauge // the combined gauge (nil for GaugePerWorker)
 
@@ -138,18 +136,6 @@ func (a *gaugeAgg) combineLocked() float64 {
 		return best.v
 	}
 	return 0
-}
-
-// workers returns the slots contributing, sorted, for tests and Inspect.
-func (a *gaugeAgg) workers() []int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	s := make([]int, 0, len(a.vals))
-	for k := range a.vals {
-		s = append(s, k)
-	}
-	sort.Ints(s)
-	return s
 }
 
 // join registers a GaugePerWorker series for slot before its first value.

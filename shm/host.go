@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -336,10 +335,10 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	defer t.Stop()
 	for {
 		if ctx.Err() != nil {
-			_, err := h.drain(r, true, false)
+			_, err := h.drain(r, true)
 			return err
 		}
-		n, err := h.drain(r, false, false)
+		n, err := h.drain(r, false)
 		if err != nil {
 			return err
 		}
@@ -421,8 +420,10 @@ func (h *Host) wait() (woken bool, err error) {
 
 // unseen reports whether slot i holds something the host's last pass did
 // not see: a record, a worker that claimed the slot since, or a new
-// definition (counted up to the table's size, so that a scribbled count
-// cannot keep the host awake).
+// definition. Definitions count only above what the host has read, up to
+// the table's size: a count scribbled lower or past the table cannot keep
+// the host awake. (A reserve index scribbled ahead still can: a pass finds
+// nothing committed there and the host keeps to its short sleeps.)
 func (h *Host) unseen(i int) bool {
 	hs := &h.slots[i]
 	pid, gen, st := unpackState(atomic.LoadUint64(h.slotU64(i, slotState)))
@@ -433,7 +434,7 @@ func (h *Host) unseen(i int) bool {
 		return false
 	}
 	defs := min(atomic.LoadUint64(h.slotU64(i, slotDefCount)), uint64(h.g.maxDefs))
-	return atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer || defs != uint64(len(hs.defs))
+	return atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer || defs > uint64(len(hs.defs))
 }
 
 // DrainOnce applies every event committed when it is called, checks which
@@ -442,10 +443,10 @@ func (h *Host) unseen(i int) bool {
 // returns the number of events applied. Tests and shutdown paths use it;
 // services use Drain.
 func (h *Host) DrainOnce(r *registry.Registry) (int, error) {
-	return h.drain(r, true, true)
+	return h.drain(r, true)
 }
 
-func (h *Host) drain(r *registry.Registry, live, once bool) (n int, err error) {
+func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -571,7 +572,7 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 		}
 	}
 	procs := big
-	if procs >= 2 {
+	if procs >= 2 { // GOMAXPROCS takes the scheduler's lock: not on every pass
 		procs = min(procs, runtime.GOMAXPROCS(0))
 	}
 	if procs < 2 {
@@ -666,7 +667,9 @@ func (h *Host) pass(live bool) int {
 		// wakes an idle host).
 		h.loadDefs(i, hs)
 		if !live {
-			workers++
+			if st == StateActive { // a closed slot waits to be reclaimed
+				workers++
+			}
 			continue
 		}
 		h.refresh(i, hs, &ps)
@@ -735,6 +738,10 @@ func (h *Host) alive(pid uint32, start uint64) bool {
 
 // refresh reads the worker-written counters that the hot path must not
 // touch on every pass: dropped events and the backlog.
+// droppedName is the counter of what one worker dropped, a per-worker
+// series like a GaugePerWorker gauge's.
+func (h *Host) droppedName(pid uint32) string { return perWorkerName(h.prefix+".dropped", pid) }
+
 func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
 	d := atomic.LoadUint64(h.slotU64(i, slotDropped))
 	switch {
@@ -742,8 +749,7 @@ func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
 		delta := int64(min(d-hs.dropped, math.MaxInt64/2))
 		h.self.dropped.Add(delta)
 		if hs.droppedC == nil {
-			name := h.prefix + ".dropped.pid-" + strconv.FormatUint(uint64(hs.pid), 10)
-			if m, err := h.reg.GetOrCreate(registry.KindCounter, name); err == nil {
+			if m, err := h.reg.GetOrCreate(registry.KindCounter, h.droppedName(hs.pid)); err == nil {
 				hs.droppedC = m.(*registry.Counter)
 			}
 		}
@@ -949,7 +955,8 @@ func (d *hdef) applyValues() {
 // already under 0.1 ns each.
 const flushValues = 64
 
-// flushPending applies what apply queued.
+// flushPending applies what the chunk queued (drainSlot's fast path and
+// gather) and empties the queue.
 func (hs *hslot) flushPending() {
 	for _, id := range hs.pending {
 		d := &hs.defs[id]
@@ -1010,7 +1017,7 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 		defer h.aggMu.Unlock()
 		a := h.aggs[name]
 		if a == nil {
-			a = &gaugeAgg{name: name, mode: mode, vals: map[int]gval{}}
+			a = &gaugeAgg{mode: mode, vals: map[int]gval{}}
 			if mode != GaugePerWorker {
 				g, err := h.reg.GaugeFunc(name, nil)
 				if err != nil {
@@ -1103,7 +1110,7 @@ func (h *Host) unbind(i int, hs *hslot) {
 		}
 	}
 	if hs.droppedC != nil {
-		h.reg.Unregister(h.prefix + ".dropped.pid-" + strconv.FormatUint(uint64(hs.pid), 10))
+		h.reg.Unregister(h.droppedName(hs.pid))
 	}
 	*hs = hslot{}
 }

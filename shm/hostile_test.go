@@ -413,7 +413,7 @@ func TestTruncatedUnderHost(t *testing.T) {
 	// Skip the periodic size check so that the pass touches the missing
 	// pages and takes the SIGBUS.
 	h.lastLive, h.liveEvery = time.Now(), time.Hour
-	if _, err := h.drain(r, false, false); !errors.Is(err, ErrTruncated) {
+	if _, err := h.drain(r, false); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("drain after truncation: %v, want ErrTruncated from the fault", err)
 	}
 	if _, err := h.DrainOnce(r); !errors.Is(err, ErrTruncated) {
