@@ -280,7 +280,7 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 		switch w, err := rewriteCached(wasm, cfg.CacheDir); {
 		case err == nil:
 			wasm = w
-		case errors.Is(err, interrupt.ErrUnsupported):
+		case errors.Is(err, ErrNotRewritable):
 			p.interrupt = InterruptWazero
 		default:
 			return fail(err)
@@ -373,7 +373,6 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	start := time.Now()
 	mod, err := p.rt.InstantiateModule(cctx, p.code, p.modCfg.WithStartFunctions("_initialize"))
 	if err != nil {
-		p.classify(err)
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	p.instStart.Store(int64(time.Since(start)))
@@ -387,11 +386,19 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	return inst, nil
 }
 
+// acquire takes an idle instance or starts one, waiting while the pool is
+// busy. A context that ends first gives the exit error a call stopped by
+// it returns.
 func (p *Plugin) acquire(ctx context.Context) (*instance, error) {
+	// A call that is already over takes no instance: the select below may
+	// still pick the free semaphore, and then start an instance for nothing.
+	if err := ctx.Err(); err != nil {
+		return nil, exitError(err)
+	}
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, exitError(ctx.Err())
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -433,6 +440,12 @@ func (p *Plugin) release(ctx context.Context, inst *instance, failed bool) {
 	<-p.sem
 }
 
+// failed counts a failed call of export and returns its error.
+func (p *Plugin) failed(export string, err error) error {
+	p.classify(err)
+	return fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, err)
+}
+
 // classify counts a failed call's cause.
 func (p *Plugin) classify(err error) {
 	p.errs.Add(1)
@@ -468,23 +481,13 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 		return nil, fmt.Errorf("hostabi: plugin %q is a command module (exports _start, not _initialize); use RunStart", p.name)
 	}
 	p.calls.Add(1)
-	// A call that is already over takes no instance: acquire's select may
-	// still win the semaphore, and then start an instance for nothing.
-	err := ctx.Err()
-	var inst *instance
-	if err == nil {
-		inst, err = p.acquire(ctx)
-	}
+	inst, err := p.acquire(ctx)
 	if err != nil {
-		if cerr := ctx.Err(); cerr != nil {
-			// Ended before the call began, or while it waited for an
-			// instance: the same error and count as a call ended midway.
-			ee := exitError(cerr)
-			p.classify(ee)
-			return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, ee)
+		if errors.Is(err, ErrClosed) {
+			p.errs.Add(1)
+			return nil, fmt.Errorf("hostabi: plugin %q: %w", p.name, err)
 		}
-		p.errs.Add(1)
-		return nil, fmt.Errorf("hostabi: plugin %q: %w", p.name, err)
+		return nil, p.failed(export, err)
 	}
 	fn := inst.fns[export]
 	if fn == nil {
@@ -494,21 +497,18 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
 	if err := cctx.Err(); err != nil {
-		// Fuel checks run only in loops: do not start a call that
-		// ended while it waited for an instance.
-		ee := exitError(err) // what a call stopped by its context returns
-		p.classify(ee)
+		// Fuel checks run only in loops: do not start a call whose
+		// context ended as acquire returned.
 		p.release(ctx, inst, false)
-		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, ee)
+		return nil, p.failed(export, exitError(err))
 	}
 	res, err := fn.Call(cctx, params...)
 	if err == nil && inst.flush != nil && export != FlushExport {
 		_, err = inst.flush.Call(cctx)
 	}
 	if err != nil {
-		p.classify(err)
 		p.release(ctx, inst, true)
-		return nil, fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, err)
+		return nil, p.failed(export, err)
 	}
 	var out []uint64
 	if len(res) > 0 {
@@ -543,8 +543,7 @@ func (p *Plugin) RunStart(ctx context.Context) error {
 		mod.Close(context.WithoutCancel(ctx))
 	}
 	if err != nil {
-		p.classify(err)
-		return fmt.Errorf("hostabi: plugin %q: _start: %w", p.name, err)
+		return p.failed("_start", err)
 	}
 	return nil
 }

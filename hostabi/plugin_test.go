@@ -294,6 +294,48 @@ func TestCallDeadlineWhileWaiting(t *testing.T) {
 	}
 }
 
+// A deadline that passes while the call starts a new instance (a Go
+// guest's takes milliseconds) is one failed call: one timeout, one error,
+// not one for the instance and one for the call. How long a start takes
+// varies, so the calls try deadlines around it, and every failure must be
+// counted once.
+func TestCallDeadlineWhileStarting(t *testing.T) {
+	p := goPlugin(t, registry.New(), 2)
+	failed := uint64(0)
+	for _, d := range []time.Duration{250 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond} {
+		// A spinning call holds one instance, so the call below starts
+		// the pool's other one (each failed call closes its instance).
+		calls := p.Stats().Calls
+		spinCtx, stop := context.WithCancel(context.Background())
+		spun := make(chan error, 1)
+		go func() {
+			_, err := p.Call(spinCtx, "spin")
+			spun <- err
+		}()
+		for p.Stats().Calls == calls {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		_, err := p.Call(ctx, "record_all")
+		cancel()
+		stop()
+		if err != nil {
+			if !isDeadline(err) {
+				t.Fatalf("call with a %v deadline returned %v, want a deadline exit error", d, err)
+			}
+			failed++
+		}
+		if err := <-spun; err == nil {
+			t.Fatal("spin returned without an error")
+		}
+		failed++ // the spin
+	}
+	if st := p.Stats(); st.Errors != failed || st.Timeouts != failed {
+		t.Errorf("stats %+v; want %d errors, all timeouts: each failed call counted once", st, failed)
+	}
+}
+
 // A trap kills the instance with whatever it had buffered; a batch the
 // guest sent before trapping stays applied.
 func TestHostileTrap(t *testing.T) {
