@@ -15,9 +15,10 @@
 // are where the host checks the call's context. See docs/guest-abi.md,
 // "Interrupting a guest".
 //
-// Like wazero's checks, the rewrite instruments loops only: a call tree
-// without loops runs to completion (it is bounded by the guest's
-// size and call depth, not by a counter).
+// Like wazero's checks, the rewrite instruments loops, plus the entry of
+// every dispatch loop (so every Go function's call): a C call tree without
+// loops runs to completion (it is bounded by the guest's size and call
+// depth, not by a counter).
 package interrupt
 
 import (
@@ -498,10 +499,12 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 	for {
 		op := r.byte()
 		cur := instr{op: op}
+		var loopSegs int       // a dispatch loop's segment blocks
+		var loopDisp *dispatch // set when op starts a dispatch loop
 		switch {
 		case op == 0x0C || op == 0x0D: // br, br_if
 			l := r.u32()
-			if body && m.backBranch(open, l, op, prev, prev2) {
+			if body && backBranch(open, l, op, prev, prev2) {
 				m.check(w)
 			}
 			w.byte(op)
@@ -515,7 +518,7 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 			ls = append(ls, r.u32()) // the default
 			back := false
 			for _, l := range ls {
-				back = back || body && m.backBranch(open, l, op, prev, prev2)
+				back = back || body && backBranch(open, l, op, prev, prev2)
 			}
 			if back {
 				m.check(w)
@@ -525,13 +528,18 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 			for _, l := range ls {
 				w.u32(l)
 			}
-		case op == 0x03 && body && isDispatch(*r, m):
-			// Once per entry, before the loop: a dispatch loop has no
-			// check at its header, and without this a function that
-			// recurses without looping (fib(50)) would never be checked.
-			// Go compiles every function to a dispatch loop, so this is
-			// one check per Go call, as a header check was.
-			m.check(w)
+		case op == 0x03 && body: // loop
+			ahead := *r // past the block type: is it a dispatch loop?
+			m.blockType(&ahead, &writer{})
+			if loopSegs, loopDisp = dispatchAt(ahead); loopDisp != nil {
+				// Once per entry, before the loop: a dispatch loop has
+				// no check at its header, and without this a function
+				// that recurses without looping (fib(50)) would never be
+				// checked. Go compiles every function to a dispatch
+				// loop, so this is one check per Go call, as a header
+				// check was.
+				m.check(w)
+			}
 			w.byte(op)
 			m.instr(r, w, op, &cur)
 		default:
@@ -548,8 +556,8 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 		case 0x03: // loop
 			c := ctl{loop: true}
 			if body {
-				if n, d := dispatchAt(*r); d != nil {
-					c.dispatch, segBlocks, segOf = d, n, d
+				if loopDisp != nil {
+					c.dispatch, segBlocks, segOf = loopDisp, loopSegs, loopDisp
 				} else {
 					m.check(w)
 				}
@@ -637,21 +645,13 @@ func dispatchAt(r reader) (int, *dispatch) {
 	return n, d
 }
 
-// isDispatch reports whether the loop instruction whose opcode expr has
-// just read (r is at its block type) starts a dispatch loop.
-func isDispatch(r reader, m *module) bool {
-	m.blockType(&r, &writer{})
-	_, d := dispatchAt(r)
-	return d != nil
-}
-
 // backBranch reports whether a branch (op) to label l may jump back to a
 // loop header and so needs a fuel check before it: its target is a loop,
 // and it is not a dispatch loop's forward jump (see dispatch), which is an
 // unconditional br right after "i32.const k; local.set $pc" where k's
 // segment comes after the current one. A label past the open blocks is
 // invalid, and wazero refuses the module anyway.
-func (m *module) backBranch(open []ctl, l uint32, op byte, prev, prev2 instr) bool {
+func backBranch(open []ctl, l uint32, op byte, prev, prev2 instr) bool {
 	if int64(l) >= int64(len(open)) {
 		return false // the function's own block (a return), or invalid
 	}
@@ -663,7 +663,7 @@ func (m *module) backBranch(open []ctl, l uint32, op byte, prev, prev2 instr) bo
 	if d == nil {
 		return false // checked at its header
 	}
-	if op == 0x0C && d.closed > 0 && prev.op == 0x21 && prev.imm == int64(d.pc) &&
+	if op == 0x0C && prev.op == 0x21 && prev.imm == int64(d.pc) &&
 		prev2.op == 0x41 && prev2.imm >= 0 && prev2.imm < int64(len(d.seg)) && d.seg[prev2.imm] >= d.closed {
 		return false
 	}

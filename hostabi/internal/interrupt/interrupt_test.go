@@ -1,6 +1,7 @@
 package interrupt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -425,11 +426,26 @@ func TestRewriteDispatchLoops(t *testing.T) {
 		"past the table":             {0x41, 0x07},             // the default: segment 2 again
 		"from a computed index":      {0x20, 0x01},             // local.get $pc, not a constant
 		"with a negative index":      {0x41, 0x7F},             // -1
+		"to the same segment":        {0x41, 0x02},             // segment 2 again
 		"to the same segment by tee": {0x41, 0x02, 0x22, 0x01}, // i32.const 2, local.tee $pc
 	} {
 		if _, calls, err := run(t, loopModule(dispatchLoop(back...)), fuel, 3, 1); err == nil || calls != 3 {
 			t.Errorf("a backward jump %s: %d checks, err %v; want the third check to stop it", name, calls, err)
 		}
+	}
+	// Segment 0's jump looks forward (i32.const 2, then br to the loop)
+	// but sets another local than $pc, so it goes back to segment 0: it
+	// must be checked, or this loop would run 1000 iterations unchecked.
+	fwd := []byte{0x41, 0x02, 0x21, 0x01, 0x0C, 0x02}
+	other := []byte{0x41, 0x02, 0x21, 0x03, 0x0C, 0x02} // local.set 3, not $pc
+	body := dispatchLoop()
+	if !bytes.Contains(body, fwd) {
+		t.Fatal("dispatchLoop no longer has its forward jump")
+	}
+	body = bytes.Replace(body, fwd, other, 1)
+	body[1] = 0x03 // three i32 locals: $pc, count, and the other
+	if _, calls, err := run(t, loopModule(body), fuel, 3, 10*fuel); err == nil || calls != 3 {
+		t.Errorf("a jump that sets another local than $pc: %d checks, err %v; want the third check to stop it", calls, err)
 	}
 }
 
