@@ -559,26 +559,20 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 	if st != StatusOK {
 		return int32(n), st
 	}
-	if k == wire.KindTimer {
-		var ds [len(run.v)]time.Duration
-		j := 0
-		for _, v := range vs {
-			if int64(v) >= 0 {
-				ds[j] = time.Duration(v)
-				j++
-			}
-		}
-		e.t.UpdateMany(ds[:j])
-		if j < n {
-			return int32(n - j), StatusBadValue
-		}
+	if k == wire.KindHistogram {
+		e.h.UpdateMany(wire.Floats(vs))
 		return 0, StatusOK
 	}
-	var fs [len(run.v)]float64
-	for i, v := range vs {
-		fs[i] = math.Float64frombits(v)
+	e.t.UpdateMany(wire.Durations(vs)) // which ignores negative durations
+	bad := int32(0)
+	for _, v := range vs {
+		if int64(v) < 0 {
+			bad++
+		}
 	}
-	e.h.UpdateMany(fs[:n])
+	if bad > 0 {
+		return bad, StatusBadValue
+	}
 	return 0, StatusOK
 }
 

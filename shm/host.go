@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	mmap "github.com/edsrzf/mmap-go"
 
@@ -938,12 +937,11 @@ func (d *hdef) applyValues() {
 	if d.nvals == 0 {
 		return
 	}
-	p := unsafe.Pointer(d.vals)
-	switch d.kind {
+	switch vs := d.vals[:d.nvals]; d.kind {
 	case wire.KindTimer:
-		d.t.UpdateMany(unsafe.Slice((*time.Duration)(p), d.nvals))
+		d.t.UpdateMany(wire.Durations(vs))
 	case wire.KindHistogram:
-		d.h.UpdateMany(unsafe.Slice((*float64)(p), d.nvals))
+		d.h.UpdateMany(wire.Floats(vs))
 	}
 	d.nvals = 0
 }

@@ -3,7 +3,7 @@
 // shared-memory rings (shm), the WebAssembly host ABI (hostabi) and the guest
 // SDKs all use these definitions, so a kind code or a record means the same
 // thing everywhere. The package imports only the standard library (errors,
-// fmt, math, encoding/binary) so that it compiles for GOOS=wasip1 without
+// fmt, math, time, unsafe, encoding/binary) so that it compiles for GOOS=wasip1 without
 // dragging the registry into guests.
 //
 // The byte-level contract is documented in docs/shm-layout.md and
@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
+	"unsafe"
 )
 
 // Kind identifies a metric type. The numeric values are part of the shm file
@@ -175,6 +177,20 @@ func WordKind(w0 uint64) Kind { return Kind(w0 >> (8 * RecordKindOff)) }
 
 // WordID returns the metric id of a first word.
 func WordID(w0 uint64) uint32 { return uint32(w0 >> (8 * RecordIDOff)) }
+
+// Durations reads the second words of timer records (int64 nanoseconds)
+// as durations, and Floats those of histogram or gauge records (float64
+// bits) as floats, without copying: a host gathers a metric's values as
+// the words it read and hands them to Timer.UpdateMany or
+// Histogram.UpdateMany as they are.
+func Durations(vs []uint64) []time.Duration {
+	return unsafe.Slice((*time.Duration)(unsafe.Pointer(unsafe.SliceData(vs))), len(vs))
+}
+
+// Floats: see Durations.
+func Floats(vs []uint64) []float64 {
+	return unsafe.Slice((*float64)(unsafe.Pointer(unsafe.SliceData(vs))), len(vs))
+}
 
 // DecodeWords is Decode for a record read as its two words.
 func DecodeWords(w0, w1 uint64) (Record, error) {
