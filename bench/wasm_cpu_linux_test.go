@@ -2,9 +2,9 @@ package bench
 
 import (
 	"runtime"
-	"syscall"
 	"time"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // threadCPU returns the CPU time of the calling OS thread. The wasm
@@ -17,9 +17,8 @@ import (
 // getrusage(RUSAGE_THREAD), which here advances in 4 ms ticks: too coarse
 // for BenchmarkWasmEventsPaired, which times single calls of ~70 µs.
 func threadCPU() time.Duration {
-	const clockThreadCPUTimeID = 3 // CLOCK_THREAD_CPUTIME_ID, <linux/time.h>
-	var ts syscall.Timespec
-	if _, _, e := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID, uintptr(unsafe.Pointer(&ts)), 0); e != 0 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
 		return 0
 	}
 	return time.Duration(ts.Nano())

@@ -106,7 +106,7 @@ func BenchmarkWasmEvents(b *testing.B) {
 // machine's speed changes from one second to the next (its busy spells
 // nearly double every row above), and separate sub-benchmarks land in
 // different spells; paired calls share them, so the ratio holds still
-// where the rows do not (go/c was 1.21-1.24 both at 6.6/5.4 and at 12/10
+// where the rows do not (go/c read 1.19-1.26 both at 6.5/5.4 and at 12/10
 // ns per event).
 func BenchmarkWasmEventsPaired(b *testing.B) {
 	const perCall = 10000
@@ -187,7 +187,8 @@ func BenchmarkWasmCall(b *testing.B) {
 
 // BenchmarkWasmStart measures NewPlugin for the Go example plugin with a
 // warm on-disk compilation cache: compile (from the cache) plus the first
-// instance. compile-ms and start-ms report the two parts.
+// instance. compile-ms and start-ms report the two parts; ns/op and
+// cpu-ms/op also count closing the plugin.
 func BenchmarkWasmStart(b *testing.B) {
 	wasm := goWasm(b, ".", "examples/plugin-go")
 	dir := b.TempDir()

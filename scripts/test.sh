@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, then checks formatting,
-# vets, and runs every test of the module and of bench/ with the race
-# detector. CI (.ci/run) calls exactly this.
+# vets, runs every test of the module with the race detector, fuzzes the two
+# parsers of untrusted input briefly, and runs bench/'s tests and one pass of
+# every benchmark (without the race detector, which would time them
+# nothing like production). CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
