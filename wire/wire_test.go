@@ -152,12 +152,16 @@ func TestWords(t *testing.T) {
 		if got := binary.LittleEndian.Uint64(b[:8]); got != w0 {
 			t.Errorf("%+v: Word0 %#x, Put wrote %#x", r, w0, got)
 		}
-		if WordKind(w0) != r.Kind {
-			t.Errorf("%+v: WordKind %v", r, WordKind(w0))
+		if WordKind(w0) != r.Kind || WordID(w0) != r.ID {
+			t.Errorf("%+v: WordKind %v, WordID %d", r, WordKind(w0), WordID(w0))
 		}
 		if got, err := DecodeWords(w0, binary.LittleEndian.Uint64(b[8:])); err != nil || got != r {
 			t.Errorf("%+v: DecodeWords = %+v, %v", r, got, err)
 		}
+	}
+	// A reserved byte set does not change the kind or the id read.
+	if w := Word0(9, KindMeter) | 1<<56; WordKind(w) != KindMeter || WordID(w) != 9 {
+		t.Errorf("%#x: WordKind %v, WordID %d", w, WordKind(w), WordID(w))
 	}
 	if WordKind(0) != 0 {
 		t.Error("an unwritten word has a kind")
