@@ -82,33 +82,6 @@ func s33(b []byte) int64 {
 
 func (r *reader) name() []byte { return r.bytes(int(r.u32())) }
 
-// expr skips a constant expression (a data segment's offset): its
-// instructions up to the first end. Wasm 2.0's constant instructions carry
-// at most one LEB128 number or 4, 8 or 16 bytes.
-func (r *reader) expr() {
-	for {
-		switch op := r.byte(); op {
-		case 0x0B:
-			return
-		case 0x41, 0x23, 0xD2: // i32.const, global.get, ref.func
-			r.leb(5)
-		case 0x42:
-			r.leb(10)
-		case 0x43:
-			r.bytes(4)
-		case 0x44:
-			r.bytes(8)
-		case 0xD0:
-			r.byte()
-		case 0xFD: // v128.const
-			r.u32()
-			r.bytes(16)
-		default:
-			panic(decodeError{errors.New("interrupt: unexpected instruction in a constant expression")})
-		}
-	}
-}
-
 func (r *reader) limits() {
 	flags := r.byte()
 	r.leb(10)

@@ -212,11 +212,11 @@ func (m *module) scan(s section) error {
 		for ; n > 0; n-- {
 			switch flags := r.u32(); flags {
 			case 0:
-				r.expr()
+				m.expr(r, &writer{}, false) // the offset; globals and functions are counted by now
 			case 1:
 			case 2:
 				r.u32()
-				r.expr()
+				m.expr(r, &writer{}, false)
 			default:
 				return fmt.Errorf("interrupt: data segment flags %d", flags)
 			}
