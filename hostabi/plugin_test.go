@@ -259,28 +259,37 @@ func TestCallExpiredContext(t *testing.T) {
 	}
 }
 
+// spinning starts a call of the Go guest's spin export, which holds an
+// instance until stop (which returns the call's error) ends it.
+func spinning(p *hostabi.Plugin) (stop func() error) {
+	calls := p.Stats().Calls
+	ctx, cancel := context.WithCancel(context.Background())
+	spun := make(chan error, 1)
+	go func() {
+		_, err := p.Call(ctx, "spin")
+		spun <- err
+	}()
+	for p.Stats().Calls == calls {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // for the call to take its instance
+	return func() error {
+		cancel()
+		return <-spun
+	}
+}
+
 // A call whose deadline passes while it waits for a busy pool ends like
 // one stopped midway: a deadline exit error, counted as a timeout.
 func TestCallDeadlineWhileWaiting(t *testing.T) {
 	p := goPlugin(t, registry.New(), 1)
 	for attempt := 1; ; attempt++ {
-		calls := p.Stats().Calls
-		spinCtx, stop := context.WithCancel(context.Background())
-		spun := make(chan error, 1)
-		go func() {
-			_, err := p.Call(spinCtx, "spin")
-			spun <- err
-		}()
-		for p.Stats().Calls == calls {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(20 * time.Millisecond) // for spin to take the only instance
+		stop := spinning(p)
 		before := p.Stats()
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		_, err := p.Call(ctx, "record_all")
 		cancel()
 		stop()
-		<-spun
 		if err == nil && attempt < 5 {
 			continue // record_all took the instance first; spin ran after it
 		}
@@ -305,28 +314,17 @@ func TestCallDeadlineWhileStarting(t *testing.T) {
 	for _, d := range []time.Duration{250 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond} {
 		// A spinning call holds one instance, so the call below starts
 		// the pool's other one (each failed call closes its instance).
-		calls := p.Stats().Calls
-		spinCtx, stop := context.WithCancel(context.Background())
-		spun := make(chan error, 1)
-		go func() {
-			_, err := p.Call(spinCtx, "spin")
-			spun <- err
-		}()
-		for p.Stats().Calls == calls {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(20 * time.Millisecond)
+		stop := spinning(p)
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		_, err := p.Call(ctx, "record_all")
 		cancel()
-		stop()
 		if err != nil {
 			if !isDeadline(err) {
 				t.Fatalf("call with a %v deadline returned %v, want a deadline exit error", d, err)
 			}
 			failed++
 		}
-		if err := <-spun; err == nil {
+		if stop() == nil {
 			t.Fatal("spin returned without an error")
 		}
 		failed++ // the spin
