@@ -106,8 +106,8 @@ func BenchmarkWasmEvents(b *testing.B) {
 // machine's speed changes from one second to the next (its busy spells
 // nearly double every row above), and separate sub-benchmarks land in
 // different spells; paired calls share them, so the ratio holds still
-// where the rows do not (go/c read 1.19-1.26 both at 6.5/5.4 and at 12/10
-// ns per event).
+// where the rows do not (go/c read 1.19-1.26 over 200 pairs or more,
+// both at 6.5/5.4 and at 12/10 ns per event).
 func BenchmarkWasmEventsPaired(b *testing.B) {
 	const perCall = 10000
 	rg, rc := registry.New(), registry.New()
