@@ -80,6 +80,13 @@ func s33(b []byte) int64 {
 	return v
 }
 
+// u32raw is u32 that also returns the bytes the number was written in.
+func (r *reader) u32raw() (uint32, []byte) {
+	start := r.i
+	v := r.u32()
+	return v, r.b[start:r.i]
+}
+
 func (r *reader) name() []byte { return r.bytes(int(r.u32())) }
 
 func (r *reader) limits() {
@@ -95,6 +102,16 @@ type writer struct{ b []byte }
 func (w *writer) byte(c byte)   { w.b = append(w.b, c) }
 func (w *writer) raw(p []byte)  { w.b = append(w.b, p...) }
 func (w *writer) name(p []byte) { w.u32(uint32(len(p))); w.b = append(w.b, p...) }
+
+// keep copies a u32 that the rewrite does not change as it was written,
+// not re-encoded: wazero refuses some immediates (memory.size's reserved
+// zero) unless they take one byte, and writing 0x80 0x00 back as 0x00
+// would turn a module wazero refuses into one it accepts.
+func (w *writer) keep(r *reader) uint32 {
+	v, b := r.u32raw()
+	w.raw(b)
+	return v
+}
 
 func (w *writer) u32(v uint32) {
 	for v >= 0x80 {

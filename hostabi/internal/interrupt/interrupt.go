@@ -35,7 +35,7 @@ type Import struct{ Module, Name string }
 // Version changes whenever Rewrite's output or what it refuses changes, so
 // that a cached rewrite (hostabi's CacheDir) from an older build is never
 // used.
-const Version = 4
+const Version = 5
 
 // MaxLocals is the most locals a function may declare, V8's limit (so no
 // module that runs in a browser is refused). wazero 1.12 accepts up to 2^32
@@ -345,35 +345,29 @@ func (m *module) rewriteSection(s section, fuel int32) []byte {
 		w.s32(fuel)
 		w.byte(0x0B)
 	case secExport:
-		n := r.u32()
-		w.u32(n)
-		for ; n > 0; n-- {
+		for n := w.keep(r); n > 0; n-- {
 			w.name(r.name())
 			kind := r.byte()
 			w.byte(kind)
-			idx := r.u32()
 			switch kind {
 			case 0x00:
-				idx = m.funcIdx(idx)
+				w.u32(m.funcIdx(r.u32()))
 			case 0x03:
-				idx = m.globalIdx(idx)
+				w.u32(m.globalIdx(r.u32()))
+			default:
+				w.keep(r)
 			}
-			w.u32(idx)
 		}
 	case secStart:
 		w.u32(m.funcIdx(r.u32()))
 	case secElement:
 		m.elements(r, w)
 	case secCode:
-		n := r.u32()
-		w.u32(n)
-		for ; n > 0; n-- {
+		for n := w.keep(r); n > 0; n-- {
 			body := &reader{b: r.bytes(int(r.u32()))}
 			bw := &writer{}
-			locals := body.u32()
-			bw.u32(locals)
-			for ; locals > 0; locals-- { // bounded by scan
-				bw.u32(body.u32())
+			for locals := bw.keep(body); locals > 0; locals-- { // bounded by scan
+				bw.keep(body)
 				bw.byte(body.byte())
 			}
 			m.expr(body, bw, true)
@@ -395,16 +389,13 @@ func (m *module) rewriteSection(s section, fuel int32) []byte {
 }
 
 func (m *module) elements(r *reader, w *writer) {
-	n := r.u32()
-	w.u32(n)
-	for ; n > 0; n-- {
-		flags := r.u32()
-		w.u32(flags)
+	for n := w.keep(r); n > 0; n-- {
+		flags := w.keep(r)
 		if flags > 7 {
 			m.fail(fmt.Errorf("interrupt: element segment flags %d", flags))
 		}
 		if flags&2 != 0 && flags&1 == 0 { // explicit table index
-			w.u32(r.u32())
+			w.keep(r)
 		}
 		if flags&1 == 0 { // active: offset expression
 			m.expr(r, w, false)
@@ -412,9 +403,7 @@ func (m *module) elements(r *reader, w *writer) {
 		if flags&3 != 0 { // elemkind or reftype
 			w.byte(r.byte())
 		}
-		count := r.u32()
-		w.u32(count)
-		for ; count > 0; count-- {
+		for count := w.keep(r); count > 0; count-- {
 			if flags&4 == 0 {
 				w.u32(m.funcIdx(r.u32()))
 			} else {
@@ -460,21 +449,15 @@ func (m *module) custom(r *reader, w *writer) {
 		sw := &writer{}
 		switch id {
 		case 1: // function names: vec(funcidx name)
-			n := sub.u32()
-			sw.u32(n)
-			for ; n > 0; n-- {
+			for n := sw.keep(sub); n > 0; n-- {
 				sw.u32(m.shift(sub.u32()))
 				sw.name(sub.name())
 			}
 		case 2, 3: // local and label names: vec(funcidx namemap)
-			n := sub.u32()
-			sw.u32(n)
-			for ; n > 0; n-- {
+			for n := sw.keep(sub); n > 0; n-- {
 				sw.u32(m.shift(sub.u32()))
-				k := sub.u32()
-				sw.u32(k)
-				for ; k > 0; k-- {
-					sw.u32(sub.u32())
+				for k := sw.keep(sub); k > 0; k-- {
+					sw.keep(sub)
 					sw.name(sub.name())
 				}
 			}
@@ -503,13 +486,14 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 		var loopDisp *dispatch // set when op starts a dispatch loop
 		switch {
 		case op == 0x0C || op == 0x0D: // br, br_if
-			l := r.u32()
+			l, raw := r.u32raw()
 			if body && backBranch(open, l, op, prev, prev2) {
 				m.check(w)
 			}
 			w.byte(op)
-			w.u32(l)
+			w.raw(raw)
 		case op == 0x0E: // br_table
+			start := r.i
 			n := r.u32()
 			ls := make([]uint32, 0, min(n, 1024))
 			for ; n > 0; n-- {
@@ -524,10 +508,7 @@ func (m *module) expr(r *reader, w *writer, body bool) {
 				m.check(w)
 			}
 			w.byte(op)
-			w.u32(uint32(len(ls) - 1))
-			for _, l := range ls {
-				w.u32(l)
-			}
+			w.raw(r.b[start:r.i])
 		case op == 0x03 && body: // loop
 			ahead := *r // past the block type: is it a dispatch loop?
 			m.blockType(&ahead, &writer{})
@@ -682,20 +663,16 @@ func (m *module) instr(r *reader, w *writer, op byte, cur *instr) {
 	case op == 0x23 || op == 0x24: // global.get, global.set
 		w.u32(m.globalIdx(r.u32()))
 	case op == 0x21: // local.set
-		x := r.u32()
-		cur.imm = int64(x)
-		w.u32(x)
+		cur.imm = int64(w.keep(r))
 	case op >= 0x20 && op <= 0x26 || op == 0x3F || op == 0x40:
-		w.u32(r.u32())
+		w.keep(r)
 	case op == 0x10 || op == 0xD2: // call, ref.func
 		w.u32(m.funcIdx(r.u32()))
 	case op == 0x11: // call_indirect
 		w.u32(m.typeIdx(r.u32()))
-		w.u32(r.u32())
+		w.keep(r)
 	case op == 0x1C: // select t*
-		n := r.u32()
-		w.u32(n)
-		for ; n > 0; n-- {
+		for n := w.keep(r); n > 0; n-- {
 			w.byte(r.byte())
 		}
 	case op >= 0x28 && op <= 0x3E:
@@ -713,21 +690,19 @@ func (m *module) instr(r *reader, w *writer, op byte, cur *instr) {
 	case op == 0xD0: // ref.null
 		w.byte(r.byte())
 	case op == 0xFC:
-		sub := r.u32()
-		w.u32(sub)
+		sub := w.keep(r)
 		switch {
 		case sub <= 7:
 		case sub == 8 || sub == 10 || sub == 12 || sub == 14:
-			w.u32(r.u32())
-			w.u32(r.u32())
+			w.keep(r)
+			w.keep(r)
 		case sub <= 17:
-			w.u32(r.u32())
+			w.keep(r)
 		default:
 			m.fail(fmt.Errorf("%w: opcode 0xFC %d", ErrUnsupported, sub))
 		}
 	case op == 0xFD:
-		sub := r.u32()
-		w.u32(sub)
+		sub := w.keep(r)
 		switch {
 		case sub <= 11 || sub == 92 || sub == 93:
 			m.memarg(r, w)
@@ -761,10 +736,8 @@ func (m *module) blockType(r *reader, w *writer) {
 }
 
 func (m *module) memarg(r *reader, w *writer) {
-	align := r.u32()
-	w.u32(align)
-	if align&0x40 != 0 { // multi-memory: a memory index follows
-		w.u32(r.u32())
+	if w.keep(r)&0x40 != 0 { // multi-memory: a memory index follows
+		w.keep(r)
 	}
 	w.raw(r.leb(10)) // offset (u64 with memory64)
 }

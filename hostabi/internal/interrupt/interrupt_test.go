@@ -343,6 +343,60 @@ func TestRewriteRefusesOutOfRangeIndices(t *testing.T) {
 	}
 }
 
+// Immediates the rewrite does not change are copied as written. wazero
+// refuses a memory instruction whose reserved zero takes more than one
+// byte; re-encoding 0x80 0x00 as 0x00 turned such modules into ones it
+// accepts (found by FuzzRewrite). A body with no loop and no index to
+// shift comes out byte for byte.
+func TestRewriteKeepsEncodings(t *testing.T) {
+	voidType := vec(secType, 1, 0x60, 0x00, 0x00)
+	oneFunc := vec(secFunction, 1, 0x00)
+	memory := vec(secMemory, 1, 0x00, 0x01)
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	for name, c := range map[string]struct {
+		body  []byte
+		valid bool
+	}{
+		"memory.size": {[]byte{0x00, 0x3F, 0x80, 0x00, 0x1A, 0x0B}, false},
+		"memory.grow": {[]byte{0x00, 0x41, 0x00, 0x40, 0x80, 0x00, 0x1A, 0x0B}, false},
+		"memory.fill": {[]byte{0x00, 0x41, 0x00, 0x41, 0x00, 0x41, 0x00, 0xFC, 0x0B, 0x80, 0x00, 0x0B}, false},
+		"memory.copy": {[]byte{0x00, 0x41, 0x00, 0x41, 0x00, 0x41, 0x00, 0xFC, 0x0A, 0x00, 0x80, 0x00, 0x0B}, false},
+		"overlong local, label, memarg and sub-opcode": {[]byte{
+			0x01, 0x81, 0x00, 0x7F, // one i32 local, its count in two bytes
+			0x02, 0x40, // block
+			0x41, 0x00, 0x20, 0x80, 0x00, 0x0D, 0x80, 0x00, // br_if 0 (local.get 0)
+			0x0E, 0x80, 0x00, 0x80, 0x00, // br_table with no labels, default 0
+			0x0B,
+			0x41, 0x00, 0x28, 0x82, 0x00, 0x80, 0x00, 0x21, 0x80, 0x00, // local.set 0 (i32.load)
+			0x41, 0x00, 0x41, 0x00, 0x41, 0x00, 0xFC, 0x8B, 0x00, 0x00, // memory.fill, sub-opcode in two bytes
+			0x0B,
+		}, true},
+	} {
+		wasm := assemble(voidType, oneFunc, memory, code(c.body))
+		if m, err := rt.CompileModule(ctx, wasm); (err == nil) != c.valid {
+			t.Fatalf("%s: wazero's verdict on the input is %v; the case tests nothing", name, err)
+		} else if err == nil {
+			m.Close(ctx)
+		}
+		out, err := Rewrite(wasm, check, 7)
+		if err != nil {
+			t.Fatalf("%s: Rewrite: %v", name, err)
+		}
+		if !bytes.Contains(out, c.body) {
+			t.Errorf("%s: the body was not copied byte for byte", name)
+		}
+		m, err := rt.CompileModule(ctx, out)
+		if (err == nil) != c.valid {
+			t.Errorf("%s: wazero's verdict on the rewrite is %v, want valid=%v", name, err, c.valid)
+		}
+		if err == nil {
+			m.Close(ctx)
+		}
+	}
+}
+
 // A module the rewriter does not decode (here an atomic.fence, from the
 // threads proposal) falls back to wazero's checks, but only after every
 // body's locals were counted: wazero allocates them before validating.
