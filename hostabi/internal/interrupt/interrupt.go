@@ -250,6 +250,8 @@ func (m *module) scan(s section) error {
 		}
 	case secGlobal:
 		m.definedGlobals = n
+	case secCustom:
+		return names(r)
 	case secCode:
 		// Every body's locals, before anything is rewritten: a module that
 		// falls back to wazero's checks must not reach wazero either.
@@ -262,6 +264,47 @@ func (m *module) scan(s section) error {
 				}
 				body.byte()
 			}
+		}
+	}
+	return nil
+}
+
+// names checks a "name" section the way wazero 1.12 reads it, wherever it
+// sits: wazero makes each map and each name as long as declared before
+// reading it (a 400-byte module made it allocate 6 GiB; FuzzRewrite), and
+// reads the module, function and local names (subsections 0 to 2) past
+// their declared size if they say so, so that trailing bytes are read as
+// more subsections, counts and names. Those three subsections must
+// therefore be exactly what they declare; wazero skips the others by their
+// size.
+func names(r *reader) error {
+	if string(r.name()) != "name" {
+		return nil
+	}
+	for !r.done() {
+		id := r.byte()
+		sub := &reader{b: r.bytes(int(r.u32()))}
+		nameMap := func() {
+			for n := sub.u32(); n > 0; n-- { // each entry takes 2 bytes or more: ends at the subsection's end
+				sub.u32()
+				sub.name()
+			}
+		}
+		switch id {
+		case 0:
+			sub.name()
+		case 1:
+			nameMap()
+		case 2:
+			for n := sub.u32(); n > 0; n-- {
+				sub.u32()
+				nameMap()
+			}
+		default:
+			continue
+		}
+		if !sub.done() {
+			return fmt.Errorf("interrupt: name subsection %d has bytes after its contents", id)
 		}
 	}
 	return nil

@@ -238,8 +238,13 @@ func FuzzRewrite(f *testing.F) {
 // malformed, not passed on (not even to the fallback): a vector declaring
 // more entries than its section has bytes, a function declaring 2^32-1
 // locals, a type with 2^32-1 parameters, a 4 GiB data segment in a few
-// bytes; and an unknown section id is malformed, not unsupported.
+// bytes, a "name" section declaring more names than it holds; and an
+// unknown section id is malformed, not unsupported.
 func TestRewriteRefusesHugeDeclarations(t *testing.T) {
+	voidType := vec(secType, 1, 0x60, 0x00, 0x00)
+	oneFunc := vec(secFunction, 1, 0x00)
+	fence := []byte{0x00, 0xFE, 0x03, 0x00, 0x0B} // atomic.fence: not decoded, so the body falls back
+	hugeNames := []byte{secCustom, 0x04, 'n', 'a', 'm', 'e', 0x01, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F}
 	imports := []byte{
 		0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
 		0x02, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, // 2^32-1 imports in 5 bytes
@@ -266,6 +271,15 @@ func TestRewriteRefusesHugeDeclarations(t *testing.T) {
 			0x0B, 0x07, 0x01, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, // a passive segment of 4 GiB
 		}, "truncated"},
 		"section id": {[]byte{0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00, 0x80, 0x00}, "unknown section id 128"},
+		// wazero makes the map of 2^32-1 function names before reading any.
+		"function names": {assemble(hugeNames), "truncated"},
+		// Even when the code falls back to wazero's checks: the name
+		// section is checked while the module is scanned.
+		"function names after an unsupported body": {assemble(voidType, oneFunc, code(fence), hugeNames), "truncated"},
+		// wazero reads past a subsection's declared end, so these two
+		// bytes would be its next subsection: 2^32-1 local name maps.
+		"name subsection with bytes after it": {assemble([]byte{secCustom, 0x04, 'n', 'a', 'm', 'e',
+			0x00, 0x07, 0x00, 0x02, 0x06, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F}), "name subsection 0 has bytes after its contents"},
 	} {
 		_, err := Rewrite(c.wasm, check, 7)
 		if err == nil || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.want) {
