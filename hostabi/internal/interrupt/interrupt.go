@@ -266,6 +266,18 @@ func (m *module) scan(s section) error {
 			}
 		}
 	}
+	switch s.id {
+	case secType, secImport, secFunction, secData, secCode:
+		// These were read to their end above. The rewrite copies the
+		// entries of the first two as they are and appends its own, so
+		// bytes after the last entry would be read as the start of the
+		// next one: a type section declaring no types, with 63 bytes
+		// behind it, became one whose type declares 3.9 billion
+		// parameters, which wazero allocates (FuzzRewrite).
+		if !r.done() {
+			return fmt.Errorf("interrupt: section %d: bytes after its contents", s.id)
+		}
+	}
 	return nil
 }
 

@@ -276,6 +276,11 @@ func TestRewriteRefusesHugeDeclarations(t *testing.T) {
 		// Even when the code falls back to wazero's checks: the name
 		// section is checked while the module is scanned.
 		"function names after an unsupported body": {assemble(voidType, oneFunc, code(fence), hugeNames), "truncated"},
+		// The rewrite adds a type and an import behind the module's own:
+		// bytes after the last entry would become one, here a type with
+		// 2^32-1 parameters.
+		"type section with bytes after it":   {assemble(vec(secType, 0, 0x60, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F)), "bytes after its contents"},
+		"import section with bytes after it": {assemble(voidType, vec(secImport, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F)), "bytes after its contents"},
 		// wazero reads past a subsection's declared end, so these two
 		// bytes would be its next subsection: 2^32-1 local name maps.
 		"name subsection with bytes after it": {assemble([]byte{secCustom, 0x04, 'n', 'a', 'm', 'e',
