@@ -190,18 +190,13 @@ func Open(path string, opts ...Option) (*Client, error) {
 		c.wakeHost()
 	}
 	// Handles keep the client reachable, so the mapping is released only
-	// when no goroutine can still record into it (see Close).
-	runtime.SetFinalizer(c, (*Client).unmap)
+	// when no goroutine can still record into it (see Close). A cleanup,
+	// not a finalizer: the client and its handles point at each other,
+	// and a finalizer on an object in a cycle never runs, so every
+	// Open/Close kept its mapping, and the ring pages it populated, for
+	// the life of the process.
+	runtime.AddCleanup(c, func(m mmap.MMap) { m.Unmap() }, m)
 	return c, nil
-}
-
-func (c *Client) unmap() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m != nil {
-		c.m.Unmap()
-		c.m = nil
-	}
 }
 
 func u64(m []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&m[off])) }
