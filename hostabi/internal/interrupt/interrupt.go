@@ -283,7 +283,7 @@ func (m *module) scan(s section) error {
 
 // names checks a "name" section the way wazero 1.12 reads it, wherever it
 // sits: wazero makes each map and each name as long as declared before
-// reading it (a 400-byte module made it allocate 6 GiB; FuzzRewrite), and
+// reading it (a 396-byte module made it allocate 6 GiB; FuzzRewrite), and
 // reads the module, function and local names (subsections 0 to 2) past
 // their declared size if they say so, so that trailing bytes are read as
 // more subsections, counts and names. Those three subsections must
