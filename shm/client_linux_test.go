@@ -14,12 +14,13 @@ import (
 // any more. The client and its handles point at each other; a finalizer
 // in that cycle never ran, so every Open/Close kept a mapping and the
 // ring pages it populated for the life of the process (a fuzz worker
-// filled /dev/shm and died of it).
+// filled /dev/shm and died of it). The file name limits the test to
+// Linux, for /proc/self/maps; the cleanup it checks is portable.
 func TestClosedClientReleasesMapping(t *testing.T) {
 	maps := func(path string) int {
 		b, err := os.ReadFile("/proc/self/maps")
 		if err != nil {
-			t.Skipf("no /proc/self/maps: %v", err) // not Linux; the cleanup itself is portable
+			t.Fatal(err)
 		}
 		return strings.Count(string(b), path)
 	}
