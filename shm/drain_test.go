@@ -102,6 +102,42 @@ func TestAttachAndDefineWakeHost(t *testing.T) {
 	}
 }
 
+// A closed slot whose worker still runs and left a record half-written
+// waits up to a second to be reclaimed. It is not a worker in the gauge on
+// any pass: liveness passes counted it while passes that bind a new worker
+// did not, so the gauge flipped between the two.
+func TestWorkersGaugeSkipsClosedSlots(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := registry.New()
+	closed, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Counter("jobs").Inc()
+	atomic.AddUint64(closed.reserve, 1) // claimed, never committed
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	active, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer active.Close()
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Counter("jobs").Value(); got != 1 {
+		t.Fatalf("jobs = %d, want 1", got)
+	}
+	if _, _, st := unpackState(atomic.LoadUint64(u64(h.m, h.g.slotOff(closed.Slot())+slotState))); st != StateClosed {
+		t.Fatal("the closed slot was reclaimed at once; the test needs it waiting for its record")
+	}
+	g, _ := r.Get(DefaultPrefix + ".workers")
+	if n := g.(*registry.Gauge).Value(); n != 1 {
+		t.Fatalf("workers = %v with one active and one closed slot, want 1", n)
+	}
+}
+
 // TestWaitSeesUnseenWork closes the race the wake-ups above cannot: a
 // worker that attaches or defines a metric just before the host announces
 // its sleep sees hostWait == 0 and wakes nobody, so the host itself must

@@ -665,23 +665,21 @@ func (h *Host) pass(live bool) int {
 		// a pass, as they would in an in-process registry (Client.define
 		// wakes an idle host).
 		h.loadDefs(i, hs)
-		if !live {
-			if st == StateActive { // a closed slot waits to be reclaimed
-				workers++
+		if live {
+			h.refresh(i, hs, &ps)
+			dead := st == StateClosed || pid == 0
+			if !dead {
+				dead = !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
 			}
-			continue
-		}
-		h.refresh(i, hs, &ps)
-		dead := st == StateClosed || pid == 0
-		if !dead {
-			dead = !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
-		}
-		if dead {
-			if h.finish(i, hs, w, &ps) {
+			if dead && h.finish(i, hs, w, &ps) {
 				continue
 			}
 		}
-		workers++
+		// One rule on every pass: a closed slot still waiting for a
+		// half-written record is not a worker.
+		if st == StateActive {
+			workers++
+		}
 	}
 	s := &h.self
 	if ps.events > 0 {
