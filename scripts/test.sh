@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, then checks formatting,
-# vets, runs every test of the module with the race detector, fuzzes the two
-# parsers of untrusted input briefly, and runs bench/'s tests and one pass of
+# vets, runs every test of the module with the race detector, fuzzes the
+# readers of untrusted input briefly (the shm file's records, header and
+# whole file; the wasm rewriter), and runs bench/'s tests and one pass of
 # every benchmark (without the race detector, which would time them
 # nothing like production). CI (.ci/run) calls exactly this.
 set -euo pipefail

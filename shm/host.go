@@ -72,7 +72,8 @@ func (c Config) withDefaults() Config {
 //
 // Nothing a worker writes can make the host panic: every offset it uses
 // comes from the geometry validated at attach and kept in Go memory,
-// records go through wire.Decode and the definition table, and reads of the
+// records are checked against the definition table (a committed record
+// whose first word matches its definition's, or wire.DecodeWords), and reads of the
 // mapping run with debug.SetPanicOnFault so that a file truncated under the
 // host (SIGBUS) becomes an ErrTruncated error.
 type Host struct {
@@ -733,12 +734,12 @@ func (h *Host) alive(pid uint32, start uint64) bool {
 	return ok && (start == 0 || s == start)
 }
 
-// refresh reads the worker-written counters that the hot path must not
-// touch on every pass: dropped events and the backlog.
 // droppedName is the counter of what one worker dropped, a per-worker
 // series like a GaugePerWorker gauge's.
 func (h *Host) droppedName(pid uint32) string { return perWorkerName(h.prefix+".dropped", pid) }
 
+// refresh reads the worker-written counters that the hot path must not
+// touch on every pass: dropped events and the backlog.
 func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
 	d := atomic.LoadUint64(h.slotU64(i, slotDropped))
 	switch {
