@@ -72,10 +72,10 @@ func (c Config) withDefaults() Config {
 //
 // Nothing a worker writes can make the host panic: every offset it uses
 // comes from the geometry validated at attach and kept in Go memory,
-// records are checked against the definition table (a committed record
-// whose first word matches its definition's, or wire.DecodeWords), and reads of the
-// mapping run with debug.SetPanicOnFault so that a file truncated under the
-// host (SIGBUS) becomes an ErrTruncated error.
+// a record is applied only if its first word matches its definition's or
+// wire.DecodeWords and the definition table accept it, and reads of the
+// mapping run with debug.SetPanicOnFault so that a file truncated under
+// the host (SIGBUS) becomes an ErrTruncated error.
 type Host struct {
 	mu     sync.Mutex
 	path   string
