@@ -155,30 +155,8 @@ func TestExampleWorkers(t *testing.T) {
 	h.stop(syscall.SIGTERM)
 }
 
-// Examples are built once per test run into the directory TestMain made.
-var exampleBins sync.Map // name -> *exampleBin
-
-type exampleBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
 func buildExample(t *testing.T, name string) string {
-	t.Helper()
-	v, _ := exampleBins.LoadOrStore(name, &exampleBin{})
-	b := v.(*exampleBin)
-	b.once.Do(func() {
-		b.path = filepath.Join(bins.dir, "example-"+name)
-		out, err := exec.Command("go", "build", "-o", b.path, "../examples/"+name).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go build ../examples/%s: %v\n%s", name, err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
+	return builds.Path(t, "example-"+name, testenv.GoBuild(".", "./examples/"+name))
 }
 
 // example is a running example server.

@@ -83,7 +83,7 @@ func TestSupervisorRestartsCrashedWorkers(t *testing.T) {
 	dir := t.TempDir()
 	h := startHost(t, "run", "-shm", filepath.Join(dir, "s.shm"), "-http", "127.0.0.1:0",
 		"-workers", "2", "-restart-min", "20ms", "-restart-max", "200ms",
-		"--", bins.testworker, "-n", "100", "-crash")
+		"--", testworkerBin(t), "-n", "100", "-crash")
 	// Each incarnation records 100 requests and crashes; 2 workers restarted
 	// at least 3 times each make at least 8 incarnations.
 	h.waitStat("tapes.host.workers.restarts.value", func(v float64) bool { return v >= 6 }, "restarts")
@@ -145,7 +145,7 @@ func TestInspect(t *testing.T) {
 	h := startHost(t, "-shm", path, "-http", "127.0.0.1:0")
 	w := worker(t, h.shm, "-n", "10", "-hold", "-prefix", "inspected")
 	h.waitStat("inspected.requests.value", eq(10), "worker running")
-	out, err := exec.Command(bins.host, "inspect", path).CombinedOutput()
+	out, err := exec.Command(hostBin(t), "inspect", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("inspect live file: %v\n%s", err, out)
 	}
@@ -167,7 +167,7 @@ func TestInspect(t *testing.T) {
 		if err := os.WriteFile(bad, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command(bins.host, "inspect", bad).CombinedOutput()
+		out, err := exec.Command(hostBin(t), "inspect", bad).CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() == 0 {
 			t.Errorf("inspect %s: err %v, want a non-zero exit\n%s", name, err, out)
@@ -208,7 +208,7 @@ func TestInvalidConfiguration(t *testing.T) {
 		"run without cmd": {"run", "-workers", "2"},
 		"bad statsd":      {"-statsd", "nowhere"},
 	} {
-		out, err := exec.Command(bins.host, args...).CombinedOutput()
+		out, err := exec.Command(hostBin(t), args...).CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 2 {
 			t.Errorf("%s: err %v, want exit code 2\n%s", name, err, out)
@@ -218,7 +218,7 @@ func TestInvalidConfiguration(t *testing.T) {
 			t.Errorf("%s: want one error line, got:\n%s", name, out)
 		}
 	}
-	out, err := exec.Command(bins.host, "-h").CombinedOutput()
+	out, err := exec.Command(hostBin(t), "-h").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "-plugin") || !strings.Contains(string(out), "inspect") {
 		t.Errorf("-h: %v\n%s", err, out)
 	}

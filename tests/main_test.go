@@ -6,46 +6,36 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tapes-go/tapes/internal/testenv"
 )
 
-var bins struct {
-	dir        string
-	host       string
-	testworker string
-}
+// builds holds tapes-host, testworker and the examples, each built once
+// per test binary.
+var builds testenv.Builds
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tapes-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins.dir = dir
-	bins.host = filepath.Join(dir, "tapes-host")
-	bins.testworker = filepath.Join(dir, "testworker")
-	for out, pkg := range map[string]string{bins.host: "../cmd/tapes-host", bins.testworker: "./testworker"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building", pkg, ":", err)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	builds.Remove()
 	os.Exit(code)
+}
+
+func hostBin(t testing.TB) string {
+	return builds.Path(t, "tapes-host", testenv.GoBuild(".", "./cmd/tapes-host"))
+}
+
+func testworkerBin(t testing.TB) string {
+	return builds.Path(t, "testworker", testenv.GoBuild(".", "./tests/testworker"))
 }
 
 // hostProc is a running tapes-host.
@@ -68,7 +58,7 @@ var shmLine = regexp.MustCompile(`TAPES_SHM=(\S+)`)
 func startHost(t *testing.T, args ...string) *hostProc {
 	t.Helper()
 	h := &hostProc{t: t, waited: make(chan error, 1)}
-	h.cmd = exec.Command(bins.host, args...)
+	h.cmd = exec.Command(hostBin(t), args...)
 	stdout, err := h.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +197,7 @@ func eq(want float64) func(float64) bool { return func(v float64) bool { return 
 // worker starts testworker against shmPath and returns its command.
 func worker(t *testing.T, shmPath string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bins.testworker, args...)
+	cmd := exec.Command(testworkerBin(t), args...)
 	cmd.Env = append(os.Environ(), "TAPES_SHM="+shmPath)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

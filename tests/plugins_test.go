@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -16,18 +14,8 @@ import (
 // and a C command plugin (hostabi's ccmd, built from source) once.
 func TestHostRunsCollectorAndCommandPlugins(t *testing.T) {
 	dir := t.TempDir()
-	goWasm := filepath.Join(dir, "plugin-go.wasm")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", goWasm, "../examples/plugin-go")
-	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the Go plugin: %v\n%s", err, out)
-	}
-	clang := testenv.WasiClang(t)
-	cmdWasm := filepath.Join(dir, "ccmd.wasm")
-	build = exec.Command(clang, "--target=wasm32-wasi", "-O2", "-I", "../guest/c", "-o", cmdWasm, "../hostabi/testdata/ccmd.c")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the C command plugin: %v\n%s", err, out)
-	}
+	goWasm := builds.Path(t, "plugin-go.wasm", testenv.GoWasm(".", "./examples/plugin-go", "c-shared"))
+	cmdWasm := builds.Path(t, "ccmd.wasm", testenv.WasiC(testenv.WasiClang(t), "hostabi/testdata/ccmd.c", false))
 	h := startHost(t, "-shm", filepath.Join(dir, "p.shm"), "-http", "127.0.0.1:0",
 		"-plugin", goWasm+"=plugins.gop", "-plugin", cmdWasm+"=plugins.cmd",
 		"-plugin-interval", "100ms", "-wasm-cache", filepath.Join(dir, "cache"))

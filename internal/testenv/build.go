@@ -115,21 +115,9 @@ func (b *Builds) Remove() {
 }
 
 // GoBuild is a build step: go build -o out pkg in the module at dir
-// (relative to the repository root). Built in another module than the
-// test's own, the command does not inherit GOFLAGS, which may name the
-// test module's files (-modfile).
+// (relative to the repository root).
 func GoBuild(dir, pkg string) func(out string) error {
-	return func(out string) error {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Dir = filepath.Join(RepoRoot(), dir)
-		wd, _ := os.Getwd()
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "GOFLAGS=") || cmd.Dir == wd {
-				cmd.Env = append(cmd.Env, kv)
-			}
-		}
-		return run(cmd)
-	}
+	return func(out string) error { return run(goCmd(dir, nil, "build", "-o", out, pkg)) }
 }
 
 // GoWasm is a build step: the Go package pkg of the module at dir
@@ -137,10 +125,33 @@ func GoBuild(dir, pkg string) func(out string) error {
 // ("c-shared" for a reactor, "exe" for a command).
 func GoWasm(dir, pkg, mode string) func(out string) error {
 	return func(out string) error {
-		cmd := exec.Command("go", "build", "-buildmode="+mode, "-o", out, pkg)
-		cmd.Dir = filepath.Join(RepoRoot(), dir)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		return run(cmd)
+		return run(goCmd(dir, []string{"GOOS=wasip1", "GOARCH=wasm"}, "build", "-buildmode="+mode, "-o", out, pkg))
+	}
+}
+
+// goCmd is the go command run in dir (relative to the repository root)
+// with env added. Run in another module than the test's own, it does not
+// inherit GOFLAGS, which may name the test module's files (-modfile).
+func goCmd(dir string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = filepath.Join(RepoRoot(), dir)
+	wd, _ := os.Getwd()
+	same := moduleRoot(cmd.Dir) == moduleRoot(wd)
+	for _, kv := range os.Environ() {
+		if same || !strings.HasPrefix(kv, "GOFLAGS=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// moduleRoot is the nearest directory at or above dir holding a go.mod.
+func moduleRoot(dir string) string {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil || d == filepath.Dir(d) {
+			return d
+		}
 	}
 }
 
