@@ -147,9 +147,7 @@ func Rewrite(wasm []byte, check Import, fuel int32) (out []byte, err error) {
 	for i, s := range secs {
 		if s.id != secCustom {
 			addMissing(order[s.id])
-		} else if drop, err := dropCustom(s.payload); err != nil {
-			return nil, err
-		} else if drop {
+		} else if dropCustom(s.payload) {
 			continue
 		}
 		w.section(s.id, m.rewriteSection(s, fuel))
@@ -251,7 +249,7 @@ func (m *module) scan(s section) error {
 	case secGlobal:
 		m.definedGlobals = n
 	case secCustom:
-		return names(r)
+		m.custom(r, &writer{}) // its checks, before any fallback
 	case secCode:
 		// Every body's locals, before anything is rewritten: a module that
 		// falls back to wazero's checks must not reach wazero either.
@@ -276,47 +274,6 @@ func (m *module) scan(s section) error {
 		// parameters, which wazero allocates (FuzzRewrite).
 		if !r.done() {
 			return fmt.Errorf("interrupt: section %d: bytes after its contents", s.id)
-		}
-	}
-	return nil
-}
-
-// names checks a "name" section the way wazero 1.12 reads it, wherever it
-// sits: wazero makes each map and each name as long as declared before
-// reading it (a 396-byte module made it allocate 6 GiB; FuzzRewrite), and
-// reads the module, function and local names (subsections 0 to 2) past
-// their declared size if they say so, so that trailing bytes are read as
-// more subsections, counts and names. Those three subsections must
-// therefore be exactly what they declare; wazero skips the others by their
-// size.
-func names(r *reader) error {
-	if string(r.name()) != "name" {
-		return nil
-	}
-	for !r.done() {
-		id := r.byte()
-		sub := &reader{b: r.bytes(int(r.u32()))}
-		nameMap := func() {
-			for n := sub.u32(); n > 0; n-- { // each entry takes 2 bytes or more: ends at the subsection's end
-				sub.u32()
-				sub.name()
-			}
-		}
-		switch id {
-		case 0:
-			sub.name()
-		case 1:
-			nameMap()
-		case 2:
-			for n := sub.u32(); n > 0; n-- {
-				sub.u32()
-				nameMap()
-			}
-		default:
-			continue
-		}
-		if !sub.done() {
-			return fmt.Errorf("interrupt: name subsection %d has bytes after its contents", id)
 		}
 	}
 	return nil
@@ -470,29 +427,30 @@ func (m *module) elements(r *reader, w *writer) {
 
 // dropCustom reports whether a custom section describes code offsets that
 // the rewrite changes (DWARF, source maps); such sections would mislead.
-func dropCustom(payload []byte) (bool, error) {
-	r := &reader{b: payload}
-	var name string
-	func() {
-		defer func() {
-			if recover() != nil {
-				name = ""
-			}
-		}()
-		name = string(r.name())
-	}()
-	if !utf8.ValidString(name) {
-		// Refused rather than dropped: dropping an invalid ".debug_\xff"
-		// would turn a module wazero refuses into one it accepts.
-		return false, errors.New("interrupt: a custom section's name is not valid UTF-8")
-	}
-	return len(name) > 7 && name[:7] == ".debug_" || name == "sourceMappingURL", nil
+// Its name was checked by scan.
+func dropCustom(payload []byte) bool {
+	name := string((&reader{b: payload}).name())
+	return len(name) > 7 && name[:7] == ".debug_" || name == "sourceMappingURL"
 }
 
 // custom copies a custom section, shifting the function indices of the
-// "name" section's function, local and label name maps.
+// "name" section's function, local and label name maps. scan runs it
+// first, for its checks alone, so that they hold even for a module that
+// falls back to wazero's checks:
+//   - a section name that is not UTF-8 is refused, not dropped: dropping an
+//     invalid ".debug_\xff" would turn a module wazero refuses into one it
+//     accepts;
+//   - the module, function and local names (subsections 0 to 2) must fill
+//     their subsection exactly. wazero 1.12 makes each map and each name as
+//     long as declared before reading it (a 396-byte module made it
+//     allocate 6 GiB; FuzzRewrite), and reads these subsections past their
+//     declared end if they say so, so trailing bytes would be read as more
+//     subsections, counts and names. It skips the others by their size.
 func (m *module) custom(r *reader, w *writer) {
 	name := r.name()
+	if !utf8.Valid(name) {
+		m.fail(errors.New("interrupt: a custom section's name is not valid UTF-8"))
+	}
 	w.name(name)
 	if string(name) != "name" {
 		w.raw(r.rest())
@@ -503,6 +461,8 @@ func (m *module) custom(r *reader, w *writer) {
 		sub := &reader{b: r.bytes(int(r.u32()))}
 		sw := &writer{}
 		switch id {
+		case 0: // module name
+			sw.name(sub.name())
 		case 1: // function names: vec(funcidx name)
 			for n := sw.keep(sub); n > 0; n-- {
 				sw.u32(m.shift(sub.u32()))
@@ -517,8 +477,11 @@ func (m *module) custom(r *reader, w *writer) {
 				}
 			}
 		}
-		// Whatever follows the maps is copied as it is: the rewrite must
-		// not repair a subsection that wazero refuses.
+		if id <= 2 && !sub.done() {
+			m.fail(fmt.Errorf("interrupt: name subsection %d has bytes after its contents", id))
+		}
+		// Whatever follows another subsection's maps is copied as it is:
+		// the rewrite must not repair a subsection that wazero refuses.
 		sw.raw(sub.rest())
 		w.byte(id)
 		w.u32(uint32(len(sw.b)))
