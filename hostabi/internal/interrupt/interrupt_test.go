@@ -416,6 +416,23 @@ func TestRewriteKeepsEncodings(t *testing.T) {
 	}
 }
 
+// A debug section would be dropped, but one whose name is not UTF-8 is
+// refused: wazero refuses the module, and dropping the section would make
+// it valid.
+func TestRewriteRefusesInvalidCustomNames(t *testing.T) {
+	wasm := assemble([]byte{secCustom, 0x08, '.', 'd', 'e', 'b', 'u', 'g', '_', 0xFF})
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	if m, err := rt.CompileModule(ctx, wasm); err == nil {
+		m.Close(ctx)
+		t.Fatal("wazero accepts the input; the case tests nothing")
+	}
+	if _, err := Rewrite(wasm, check, 7); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+		t.Fatalf("Rewrite = %v, want the name refused as not UTF-8", err)
+	}
+}
+
 // A module the rewriter does not decode (here an atomic.fence, from the
 // threads proposal) falls back to wazero's checks, but only after every
 // body's locals were counted: wazero allocates them before validating.
