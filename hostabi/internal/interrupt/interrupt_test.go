@@ -10,10 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
+
+// builds holds the guests the tests build from source.
+var builds testenv.Builds
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	builds.Remove()
+	os.Exit(code)
+}
 
 // check is the import the tests' rewrites call.
 var check = Import{Module: "tapes", Name: "interrupt_check"}
@@ -570,10 +580,8 @@ func TestRewriteDispatchRecursion(t *testing.T) {
 // header passes and the entry); were the recognition lost (a new Go
 // compiler laying functions out otherwise), this would read three again.
 func TestRewriteGoGuestChecksPerEvent(t *testing.T) {
-	wasm, err := os.ReadFile("../../testdata/goguest/goguest.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Built from source: the count follows the SDK, not the committed copy.
+	wasm := builds.Bytes(t, "goguest.wasm", testenv.GoWasm(".", "./hostabi/testdata/goguest", "c-shared"))
 	out, err := Rewrite(wasm, check, 1)
 	if err != nil {
 		t.Fatal(err)
