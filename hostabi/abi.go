@@ -563,15 +563,8 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 		e.h.UpdateMany(wire.Floats(vs))
 		return 0, StatusOK
 	}
-	e.t.UpdateMany(wire.Durations(vs)) // which ignores negative durations
-	bad := int32(0)
-	for _, v := range vs {
-		if int64(v) < 0 {
-			bad++
-		}
-	}
-	if bad > 0 {
-		return bad, StatusBadValue
+	if bad := e.t.UpdateMany(wire.Durations(vs)); bad > 0 {
+		return int32(bad), StatusBadValue
 	}
 	return 0, StatusOK
 }

@@ -203,12 +203,19 @@ func TestTimerBasics(t *testing.T) {
 func TestTimerIgnoresNegative(t *testing.T) {
 	var tm Timer
 	tm.Update(-time.Nanosecond)
-	tm.UpdateMany([]time.Duration{-1, 3 * time.Millisecond, -time.Hour, time.Millisecond})
+	if n := tm.UpdateMany([]time.Duration{-1, 3 * time.Millisecond, -time.Hour, time.Millisecond}); n != 2 {
+		t.Errorf("UpdateMany ignored %d, want 2", n)
+	}
+	if n := tm.UpdateMany([]time.Duration{-1}); n != 1 {
+		t.Errorf("UpdateMany of one negative ignored %d, want 1", n)
+	}
 	ds := make([]time.Duration, 200) // spans several of UpdateMany's chunks
 	for i := range ds {
 		ds[i] = time.Duration(i%2*2-1) * time.Second // -1s, +1s, ...
 	}
-	tm.UpdateMany(ds)
+	if n := tm.UpdateMany(ds); n != 100 {
+		t.Errorf("UpdateMany ignored %d of 200, want 100", n)
+	}
 	s := tm.Snapshot()
 	if s.Count != 102 || s.Rates.Count != 102 || s.Min != 0.001 || s.Max != 1 {
 		t.Fatalf("count %d (rates %d) min %v max %v; want 102, 102, 0.001, 1", s.Count, s.Rates.Count, s.Min, s.Max)

@@ -39,13 +39,17 @@ func (t *Timer) Update(d time.Duration) {
 // never NaN or infinite.
 func seconds(d time.Duration) float64 { return float64(d) / 1e9 }
 
-// UpdateMany records every duration of ds, as Update does for each
-// (negative ones are ignored), reading the clock once per 64 durations (see
-// Histogram.UpdateMany for why it is faster).
-func (t *Timer) UpdateMany(ds []time.Duration) {
+// UpdateMany records every duration of ds, as Update does for each,
+// reading the clock once per 64 durations (see Histogram.UpdateMany for
+// why it is faster). It returns how many it ignored as negative, so that a
+// caller reporting them (hostabi) counts by this rule, not a copy of it.
+func (t *Timer) UpdateMany(ds []time.Duration) (ignored int) {
 	if len(ds) == 1 {
 		t.Update(ds[0])
-		return
+		if ds[0] < 0 {
+			return 1
+		}
+		return 0
 	}
 	// Small enough that zeroing it costs less than the clock read and pin
 	// it shares among its values.
@@ -60,8 +64,10 @@ func (t *Timer) UpdateMany(ds []time.Duration) {
 			}
 		}
 		t.h.recordMany(buf[:j], &t.rates)
+		ignored += n - j
 		ds = ds[n:]
 	}
+	return ignored
 }
 
 // UpdateSince records the time elapsed since start.
