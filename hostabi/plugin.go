@@ -446,9 +446,13 @@ func (p *Plugin) failed(export string, err error) error {
 	return fmt.Errorf("hostabi: plugin %q: %s: %w", p.name, export, err)
 }
 
-// classify counts a failed call's cause.
+// classify counts a failed call's cause. A closed plugin is an error but
+// neither a trap nor a timeout: the guest did nothing.
 func (p *Plugin) classify(err error) {
 	p.errs.Add(1)
+	if errors.Is(err, ErrClosed) {
+		return
+	}
 	var ee *sys.ExitError
 	if errors.As(err, &ee) {
 		switch ee.ExitCode() {
@@ -483,10 +487,6 @@ func (p *Plugin) Call(ctx context.Context, export string, params ...uint64) ([]u
 	p.calls.Add(1)
 	inst, err := p.acquire(ctx)
 	if err != nil {
-		if errors.Is(err, ErrClosed) {
-			p.errs.Add(1)
-			return nil, fmt.Errorf("hostabi: plugin %q: %w", p.name, err)
-		}
 		return nil, p.failed(export, err)
 	}
 	fn := inst.fns[export]

@@ -106,8 +106,12 @@ func TestPluginCallErrors(t *testing.T) {
 		t.Error(err)
 	}
 	p.Close(ctx)
+	before := p.Stats()
 	if _, err := p.Call(ctx, "record_all"); !errors.Is(err, hostabi.ErrClosed) {
 		t.Errorf("call after Close: %v", err)
+	}
+	if st := p.Stats(); st.Errors != before.Errors+1 || st.Traps != before.Traps || st.Timeouts != before.Timeouts {
+		t.Errorf("a call after Close counted as %+v, was %+v; want one error, no trap or timeout", st, before)
 	}
 }
 
