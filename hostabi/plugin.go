@@ -100,7 +100,8 @@ const (
 	InterruptOff    = "off"    // PluginConfig.NoInterrupt
 )
 
-// interruptFuel is how many loop iterations a guest runs between calls of
+// interruptFuel is how many fuel checks (loop iterations; in Go code also
+// function calls, see interrupt.dispatch) a guest runs between calls of
 // the check function: the check (an exit to Go and a context lookup, ~100
 // ns) then costs ~0.03 ns per iteration, and a guest stuck in a loop
 // reaches Go, where the scheduler and the garbage collector can stop it,
@@ -118,7 +119,7 @@ var ErrNotRewritable = interrupt.ErrUnsupported
 // that run guests in a runtime of their own with Instantiate: compile the
 // result in a runtime with WithCloseOnContextDone(false) and a "tapes"
 // host module, and a call ends, with the *sys.ExitError wazero's own
-// checks return, within 4096 loop iterations of its context ending,
+// checks return, within 4096 fuel checks (loop iterations or Go calls) of its context ending,
 // without wazero's exit to Go at every iteration. As after any failed
 // call, close that instance rather than call it again. A malformed module, or
 // one that would make wazero allocate without bound, gets an error; one it

@@ -155,8 +155,9 @@ func push(w0, v uint64) {
 }
 
 // flushFull makes room when the buffer is full; kept out of push so that
-// push inlines into the handles' methods (a Go guest pays for every call,
-// and with interrupts enabled every call costs a transition to the host).
+// push inlines into the handles' methods (a Go guest pays for every call:
+// Go's wasm code keeps its own stack, and with interrupts enabled each
+// call's entry into a function also spends a fuel check).
 //
 //go:noinline
 func flushFull() { flushBuffer() }
@@ -208,7 +209,8 @@ func Buffered() int { return int(buffered) }
 // handle, negative timer durations (docs/guest-abi.md lists the statuses).
 func Rejected() uint64 { return rejected }
 
-// Handles are values holding the records' first word, not pointers: a
+// Handles are values holding the records' first word (TimerHandle also a
+// pointer to its stopwatch's state, used by Time only), not pointers: a
 // handle kept in a variable then costs one load per event, where a pointer
 // would cost a nil check and a second, dependent load: 1.4 ns of a Go
 // guest's 7.9 ns per event (docs/guest-abi.md). The zero value of

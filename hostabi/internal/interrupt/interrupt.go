@@ -82,8 +82,9 @@ type section struct {
 
 // Rewrite returns a copy of wasm with a fuel check in every loop,
 // calling check (imported after the module's own imports). fuel is the
-// number of loop iterations between calls of it (its first value;
-// afterwards check returns it).
+// number of checks run between calls of it (its first value; afterwards
+// check returns it): a check per loop iteration, or in a dispatch loop per
+// backward jump and per entry, which for Go code is per function call.
 func Rewrite(wasm []byte, check Import, fuel int32) (out []byte, err error) {
 	if fuel <= 0 {
 		return nil, fmt.Errorf("interrupt: fuel %d must be positive", fuel)
@@ -760,8 +761,8 @@ func (m *module) memarg(r *reader, w *writer) {
 	w.raw(r.leb(10)) // offset (u64 with memory64)
 }
 
-// check is the code added after a loop header (or before a branch back
-// to a dispatch loop):
+// check is the code added after a loop header (in a dispatch loop, before
+// each branch that may jump back and once before the loop's entry):
 //
 //	global.get $fuel; i32.const 1; i32.sub; global.set $fuel
 //	global.get $fuel; i32.eqz
