@@ -119,11 +119,12 @@ var ErrNotRewritable = interrupt.ErrUnsupported
 // that run guests in a runtime of their own with Instantiate: compile the
 // result in a runtime with WithCloseOnContextDone(false) and a "tapes"
 // host module, and a call ends, with the *sys.ExitError wazero's own
-// checks return, within 4096 fuel checks (loop iterations or Go calls) of its context ending,
-// without wazero's exit to Go at every iteration. As after any failed
-// call, close that instance rather than call it again. A malformed module, or
-// one that would make wazero allocate without bound, gets an error; one it
-// does not decode, an error wrapping ErrNotRewritable.
+// checks return, within 4096 fuel checks (loop iterations or Go calls) of
+// its context ending, without wazero's exit to Go at every iteration. As
+// after any failed call, close that instance rather than call it again. A
+// malformed module, or one that would make wazero allocate without bound,
+// gets an error; one it does not decode, an error wrapping
+// ErrNotRewritable.
 func AddInterruptChecks(wasm []byte) ([]byte, error) {
 	return interrupt.Rewrite(wasm, interrupt.Import{Module: ModuleName, Name: FuncInterruptCheck}, interruptFuel)
 }
