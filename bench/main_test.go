@@ -12,7 +12,5 @@ import (
 var builds testenv.Builds
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	builds.Remove()
-	os.Exit(code)
+	os.Exit(builds.Run(m))
 }

@@ -28,9 +28,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		testCache = wazero.NewCompilationCache()
 	}
-	code := m.Run()
-	builds.Remove()
-	os.Exit(code)
+	os.Exit(builds.Run(m))
 }
 
 // cGuest builds hostabi/testdata/<name>.c as a wasm32-wasi reactor and

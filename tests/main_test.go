@@ -25,9 +25,7 @@ import (
 var builds testenv.Builds
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	builds.Remove()
-	os.Exit(code)
+	os.Exit(builds.Run(m))
 }
 
 func hostBin(t testing.TB) string {

@@ -13,10 +13,11 @@ import (
 )
 
 // Builds holds what a test binary builds from source (guests, helper
-// commands): each key once per process, into one directory of its own.
-// Remove deletes it; call it from TestMain after m.Run. A process killed
-// before that (a test timeout) leaves its directory behind, and the next
-// test binary to build removes the directories of processes that are gone.
+// commands): each key once per process, into one directory of its own,
+// which Run deletes after the tests (TestMain: os.Exit(builds.Run(m))). A
+// process killed before that (a test timeout) leaves its directory behind,
+// and the next test binary to build removes the directories of processes
+// that are gone.
 type Builds struct {
 	mu   sync.Mutex
 	dir  string
@@ -105,8 +106,14 @@ func (b *Builds) Bytes(tb testing.TB, key string, build func(out string) error) 
 	return data
 }
 
-// Remove deletes the build directory.
-func (b *Builds) Remove() {
+// Run runs the tests, then deletes the build directory, and returns the
+// exit code for os.Exit.
+func (b *Builds) Run(m *testing.M) int {
+	defer b.remove()
+	return m.Run()
+}
+
+func (b *Builds) remove() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dir != "" {

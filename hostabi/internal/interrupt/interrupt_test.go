@@ -20,9 +20,7 @@ import (
 var builds testenv.Builds
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	builds.Remove()
-	os.Exit(code)
+	os.Exit(builds.Run(m))
 }
 
 // check is the import the tests' rewrites call.
