@@ -101,7 +101,7 @@ func TestApplyBatchSlotEviction(t *testing.T) {
 		t.Fatalf("rejected %d", rej)
 	}
 	for i := range ids {
-		if got := ids[i].c.Value(); got != want[i] {
+		if got := ids[i].c.(*registry.Counter).Value(); got != want[i] {
 			t.Errorf("counter %d = %d, want %d", i, got, want[i])
 		}
 	}
