@@ -55,8 +55,14 @@ var shmLine = regexp.MustCompile(`TAPES_SHM=(\S+)`)
 // args say otherwise) and waits until it prints its endpoints.
 func startHost(t *testing.T, args ...string) *hostProc {
 	t.Helper()
+	return startHostBin(t, hostBin(t), args...)
+}
+
+// startHostBin is startHost with the tapes-host binary at bin.
+func startHostBin(t *testing.T, bin string, args ...string) *hostProc {
+	t.Helper()
 	h := &hostProc{t: t, waited: make(chan error, 1)}
-	h.cmd = exec.Command(hostBin(t), args...)
+	h.cmd = exec.Command(bin, args...)
 	stdout, err := h.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -58,9 +58,9 @@ var errorKinds = []string{errTrap, errTimeout, errCrash, errMemory, errProtocol}
 // tapes.host.plugins.<segment>.
 type pluginMetrics struct {
 	calls, restarts, defines, records, rejected, dropped *registry.Counter
-	errors                                              map[string]*registry.Counter
-	duration                                            *registry.Timer
-	memory                                              *registry.Gauge
+	errors                                               map[string]*registry.Counter
+	duration                                             *registry.Timer
+	memory                                               *registry.Gauge
 }
 
 func newPluginMetrics(r *registry.Registry, seg string) pluginMetrics {
@@ -211,7 +211,9 @@ func (c *child) readOutput(r io.ReadCloser, log *slog.Logger, dropped *registry.
 			tokens = min(linesBurst, tokens+now.Sub(last).Seconds()*linesPerSec)
 			last = now
 			text := string(bytes.TrimRight(line, "\r\n"))
-			if strings.HasPrefix(text, "fatal error: out of memory") || strings.HasPrefix(text, "runtime: out of memory") {
+			// The Go runtime's last words when an allocation fails
+			// ("fatal error: runtime: out of memory").
+			if (strings.HasPrefix(text, "fatal error: ") || strings.HasPrefix(text, "runtime: ")) && strings.Contains(text, "out of memory") {
 				c.oom.Store(true)
 			}
 			if tokens >= 1 {
@@ -413,9 +415,6 @@ func (s *pluginSup) startChild(ctx context.Context) (collect, command bool, err 
 	}
 	if r.Op != "loaded" {
 		return false, false, &callError{errProtocol, fmt.Errorf("first reply %q, want loaded", r.Op)}
-	}
-	if !r.Memory {
-		s.log.Warn("plugin module has no memory: its tapes calls fail with StatusMemory")
 	}
 	c.cmdModule = r.Start
 	if r.Start || !r.Collect {

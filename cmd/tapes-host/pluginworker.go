@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -64,7 +65,6 @@ type workerReply struct {
 	Err     string `json:"err,omitempty"`
 	Collect bool   `json:"collect,omitempty"` // exports tapes_collect
 	Start   bool   `json:"start,omitempty"`   // a command module (_start, no _initialize)
-	Memory  bool   `json:"memory,omitempty"`  // has a memory
 
 	Defines  uint64 `json:"defines"`
 	Records  uint64 `json:"records"`
@@ -122,7 +122,7 @@ func pluginWorkerMain(args []string) error {
 		return err
 	}
 	w.reply(workerReply{Op: "loaded", OK: true, Collect: w.exports[hostabi.CollectExport],
-		Start: w.command, Memory: w.hasMemory})
+		Start: w.command})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var req workerRequest
@@ -163,7 +163,6 @@ type pluginWorker struct {
 	flush     api.Function
 	exports   map[string]bool
 	command   bool
-	hasMemory bool
 	stats     hostabi.Stats
 }
 
@@ -200,10 +199,6 @@ func (w *pluginWorker) load(shmPath, wasmPath, prefix string, pages uint32, cach
 		w.exports[name] = true
 	}
 	w.command = w.exports["_start"] && !w.exports["_initialize"]
-	w.hasMemory = len(w.code.ExportedMemories()) > 0 || len(w.code.ImportedMemories()) > 0
-	if !w.hasMemory {
-		fmt.Fprintln(os.Stderr, "module has no memory: every tapes function that reads guest memory returns -1 (StatusMemory)")
-	}
 	w.modCfg = wazero.NewModuleConfig().
 		WithStdout(w.gout).WithStderr(w.gout).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
@@ -222,6 +217,9 @@ func (w *pluginWorker) serve(op string) workerReply {
 		}
 		w.mod, err = w.rt.InstantiateModule(ctx, w.code, w.modCfg.WithStartFunctions("_initialize"))
 		if err == nil {
+			if m := w.mod.Memory(); m == nil || reflect.ValueOf(m).IsNil() {
+				fmt.Fprintln(os.Stderr, "module has no memory: every tapes function that reads guest memory returns -1 (StatusMemory)")
+			}
 			w.collect = w.mod.ExportedFunction(hostabi.CollectExport)
 			w.flush = w.mod.ExportedFunction(hostabi.FlushExport)
 		}
