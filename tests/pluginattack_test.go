@@ -121,7 +121,7 @@ func refNullLoopWasm() []byte {
 		oneMemory,
 		exports(0, true),
 		wasmSection(10, wasmVec(wasmBody(
-			wasmVec(cat(uleb(1), []byte{0x63, 0x00})), // 1 local (ref null 0)
+			wasmVec(cat(uleb(1), []byte{0x63, 0x00})),  // 1 local (ref null 0)
 			[]byte{0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b}, // loop br 0 end end
 		))))
 }

@@ -154,16 +154,16 @@ type pluginWorker struct {
 	out  *json.Encoder
 	gout *boundedWriter
 
-	client    *shm.Client
-	rt        wazero.Runtime
-	code      wazero.CompiledModule
-	modCfg    wazero.ModuleConfig
-	mod       api.Module
-	collect   api.Function
-	flush     api.Function
-	exports   map[string]bool
-	command   bool
-	stats     hostabi.Stats
+	client  *shm.Client
+	rt      wazero.Runtime
+	code    wazero.CompiledModule
+	modCfg  wazero.ModuleConfig
+	mod     api.Module
+	collect api.Function
+	flush   api.Function
+	exports map[string]bool
+	command bool
+	stats   hostabi.Stats
 }
 
 func (w *pluginWorker) load(shmPath, wasmPath, prefix string, pages uint32, cacheDir string) error {
