@@ -140,9 +140,13 @@ func (h *hostProc) stop(sig syscall.Signal) {
 	}
 }
 
+// httpClient gives up on a host that stopped answering (a frozen host
+// fails the test instead of hanging it).
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
 func (h *hostProc) get(path string) []byte {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.addr + path)
+	resp, err := httpClient.Get("http://" + h.addr + path)
 	if err != nil {
 		h.t.Fatal(err)
 	}
