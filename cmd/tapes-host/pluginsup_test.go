@@ -26,7 +26,9 @@ func BenchmarkPluginRestart(b *testing.B) {
 		name string
 		wasm func(testing.TB) string
 	}{
-		{"c", func(testing.TB) string { return filepath.Join(testenv.RepoRoot(), "examples", "plugin-c", "plugin-c.wasm") }},
+		{"c", func(testing.TB) string {
+			return filepath.Join(testenv.RepoRoot(), "examples", "plugin-c", "plugin-c.wasm")
+		}},
 		{"go", func(tb testing.TB) string {
 			return builds.Path(tb, "plugin-go.wasm", testenv.GoWasm(".", "./examples/plugin-go", "c-shared"))
 		}},
