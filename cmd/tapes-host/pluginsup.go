@@ -242,6 +242,7 @@ func (c *child) watchMemory(limit uint64, g *registry.Gauge) {
 	for {
 		select {
 		case <-c.exited:
+			g.Set(0)
 			return
 		case <-t.C:
 		}
@@ -267,8 +268,14 @@ func (c *child) watchMemory(limit uint64, g *registry.Gauge) {
 	}
 }
 
-// kill ends the process group and waits until the process is reaped.
+// kill ends the process group and waits until the process is reaped. A
+// process already reaped is not signalled: its pid may be reused.
 func (c *child) kill() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
 	_ = syscall.Kill(-c.pid, syscall.SIGKILL)
 	<-c.exited
 }

@@ -260,6 +260,11 @@ func (w *pluginWorker) result(err error, kind string) workerReply {
 	}
 	if err != nil {
 		r.Kind, r.Err = kind, err.Error()
+		// A trap's message carries the guest's stack; the first part
+		// says what happened.
+		if len(r.Err) > 2048 {
+			r.Err = r.Err[:2048] + " [cut]"
+		}
 	}
 	return r
 }
