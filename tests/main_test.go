@@ -46,6 +46,7 @@ type hostProc struct {
 	out    bytes.Buffer // stdout
 	errb   bytes.Buffer // stderr
 	waited chan error
+	stats0 map[string]any // a /stats read kept by a test for after the host exits
 }
 
 var metricsLine = regexp.MustCompile(`metrics: http://([^/\s]+)/metrics`)

@@ -249,6 +249,7 @@ func runAttack(t *testing.T, a attack, extra ...string) *hostProc {
 		v, _ := lookup(st, badSeg+"errors."+k+".value")
 		counts = append(counts, fmt.Sprintf("%s=%v", k, v))
 	}
+	h.stats0 = st
 	r, _ := lookup(st, badSeg+"restarts.value")
 	d, _ := lookup(st, badSeg+"output_dropped_bytes.value")
 	t.Logf("plugin errors %s, restarts %v, output dropped %v bytes", strings.Join(counts, " "), r, d)
@@ -349,6 +350,9 @@ func TestPluginAttackStderrFlood(t *testing.T) {
 	// a bounded share of it and counted the rest.
 	if n := len(h.stderr()); n > 2<<20 {
 		t.Errorf("host stderr grew to %d bytes", n)
+	}
+	if d, _ := lookup(h.stats0, badSeg+"output_dropped_bytes.value"); d == 0 {
+		t.Error("no output counted as dropped")
 	}
 	if !strings.Contains(h.stderr(), "plugin output") {
 		t.Errorf("no plugin output logged:\n%s", tail(h.stderr(), 2000))
