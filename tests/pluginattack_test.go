@@ -418,3 +418,68 @@ func TestPluginConfigRules(t *testing.T) {
 }
 
 func errorsAs(err error, target **exec.ExitError) bool { return errors.As(err, target) }
+
+// childrenOf lists the pids whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for _, e := range ents {
+		var p int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &p); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		var ppid int
+		if len(f) > 1 {
+			fmt.Sscanf(f[1], "%d", &ppid)
+		}
+		if ppid == pid {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}
+
+// A plugin process never outlives its host, even one killed with SIGKILL
+// while the plugin spins in a call.
+func TestPluginProcessDiesWithHost(t *testing.T) {
+	dir := t.TempDir()
+	h := startHost(t, "-shm", filepath.Join(dir, "k.shm"), "-http", "127.0.0.1:0",
+		"-plugin", handWasm(t, "refnull-loop", refNullLoopWasm())+"=plugins.bad",
+		"-plugin-timeout", "1h", "-plugin-interval", "100ms", "-wasm-cache", filepath.Join(dir, "cache"))
+	h.waitStat(badSeg+"calls.value", func(v float64) bool { return v >= 2 }, "plugin spinning in its first collect")
+	kids := childrenOf(t, h.cmd.Process.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("host has %d child processes, want 1 plugin process", len(kids))
+	}
+	t.Cleanup(func() { syscall.Kill(kids[0], syscall.SIGKILL) }) // if the test fails
+	killed := time.Now()
+	if err := h.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-h.waited
+	defer func() { t.Logf("plugin process gone %v after its host was killed", time.Since(killed)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The killed child may stay a zombie until init reaps it.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", kids[0]))
+		s := string(b)
+		if err != nil || strings.Fields(s[strings.LastIndexByte(s, ')')+1:])[0] == "Z" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin process %d still running 10s after its host was killed: %s", kids[0], b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
