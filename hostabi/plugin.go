@@ -240,7 +240,7 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 	case cfg.Registry != nil:
 		sink = RegistrySink(cfg.Registry)
 	case sink == nil:
-		return nil, fmt.Errorf("hostabi: plugin %q: nil Registry", cfg.Name)
+		return nil, fmt.Errorf("hostabi: plugin %q: neither Registry nor Sink set", cfg.Name)
 	}
 	wasm := cfg.Wasm
 	if wasm == nil {
