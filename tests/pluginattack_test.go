@@ -335,6 +335,10 @@ func TestPluginAttackFib(t *testing.T) {
 	runAttack(t, attack{wasm: hostileC(t, "FIB", true), kinds: []string{"timeout"}, before: true})
 }
 
+func TestPluginAttackHugeBatches(t *testing.T) {
+	runAttack(t, attack{wasm: hostileC(t, "BATCH", true), kinds: []string{"timeout"}, before: true})
+}
+
 func TestPluginAttackTableGrow(t *testing.T) {
 	runAttack(t, attack{wasm: handWasm(t, "table-grow", tableGrowWasm()), kinds: []string{"memory", "trap"}})
 }

@@ -25,13 +25,18 @@ void rec(int d) {
 // Plain recursion, bounded in depth (90) but not in time (2^90 calls).
 long long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
 
-#if defined(ATTACK_RECURSE) || defined(ATTACK_FIB) || defined(ATTACK_STDERR)
+#if defined(ATTACK_RECURSE) || defined(ATTACK_FIB) || defined(ATTACK_STDERR) || defined(ATTACK_BATCH)
 __attribute__((export_name("tapes_collect"))) void collect(void) {
     mark_before();
 #if defined(ATTACK_RECURSE)
     rec(1);
 #elif defined(ATTACK_FIB)
     sink = fib(90);
+#elif defined(ATTACK_BATCH)
+    // A loop whose every iteration is one host call over all of memory:
+    // a deadline counted in iterations would take minutes.
+    uint32_t n = (uint32_t)(__builtin_wasm_memory_size(0) * 65536 / 16);
+    for (;;) sink += tapes_batch((const tapes_record *)0, n);
 #else
     static char line[4096];
     memset(line, 'x', sizeof line);
