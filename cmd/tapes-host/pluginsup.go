@@ -221,7 +221,7 @@ func (c *child) readOutput(r io.ReadCloser, log *slog.Logger, dropped *registry.
 				if cut {
 					text += " [cut]"
 				}
-				log.Warn("plugin output", "line", text)
+				log.Info("plugin output", "line", text)
 			} else {
 				dropped.Add(int64(n))
 			}
