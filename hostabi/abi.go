@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,15 +156,19 @@ func (s *Stats) reject(st Status) {
 	s.LastStatus.Store(int32(st))
 }
 
-// metric is one defined id: the kind it was defined with and a typed pointer,
-// so recording is a switch and a direct call instead of a type assertion.
+// metric is one defined id: the kind it was defined with and its record
+// method, so recording is a switch and one call instead of a type
+// assertion. The batch forms are set when the sink's metric has them (the
+// registry's do).
 type metric struct {
 	kind wire.Kind
-	c    *registry.Counter
-	g    *registry.Gauge
-	m    *registry.Meter
-	t    *registry.Timer
-	h    *registry.Histogram
+	c    counterSink
+	g    gaugeSink
+	m    meterSink
+	t    timerSink
+	h    histogramSink
+	tm   timerManySink
+	hm   histogramManySink
 }
 
 // host is the state of one instantiated host module. Ids are per host module
@@ -172,7 +177,7 @@ type metric struct {
 // a pool and across replacements, and the cap bounds the plugin as a whole
 // however many instances it runs.
 type host struct {
-	r      *registry.Registry
+	sink   Sink
 	prefix string
 	max    int
 	stats  *Stats
@@ -189,16 +194,25 @@ type host struct {
 // named "tapes", so each plugin that needs its own prefix needs its own
 // runtime (share a wazero.CompilationCache between them).
 func Instantiate(ctx context.Context, rt wazero.Runtime, r *registry.Registry, opts ...Option) (api.Closer, error) {
-	h, err := newHost(r, opts...)
+	if r == nil {
+		return nil, fmt.Errorf("hostabi: nil registry")
+	}
+	return InstantiateSink(ctx, rt, RegistrySink(r), opts...)
+}
+
+// InstantiateSink is Instantiate recording into s instead of a registry:
+// ClientSink(c) makes the guests of rt record through a shm worker slot.
+func InstantiateSink(ctx context.Context, rt wazero.Runtime, s Sink, opts ...Option) (api.Closer, error) {
+	h, err := newHost(s, opts...)
 	if err != nil {
 		return nil, err
 	}
 	return h.builder(rt).Instantiate(ctx)
 }
 
-func newHost(r *registry.Registry, opts ...Option) (*host, error) {
-	if r == nil {
-		return nil, fmt.Errorf("hostabi: nil registry")
+func newHost(s Sink, opts ...Option) (*host, error) {
+	if s == nil {
+		return nil, fmt.Errorf("hostabi: nil sink")
 	}
 	c := config{max: DefaultMaxMetrics}
 	for _, o := range opts {
@@ -215,7 +229,7 @@ func newHost(r *registry.Registry, opts ...Option) (*host, error) {
 			return nil, fmt.Errorf("hostabi: prefix: %w", err)
 		}
 	}
-	h := &host{r: r, prefix: c.prefix, max: c.max, stats: c.stats, byName: map[string]int32{}}
+	h := &host{sink: s, prefix: c.prefix, max: c.max, stats: c.stats, byName: map[string]int32{}}
 	empty := []metric{}
 	h.ids.Store(&empty)
 	return h, nil
@@ -287,7 +301,7 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	if kind > 255 || !k.Valid() {
 		return 0, StatusInvalidKind
 	}
-	mem := mod.Memory()
+	mem := guestMemory(mod)
 	if mem == nil {
 		return 0, StatusMemory
 	}
@@ -318,7 +332,7 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	if len(old) >= h.max || len(old) >= math.MaxInt32 {
 		return 0, StatusTooManyMetrics
 	}
-	m, err := h.r.GetOrCreate(k, name)
+	m, err := h.sink.Define(k, name)
 	if err != nil {
 		return 0, statusOf(err)
 	}
@@ -337,24 +351,40 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	return id, StatusOK
 }
 
-// newMetric is the id table entry for m, defined with kind k.
-func newMetric(k wire.Kind, m registry.Metric) (metric, bool) {
+// newMetric is the id table entry for m, defined with kind k: false if m
+// lacks the kind's record method.
+func newMetric(k wire.Kind, m any) (metric, bool) {
 	e := metric{kind: k}
-	switch v := m.(type) {
-	case *registry.Counter:
-		e.c = v
-	case *registry.Gauge:
-		e.g = v
-	case *registry.Meter:
-		e.m = v
-	case *registry.Timer:
-		e.t = v
-	case *registry.Histogram:
-		e.h = v
-	default:
-		return e, false
+	var ok bool
+	switch k {
+	case wire.KindCounter:
+		e.c, ok = m.(counterSink)
+	case wire.KindGauge:
+		e.g, ok = m.(gaugeSink)
+	case wire.KindMeter:
+		e.m, ok = m.(meterSink)
+	case wire.KindTimer:
+		e.t, ok = m.(timerSink)
+		e.tm, _ = m.(timerManySink)
+	case wire.KindHistogram:
+		e.h, ok = m.(histogramSink)
+		e.hm, _ = m.(histogramManySink)
 	}
-	return e, true
+	return e, ok
+}
+
+// guestMemory is mod's memory, or nil if it has none. wazero's Memory
+// returns a non-nil interface holding a nil pointer for a module without
+// memory, which would fault on the first Read.
+func guestMemory(mod api.Module) api.Memory {
+	m := mod.Memory()
+	if m == nil {
+		return nil
+	}
+	if v := reflect.ValueOf(m); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil
+	}
+	return m
 }
 
 func statusOf(err error) Status {
@@ -560,10 +590,28 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 		return int32(n), st
 	}
 	if k == wire.KindHistogram {
-		e.h.UpdateMany(wire.Floats(vs))
+		if e.hm != nil {
+			e.hm.UpdateMany(wire.Floats(vs))
+			return 0, StatusOK
+		}
+		for _, v := range vs {
+			e.h.Update(math.Float64frombits(v))
+		}
 		return 0, StatusOK
 	}
-	if bad := e.t.UpdateMany(wire.Durations(vs)); bad > 0 {
+	var bad int
+	if e.tm != nil {
+		bad = e.tm.UpdateMany(wire.Durations(vs))
+	} else {
+		for _, v := range vs {
+			if int64(v) < 0 {
+				bad++
+				continue
+			}
+			e.t.Update(time.Duration(v))
+		}
+	}
+	if bad > 0 {
 		return int32(bad), StatusBadValue
 	}
 	return 0, StatusOK
@@ -575,7 +623,7 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 func (h *host) batch(_ context.Context, mod api.Module, stack []uint64) {
 	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
 	size := uint64(n) * wire.RecordSize
-	mem := mod.Memory()
+	mem := guestMemory(mod)
 	if mem == nil || size > math.MaxUint32 {
 		h.stats.reject(StatusMemory)
 		ret(stack, int32(StatusMemory))

@@ -12,11 +12,20 @@ import (
 	"github.com/tapes-go/tapes/wire"
 )
 
+// entry is the id table entry define makes for m.
+func entry(k wire.Kind, m any) metric {
+	e, ok := newMetric(k, m)
+	if !ok {
+		panic("newMetric: " + k.String())
+	}
+	return e
+}
+
 // BenchmarkApplyBatch is the host's share of a batched event: decoding one
 // record and adding it to a counter.
 func BenchmarkApplyBatch(b *testing.B) {
 	r := registry.New()
-	ids := []metric{{kind: wire.KindCounter, c: r.Counter("c")}, {kind: wire.KindHistogram, h: r.Histogram("h")}}
+	ids := []metric{entry(wire.KindCounter, r.Counter("c")), entry(wire.KindHistogram, r.Histogram("h"))}
 	for _, k := range []wire.Kind{wire.KindCounter, wire.KindHistogram} {
 		b.Run(k.String(), func(b *testing.B) {
 			const n = 1024
@@ -48,7 +57,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 func TestApplyBatchRuns(t *testing.T) {
 	r := registry.New()
 	c, m, g := r.Counter("c"), r.Meter("m"), r.Gauge("g", nil)
-	ids := []metric{{kind: wire.KindCounter, c: c}, {kind: wire.KindMeter, m: m}, {kind: wire.KindGauge, g: g}}
+	ids := []metric{entry(wire.KindCounter, c), entry(wire.KindMeter, m), entry(wire.KindGauge, g)}
 	recs := []wire.Record{
 		wire.IntRecord(0, wire.KindCounter, 5),
 		wire.IntRecord(0, wire.KindCounter, -2),
@@ -84,7 +93,7 @@ func TestApplyBatchSlotEviction(t *testing.T) {
 	const n = 3*sumSlots + 1
 	var ids []metric
 	for i := 0; i < n; i++ {
-		ids = append(ids, metric{kind: wire.KindCounter, c: r.Counter("c" + string(rune('a'+i%26)) + string(rune('a'+i/26)))})
+		ids = append(ids, entry(wire.KindCounter, r.Counter("c"+string(rune('a'+i%26))+string(rune('a'+i/26)))))
 	}
 	var buf []byte
 	want := make([]int64, n)
@@ -101,7 +110,7 @@ func TestApplyBatchSlotEviction(t *testing.T) {
 		t.Fatalf("rejected %d", rej)
 	}
 	for i := range ids {
-		if got := ids[i].c.Value(); got != want[i] {
+		if got := ids[i].c.(*registry.Counter).Value(); got != want[i] {
 			t.Errorf("counter %d = %d, want %d", i, got, want[i])
 		}
 	}

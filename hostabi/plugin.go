@@ -38,8 +38,8 @@ const (
 // ErrClosed is returned by calls on a closed Plugin.
 var ErrClosed = errors.New("hostabi: plugin closed")
 
-// PluginConfig describes one plugin for NewPlugin. Wasm or Path and Registry
-// are required; zero values elsewhere pick the defaults documented on each
+// PluginConfig describes one plugin for NewPlugin. Wasm or Path, and
+// Registry or Sink, are required; zero values elsewhere pick the defaults documented on each
 // field.
 type PluginConfig struct {
 	// Wasm is the module's binary; if nil, it is read from Path.
@@ -52,6 +52,8 @@ type PluginConfig struct {
 	Prefix string
 	// Registry receives the metrics.
 	Registry *registry.Registry
+	// Sink, when set instead of Registry, receives them (see ClientSink).
+	Sink Sink
 	// MaxMetrics caps the metrics the plugin may define (see WithMaxMetrics).
 	MaxMetrics int
 
@@ -231,8 +233,14 @@ type instance struct {
 // starts its first instance so a broken plugin fails here rather than on the
 // first call. A command module (exporting only _start) is run with RunStart.
 func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
-	if cfg.Registry == nil {
-		return nil, fmt.Errorf("hostabi: plugin %q: nil Registry", cfg.Name)
+	sink := cfg.Sink
+	switch {
+	case sink != nil && cfg.Registry != nil:
+		return nil, fmt.Errorf("hostabi: plugin %q: both Registry and Sink set", cfg.Name)
+	case cfg.Registry != nil:
+		sink = RegistrySink(cfg.Registry)
+	case sink == nil:
+		return nil, fmt.Errorf("hostabi: plugin %q: neither Registry nor Sink set", cfg.Name)
 	}
 	wasm := cfg.Wasm
 	if wasm == nil {
@@ -305,7 +313,7 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 	if _, err = wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
 		return fail(err)
 	}
-	h, err := newHost(cfg.Registry, WithPrefix(cfg.Prefix), WithMaxMetrics(cfg.MaxMetrics), WithStats(&p.abi))
+	h, err := newHost(sink, WithPrefix(cfg.Prefix), WithMaxMetrics(cfg.MaxMetrics), WithStats(&p.abi))
 	if err != nil {
 		return fail(err)
 	}

@@ -46,6 +46,7 @@ type hostProc struct {
 	out    bytes.Buffer // stdout
 	errb   bytes.Buffer // stderr
 	waited chan error
+	stats0 map[string]any // a /stats read kept by a test for after the host exits
 }
 
 var metricsLine = regexp.MustCompile(`metrics: http://([^/\s]+)/metrics`)
@@ -55,8 +56,14 @@ var shmLine = regexp.MustCompile(`TAPES_SHM=(\S+)`)
 // args say otherwise) and waits until it prints its endpoints.
 func startHost(t *testing.T, args ...string) *hostProc {
 	t.Helper()
+	return startHostBin(t, hostBin(t), args...)
+}
+
+// startHostBin is startHost with the tapes-host binary at bin.
+func startHostBin(t *testing.T, bin string, args ...string) *hostProc {
+	t.Helper()
 	h := &hostProc{t: t, waited: make(chan error, 1)}
-	h.cmd = exec.Command(hostBin(t), args...)
+	h.cmd = exec.Command(bin, args...)
 	stdout, err := h.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -134,9 +141,13 @@ func (h *hostProc) stop(sig syscall.Signal) {
 	}
 }
 
+// httpClient gives up on a host that stopped answering (a frozen host
+// fails the test instead of hanging it).
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
 func (h *hostProc) get(path string) []byte {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.addr + path)
+	resp, err := httpClient.Get("http://" + h.addr + path)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -23,7 +23,12 @@ func TestHostRunsCollectorAndCommandPlugins(t *testing.T) {
 	n := h.waitStat("plugins.gop.collections.value", func(v float64) bool { return v >= 3 }, "collector calls")
 	h.waitStat("plugins.gop.requests.value", func(v float64) bool { return v >= 10*n }, "requests per collect")
 	h.waitStat("plugins.cmd.runs.value", eq(1), "command plugin ran once")
-	h.waitStat("tapes.host.plugins.errors.value", eq(0), "no plugin errors")
+	for _, seg := range []string{"plugins_gop", "plugins_cmd"} {
+		for _, kind := range []string{"trap", "timeout", "crash", "memory", "protocol"} {
+			h.waitStat("tapes.host.plugins."+seg+".errors."+kind+".value", eq(0), "no plugin errors")
+		}
+		h.waitStat("tapes.host.plugins."+seg+".restarts.value", eq(0), "no plugin restarts")
+	}
 	h.stop(syscall.SIGTERM)
 }
 

@@ -46,8 +46,9 @@ type config struct {
 
 // pluginSpec is one -plugin flag: path.wasm[=prefix].
 type pluginSpec struct {
-	path   string
-	prefix string
+	path     string
+	prefix   string
+	explicit bool // the prefix was given, not derived from the file name
 }
 
 type pluginList []pluginSpec
@@ -61,16 +62,19 @@ func (p *pluginList) String() string {
 }
 
 func (p *pluginList) Set(v string) error {
-	path, prefix, _ := strings.Cut(v, "=")
+	path, prefix, explicit := strings.Cut(v, "=")
 	if path == "" {
 		return errors.New("empty plugin path")
 	}
-	if prefix == "" {
+	if explicit && prefix == "" {
+		return fmt.Errorf("%s: empty prefix after '='", path)
+	}
+	if !explicit {
 		base := path[strings.LastIndexAny(path, `/\`)+1:]
 		base = strings.TrimSuffix(base, ".wasm")
 		prefix = "plugins." + sanitizeSegment(base)
 	}
-	*p = append(*p, pluginSpec{path: path, prefix: prefix})
+	*p = append(*p, pluginSpec{path: path, prefix: prefix, explicit: explicit})
 	return nil
 }
 
@@ -114,11 +118,11 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
 	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report")
 	fs.StringVar(&c.stream, "stream", "", "write one JSON document per interval: '-' for stdout or a file path; empty disables")
-	fs.Var(&c.plugins, "plugin", "load a WebAssembly plugin: path.wasm[=prefix] (repeatable; default prefix plugins.<file name>)")
+	fs.Var(&c.plugins, "plugin", "run a WebAssembly plugin in its own process: path.wasm[=prefix] (repeatable; default prefix plugins.<file name>; prefixes must be distinct, neither under another nor under tapes); self-metrics under tapes.host.plugins.<prefix with _ for .>")
 	fs.DurationVar(&c.pluginInterval, "plugin-interval", 10*time.Second, "how often collector plugins' tapes_collect export is called")
-	fs.DurationVar(&c.pluginTimeout, "plugin-timeout", time.Second, "deadline of one plugin call; a guest over it is stopped and its instance replaced")
-	fs.IntVar(&c.pluginMemory, "plugin-memory", 256, "memory limit of one plugin instance, in 64 KiB pages")
-	fs.IntVar(&c.pluginPool, "plugin-pool", 2, "instances per plugin (an instance never runs two calls at once)")
+	fs.DurationVar(&c.pluginTimeout, "plugin-timeout", time.Second, "deadline of every plugin call (_initialize, tapes_collect with the tapes_flush after it, a command's _start); a plugin process past it is killed and restarted with backoff (100ms doubling to 1m)")
+	fs.IntVar(&c.pluginMemory, "plugin-memory", 256, "linear memory limit of a plugin, in 64 KiB pages; its process may use this plus 192 MiB (Go runtime, compiled code, stack) and is killed beyond it")
+	fs.IntVar(&c.pluginPool, "plugin-pool", 2, "ignored, kept for old configs: each plugin runs in one process, one call at a time")
 	fs.StringVar(&c.wasmCache, "wasm-cache", "", "directory for wazero's compilation cache (default: the user cache directory)")
 	fs.Var(levelFlag{&c.logLevel}, "log-level", "debug, info, warn or error")
 	return fs
@@ -235,13 +239,8 @@ func (c *config) validate() error {
 	case c.maxMetrics < 1:
 		return fmt.Errorf("-max-metrics %d: must be at least 1", c.maxMetrics)
 	}
-	for _, p := range c.plugins {
-		if _, err := os.Stat(p.path); err != nil {
-			return fmt.Errorf("-plugin %s: %w", p.path, err)
-		}
-		if err := wire.ValidateName(p.prefix); err != nil {
-			return fmt.Errorf("-plugin %s: prefix: %w", p.path, err)
-		}
+	if err := validatePlugins(c.plugins); err != nil {
+		return err
 	}
 	if c.statsdAddr != "" {
 		if _, _, err := net.SplitHostPort(c.statsdAddr); err != nil {
@@ -258,4 +257,44 @@ func (c *config) validate() error {
 		c.httpAddr = addr
 	}
 	return nil
+}
+
+// validatePlugins checks what the plugins' prefixes must hold before any
+// process starts: each a valid name, none in the host's own tapes.*, none
+// equal to or under another (their guests' metrics would mix), and
+// distinct self-metric segments.
+func validatePlugins(ps []pluginSpec) error {
+	segs := map[string]string{}
+	for i, p := range ps {
+		if _, err := os.Stat(p.path); err != nil {
+			return fmt.Errorf("-plugin %s: %w", p.path, err)
+		}
+		if err := wire.ValidateName(p.prefix); err != nil {
+			return fmt.Errorf("-plugin %s: prefix: %w", p.path, err)
+		}
+		if under(p.prefix, "tapes") {
+			return fmt.Errorf("-plugin %s: prefix %q: tapes.* is reserved for the host's own metrics", p.path, p.prefix)
+		}
+		for _, q := range ps[:i] {
+			switch {
+			case p.prefix == q.prefix && !p.explicit && !q.explicit:
+				return fmt.Errorf("-plugin %s and %s: both get the default prefix %q from their file name; give one an explicit prefix (path.wasm=prefix)", q.path, p.path, p.prefix)
+			case p.prefix == q.prefix:
+				return fmt.Errorf("-plugin %s and %s: both use the prefix %q; each plugin needs its own", q.path, p.path, p.prefix)
+			case under(p.prefix, q.prefix) || under(q.prefix, p.prefix):
+				return fmt.Errorf("-plugin %s (%q) and %s (%q): one prefix is under the other; their metrics would mix", q.path, q.prefix, p.path, p.prefix)
+			}
+		}
+		seg := pluginSegment(p.prefix)
+		if other, ok := segs[seg]; ok {
+			return fmt.Errorf("-plugin %s: prefix %q: its self-metrics tapes.host.plugins.%s would be those of %s; choose another prefix", p.path, p.prefix, seg, other)
+		}
+		segs[seg] = p.path
+	}
+	return nil
+}
+
+// under reports whether name is root or a path below it.
+func under(name, root string) bool {
+	return name == root || strings.HasPrefix(name, root+".")
 }

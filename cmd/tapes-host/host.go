@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters"
 	"github.com/tapes-go/tapes/reporters/httpjson"
@@ -41,19 +40,12 @@ type host struct {
 	http     *http.Server
 	httpAddr string
 
-	plugins   []*plugin
+	plugins   []*pluginSup
 	pluginsWG sync.WaitGroup
 	stopPlg   context.CancelFunc
 
 	push    []*reporters.Scheduler
 	closers []io.Closer // sinks to close after the last report
-
-	pluginErrors *registry.Counter
-}
-
-type plugin struct {
-	spec pluginSpec
-	p    *hostabi.Plugin
 }
 
 // startHost opens the shm file and starts draining, serving, plugins and
@@ -61,7 +53,6 @@ type plugin struct {
 func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer) (h *host, err error) {
 	h = &host{cfg: cfg, log: log, out: out}
 	h.reg = registry.New(registry.WithMaxMetrics(cfg.maxMetrics))
-	h.pluginErrors = h.reg.Counter(selfPrefix + ".plugins.errors")
 	start := time.Now()
 	h.reg.Gauge(selfPrefix+".uptime_seconds", func() float64 { return time.Since(start).Seconds() })
 	defer func() {
@@ -151,16 +142,17 @@ func (h *host) startPush(ctx context.Context) error {
 	return nil
 }
 
-// shutdown stops in the order that loses nothing: stop accepting HTTP, stop
-// plugins, stop the drain loop and drain what is left, then let every push
-// reporter run one last time.
+// shutdown stops in the order that loses nothing: stop plugins (their
+// processes, within a short grace), stop accepting HTTP, stop the drain
+// loop and drain what is left, then let every push reporter run one last
+// time.
 func (h *host) shutdown() {
+	h.stopPlugins()
 	if h.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = h.http.Shutdown(ctx)
 		cancel()
 	}
-	h.stopPlugins()
 	if h.stopDrn != nil {
 		h.stopDrn()
 		h.drainWG.Wait()
@@ -177,6 +169,7 @@ func (h *host) shutdown() {
 		}
 		cancel()
 	}
+	h.closePlugins()
 	for _, c := range h.closers {
 		_ = c.Close()
 	}

@@ -49,7 +49,7 @@ func mainCode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cmd := ""
 	if len(args) > 0 {
 		switch args[0] {
-		case "run", "inspect", "demo", demoWorkerCmd:
+		case "run", "inspect", "demo", demoWorkerCmd, pluginWorkerCmd:
 			cmd, args = args[0], args[1:]
 		case "help":
 			args = []string{"-h"}
@@ -61,6 +61,8 @@ func mainCode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = inspectMain(args, stdout, stderr)
 	case demoWorkerCmd:
 		err = demoWorkerMain(ctx, args)
+	case pluginWorkerCmd:
+		err = pluginWorkerMain(args)
 	case "run":
 		err = runMain(ctx, args, stdout, stderr)
 	case "demo":

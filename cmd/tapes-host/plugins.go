@@ -5,18 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
-
-	"github.com/tapes-go/tapes/hostabi"
+	"strings"
 )
 
-// collectExport is the export a collector plugin provides; the host calls it
-// every -plugin-interval.
-const collectExport = hostabi.CollectExport
-
+// startPlugins starts one supervisor, and through it one process, per
+// plugin (pluginsup.go).
 func (h *host) startPlugins(ctx context.Context) error {
 	if len(h.cfg.plugins) == 0 {
 		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("plugins: %w", err)
 	}
 	cache := h.cfg.wasmCache
 	if cache == "" {
@@ -25,71 +25,56 @@ func (h *host) startPlugins(ctx context.Context) error {
 		}
 	}
 	pctx, cancel := context.WithCancel(context.Background())
+	h.plugins = nil
 	h.stopPlg = cancel
 	for _, spec := range h.cfg.plugins {
-		wasm, err := os.ReadFile(spec.path)
+		path, err := filepath.Abs(spec.path)
 		if err != nil {
 			return fmt.Errorf("plugin %s: %w", spec.path, err)
 		}
-		p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
-			Wasm:             wasm,
-			Name:             spec.path,
-			Prefix:           spec.prefix,
-			Registry:         h.reg,
-			CacheDir:         cache,
-			MemoryLimitPages: uint32(h.cfg.pluginMemory),
-			CallTimeout:      h.cfg.pluginTimeout,
-			PoolSize:         h.cfg.pluginPool,
-			Stdout:           os.Stderr,
-			Stderr:           os.Stderr,
-		})
-		if err != nil {
-			return fmt.Errorf("plugin %s: %w", spec.path, err)
+		seg := pluginSegment(spec.prefix)
+		s := &pluginSup{
+			spec:    pluginSpec{path: path, prefix: spec.prefix},
+			seg:     seg,
+			log:     h.log.With("plugin", spec.path),
+			m:       newPluginMetrics(h.reg, seg),
+			self:    self,
+			shm:     h.shm.Path(),
+			cache:   cache,
+			pages:   h.cfg.pluginMemory,
+			timeout: h.cfg.pluginTimeout,
+			every:   h.cfg.pluginInterval,
 		}
-		lp := &plugin{spec: spec, p: p}
-		h.plugins = append(h.plugins, lp)
+		h.plugins = append(h.plugins, s)
 		h.pluginsWG.Add(1)
 		go func() {
 			defer h.pluginsWG.Done()
-			h.runPlugin(pctx, lp)
+			s.run(pctx)
 		}()
-		fmt.Fprintf(h.out, "plugin: %s as %s.*\n", spec.path, spec.prefix)
+		fmt.Fprintf(h.out, "plugin: %s as %s.* (self-metrics %s.plugins.%s.*)\n", spec.path, spec.prefix, selfPrefix, seg)
 	}
 	return nil
 }
 
-// runPlugin drives one plugin: a collector is called on an interval until
-// ctx ends; a command-style plugin runs its _start once.
-func (h *host) runPlugin(ctx context.Context, lp *plugin) {
-	log := h.log.With("plugin", lp.spec.path)
-	if !lp.p.HasExport(collectExport) {
-		if err := lp.p.RunStart(ctx); err != nil {
-			h.pluginErrors.Inc()
-			log.Error("plugin _start failed", "err", err)
-		}
-		return
-	}
-	t := time.NewTicker(h.cfg.pluginInterval)
-	defer t.Stop()
-	for {
-		if err := lp.p.Collect(ctx); err != nil && ctx.Err() == nil {
-			h.pluginErrors.Inc()
-			log.Warn("plugin collect failed; its instance is replaced", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
+// pluginSegment is the name segment of a plugin's self-metrics: its
+// prefix with dots turned into underscores ("plugins.auth" ->
+// "plugins_auth"). Config validation refuses two plugins with one segment.
+func pluginSegment(prefix string) string { return strings.ReplaceAll(prefix, ".", "_") }
 
+// stopPlugins stops calling plugins: a call in flight gets shutdownGrace
+// to finish, then its process is killed. What the plugins committed stays
+// in their rings for the final drain; idle processes stay up until
+// closePlugins, so that their gauges reach the last report.
 func (h *host) stopPlugins() {
 	if h.stopPlg != nil {
 		h.stopPlg()
 	}
 	h.pluginsWG.Wait()
-	for _, lp := range h.plugins {
-		_ = lp.p.Close(context.Background())
+}
+
+// closePlugins ends the plugin processes stopPlugins left idle.
+func (h *host) closePlugins() {
+	for _, s := range h.plugins {
+		s.close()
 	}
 }
