@@ -3,6 +3,7 @@ package shm
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -106,7 +107,7 @@ func FuzzValidate(f *testing.F) {
 			return
 		}
 		if int64(g.fileSize) > size || g.slotSize < g.ringOffset+g.ringRecs*wire.RecordSize ||
-			g.ringOffset < g.defOffset+g.maxDefs*DefSize || g.fileSize != HeaderSize+g.slots*g.slotSize {
+			g.ringOffset < g.defOffset+g.maxDefs*DefSize || g.fileSize != HeaderSize+g.slots*g.slotSize+TrailerSize {
 			t.Fatalf("accepted an inconsistent geometry %+v for size %d", g, size)
 		}
 	})
@@ -155,7 +156,7 @@ func FuzzOpenFile(f *testing.F) {
 		if rep, err := Inspect(path); err == nil {
 			rep.WriteText(discard{})
 		}
-		h, err := CreateHost(path, Config{})
+		h, err := CreateHost(path, Config{Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return
 		}
