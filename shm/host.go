@@ -368,7 +368,7 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 	h := &Host{
 		path: path, f: f, m: m, g: g, prefix: cfg.Prefix, log: cfg.logger(),
 		info:      fi,
-		canary:    rand.Uint64() | 1,
+		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
 		liveEvery: 250 * time.Millisecond,
 		maxIdle:   100 * time.Millisecond,
 		slots:     make([]hslot, g.slots),

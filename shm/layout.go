@@ -23,7 +23,7 @@ import (
 //	+------------------------------------------------------------+
 //	| slot Slots-1                                               |
 //	+------------------------------------------------------------+
-//	| trailer (64 bytes): the host's canary, then zero           |
+//	| trailer (64 bytes): zero, then the host's canary (last 8)  |
 //	+------------------------------------------------------------+
 //
 //	Header
@@ -63,7 +63,7 @@ const (
 	Version = 2
 
 	HeaderSize = 128
-	// TrailerSize is the line after the last slot; its first 8 bytes are
+	// TrailerSize is the line after the last slot; its last 8 bytes are
 	// the attached host's canary: any shrinking of the file zeroes it, even
 	// if the file is grown back before the host looks at its size.
 	TrailerSize = 64
@@ -86,7 +86,10 @@ const (
 	hdrRefused    = 80 // u64, workers: Opens that gave up with ErrNoSlot (atomic add)
 	hdrHostOwned  = 88 // up to HeaderSize: the host's, readers ignore it
 
-	trailerCanary = 0 // u64 at fileSize-TrailerSize, written by the attached host
+	// The canary is the trailer's last 8 bytes, and its top byte (the
+	// file's last) is never zero: cutting even one byte off the file and
+	// growing it back changes it.
+	trailerCanary = TrailerSize - 8
 
 	CacheLine = 64
 
