@@ -457,8 +457,9 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // about ten times a second, and an event after a quiet period reaches the
 // registry in well under a millisecond, ~2.5 ms at worst on the project's
 // 2-vCPU machine (docs/RATIONALE.md, "Polling without burning a core"). It
-// returns an error only if the file becomes unusable (ErrTruncated when it
-// is truncated under the host) or r refuses the host's own metrics.
+// returns an error only if the file becomes unusable (a *DamageError when
+// it is truncated, shrunk, removed or replaced under the host: see
+// checkFile) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
 	h.mu.Lock()
 	for _, o := range opts {
