@@ -212,7 +212,7 @@ func CreateHost(path string, cfg Config) (*Host, error) {
 			// drains it: replace it with a new file.
 			if _, rerr := create(path, g, true); rerr != nil {
 				f.Close()
-				return nil, fmt.Errorf("%w; replacing it failed: %w", dmg.err, rerr)
+				return nil, fmt.Errorf("%w; replacing it failed: %s", dmg.err, strings.TrimPrefix(rerr.Error(), "shm: "))
 			}
 			f.Close()
 			cfg.logger().Warn("shm: replaced a damaged file with a new one; records left in it are lost", "path", path, "damage", dmg.err.Error())
