@@ -548,12 +548,24 @@ func (h *Host) wait() (woken bool, err error) {
 			}
 		}
 	})
+	if err != nil {
+		err = h.damaged(err) // a fault here is damage like any other
+		h.mu.Unlock()
+		return false, err
+	}
 	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
-	h.mu.Unlock()
-	if err != nil || busy || d <= 0 {
-		atomic.StoreUint32(w, 0)
+	if busy || d <= 0 {
+		// Under the lock and the fault guard: Close may unmap, and the
+		// file may be cut, the moment either is released.
+		if err = h.protect(func() { atomic.StoreUint32(w, 0) }); err != nil {
+			err = h.damaged(err)
+		}
+		h.mu.Unlock()
 		return true, err
 	}
+	h.mu.Unlock()
+	// A futex call on a page that is gone fails with EFAULT; it raises no
+	// signal.
 	futexSleep(w, 1, d)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -565,6 +577,9 @@ func (h *Host) wait() (woken bool, err error) {
 		// leaves it set.
 		woken = atomic.SwapUint32(w, 0) == 0
 	})
+	if err != nil {
+		err = h.damaged(err)
+	}
 	return woken, err
 }
 
