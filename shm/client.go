@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,7 @@ type Client struct {
 	handles  map[string]any
 	funcs    []*Gauge
 	every    time.Duration
+	slotWait time.Duration
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -109,9 +111,24 @@ func OpenEnv(opts ...Option) (*Client, error) {
 	return Open(p, opts...)
 }
 
+// DefaultSlotWait is how long Open waits for a free slot when every slot
+// is taken (see WithSlotWait).
+const DefaultSlotWait = time.Second
+
+// WithSlotWait sets how long Open waits for a slot to become free when every
+// slot is taken (default DefaultSlotWait; 0 or less: do not wait). While it
+// waits it asks the host to look for dead and closed workers at once, so
+// short-lived workers do not have to wait for the host's liveness interval.
+// Open then fails with ErrNoSlot, and the refusal is counted in the file
+// (the host reports <prefix>.refused).
+func WithSlotWait(d time.Duration) Option {
+	return func(c *Client) { c.slotWait = max(d, 0) }
+}
+
 // Open attaches to the shm file at path, which a host created, and claims a
-// free worker slot for this process. It fails with ErrNoSlot if every slot
-// is taken (the host reclaims the slots of exited workers while it drains).
+// free worker slot for this process. When every slot is taken it waits for
+// one (WithSlotWait), then fails with ErrNoSlot. Open refuses a file that
+// other users may read or write (ErrBadPerm).
 func Open(path string, opts ...Option) (*Client, error) {
 	if !littleEndian() {
 		return nil, ErrBigEndian
@@ -120,16 +137,20 @@ func Open(path string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, size, err := openFile(path, os.O_RDWR)
+	f, fi, err := openFile(path, os.O_RDWR)
 	if err != nil {
 		return nil, err
+	}
+	if fi.perm&0o077 != 0 {
+		f.Close()
+		return nil, errOpenPerm(path, fi.perm)
 	}
 	hdr := make([]byte, HeaderSize)
 	if _, err := f.ReadAt(hdr, 0); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err)
 	}
-	g, err := validateHeader(hdr, size)
+	g, err := validateHeader(hdr, fi.size)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w (%s)", err, path)
@@ -141,49 +162,31 @@ func Open(path string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{
 		f: f, m: m, g: g,
-		names:   registry.New(registry.WithMaxMetrics(g.maxDefs)),
-		defs:    map[string]def{},
-		modes:   map[string]GaugeMode{},
-		handles: map[string]any{},
-		every:   time.Second,
-		pid:     uint32(os.Getpid()),
+		names:    registry.New(registry.WithMaxMetrics(g.maxDefs)),
+		defs:     map[string]def{},
+		modes:    map[string]GaugeMode{},
+		handles:  map[string]any{},
+		every:    time.Second,
+		slotWait: DefaultSlotWait,
+		pid:      uint32(os.Getpid()),
 	}
 	for _, o := range opts {
 		o(c)
 	}
-	c.slot = -1
-	for i := 0; i < g.slots; i++ {
-		st := u64(m, g.slotOff(i)+slotState)
-		w := atomic.LoadUint64(st)
-		_, gen, state := unpackState(w)
-		if state != StateFree {
-			continue
-		}
-		if atomic.CompareAndSwapUint64(st, w, packState(c.pid, gen+1, StateActive)) {
-			c.slot, c.gen = i, (gen+1)&0xffffff
-			break
-		}
-	}
-	if c.slot < 0 {
+	c.wait = u32(m, hdrWait)
+	if err := faultErr(func() error { return c.claim(path, start) }); err != nil {
 		m.Unmap()
 		f.Close()
-		return nil, fmt.Errorf("%w in %s (%d slots)", ErrNoSlot, path, g.slots)
+		return nil, err
 	}
-	c.base = g.slotOff(c.slot)
-	atomic.StoreUint64(u64(m, c.base+slotStart), start)
 	c.reserve = u64(m, c.base+slotReserve)
 	c.consumer = u64(m, c.base+slotConsumer)
 	c.dropped = u64(m, c.base+slotDropped)
-	c.wait = u32(m, hdrWait)
 	c.defCount = u64(m, c.base+slotDefCount)
-	// The host zeroes a slot before freeing it; a non-zero count here means
-	// someone scribbled on the file, and starting over is the only safe choice.
-	atomic.StoreUint64(c.defCount, 0)
-	populate(m, c.base+g.ringOffset, c.base+g.ringOffset+g.ringRecs*wire.RecordSize)
 	c.ring = unsafe.Pointer(&m[c.base+g.ringOffset])
 	c.size = uint64(g.ringRecs)
 	c.mask = c.size - 1
-	c.limit.Store(atomic.LoadUint64(c.consumer) + c.size)
+	c.limit.Store(c.size) // claim scrubbed the indices: consumer is 0
 	// An idle host binds the slot now (mapping the ring, reading
 	// definitions), not when the first event arrives.
 	if atomic.LoadUint32(c.wait) != 0 {
@@ -197,6 +200,63 @@ func Open(path string, opts ...Option) (*Client, error) {
 	// the life of the process.
 	runtime.AddCleanup(c, func(m mmap.MMap) { m.Unmap() }, m)
 	return c, nil
+}
+
+// claim takes a free slot: CAS FREE -> CLAIMING (the host leaves a
+// CLAIMING slot alone while its process lives), scrub every field and the
+// ring, then CAS CLAIMING -> ACTIVE. A FREE slot should be all zero, but
+// anyone who can write the file can scribble on it; scrubbing here, where
+// the slot is nobody else's, means a new worker never inherits indices or
+// records that would misalign its ring with the host's view.
+func (c *Client) claim(path string, start uint64) error {
+	m, g := c.m, c.g
+	deadline := time.Now().Add(c.slotWait)
+	pause := 500 * time.Microsecond
+	for c.slot = -1; c.slot < 0; {
+		for i := 0; i < g.slots; i++ {
+			st := u64(m, g.slotOff(i)+slotState)
+			w := atomic.LoadUint64(st)
+			_, gen, state := unpackState(w)
+			if state != StateFree {
+				continue
+			}
+			if atomic.CompareAndSwapUint64(st, w, packState(c.pid, gen+1, StateClaiming)) {
+				c.slot, c.gen = i, (gen+1)&0xffffff
+				break
+			}
+		}
+		if c.slot >= 0 {
+			break
+		}
+		// Ask the host to reclaim now (it checks claimWaits on every pass
+		// and before it sleeps; the add is a full barrier, as in put).
+		atomic.AddUint64(u64(m, hdrClaimWaits), 1)
+		if atomic.LoadUint32(c.wait) != 0 {
+			c.wakeHost()
+		}
+		if !time.Now().Before(deadline) {
+			atomic.AddUint64(u64(m, hdrRefused), 1)
+			return fmt.Errorf("%w in %s (%d slots, waited %v)", ErrNoSlot, path, g.slots, c.slotWait)
+		}
+		time.Sleep(min(pause, time.Until(deadline)))
+		pause = min(2*pause, 20*time.Millisecond)
+	}
+	c.base = g.slotOff(c.slot)
+	// Everything between the state word and the definition table: start
+	// time, indices, counters, the host's indices and the reserved bytes.
+	// The host reads none of it while the slot is CLAIMING.
+	clear(m[c.base+slotStart : c.base+slotDefs])
+	atomic.StoreUint64(u64(m, c.base+slotStart), start)
+	// Definition entries are written whole before defCount covers them;
+	// the ring must read as all uncommitted.
+	ring := c.base + g.ringOffset
+	populate(m, ring, ring+g.ringRecs*wire.RecordSize)
+	clear(m[ring : ring+g.ringRecs*wire.RecordSize])
+	st := u64(m, c.base+slotState)
+	if !atomic.CompareAndSwapUint64(st, packState(c.pid, c.gen, StateClaiming), packState(c.pid, c.gen, StateActive)) {
+		return fmt.Errorf("shm: slot %d of %s was taken while this worker claimed it (state %#x)", c.slot, path, atomic.LoadUint64(st))
+	}
+	return nil
 }
 
 func u64(m []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&m[off])) }
@@ -261,6 +321,19 @@ func (c *Client) Slot() int { return c.slot }
 // ring was full.
 func (c *Client) Dropped() uint64 { return atomic.LoadUint64(c.dropped) }
 
+// ReservedPrefix is the namespace of the host's own metrics: a worker may
+// not define a name equal to it or under it ("tapes.host.shm.dropped" would
+// otherwise add into the host's counter). The host refuses and counts such
+// definitions too (<prefix>.rejected), whichever client wrote them.
+const ReservedPrefix = "tapes"
+
+// ErrReservedName: a worker defined a name under ReservedPrefix.
+var ErrReservedName = errors.New("shm: names under \"tapes.\" are reserved for the host's own metrics")
+
+func reservedName(name string) bool {
+	return name == ReservedPrefix || strings.HasPrefix(name, ReservedPrefix+".")
+}
+
 // ErrModeConflict: a gauge is defined again with another combine mode.
 var ErrModeConflict = errors.New("shm: gauge already defined with another mode")
 
@@ -301,6 +374,9 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 	}
 	if k == wire.KindGauge && !mode.Valid() {
 		return 0, fmt.Errorf("shm: gauge %q: invalid mode %d", name, mode)
+	}
+	if reservedName(name) {
+		return 0, fmt.Errorf("%w: %q", ErrReservedName, name)
 	}
 	// The scratch registry applies wire.ValidateName and the prefix rule and
 	// returns exactly the registry's errors, before anything is written.

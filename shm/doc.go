@@ -25,9 +25,13 @@
 // chosen when they are defined (GaugeSum, GaugeMin, GaugeMax, GaugeLast,
 // GaugePerWorker), and reports its own metrics under Config.Prefix
 // ("tapes.shm" by default): drained, dropped.total, dropped.pid-<pid>,
-// malformed, rejected, discarded, aborted, reclaimed, workers and lag.
-// Nothing a worker writes into the file can make the host panic; a file
-// truncated under the host gives ErrTruncated.
+// malformed, rejected, discarded, aborted, reclaimed, refused,
+// liveness_unknown, repaired, damaged, workers and lag. Nothing a worker
+// writes into the file can make the host panic; a file truncated, shrunk,
+// removed or replaced under the host is a *DamageError from Drain within a
+// liveness interval, and the process should exit and be restarted.
+// CreateMemfd makes a file nobody can truncate, for supervisors that hand
+// it to their workers.
 //
 // Inspect reads a file without draining it, for diagnostics.
 //

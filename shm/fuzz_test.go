@@ -1,10 +1,13 @@
 package shm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -106,7 +109,7 @@ func FuzzValidate(f *testing.F) {
 			return
 		}
 		if int64(g.fileSize) > size || g.slotSize < g.ringOffset+g.ringRecs*wire.RecordSize ||
-			g.ringOffset < g.defOffset+g.maxDefs*DefSize || g.fileSize != HeaderSize+g.slots*g.slotSize {
+			g.ringOffset < g.defOffset+g.maxDefs*DefSize || g.fileSize != HeaderSize+g.slots*g.slotSize+TrailerSize {
 			t.Fatalf("accepted an inconsistent geometry %+v for size %d", g, size)
 		}
 	})
@@ -136,6 +139,16 @@ func FuzzOpenFile(f *testing.F) {
 	wire.IntRecord(0, wire.KindCounter, 5).Put(busy[s0+g.ringOffset:])
 	wire.FloatRecord(1, wire.KindGauge, 5).Put(busy[s0+g.ringOffset+16:])
 	f.Add(busy)
+	// A slot a worker was claiming (and scrubbing), the header's worker
+	// words and the canary set.
+	claiming := append([]byte(nil), busy...)
+	s1 := g.slotOff(1)
+	le.PutUint64(claiming[s1+slotState:], packState(uint32(os.Getpid()), 3, StateClaiming))
+	le.PutUint64(claiming[s1+slotReserve:], 9)
+	le.PutUint64(claiming[hdrClaimWaits:], 4)
+	le.PutUint64(claiming[hdrRefused:], 2)
+	le.PutUint64(claiming[g.trailerOff()+trailerCanary:], 1<<63|5)
+	f.Add(claiming)
 	f.Add(good[:HeaderSize])
 	f.Add([]byte("TAPESHM\x00"))
 	dir, err := os.MkdirTemp(tmpfsDir(), "tapes-shm-fuzz-")
@@ -155,7 +168,19 @@ func FuzzOpenFile(f *testing.F) {
 		if rep, err := Inspect(path); err == nil {
 			rep.WriteText(discard{})
 		}
-		h, err := CreateHost(path, Config{})
+		h, err := CreateHost(path, Config{Logger: slog.New(slog.DiscardHandler)})
+		// A host replaces only what is recognisably a damaged tapes file
+		// (or empty, or zero): anything else is left as it was.
+		ours := len(b) >= len(Magic) && string(b[:len(Magic)]) == Magic
+		zero := !slices.ContainsFunc(b[:min(len(b), HeaderSize)], func(c byte) bool { return c != 0 })
+		if !ours && !zero {
+			if err == nil {
+				t.Fatalf("CreateHost attached to a file without the magic")
+			}
+			if after, rerr := os.ReadFile(path); rerr != nil || !bytes.Equal(after, b) {
+				t.Fatalf("CreateHost changed a file it refused (%v): %v", err, rerr)
+			}
+		}
 		if err != nil {
 			return
 		}

@@ -60,8 +60,10 @@ func perWorkerName(name string, pid uint32) string {
 // (set, remove). Slots drained on different goroutines share it, hence the
 // lock.
 type gaugeAgg struct {
-	mode GaugeMode
-	g    *registry.Gauge // the combined gauge (nil for GaugePerWorker)
+	mode  GaugeMode
+	g     *registry.Gauge // the combined gauge (nil for GaugePerWorker)
+	owned bool            // the host registered g (it was not in the registry before)
+	refs  int             // bound definitions of this gauge, under Host.aggMu
 
 	mu   sync.Mutex
 	seq  uint64

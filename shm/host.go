@@ -1,19 +1,25 @@
 package shm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	mmap "github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
@@ -40,6 +46,10 @@ type Config struct {
 	MaxMetrics int
 	// Prefix is where the host's own metrics go (default "tapes.shm").
 	Prefix string
+	// Logger receives the host's warnings about repairs it made to the
+	// file (a permission that let other users in, a scribbled header, a
+	// damaged file replaced at start). Nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Default configuration values.
@@ -84,6 +94,19 @@ type Host struct {
 	g      geometry
 	prefix string
 	closed bool
+	log    *slog.Logger
+
+	// What the file must keep looking like (checkFile): the inode the
+	// host mapped, the canary it wrote into the trailer, the header's
+	// first line.
+	info     fileInfo
+	canary   uint64
+	hdr      [hdrWait]byte
+	damage   *DamageError // set once the file is found damaged: Drain and DrainOnce return it
+	repaired int          // repairs made before the host's metrics were bound
+
+	seenWaits   uint64 // header claimWaits at the last liveness check
+	seenRefused uint64 // header refused counted so far
 
 	liveEvery time.Duration
 	maxIdle   time.Duration
@@ -102,6 +125,7 @@ type Host struct {
 
 type selfMetrics struct {
 	events, malformed, rejected, discarded, aborted, reclaimed, dropped *registry.Counter
+	refused, unknown, repaired, damaged                                 *registry.Counter
 	workers, lag                                                        *registry.Gauge
 }
 
@@ -157,9 +181,9 @@ type hdef struct {
 // it. A new file appears under its name only once its header is complete
 // (it is built under a temporary name and linked into place).
 func CreateHost(path string, cfg Config) (*Host, error) {
-	cfg = cfg.withDefaults()
-	if err := wire.ValidateName(cfg.Prefix); err != nil {
-		return nil, fmt.Errorf("shm: Config.Prefix: %w", err)
+	cfg, g, err := cfg.check()
+	if err != nil {
+		return nil, err
 	}
 	if path == "" {
 		p, err := DefaultPath()
@@ -168,32 +192,103 @@ func CreateHost(path string, cfg Config) (*Host, error) {
 		}
 		path = p
 	}
-	g, err := newGeometry(cfg.Slots, cfg.RingRecords, cfg.MaxMetrics)
-	if err != nil {
-		return nil, err
-	}
 	for attempt := 0; ; attempt++ {
-		f, size, err := openFile(path, os.O_RDWR)
+		f, fi, err := openFile(path, os.O_RDWR)
 		if errors.Is(err, os.ErrNotExist) && attempt < 3 {
-			created, err := create(path, g)
-			if err != nil {
+			// Another host may create it first (the link fails): then
+			// this one attaches to theirs.
+			if _, err := create(path, g, false); err != nil {
 				return nil, err
-			}
-			if !created {
-				continue // another host created it first: attach to theirs
 			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		return attach(path, f, size, cfg.Prefix)
+		h, err := attach(path, f, fi, cfg)
+		var dmg *damagedAtStart
+		if errors.As(err, &dmg) && attempt < 3 {
+			// attach holds the flock on the damaged file, so no other host
+			// drains it: replace it with a new file.
+			if _, rerr := create(path, g, true); rerr != nil {
+				f.Close()
+				return nil, fmt.Errorf("%w; replacing it failed: %s", dmg.err, strings.TrimPrefix(rerr.Error(), "shm: "))
+			}
+			f.Close()
+			cfg.logger().Warn("shm: replaced a damaged file with a new one; records left in it are lost", "path", path, "damage", dmg.err.Error())
+			continue
+		}
+		return h, err
 	}
 }
 
+func (c Config) check() (Config, geometry, error) {
+	c = c.withDefaults()
+	if err := wire.ValidateName(c.Prefix); err != nil {
+		return c, geometry{}, fmt.Errorf("shm: Config.Prefix: %w", err)
+	}
+	g, err := newGeometry(c.Slots, c.RingRecords, c.MaxMetrics)
+	if err != nil {
+		return c, geometry{}, fmt.Errorf("shm: %w", err)
+	}
+	return c, g, nil
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// CreateMemfd creates the file as an anonymous memfd sealed against
+// shrinking and growing (F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_SEAL), so that
+// nobody, whatever their permissions, can truncate it under the workers:
+// a path-based file can be truncated by any process of its owner, and a
+// worker touching a page past the new end dies of SIGBUS. It has no name in
+// any directory: hand File() to the workers (os/exec's ExtraFiles) with
+// TAPES_SHM=/proc/self/fd/N, where N is its descriptor in the worker, or
+// give other processes of the same user Path(), /proc/<host pid>/fd/<fd>.
+// The file lives as long as some process holds it open or mapped, so a
+// host restart does not find the old one: use it where the host and the
+// workers restart together (tapes-host run).
+func CreateMemfd(cfg Config) (*Host, error) {
+	cfg, g, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.MemfdCreate("tapes-shm", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("shm: memfd_create: %w", err)
+	}
+	path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd)
+	f := os.NewFile(uintptr(fd), path)
+	fail := func(err error) (*Host, error) {
+		f.Close()
+		return nil, err
+	}
+	if err := initFile(f, g); err != nil {
+		return fail(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		return fail(fmt.Errorf("shm: sealing the memfd: %w", err))
+	}
+	fi, err := checkFile(f)
+	if err != nil {
+		return fail(err)
+	}
+	return attach(path, f, fi, cfg)
+}
+
+// File returns the open file the host maps, for handing to workers by
+// descriptor inheritance (see CreateMemfd). It stays owned by the host.
+func (h *Host) File() *os.File { return h.f }
+
 // create builds a complete file under a temporary name and links it to
 // path, so that no worker or host ever sees a half-written header.
-func create(path string, g geometry) (bool, error) {
+// With replace it renames the new file over path instead (the caller holds
+// the flock of the damaged file there).
+func create(path string, g geometry, replace bool) (bool, error) {
 	tmp := fmt.Sprintf("%s.tmp-%d-%d", path, os.Getpid(), time.Now().UnixNano())
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -201,16 +296,14 @@ func create(path string, g geometry) (bool, error) {
 	}
 	defer os.Remove(tmp)
 	defer f.Close()
-	if err := f.Chmod(0o600); err != nil {
-		return false, fmt.Errorf("shm: %w", err)
+	if err := initFile(f, g); err != nil {
+		return false, err
 	}
-	if err := f.Truncate(int64(g.fileSize)); err != nil {
-		return false, fmt.Errorf("shm: sizing %s: %w", tmp, err)
-	}
-	hdr := make([]byte, HeaderSize)
-	g.putHeader(hdr)
-	if _, err := f.WriteAt(hdr, 0); err != nil {
-		return false, fmt.Errorf("shm: writing header: %w", err)
+	if replace {
+		if err := os.Rename(tmp, path); err != nil {
+			return false, fmt.Errorf("shm: %w", err)
+		}
+		return true, nil
 	}
 	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -221,7 +314,31 @@ func create(path string, g geometry) (bool, error) {
 	return true, nil
 }
 
-func attach(path string, f *os.File, size int64, prefix string) (*Host, error) {
+// initFile sizes a new, empty file (so the whole mapping is backed and
+// every byte is zero) and writes its header.
+func initFile(f *os.File, g geometry) error {
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("shm: %w", err)
+	}
+	if err := f.Truncate(int64(g.fileSize)); err != nil {
+		return fmt.Errorf("shm: sizing %s: %w", f.Name(), err)
+	}
+	hdr := make([]byte, HeaderSize)
+	g.putHeader(hdr)
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		return fmt.Errorf("shm: writing header: %w", err)
+	}
+	return nil
+}
+
+// damagedAtStart is attach's verdict on a file that is recognisably a
+// damaged tapes file (or empty, or zeroed), which CreateHost replaces; a
+// file that may be someone else's is refused instead.
+type damagedAtStart struct{ err error }
+
+func (d *damagedAtStart) Error() string { return d.err.Error() }
+
+func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 	fail := func(err error) (*Host, error) {
 		f.Close()
 		return nil, err
@@ -230,23 +347,52 @@ func attach(path string, f *os.File, size int64, prefix string) (*Host, error) {
 		return fail(err)
 	}
 	hdr := make([]byte, HeaderSize)
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return fail(fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err))
-	}
-	g, err := validateHeader(hdr, size)
+	n, rerr := f.ReadAt(hdr, 0)
+	g, err := validateHeader(hdr[:n], fi.size)
 	if err != nil {
-		return fail(fmt.Errorf("%w (%s)", err, path))
+		err = fmt.Errorf("%w (%s)", err, path)
+		zero := !slices.ContainsFunc(hdr[:n], func(b byte) bool { return b != 0 })
+		ours := n >= len(Magic) && string(hdr[:len(Magic)]) == Magic
+		if zero || ours && (errors.Is(err, ErrTruncated) || errors.Is(err, ErrCorrupt)) {
+			return nil, &damagedAtStart{err} // f stays open and locked until the caller replaced the file
+		}
+		return fail(err)
+	}
+	if rerr != nil {
+		return fail(fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, rerr))
 	}
 	m, err := mapFile(f, g.fileSize, true)
 	if err != nil {
 		return fail(err)
 	}
-	return &Host{
-		path: path, f: f, m: m, g: g, prefix: prefix,
+	h := &Host{
+		path: path, f: f, m: m, g: g, prefix: cfg.Prefix, log: cfg.logger(),
+		info:      fi,
+		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
 		liveEvery: 250 * time.Millisecond,
 		maxIdle:   100 * time.Millisecond,
 		slots:     make([]hslot, g.slots),
-	}, nil
+	}
+	copy(h.hdr[:], hdr)
+	if fi.perm&0o077 != 0 {
+		h.repairPerm(fi.perm)
+	}
+	if err := h.protect(func() { atomic.StoreUint64(u64(m, g.trailerOff()+trailerCanary), h.canary) }); err != nil {
+		m.Unmap()
+		return fail(err)
+	}
+	return h, nil
+}
+
+// repairPerm takes back a permission that let other users read or write
+// the file (they could forge metrics or truncate it under every worker).
+func (h *Host) repairPerm(perm uint32) {
+	if err := h.f.Chmod(0o600); err != nil {
+		h.log.Warn("shm: the file is accessible to other users and could not be repaired", "path", h.path, "mode", fmt.Sprintf("%#o", perm), "err", err)
+		return
+	}
+	h.log.Warn("shm: the file was accessible to other users; its mode is 0600 again", "path", h.path, "mode", fmt.Sprintf("%#o", perm))
+	h.repaired++
 }
 
 // Path returns the file's path, for passing to workers (see EnvVar).
@@ -311,8 +457,9 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // about ten times a second, and an event after a quiet period reaches the
 // registry in well under a millisecond, ~2.5 ms at worst on the project's
 // 2-vCPU machine (docs/RATIONALE.md, "Polling without burning a core"). It
-// returns an error only if the file becomes unusable (ErrTruncated when it
-// is truncated under the host) or r refuses the host's own metrics.
+// returns an error only if the file becomes unusable (a *DamageError when
+// it is truncated, shrunk, removed or replaced under the host: see
+// checkFile) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
 	h.mu.Lock()
 	for _, o := range opts {
@@ -392,18 +539,33 @@ func (h *Host) wait() (woken bool, err error) {
 	busy := false
 	err = h.protect(func() {
 		atomic.StoreUint32(w, 1)
+		if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
+			return // a worker waits for a slot
+		}
 		for i := range h.slots {
 			if busy = h.unseen(i); busy {
 				return
 			}
 		}
 	})
+	if err != nil {
+		err = h.damaged(err) // a fault here is damage like any other
+		h.mu.Unlock()
+		return false, err
+	}
 	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
-	h.mu.Unlock()
-	if err != nil || busy || d <= 0 {
-		atomic.StoreUint32(w, 0)
+	if busy || d <= 0 {
+		// Under the lock and the fault guard: Close may unmap, and the
+		// file may be cut, the moment either is released.
+		if err = h.protect(func() { atomic.StoreUint32(w, 0) }); err != nil {
+			err = h.damaged(err)
+		}
+		h.mu.Unlock()
 		return true, err
 	}
+	h.mu.Unlock()
+	// A futex call on a page that is gone fails with EFAULT; it raises no
+	// signal.
 	futexSleep(w, 1, d)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -415,6 +577,9 @@ func (h *Host) wait() (woken bool, err error) {
 		// leaves it set.
 		woken = atomic.SwapUint32(w, 0) == 0
 	})
+	if err != nil {
+		err = h.damaged(err)
+	}
 	return woken, err
 }
 
@@ -429,6 +594,9 @@ func (h *Host) unseen(i int) bool {
 	pid, gen, st := unpackState(atomic.LoadUint64(h.slotU64(i, slotState)))
 	if (st == StateActive || st == StateClosed) && !hs.boundTo(pid, gen) {
 		return true
+	}
+	if st == StateFree && hs.bound {
+		return true // unbind it
 	}
 	if !hs.bound {
 		return false
@@ -446,36 +614,169 @@ func (h *Host) DrainOnce(r *registry.Registry) (int, error) {
 	return h.drain(r, true)
 }
 
+// claimCheckEvery is how soon after a liveness check a worker waiting for a
+// slot (claimWaits moved) gets another: reclaiming is then prompt, and a
+// worker that waits for a full file costs the host at most a few hundred
+// /proc reads a second.
+const claimCheckEvery = 2 * time.Millisecond
+
 func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return 0, ErrClosed
 	}
+	if h.damage != nil {
+		return 0, h.damage
+	}
 	if err := h.bind(r); err != nil {
 		return 0, err
 	}
-	if live || time.Since(h.lastLive) >= h.liveEvery {
-		live = true
-		h.lastLive = time.Now()
-		if size, err := fileSize(h.f); err != nil || size < int64(h.g.fileSize) {
-			return 0, fmt.Errorf("%w: %s is now %d bytes, the host mapped %d", ErrTruncated, h.path, size, h.g.fileSize)
+	now := time.Now()
+	tick := live || now.Sub(h.lastLive) >= h.liveEvery
+	if tick {
+		if err := h.checkFile(); err != nil {
+			return 0, h.damaged(err)
 		}
 	}
-	err = h.protect(func() { n = h.pass(live) })
-	return n, err
+	err = h.protect(func() {
+		live = tick
+		w := atomic.LoadUint64(u64(h.m, hdrClaimWaits))
+		if w != h.seenWaits && now.Sub(h.lastLive) >= claimCheckEvery {
+			live = true
+		}
+		if live {
+			h.lastLive, h.seenWaits = now, w
+			h.countRefused()
+		}
+		n = h.pass(live)
+	})
+	if err != nil {
+		return n, h.damaged(err)
+	}
+	return n, nil
+}
+
+// ErrDamaged matches every *DamageError.
+var ErrDamaged = errors.New("shm: file damaged")
+
+// DamageError says that the file under the host was truncated, shrunk and
+// regrown, removed or replaced. The host cannot trust what it maps any more
+// (workers may be recording into pages that are gone, or into another
+// file), so Drain stops with it and every later Drain or DrainOnce returns
+// it: the process should exit and be restarted, and the next CreateHost
+// replaces a damaged file at the path. errors.Is matches ErrDamaged and Err.
+type DamageError struct {
+	Path   string
+	Err    error // ErrTruncated (truncated, shrunk, zeroed) or ErrReplaced (removed or replaced)
+	Detail string
+}
+
+func (e *DamageError) Error() string        { return "shm: " + e.Path + " damaged: " + e.Detail }
+func (e *DamageError) Unwrap() error        { return e.Err }
+func (e *DamageError) Is(target error) bool { return target == ErrDamaged }
+
+// damaged records the first damage found; later calls keep reporting it.
+func (h *Host) damaged(err error) error {
+	var d *DamageError
+	if !errors.As(err, &d) {
+		return err // not damage (an internal error): nothing to remember
+	}
+	if h.damage == nil {
+		h.damage = d
+		if h.self.damaged != nil {
+			h.self.damaged.Inc()
+		}
+	}
+	return h.damage
+}
+
+// checkFile compares the file with what the host mapped: size, inode under
+// the path, the canary at its end (zeroed by any shrinking, even one that
+// was grown back), permissions and the header's first line. Damage is an
+// error; a permission or a header line someone changed is repaired,
+// counted (<prefix>.repaired) and logged. It costs two stat calls and two
+// loads, once per liveness interval.
+func (h *Host) checkFile() error {
+	var st, ps syscall.Stat_t
+	if err := syscall.Fstat(int(h.f.Fd()), &st); err != nil {
+		return &DamageError{Path: h.path, Err: ErrReplaced, Detail: fmt.Sprintf("fstat of the mapped file failed: %v", err)}
+	}
+	if st.Size < int64(h.g.fileSize) {
+		return &DamageError{Path: h.path, Err: ErrTruncated, Detail: fmt.Sprintf("truncated to %d bytes; the host mapped %d", st.Size, h.g.fileSize)}
+	}
+	var err error
+	if isFDPath(h.path) {
+		err = syscall.Stat(h.path, &ps)
+	} else {
+		err = syscall.Lstat(h.path, &ps) // a symlink put in its place is a replacement
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
+		return &DamageError{Path: h.path, Err: ErrReplaced, Detail: "removed from its path: new workers cannot find it"}
+	case err != nil:
+		return &DamageError{Path: h.path, Err: ErrReplaced, Detail: fmt.Sprintf("its path cannot be checked: %v", err)}
+	case uint64(ps.Dev) != h.info.dev || ps.Ino != h.info.ino:
+		return &DamageError{Path: h.path, Err: ErrReplaced, Detail: fmt.Sprintf("replaced: the path names another file (inode %d, the host maps inode %d), which nothing would drain", ps.Ino, h.info.ino)}
+	}
+	if perm := st.Mode & 0o7777; perm&0o077 != 0 {
+		h.repairPerm(perm)
+	}
+	var dmg error
+	err = h.protect(func() {
+		if atomic.LoadUint64(u64(h.m, h.g.trailerOff()+trailerCanary)) != h.canary {
+			dmg = &DamageError{Path: h.path, Err: ErrTruncated, Detail: "shrunk and grown back (or its last bytes overwritten): the canary the host wrote at its end is gone, and so is whatever was past the cut"}
+			return
+		}
+		if !bytes.Equal(h.m[:hdrWait], h.hdr[:hdrWait]) || atomic.LoadUint32(u32(h.m, hdrWaitZero)) != 0 {
+			copy(h.m[:hdrWait], h.hdr[:hdrWait])
+			atomic.StoreUint32(u32(h.m, hdrWaitZero), 0)
+			h.log.Warn("shm: the file's header was overwritten; the host restored it", "path", h.path)
+			h.repaired++
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if h.repaired > 0 && h.self.repaired != nil {
+		h.self.repaired.Add(int64(h.repaired))
+		h.repaired = 0
+	}
+	return dmg
+}
+
+// countRefused adds the workers' ErrNoSlot refusals since the last check.
+func (h *Host) countRefused() {
+	r := atomic.LoadUint64(u64(h.m, hdrRefused))
+	switch {
+	case r > h.seenRefused:
+		addSat(h.self.refused, r-h.seenRefused)
+	case r < h.seenRefused:
+		h.self.malformed.Inc() // running backwards: scribbled
+	}
+	h.seenRefused = r
+}
+
+// addSat adds d to a host counter, saturating at the largest int64: the
+// amounts come from words any worker can scribble on, and a counter of
+// the host must never wrap negative.
+func addSat(c *registry.Counter, d uint64) {
+	room := uint64(math.MaxInt64 - max(c.Value(), 0))
+	if d = min(d, room); d > 0 {
+		c.Add(int64(d))
+	}
 }
 
 // protect runs f with faults on the mapping turned into a recovered panic:
 // the file can be truncated by anyone who can write it, and touching a page
-// past its new end raises SIGBUS.
+// past its new end raises SIGBUS. A fault is a *DamageError.
 func (h *Host) protect(f func()) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if p := recover(); p != nil {
 			if fe, ok := p.(interface{ Addr() uintptr }); ok {
-				err = fmt.Errorf("%w: fault at %#x reading %s (truncated under the host?)", ErrTruncated, fe.Addr(), h.path)
+				err = &DamageError{Path: h.path, Err: ErrTruncated, Detail: fmt.Sprintf("truncated under the host (fault at %#x)", fe.Addr())}
 				return
 			}
 			err = fmt.Errorf("shm: internal error draining %s: %v\n%s", h.path, p, debug.Stack())
@@ -517,12 +818,21 @@ func (h *Host) bind(r *registry.Registry) error {
 	s.aborted = counter("aborted")
 	s.reclaimed = counter("reclaimed")
 	s.dropped = counter("dropped.total")
+	s.refused = counter("refused")
+	s.unknown = counter("liveness_unknown")
+	s.repaired = counter("repaired")
+	s.damaged = counter("damaged")
 	s.workers = gauge("workers")
 	s.lag = gauge("lag")
 	if err != nil {
 		return fmt.Errorf("shm: registering the host's metrics under %q: %w", h.prefix, err)
 	}
 	h.reg, h.self = r, s
+	if h.repaired > 0 {
+		s.repaired.Add(int64(h.repaired))
+		h.repaired = 0
+	}
+	h.seenRefused = 0 // the new registry counts the file's refusals from the start
 	h.aggs = map[string]*gaugeAgg{}
 	for i := range h.slots {
 		h.slots[i] = hslot{}
@@ -641,6 +951,18 @@ func (h *Host) pass(live bool) int {
 			// A host died in the middle of reclaiming; finish its work.
 			h.reset(i, w)
 			continue
+		case StateClaiming:
+			// A worker is scrubbing the slot it claimed; nothing is bound
+			// until it is ACTIVE. One that died doing it leaves the slot
+			// to be reclaimed.
+			if hs.bound {
+				h.unbind(i, hs)
+			}
+			if live && !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart))) {
+				h.reset(i, w)
+				h.self.reclaimed.Inc()
+			}
+			continue
 		default:
 			ps.malformed++
 			h.finish(i, hs, w, &ps)
@@ -666,12 +988,13 @@ func (h *Host) pass(live bool) int {
 		// a pass, as they would in an in-process registry (Client.define
 		// wakes an idle host).
 		h.loadDefs(i, hs)
-		if live {
-			h.refresh(i, hs, &ps)
-			dead := st == StateClosed || pid == 0
-			if !dead {
-				dead = !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
+		// A closed slot is reclaimed on the pass that finds it, not at the
+		// next liveness check: short-lived workers must not wait for slots.
+		if closed := st == StateClosed || pid == 0; live || closed {
+			if live {
+				h.refresh(i, hs, &ps)
 			}
+			dead := closed || !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
 			if dead && h.finish(i, hs, w, &ps) {
 				continue
 			}
@@ -725,13 +1048,20 @@ func (h *Host) recover(i int, hs *hslot, ps *passStats) {
 // alive reports whether the process that claimed a slot still runs. The
 // start time tells a reused pid from the original process; a slot whose
 // worker died between its claim and storing the start time (0) is judged
-// by the pid alone.
+// by the pid alone. When /proc cannot be read (the process is out of file
+// descriptors, say) the answer is unknown: it is counted
+// (<prefix>.liveness_unknown), kill(pid, 0) — which needs no descriptor —
+// still tells a pid that no longer exists, and the slot is kept only until
+// the next check asks again. It is never taken as "alive for good".
 func (h *Host) alive(pid uint32, start uint64) bool {
 	s, ok, err := procStart(int(pid))
-	if err != nil {
-		return true // cannot tell: never reclaim a slot that may be in use
+	if err == nil {
+		return ok && (start == 0 || s == start)
 	}
-	return ok && (start == 0 || s == start)
+	if h.self.unknown != nil {
+		h.self.unknown.Inc()
+	}
+	return !pidGone(pid)
 }
 
 // droppedName is the counter of what one worker dropped, a per-worker
@@ -744,15 +1074,14 @@ func (h *Host) refresh(i int, hs *hslot, ps *passStats) {
 	d := atomic.LoadUint64(h.slotU64(i, slotDropped))
 	switch {
 	case d > hs.dropped:
-		delta := int64(min(d-hs.dropped, math.MaxInt64/2))
-		h.self.dropped.Add(delta)
+		addSat(h.self.dropped, d-hs.dropped)
 		if hs.droppedC == nil {
 			if m, err := h.reg.GetOrCreate(registry.KindCounter, h.droppedName(hs.pid)); err == nil {
 				hs.droppedC = m.(*registry.Counter)
 			}
 		}
 		if hs.droppedC != nil {
-			hs.droppedC.Add(delta)
+			addSat(hs.droppedC, d-hs.dropped)
 		}
 		hs.dropped = d
 	case d < hs.dropped:
@@ -1006,7 +1335,7 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 	}
 	name := string(e[defName : defName+nl])
 	d.name = name
-	if wire.ValidateName(name) != nil || name == h.prefix || len(name) > len(h.prefix) && name[:len(h.prefix)+1] == h.prefix+"." {
+	if wire.ValidateName(name) != nil || reservedName(name) || name == h.prefix || strings.HasPrefix(name, h.prefix+".") {
 		return d // workers may not write into the host's own metrics
 	}
 	if k == wire.KindGauge {
@@ -1016,11 +1345,12 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 		if a == nil {
 			a = &gaugeAgg{mode: mode, vals: map[int]gval{}}
 			if mode != GaugePerWorker {
+				_, existed := h.reg.Get(name)
 				g, err := h.reg.GaugeFunc(name, nil)
 				if err != nil {
 					return d
 				}
-				a.g = g
+				a.g, a.owned = g, !existed
 			}
 			h.aggs[name] = a
 		} else if a.mode != mode {
@@ -1029,10 +1359,14 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 		if mode == GaugePerWorker {
 			g, err := h.reg.GaugeFunc(perWorkerName(name, hs.pid), nil)
 			if err != nil {
+				if a.refs == 0 {
+					delete(h.aggs, name)
+				}
 				return d
 			}
 			a.join(i, g)
 		}
+		a.refs++
 		d.g, d.rejected = a, false
 		if atomic.LoadUint32((*uint32)(unsafeAdd(&e[defGaugeSet], 0))) != 0 {
 			f := math.Float64frombits(atomic.LoadUint64((*uint64)(unsafeAdd(&e[defGaugeVal], 0))))
@@ -1105,11 +1439,32 @@ func (h *Host) unbind(i int, hs *hslot) {
 		if d.g.remove(i) != nil {
 			h.reg.Unregister(perWorkerName(d.name, hs.pid))
 		}
+		h.releaseAgg(d.name, d.g)
 	}
 	if hs.droppedC != nil {
 		h.reg.Unregister(h.droppedName(hs.pid))
 	}
 	*hs = hslot{}
+}
+
+// releaseAgg drops one worker's definition of a cross-process gauge. When
+// no bound worker defines it any more the aggregate is forgotten and its
+// combined gauge leaves the registry (a gauge no live process defines has
+// no value to report), so a stream of workers defining new gauge names
+// costs the host nothing once they are gone; the next worker to define
+// the name starts afresh and chooses its mode.
+func (h *Host) releaseAgg(name string, a *gaugeAgg) {
+	h.aggMu.Lock()
+	defer h.aggMu.Unlock()
+	if a.refs--; a.refs > 0 {
+		return
+	}
+	if h.aggs[name] == a {
+		delete(h.aggs, name)
+	}
+	if a.owned {
+		h.reg.Unregister(name)
+	}
 }
 
 // reset zeroes slot i and frees it. The state goes through
@@ -1127,7 +1482,9 @@ func (h *Host) reset(i int, w uint64) {
 	n = min(n, uint64(h.g.maxDefs))
 	zeroRange(h.m, base+h.g.defOffset, base+h.g.defOffset+int(n)*DefSize)
 	zeroRange(h.m, base+h.g.ringOffset, base+h.g.ringOffset+h.g.ringRecs*wire.RecordSize)
-	for _, off := range []int{slotStart, slotReserve, slotDropped, slotDefCount, slotConsumer, slotTaking} {
+	// Every word after the state word, reserved ones included: a FREE slot
+	// is all zero (a worker still scrubs it when it claims it).
+	for off := slotStart; off < slotDefs; off += 8 {
 		atomic.StoreUint64(h.slotU64(i, off), 0)
 	}
 	atomic.StoreUint64(st, packState(0, gen, StateFree))

@@ -3,6 +3,7 @@ package shm
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,7 @@ func TestHostileHeaders(t *testing.T) {
 		{"short", func(b []byte) []byte { return b[:HeaderSize-1] }, ErrTruncated},
 		{"truncated", func(b []byte) []byte { return b[:len(b)-1] }, ErrTruncated},
 		{"magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrNotShm},
-		{"version", func(b []byte) []byte { le.PutUint32(b[hdrVersion:], 2); return b }, ErrVersion},
+		{"version", func(b []byte) []byte { le.PutUint32(b[hdrVersion:], 1); return b }, ErrVersion},
 		{"slots0", func(b []byte) []byte { le.PutUint32(b[hdrSlots:], 0); return b }, ErrCorrupt},
 		{"slotsHuge", func(b []byte) []byte { le.PutUint32(b[hdrSlots:], 1<<31); return b }, ErrCorrupt},
 		{"ringNotPow2", func(b []byte) []byte { le.PutUint32(b[hdrRingRecs:], 17); return b }, ErrCorrupt},
@@ -62,12 +63,6 @@ func TestHostileHeaders(t *testing.T) {
 			if err := os.WriteFile(path, b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if h, err := CreateHost(path, Config{}); !errors.Is(err, c.want) {
-				if err == nil {
-					h.Close()
-				}
-				t.Errorf("CreateHost: %v, want %v", err, c.want)
-			}
 			if cl, err := Open(path); !errors.Is(err, c.want) {
 				if err == nil {
 					cl.Close()
@@ -76,6 +71,30 @@ func TestHostileHeaders(t *testing.T) {
 			}
 			if _, err := Inspect(path); !errors.Is(err, c.want) {
 				t.Errorf("Inspect: %v, want %v", err, c.want)
+			}
+			// A host replaces a file that is recognisably a damaged tapes
+			// file (or empty, or zero), with a warning, and refuses one
+			// that may be someone else's or another release's.
+			var logb strings.Builder
+			log := slog.New(slog.NewTextHandler(&logb, nil))
+			replace := len(b) == 0 || string(b[:min(len(b), 8)]) == Magic && !errors.Is(c.want, ErrVersion)
+			h, err := CreateHost(path, Config{Logger: log})
+			switch {
+			case replace && err != nil:
+				t.Errorf("CreateHost on a damaged file: %v, want it replaced", err)
+			case replace:
+				h.Close()
+				if !strings.Contains(logb.String(), "replaced a damaged file") {
+					t.Errorf("no warning logged for the replacement: %q", logb.String())
+				}
+				if _, err := Inspect(path); err != nil {
+					t.Errorf("the replacement does not validate: %v", err)
+				}
+			case !errors.Is(err, c.want):
+				if err == nil {
+					h.Close()
+				}
+				t.Errorf("CreateHost: %v, want %v", err, c.want)
 			}
 		})
 	}

@@ -21,7 +21,9 @@ type Report struct {
 	MaxMetrics  int
 	FileSize    int
 	// Locked reports whether a host holds the file's flock.
-	Locked  bool
+	Locked bool
+	// Refused counts the workers that gave up with ErrNoSlot.
+	Refused uint64
 	Workers []SlotReport // the slots that are not free
 }
 
@@ -55,7 +57,7 @@ type MetricDef struct {
 // and reports its geometry and every non-free slot. A corrupt or truncated
 // file gives an error, never a panic.
 func Inspect(path string) (rep *Report, err error) {
-	f, size, err := openFile(path, os.O_RDONLY)
+	f, fi, err := openFile(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +66,7 @@ func Inspect(path string) (rep *Report, err error) {
 	if _, err := f.ReadAt(hdr, 0); err != nil {
 		return nil, fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err)
 	}
-	g, err := validateHeader(hdr, size)
+	g, err := validateHeader(hdr, fi.size)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
@@ -73,7 +75,8 @@ func Inspect(path string) (rep *Report, err error) {
 		return nil, err
 	}
 	defer m.Unmap()
-	rep = &Report{Path: path, Version: Version, Slots: g.slots, RingRecords: g.ringRecs, MaxMetrics: g.maxDefs, FileSize: g.fileSize}
+	rep = &Report{Path: path, Version: Version, Slots: g.slots, RingRecords: g.ringRecs, MaxMetrics: g.maxDefs, FileSize: g.fileSize,
+		Refused: binary.LittleEndian.Uint64(hdr[hdrRefused:])}
 	rep.Locked = probeLock(f)
 	old := debug.SetPanicOnFault(true)
 	defer func() {
@@ -98,6 +101,8 @@ func Inspect(path string) (rep *Report, err error) {
 			s.State = "closed"
 		case StateReclaiming:
 			s.State = "reclaiming"
+		case StateClaiming:
+			s.State = "claiming"
 		default:
 			s.State = fmt.Sprintf("invalid(%d)", st)
 		}
@@ -136,7 +141,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "file\t%s\n", r.Path)
 	fmt.Fprintf(tw, "version\t%d\n", r.Version)
-	fmt.Fprintf(tw, "slots\t%d (%d in use)\n", r.Slots, len(r.Workers))
+	fmt.Fprintf(tw, "slots\t%d (%d in use, %d workers refused)\n", r.Slots, len(r.Workers), r.Refused)
 	fmt.Fprintf(tw, "ring\t%d records of %d bytes\n", r.RingRecords, wire.RecordSize)
 	fmt.Fprintf(tw, "metrics per worker\t%d\n", r.MaxMetrics)
 	fmt.Fprintf(tw, "size\t%d bytes\n", r.FileSize)

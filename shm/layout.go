@@ -14,7 +14,8 @@ import (
 //	File
 //	 0                                                          HeaderSize
 //	+------------------------------------------------------------+
-//	| header (written once by the creating host, then read-only) |
+//	| header (geometry written once by the creating host; the    |
+//	| second line holds hostWait, claimWaits and refused)        |
 //	+------------------------------------------------------------+
 //	| slot 0  (SlotSize bytes)                                   |
 //	+------------------------------------------------------------+
@@ -22,16 +23,18 @@ import (
 //	+------------------------------------------------------------+
 //	| slot Slots-1                                               |
 //	+------------------------------------------------------------+
+//	| trailer (64 bytes): zero, then the host's canary (last 8)  |
+//	+------------------------------------------------------------+
 //
 //	Header
 //	 0       8        12         16      20       24      28       32
 //	+-------+--------+----------+-------+--------+-------+--------+
 //	| magic |version |headerSize| slots |ringRecs|maxDefs|defSize |
 //	+-------+--------+----------+-------+--------+-------+--------+
-//	32          40          48         52          56     64       68         128
-//	+-----------+-----------+----------+-----------+------+--------+----------+
-//	| slotSize  | fileSize  |defOffset |ringOffset |  0   |hostWait|host-owned|
-//	+-----------+-----------+----------+-----------+------+--------+----------+
+//	32          40          48         52          56     64       68  72         80      88         128
+//	+-----------+-----------+----------+-----------+------+--------+---+----------+-------+----------+
+//	| slotSize  | fileSize  |defOffset |ringOffset |  0   |hostWait| 0 |claimWaits|refused|host-owned|
+//	+-----------+-----------+----------+-----------+------+--------+---+----------+-------+----------+
 //
 //	Slot (each line is one 64-byte cache line, written by one side)
 //	  0 +--------------------------------------------------------+
@@ -54,10 +57,16 @@ import (
 const (
 	// Magic is the first 8 bytes of every file.
 	Magic = "TAPESHM\x00"
-	// Version is the layout version this package reads and writes.
-	Version = 1
+	// Version is the layout version this package reads and writes. Version
+	// 2 added the CLAIMING state, the claimWaits and refused header words
+	// and the trailer's canary.
+	Version = 2
 
 	HeaderSize = 128
+	// TrailerSize is the line after the last slot; its last 8 bytes are
+	// the attached host's canary: any shrinking of the file zeroes it, even
+	// if the file is grown back before the host looks at its size.
+	TrailerSize = 64
 
 	hdrMagic      = 0
 	hdrVersion    = 8
@@ -72,6 +81,15 @@ const (
 	hdrRingOffset = 52
 	hdrReserved   = 56 // zero up to hdrWait
 	hdrWait       = 64 // u32 on the host's own cache line: 1 while the host sleeps in futex wait
+	hdrWaitZero   = 68 // u32, zero
+	hdrClaimWaits = 72 // u64, workers: claim scans that found no free slot (atomic add)
+	hdrRefused    = 80 // u64, workers: Opens that gave up with ErrNoSlot (atomic add)
+	hdrHostOwned  = 88 // up to HeaderSize: the host's, readers ignore it
+
+	// The canary is the trailer's last 8 bytes, and its top byte (the
+	// file's last) is never zero: cutting even one byte off the file and
+	// growing it back changes it.
+	trailerCanary = TrailerSize - 8
 
 	CacheLine = 64
 
@@ -103,6 +121,7 @@ const (
 	StateActive     = 1 // owned by the worker whose pid is in the high 32 bits
 	StateClosed     = 2 // the worker closed its client; the host drains, then frees
 	StateReclaiming = 3 // the host is resetting the slot
+	StateClaiming   = 4 // the worker whose pid is in the high 32 bits is scrubbing the slot it claimed
 )
 
 // Limits on the geometry, checked on create and attach.
@@ -139,20 +158,22 @@ func align(n, a int) int { return (n + a - 1) / a * a }
 func newGeometry(slots, ringRecs, maxDefs int) (geometry, error) {
 	switch {
 	case slots < 1 || slots > MaxSlots:
-		return geometry{}, fmt.Errorf("shm: %d slots; must be 1..%d", slots, MaxSlots)
+		return geometry{}, fmt.Errorf("%d slots; must be 1..%d", slots, MaxSlots)
 	case ringRecs < MinRingRecords || ringRecs > MaxRingRecords || ringRecs&(ringRecs-1) != 0:
-		return geometry{}, fmt.Errorf("shm: %d ring records; must be a power of two in %d..%d", ringRecs, MinRingRecords, MaxRingRecords)
+		return geometry{}, fmt.Errorf("%d ring records; must be a power of two in %d..%d", ringRecs, MinRingRecords, MaxRingRecords)
 	case maxDefs < 1 || maxDefs > MaxDefsLimit:
-		return geometry{}, fmt.Errorf("shm: %d metric definitions per worker; must be 1..%d", maxDefs, MaxDefsLimit)
+		return geometry{}, fmt.Errorf("%d metric definitions per worker; must be 1..%d", maxDefs, MaxDefsLimit)
 	}
 	g := geometry{slots: slots, ringRecs: ringRecs, maxDefs: maxDefs, defOffset: slotDefs}
 	g.ringOffset = align(slotDefs+maxDefs*DefSize, CacheLine)
 	g.slotSize = align(g.ringOffset+ringRecs*wire.RecordSize, CacheLine)
-	g.fileSize = HeaderSize + slots*g.slotSize
+	g.fileSize = HeaderSize + slots*g.slotSize + TrailerSize
 	return g, nil
 }
 
 func (g geometry) slotOff(i int) int { return HeaderSize + i*g.slotSize }
+
+func (g geometry) trailerOff() int { return g.fileSize - TrailerSize }
 
 func (g geometry) putHeader(b []byte) {
 	copy(b[hdrMagic:], Magic)
@@ -175,11 +196,12 @@ var (
 	ErrVersion    = errors.New("shm: unsupported layout version")
 	ErrCorrupt    = errors.New("shm: corrupt header")
 	ErrTruncated  = errors.New("shm: file shorter than its header says")
+	ErrReplaced   = errors.New("shm: file replaced or removed")
 	ErrLocked     = errors.New("shm: another host is draining this file")
 	ErrNoSlot     = errors.New("shm: no free worker slot")
 	ErrClosed     = errors.New("shm: closed")
 	ErrNotOwner   = errors.New("shm: file or directory owned by another user")
-	ErrBadPerm    = errors.New("shm: directory is accessible to other users")
+	ErrBadPerm    = errors.New("shm: accessible to other users")
 	ErrNotRegular = errors.New("shm: not a regular file")
 )
 
@@ -194,7 +216,7 @@ func validateHeader(b []byte, size int64) (geometry, error) {
 	}
 	le := binary.LittleEndian
 	if v := le.Uint32(b[hdrVersion:]); v != Version {
-		return geometry{}, fmt.Errorf("%w %d (this build reads %d)", ErrVersion, v, Version)
+		return geometry{}, fmt.Errorf("%w %d (this build reads %d): the file belongs to another tapes release; stop its host and workers and remove the file", ErrVersion, v, Version)
 	}
 	if hs := le.Uint32(b[hdrHeaderSize:]); hs != HeaderSize {
 		return geometry{}, fmt.Errorf("%w: header size %d, want %d", ErrCorrupt, hs, HeaderSize)
@@ -204,7 +226,7 @@ func validateHeader(b []byte, size int64) (geometry, error) {
 	}
 	g, err := newGeometry(int(le.Uint32(b[hdrSlots:])), int(le.Uint32(b[hdrRingRecs:])), int(le.Uint32(b[hdrMaxDefs:])))
 	if err != nil {
-		return geometry{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return geometry{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	if ss := le.Uint64(b[hdrSlotSize:]); ss != uint64(g.slotSize) {
 		return geometry{}, fmt.Errorf("%w: slot size %d, the geometry gives %d", ErrCorrupt, ss, g.slotSize)
@@ -222,6 +244,9 @@ func validateHeader(b []byte, size int64) (geometry, error) {
 		if c != 0 {
 			return geometry{}, fmt.Errorf("%w: reserved header bytes are not zero", ErrCorrupt)
 		}
+	}
+	if le.Uint32(b[hdrWaitZero:]) != 0 {
+		return geometry{}, fmt.Errorf("%w: reserved header bytes are not zero", ErrCorrupt)
 	}
 	if size < int64(g.fileSize) {
 		return geometry{}, fmt.Errorf("%w: %d bytes, the header describes %d", ErrTruncated, size, g.fileSize)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"syscall"
 	"time"
@@ -55,46 +56,68 @@ func ensurePrivateDir(dir string) error {
 }
 
 // openFile opens an existing file without following a symlink and checks
-// that it is a regular file owned by the caller. It returns its size.
-func openFile(path string, flag int) (*os.File, int64, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+// that it is a regular file owned by the caller. It returns its size and
+// permission bits. A path naming an inherited descriptor (/proc/self/fd/N,
+// /proc/<pid>/fd/N, /dev/fd/N: how a sealed memfd reaches workers) is a
+// kernel link to a file already open in some process, so it is followed.
+func openFile(path string, flag int) (*os.File, fileInfo, error) {
+	nofollow := syscall.O_NOFOLLOW
+	if isFDPath(path) {
+		nofollow = 0
+	}
+	f, err := os.OpenFile(path, flag|nofollow|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
-			return nil, 0, fmt.Errorf("shm: %s is a symlink; refused: %w", path, err)
+			return nil, fileInfo{}, fmt.Errorf("shm: %s is a symlink; refused: %w", path, err)
 		}
 		if errors.Is(err, syscall.EISDIR) {
-			return nil, 0, fmt.Errorf("%w: %s is a directory", ErrNotRegular, path)
+			return nil, fileInfo{}, fmt.Errorf("%w: %s is a directory", ErrNotRegular, path)
 		}
-		return nil, 0, fmt.Errorf("shm: %w", err)
+		return nil, fileInfo{}, fmt.Errorf("shm: %w", err)
 	}
-	size, err := checkFile(f)
+	fi, err := checkFile(f)
 	if err != nil {
 		f.Close()
-		return nil, 0, err
+		return nil, fileInfo{}, err
 	}
-	return f, size, nil
+	return f, fi, nil
 }
 
-func checkFile(f *os.File) (int64, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("shm: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return 0, fmt.Errorf("%w: %s", ErrNotRegular, f.Name())
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return 0, fmt.Errorf("%w: %s belongs to uid %d", ErrNotOwner, f.Name(), st.Uid)
-	}
-	return fi.Size(), nil
+// fdPathRE matches the paths of open descriptors that the kernel resolves
+// itself.
+var fdPathRE = regexp.MustCompile(`^(/proc/(self|[0-9]+)/fd|/dev/fd)/[0-9]+$`)
+
+func isFDPath(p string) bool { return fdPathRE.MatchString(p) }
+
+// fileInfo is what the opener of a file checks and the host later compares.
+type fileInfo struct {
+	size     int64
+	perm     uint32 // permission bits
+	dev, ino uint64
 }
 
-func fileSize(f *os.File) (int64, error) {
+func statInfo(st *syscall.Stat_t) fileInfo {
+	return fileInfo{size: st.Size, perm: st.Mode & 0o7777, dev: uint64(st.Dev), ino: st.Ino}
+}
+
+func checkFile(f *os.File) (fileInfo, error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return 0, err
+		return fileInfo{}, fmt.Errorf("shm: fstat %s: %w", f.Name(), err)
 	}
-	return st.Size, nil
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fileInfo{}, fmt.Errorf("%w: %s", ErrNotRegular, f.Name())
+	}
+	if int(st.Uid) != os.Getuid() {
+		return fileInfo{}, fmt.Errorf("%w: %s belongs to uid %d", ErrNotOwner, f.Name(), st.Uid)
+	}
+	return statInfo(&st), nil
+}
+
+// errOpenPerm is a worker's refusal of a file that other users may read or
+// write: they could forge its metrics or truncate it under every worker.
+func errOpenPerm(path string, perm uint32) error {
+	return fmt.Errorf("%w: %s has mode %#o, want 0600 (a host repairs the mode when it attaches; or chmod 600 it)", ErrBadPerm, path, perm)
 }
 
 func mapFile(f *os.File, size int, write bool) (mmap.MMap, error) {
@@ -140,7 +163,7 @@ func probeLock(f *os.File) bool {
 // counts as dead: it will never record again, and its parent may take
 // arbitrarily long to reap it.
 func procStart(pid int) (start uint64, alive bool, err error) {
-	if pid <= 0 {
+	if pid <= 0 || pid > pidLimit {
 		return 0, false, nil
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -151,6 +174,21 @@ func procStart(pid int) (start uint64, alive bool, err error) {
 		return 0, false, err
 	}
 	return parseStat(b)
+}
+
+// pidLimit is Linux's PID_MAX_LIMIT: no pid is above it. A pid read from
+// the file beyond it (a scribble) must never reach kill(2), where a value
+// that wraps negative would name a process group.
+const pidLimit = 1 << 22
+
+// pidGone reports whether no process has this pid. It needs no file
+// descriptor, so it still answers when /proc cannot be read (the host out
+// of descriptors); a zombie or a reused pid still counts as present.
+func pidGone(pid uint32) bool {
+	if pid == 0 || pid > pidLimit {
+		return true
+	}
+	return errors.Is(syscall.Kill(int(pid), 0), syscall.ESRCH)
 }
 
 // parseStat reads the state (field 3) and start time (field 22) of a

@@ -20,6 +20,7 @@ import (
 // config is everything tapes-host can be told, from flags or a config file.
 type config struct {
 	shmPath     string
+	shmMemfd    bool // run: a sealed memfd instead of shmPath (set by run, not a flag)
 	slots       int
 	ringRecords int
 	maxMetrics  int

@@ -36,6 +36,11 @@ type host struct {
 	shm     *shm.Host
 	drainWG sync.WaitGroup
 	stopDrn context.CancelFunc
+	// drainDead is closed when the drain loop stops on its own: the shm
+	// file was damaged (drainErr says how). The host must then exit
+	// non-zero rather than keep serving numbers that no longer move.
+	drainDead chan struct{}
+	drainErr  error
 
 	http     *http.Server
 	httpAddr string
@@ -61,23 +66,33 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 		}
 	}()
 
-	path := cfg.shmPath
-	if path == "" {
-		if path, err = shm.DefaultPath(); err != nil {
-			return h, fmt.Errorf("shm: %w", err)
+	// shm errors say "shm: ..." themselves.
+	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log}
+	if cfg.shmMemfd {
+		if h.shm, err = shm.CreateMemfd(scfg); err != nil {
+			return h, err
 		}
-	}
-	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm"}
-	if h.shm, err = shm.CreateHost(path, scfg); err != nil {
-		return h, fmt.Errorf("shm: %w", err)
+	} else {
+		path := cfg.shmPath
+		if path == "" {
+			if path, err = shm.DefaultPath(); err != nil {
+				return h, err
+			}
+		}
+		if h.shm, err = shm.CreateHost(path, scfg); err != nil {
+			return h, err
+		}
 	}
 	dctx, cancel := context.WithCancel(context.Background())
 	h.stopDrn = cancel
+	h.drainDead = make(chan struct{})
 	h.drainWG.Add(1)
 	go func() {
 		defer h.drainWG.Done()
-		if err := h.shm.Drain(dctx, h.reg); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("drain stopped", "err", err)
+		if err := h.shm.Drain(dctx, h.reg); err != nil && dctx.Err() == nil {
+			h.drainErr = err
+			log.Error("shm drain stopped; tapes-host exits non-zero so that its supervisor restarts it", "err", err)
+			close(h.drainDead)
 		}
 	}()
 	fmt.Fprintf(out, "shm file: %s\n%s=%s\n", h.shm.Path(), shm.EnvVar, h.shm.Path())
@@ -157,7 +172,10 @@ func (h *host) shutdown() {
 		h.stopDrn()
 		h.drainWG.Wait()
 	}
-	if h.shm != nil {
+	// After damage there is nothing trustworthy left to drain; the last
+	// report below carries tapes.host.shm.damaged, and the exit code says
+	// the rest.
+	if h.shm != nil && h.drainErr == nil {
 		if _, err := h.shm.DrainOnce(h.reg); err != nil {
 			h.log.Error("final drain", "err", err)
 		}

@@ -31,6 +31,14 @@ for -restart-max. SIGTERM or SIGINT is forwarded to every worker; workers get
 -stop-timeout to exit before SIGKILL; then the host drains every ring, reports
 one last time and exits 0.
 
+Unless -shm names a file, the shm file is an anonymous memfd sealed against
+shrinking and growing, handed to each worker as descriptor 3
+(TAPES_SHM=/proc/self/fd/3): nobody can truncate it under the workers, which
+would kill them with SIGBUS. Other processes of the same user can attach
+through the /proc/<pid>/fd/<n> path printed at start. With -shm, the file
+lives at that path and survives the host (see docs/shm-layout.md).
+If the shm file is damaged, the host stops the workers and exits 1.
+
 Flags:
 `
 
@@ -88,15 +96,30 @@ func supervise(ctx context.Context, cfg *config, sc *superviseConfig, argv []str
 	log := newLogger(cfg, stderr)
 	sigctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	cfg.shmMemfd = cfg.shmPath == ""
 	h, err := startHost(sigctx, cfg, log, stdout)
 	if err != nil {
 		return err
 	}
+	// Workers stop on a signal or when the host cannot go on.
+	sigctx, cancel := context.WithCancel(sigctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-h.failed():
+			cancel()
+		case <-sigctx.Done():
+		}
+	}()
 	restarts := h.reg.Counter(selfPrefix + ".workers.restarts")
 	var running atomic.Int64
 	h.reg.Gauge(selfPrefix+".workers.running", func() float64 { return float64(running.Load()) })
 	s := &supervisor{sc: sc, argv: argv, log: log, shmPath: h.shm.Path(), stdout: stdout, stderr: stderr,
 		restarts: restarts, running: &running}
+	if cfg.shmMemfd {
+		// The worker's descriptor 3 (the first of ExtraFiles).
+		s.shmFile, s.shmPath = h.shm.File(), "/proc/self/fd/3"
+	}
 	var wg sync.WaitGroup
 	for i := range sc.workers {
 		wg.Add(1)
@@ -110,7 +133,7 @@ func supervise(ctx context.Context, cfg *config, sc *superviseConfig, argv []str
 	wg.Wait()
 	log.Info("workers stopped: draining and reporting one last time")
 	h.shutdown()
-	return nil
+	return h.err()
 }
 
 type supervisor struct {
@@ -118,6 +141,7 @@ type supervisor struct {
 	argv           []string
 	log            *slog.Logger
 	shmPath        string
+	shmFile        *os.File // the memfd, inherited by workers; nil for a path
 	stdout, stderr io.Writer
 	restarts       *registry.Counter
 	running        *atomic.Int64
@@ -151,6 +175,9 @@ func (s *supervisor) once(ctx context.Context, i int) error {
 	cmd := exec.Command(s.argv[0], s.argv[1:]...)
 	cmd.Env = append(os.Environ(), shm.EnvVar+"="+s.shmPath, "TAPES_WORKER="+strconv.Itoa(i))
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
+	if s.shmFile != nil {
+		cmd.ExtraFiles = []*os.File{s.shmFile}
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -25,10 +25,14 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log.Info("tapes-host running", "shm", h.shm.Path(), "http", h.httpAddr)
-	<-ctx.Done()
-	log.Info("stopping: draining and reporting one last time")
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: draining and reporting one last time")
+	case <-h.failed():
+		log.Error("stopping: the shm drain stopped (see above)")
+	}
 	h.shutdown()
-	return nil
+	return h.err()
 }
 
 func newLogger(cfg *config, w io.Writer) *slog.Logger {

@@ -1,9 +1,11 @@
 // Command testworker is a worker process for the end-to-end tests: it
 // records a known sequence through the shm client (TAPES_SHM) and then
-// exits cleanly, crashes, or keeps recording until SIGTERM.
+// exits cleanly, crashes, or keeps recording until SIGTERM. It exits 4 when
+// the shm file has no free slot (shm.ErrNoSlot).
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -24,6 +26,9 @@ func main() {
 	c, err := shm.OpenEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
+		if errors.Is(err, shm.ErrNoSlot) {
+			os.Exit(4) // refused: the end-to-end tests count these
+		}
 		os.Exit(1)
 	}
 	requests := c.Counter(*prefix + ".requests")
