@@ -290,6 +290,7 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 	}
 	rewriteTook := time.Since(rewrite)
 	rc := wazero.NewRuntimeConfig().
+		WithCoreFeatures(interrupt.CoreFeatures). // what the rewriter models, and no more
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(p.interrupt == InterruptWazero)
 	switch {
