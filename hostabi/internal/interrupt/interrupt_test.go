@@ -198,12 +198,23 @@ func TestRewriteTestdata(t *testing.T) {
 	}
 }
 
-// FuzzRewrite: no input panics the rewriter; every module it rewrites is
-// accepted by wazero after the rewrite exactly when it was before. (That
-// every module wazero accepts is rewritten or refused as ErrUnsupported is
-// TestRewriteTestdata's job: the fuzzer's inputs are almost all invalid.) Input
-// the rewriter calls malformed never reaches wazero (NewPlugin refuses
-// it), which matters: wazero 1.12 runs out of memory on some of it.
+// FuzzRewrite is the differential target: no input panics the rewriter,
+// and the rewriter and wazero (with CoreFeatures, as NewPlugin runs it)
+// agree on every input the rewriter does not call malformed:
+//   - an input refused as ErrUnsupported (the fallback) is refused by
+//     wazero as well, so it never runs with wazero's weaker checks;
+//   - a rewritten input is accepted by wazero after the rewrite exactly
+//     when before: an invalid module stays invalid (the rewrite must not
+//     give meaning to an index past the module's own, nor read an
+//     instruction stream wazero does not), a valid one stays valid (a
+//     check inserted inside an instruction whose length the rewriter got
+//     wrong makes it invalid).
+//
+// Input the rewriter calls malformed never reaches wazero (NewPlugin
+// refuses it), which matters: wazero 1.12 runs out of memory on some of
+// it, and its compiler panics on some encodings its validator accepts
+// (see refusedModules). That every module wazero accepts is rewritten is
+// TestRewriteTestdata's job: the fuzzer's inputs are almost all invalid.
 func FuzzRewrite(f *testing.F) {
 	f.Add(countdown)
 	for _, p := range []string{"../../testdata/cguest.wasm", "../../testdata/hostile.wasm", "../../testdata/ccmd.wasm"} {
@@ -211,22 +222,30 @@ func FuzzRewrite(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	for _, c := range refusedModules() {
+		f.Add(c.wasm)
+	}
+	for _, c := range unsupportedModules() {
+		f.Add(c.wasm)
+	}
+	f.Add(loopModule(recursion))
 	ctx := context.Background()
-	rt := wazero.NewRuntime(ctx)
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCoreFeatures(CoreFeatures))
 	defer rt.Close(ctx)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := Rewrite(b, check, 7)
-		if err != nil {
-			// Malformed input never reaches wazero. Input the rewriter
-			// does not decode goes to wazero unchanged (the fallback):
-			// that is wazero's decoder, which this target does not test
-			// (it allocates vector lengths it has not checked; see scan).
+		if errors.Is(err, ErrUnsupported) {
+			if m, cerr := rt.CompileModule(ctx, b); cerr == nil {
+				m.Close(ctx)
+				t.Fatalf("Rewrite: %v, but wazero accepts the module: it would run with wazero's checks alone", err)
+			}
 			return
+		}
+		if err != nil {
+			return // malformed or not modeled: refused, never reaches wazero
 		}
 		orig, cerr := rt.CompileModule(ctx, b)
 		if cerr != nil {
-			// An invalid module must stay invalid: the rewrite must not
-			// give meaning to an index past the module's own.
 			if m, err := rt.CompileModule(ctx, out); err == nil {
 				m.Close(ctx)
 				t.Fatalf("wazero refuses the module (%v) but accepts its rewrite", cerr)
