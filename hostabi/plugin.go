@@ -117,9 +117,10 @@ var ErrNotRewritable = interrupt.ErrUnsupported
 // AddInterruptChecks returns wasm with the fuel checks NewPlugin adds to
 // every plugin (docs/guest-abi.md, "Interrupting a guest"), for programs
 // that run guests in a runtime of their own with Instantiate: compile the
-// result in a runtime with WithCloseOnContextDone(false) and a "tapes"
+// result in a runtime with WithCloseOnContextDone(false), the features
+// the rewrite models (WithCoreFeatures(api.CoreFeaturesV2)) and a "tapes"
 // host module, and a call ends, with the *sys.ExitError wazero's own
-// checks return, within 4096 fuel checks (loop iterations or Go calls) of
+// checks return, within 4096 fuel checks (loop iterations, calls) of
 // its context ending, without wazero's exit to Go at every iteration. As
 // after any failed call, close that instance rather than call it again. A
 // malformed module, or one that would make wazero allocate without bound,
