@@ -174,6 +174,24 @@ var runaways = []struct {
 		},
 	},
 	{
+		// Each iteration fills all 64 MiB with random bytes through WASI
+		// (~0.1-0.3 s a call): a host call is one instruction to the
+		// fuel, unless the rewrite charges it.
+		name: "random_get loop", export: "spin", pages: 1024,
+		wasm: func(*testing.T) []byte {
+			return wasmModule(
+				wasmSection(1, 0x02, 0x60, 0x00, 0x00, 0x60, 0x02, 0x7F, 0x7F, 0x01, 0x7F), // () -> (); (i32, i32) -> i32
+				wasmSection(2, append(append([]byte{0x01, 22}, "wasi_snapshot_preview1"...), append([]byte{10}, append([]byte("random_get"), 0x00, 0x01)...)...)...),
+				wasmSection(3, 0x01, 0x00), // function 1 of type 0
+				wasmSection(5, 0x01, 0x00, 0x80, 0x08),
+				wasmSection(7, 0x01, 0x04, 's', 'p', 'i', 'n', 0x00, 0x01),
+				wasmCode(0x00,
+					0x03, 0x40, // loop
+					0x41, 0x00, 0x41, 0x80, 0x80, 0x80, 0x20, 0x10, 0x00, 0x1A, // random_get(0, 64 MiB); drop
+					0x0C, 0x00, 0x0B, 0x0B))
+		},
+	},
+	{
 		// Each iteration sends all 64 MiB of memory as one batch (4M
 		// records, all rejected): one loop iteration to the fuel.
 		name: "large batch loop", export: "batch_all", params: []uint64{1024}, pages: 1024,

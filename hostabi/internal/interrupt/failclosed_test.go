@@ -1,6 +1,7 @@
 package interrupt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -356,4 +357,100 @@ func (g *gen) stmts(depth, nf int) []byte {
 		}
 	}
 	return out
+}
+
+// hostModule is "loop"(n): n calls of an imported function env.f
+// (i32, i32) -> i32 with (0, len), in a loop; f's module is not the
+// check's, so every call costs fuel/8 and len/64 more.
+func hostModule(length int32) []byte {
+	w := &writer{}
+	w.s32(length)
+	body := []byte{
+		0x00,
+		0x02, 0x40, 0x03, 0x40, // block, loop
+		0x20, 0x00, 0x45, 0x0D, 0x01, // n == 0: leave
+		0x20, 0x00, 0x41, 0x01, 0x6B, 0x21, 0x00, // n--
+		0x41, 0x00, 0x41}
+	body = append(body, w.b...)
+	body = append(body, 0x10, 0x00, 0x1A, // f(0, len); drop
+		0x0C, 0x00, 0x0B, 0x0B, 0x41, 0x00, 0x0B)
+	return assemble(
+		vec(secType, 2, 0x60, 0x01, 0x7F, 0x01, 0x7F, 0x60, 0x02, 0x7F, 0x7F, 0x01, 0x7F),
+		vec(secImport, 1, 0x16, 'w', 'a', 's', 'i', '_', 's', 'n', 'a', 'p', 's', 'h', 'o', 't', '_',
+			'p', 'r', 'e', 'v', 'i', 'e', 'w', '1', 0x0A, 'r', 'a', 'n', 'd', 'o', 'm', '_', 'g', 'e', 't', 0x00, 0x01),
+		vec(secFunction, 1, 0x00),
+		vec(secExport, 1, 0x04, 'l', 'o', 'o', 'p', 0x00, 0x01),
+		code(body))
+}
+
+// A call of a host function outside the check's module (WASI) costs an
+// eighth of the fuel, and random_get also its length: a loop of such calls
+// is checked every 8 calls, and a long one at once.
+func TestRewriteChargesHostCalls(t *testing.T) {
+	const fuel = 800 // a call costs 100, an iteration 1
+	for _, c := range []struct {
+		length int32
+		n      uint32
+		checks int
+	}{
+		// The function's entry (it calls) and each loop header cost 1.
+		{0, 7, 0},        // 1 + 8 + 7*100 = 709
+		{0, 8, 1},        // 810
+		{0, 80, 10},      // 8082
+		{64 * 698, 1, 1}, // 1 + 1 + 100 + 698 = 800 at the call
+		{64 * 696, 1, 0}, // 1 + 2 + 100 + 696 = 799
+	} {
+		out, err := Rewrite(hostModule(c.length), check, fuel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		rt := wazero.NewRuntime(ctx)
+		calls := 0
+		host := rt.NewHostModuleBuilder(check.Module)
+		host.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) {
+			calls++
+			s[0] = fuel
+		}), nil, []api.ValueType{api.ValueTypeI32}).Export(check.Name)
+		if _, err := host.Instantiate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wasi := rt.NewHostModuleBuilder("wasi_snapshot_preview1")
+		wasi.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) { s[0] = 0 }),
+			[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("random_get")
+		if _, err := wasi.Instantiate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mod, err := rt.Instantiate(ctx, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mod.ExportedFunction("loop").Call(ctx, uint64(c.n)); err != nil {
+			t.Fatal(err)
+		}
+		rt.Close(ctx)
+		if calls != c.checks {
+			t.Errorf("%d calls of random_get(%d): %d checks, want %d", c.n, c.length, calls, c.checks)
+		}
+	}
+}
+
+// A charged host function is charged at its direct calls only, so a
+// reference to it, which call_indirect would use, is refused.
+func TestRewriteRefusesReferencesToChargedHostFunctions(t *testing.T) {
+	wasm := hostModule(0)
+	elem := vec(secElement, 1, 0x00, 0x41, 0x00, 0x0B, 0x01, 0x00) // table[0] = random_get
+	table := vec(secTable, 1, 0x70, 0x00, 0x01)
+	// Insert the table after the function section and the element
+	// section before the code section.
+	i := bytes.Index(wasm, []byte{secExport})
+	j := bytes.LastIndex(wasm, []byte{secCode, byte(len(wasm) - bytes.LastIndex(wasm, []byte{secCode}) - 2)})
+	with := append(append(append([]byte{}, wasm[:i]...), assemble(table)[8:]...), wasm[i:j]...)
+	with = append(append(with, assemble(elem)[8:]...), wasm[j:]...)
+	if err := wazeroVerdict(with); err != nil {
+		t.Fatalf("wazero refuses the module: %v", err)
+	}
+	if _, err := Rewrite(with, check, 7); err == nil || !strings.Contains(err.Error(), "reference to imported function 0") {
+		t.Fatalf("Rewrite = %v, want the reference refused", err)
+	}
 }

@@ -142,6 +142,7 @@ func Rewrite(wasm []byte, check Import, fuel int32) (out []byte, err error) {
 	}
 	m.checkFunc = m.importedFuncs
 	m.fuelGlobal = m.importedGlobals + m.definedGlobals
+	m.hostFixed = max(fuel/8, 1)
 
 	w := &writer{b: append(make([]byte, 0, len(wasm)+len(wasm)/8), wasm[:8]...)}
 	added := map[byte]bool{}
@@ -186,7 +187,37 @@ type module struct {
 	importedFuncs, importedGlobals uint32
 	definedFuncs, definedGlobals   uint32
 	checkFunc, fuelGlobal          uint32
-	calls                          bool // the body being rewritten has a call or call_indirect
+	hostFixed                      int32 // the fixed charge of a host call: fuel/8
+	calls                          bool  // the body being rewritten has a call or call_indirect
+	hostCosts                      map[uint32]hostCharge
+}
+
+// hostCharge is what a call of an imported function costs in fuel: a
+// fixed amount (a share of the fuel between two checks), and for some,
+// the length on top of the stack shifted right by shift.
+type hostCharge struct {
+	length bool
+	shift  int32
+}
+
+// hostCost is the charge for calling the imported function mod.name. The
+// host's own functions (check's module) cost nothing here: they are
+// constant time or check the call's context themselves (hostabi's batch).
+// Any other host function (WASI) may cost time by its arguments, which the
+// fuel would not see: each call costs an eighth of the fuel between two
+// checks, so a loop of them is checked every 8 calls, and random_get
+// (whose length is its last parameter) also costs by its length. Only a
+// direct call is charged, so such a function may not be referenced
+// (ref.func, element segments), which a call_indirect would need.
+func hostCost(check Import, mod, name string) (hostCharge, bool) {
+	if mod == check.Module {
+		return hostCharge{}, false
+	}
+	var c hostCharge
+	if mod == "wasi_snapshot_preview1" && name == "random_get" {
+		c.length, c.shift = true, 6
+	}
+	return c, true
 }
 
 // scan reads what the rewrite needs to know before it changes anything.
@@ -252,11 +283,16 @@ func (m *module) scan(s section) error {
 		}
 	case secImport:
 		for ; n > 0; n-- {
-			r.name()
-			r.name()
+			mod, name := r.name(), r.name()
 			switch kind := r.byte(); kind {
 			case 0x00: // func
 				m.typeIdx(r.u32())
+				if c, ok := hostCost(m.imp, string(mod), string(name)); ok {
+					if m.hostCosts == nil {
+						m.hostCosts = map[uint32]hostCharge{}
+					}
+					m.hostCosts[m.importedFuncs] = c
+				}
 				m.importedFuncs++
 			case 0x01: // table
 				refType(r, &writer{})
@@ -344,6 +380,15 @@ func (m *module) funcIdx(f uint32) uint32 {
 		m.fail(fmt.Errorf("interrupt: function index %d out of range", f))
 	}
 	return m.shift(f)
+}
+
+// refIdx is funcIdx for a reference to a function (ref.func, an element
+// segment), which may not name a host function that is charged per call.
+func (m *module) refIdx(f uint32) uint32 {
+	if _, ok := m.hostCosts[f]; ok {
+		m.fail(fmt.Errorf("interrupt: a reference to imported function %d, a host function charged per direct call", f))
+	}
+	return m.funcIdx(f)
 }
 
 func (m *module) globalIdx(g uint32) uint32 {
@@ -488,7 +533,7 @@ func (m *module) elements(r *reader, w *writer) {
 		m.fits(r, count) // wazero allocates the vector before reading it
 		for ; count > 0; count-- {
 			if flags&4 == 0 {
-				w.u32(m.funcIdx(r.u32()))
+				w.u32(m.refIdx(r.u32()))
 			} else {
 				m.constExpr(r, w)
 			}
@@ -565,7 +610,7 @@ func (m *module) constExpr(r *reader, w *writer) {
 		case 0xD0: // ref.null
 			refType(r, w)
 		case 0xD2: // ref.func
-			w.u32(m.funcIdx(r.u32()))
+			w.u32(m.refIdx(r.u32()))
 		case 0xFD: // v128.const: its sub-opcode is one byte to wazero
 			if sub := r.byte(); sub != 0x0C {
 				m.fail(fmt.Errorf("interrupt: vector opcode %#x in a constant expression", sub))
@@ -687,7 +732,18 @@ func (m *module) expr(r *reader, w *writer) {
 		case op == 0xFC:
 			ahead := *r
 			if shift, ok := bulkShift[ahead.u32()]; ok {
-				m.charge(w, shift)
+				m.charge(w, shift, 0)
+			}
+			w.byte(op)
+			m.instr(r, w, op, &cur)
+		case op == 0x10:
+			ahead := *r
+			if c, ok := m.hostCosts[ahead.u32()]; ok {
+				if c.length {
+					m.charge(w, c.shift, m.hostFixed)
+				} else {
+					m.spend(w, m.hostFixed)
+				}
 			}
 			w.byte(op)
 			m.instr(r, w, op, &cur)
@@ -845,7 +901,7 @@ func (m *module) instr(r *reader, w *writer, op byte, cur *instr) {
 		w.u32(m.funcIdx(r.u32()))
 		m.calls = true
 	case op == 0xD2: // ref.func
-		w.u32(m.funcIdx(r.u32()))
+		w.u32(m.refIdx(r.u32()))
 	case op == 0x11: // call_indirect: type, table
 		m.typeIdx(w.keep(r))
 		w.keep(r)
@@ -971,7 +1027,9 @@ var bulkShift = map[uint32]int32{
 // instructions. $len is a global the rewrite adds, so no function's
 // locals change; nothing runs between its set and its get but the check,
 // a host function. The fuel may go below zero; the check refills it.
-func (m *module) charge(w *writer, shift int32) {
+//
+// fixed is added to the charge (for a host call, see hostCost).
+func (m *module) charge(w *writer, shift, fixed int32) {
 	g := m.fuelGlobal
 	w.byte(0x24)
 	w.u32(g + 1)
@@ -981,17 +1039,43 @@ func (m *module) charge(w *writer, shift int32) {
 	w.u32(g + 1)
 	w.byte(0x41)
 	w.s32(shift)
-	w.raw([]byte{0x76, 0x6B, 0x24})
+	w.raw([]byte{0x76, 0x6B})
+	if fixed != 0 {
+		w.byte(0x41)
+		w.s32(fixed)
+		w.byte(0x6B)
+	}
+	w.byte(0x24)
 	w.u32(g)
+	m.refill(w)
 	w.byte(0x23)
-	w.u32(g)
+	w.u32(g + 1)
+}
+
+// spend is the code added before a call of a host function with a fixed
+// cost: global.get $fuel; i32.const cost; i32.sub; global.set $fuel, and
+// the refill of charge.
+func (m *module) spend(w *writer, cost int32) {
+	w.byte(0x23)
+	w.u32(m.fuelGlobal)
+	w.byte(0x41)
+	w.s32(cost)
+	w.byte(0x6B)
+	w.byte(0x24)
+	w.u32(m.fuelGlobal)
+	m.refill(w)
+}
+
+// refill calls the check if the fuel is below one:
+// global.get $fuel; i32.const 1; i32.lt_s; if; call $check; global.set $fuel; end.
+func (m *module) refill(w *writer) {
+	w.byte(0x23)
+	w.u32(m.fuelGlobal)
 	w.raw([]byte{0x41, 0x01, 0x48, 0x04, 0x40, 0x10})
 	w.u32(m.checkFunc)
 	w.byte(0x24)
-	w.u32(g)
+	w.u32(m.fuelGlobal)
 	w.byte(0x0B)
-	w.byte(0x23)
-	w.u32(g + 1)
 }
 
 // check is the code added after a loop header (in a dispatch loop, before
