@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // builds holds the guests the tests build from source.
@@ -230,8 +231,21 @@ func FuzzRewrite(f *testing.F) {
 	}
 	f.Add(loopModule(recursion))
 	ctx := context.Background()
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCoreFeatures(CoreFeatures))
+	// Memory is limited so that running an accepted module stays cheap;
+	// the limit refuses a module and its rewrite alike.
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCoreFeatures(CoreFeatures).WithMemoryLimitPages(16))
 	defer rt.Close(ctx)
+	_, err := rt.NewHostModuleBuilder(check.Module).NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(func(ctx context.Context, s []uint64) {
+			if ctx.Err() != nil {
+				panic(sys.NewExitError(sys.ExitCodeDeadlineExceeded))
+			}
+			s[0] = 7
+		}), nil, []api.ValueType{api.ValueTypeI32}).
+		Export(check.Name).Instantiate(ctx)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := Rewrite(b, check, 7)
 		if errors.Is(err, ErrUnsupported) {
@@ -257,8 +271,54 @@ func FuzzRewrite(f *testing.F) {
 		if err != nil {
 			t.Fatalf("rewritten module does not compile: %v", err)
 		}
-		m.Close(ctx)
+		defer m.Close(ctx)
+		runsToDeadline(t, rt, m)
 	})
+}
+
+// runsToDeadline instantiates m (if its imports are only the check) and
+// calls each of its exported functions with zeros, each with a 5 ms
+// deadline: the start function and every call must end within seconds,
+// however the rewriter read the module.
+func runsToDeadline(t *testing.T, rt wazero.Runtime, m wazero.CompiledModule) {
+	for _, f := range m.ImportedFunctions() {
+		if mod, name, _ := f.Import(); mod != check.Module || name != check.Name {
+			return
+		}
+	}
+	if len(m.ImportedMemories()) > 0 {
+		return
+	}
+	const deadline, bound = 5 * time.Millisecond, 5 * time.Second
+	watchdog := time.AfterFunc(time.Minute, func() {
+		panic("FuzzRewrite: a rewritten module ran a minute past its deadline")
+	})
+	defer watchdog.Stop()
+	bounded := func(what string, call func(ctx context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		start := time.Now()
+		err := call(ctx)
+		if took := time.Since(start); took > deadline+bound {
+			t.Fatalf("%s ended after %v (%v), past its %v deadline plus %v", what, took, err, deadline, bound)
+		}
+	}
+	var mod api.Module
+	bounded("instantiation", func(ctx context.Context) (err error) {
+		mod, err = rt.InstantiateModule(ctx, m, wazero.NewModuleConfig().WithName(""))
+		return err
+	})
+	if mod == nil {
+		return
+	}
+	defer mod.Close(context.Background())
+	for name, def := range m.ExportedFunctions() {
+		params := make([]uint64, len(def.ParamTypes()))
+		bounded("call of "+name, func(ctx context.Context) error {
+			_, err := mod.ExportedFunction(name).Call(ctx, params...)
+			return err
+		})
+	}
 }
 
 // Modules that would make wazero allocate without bound are refused as
