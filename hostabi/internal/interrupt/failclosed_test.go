@@ -359,10 +359,9 @@ func (g *gen) stmts(depth, nf int) []byte {
 	return out
 }
 
-// hostModule is "loop"(n): n calls of an imported function env.f
-// (i32, i32) -> i32 with (0, len), in a loop; f's module is not the
-// check's, so every call costs fuel/8 and len/64 more.
-func hostModule(length int32) []byte {
+// hostModule is "loop"(n): n calls of the imported function
+// wasi_snapshot_preview1.name (i32, i32) -> i32 with (0, len), in a loop.
+func hostModule(name string, length int32) []byte {
 	w := &writer{}
 	w.s32(length)
 	body := []byte{
@@ -376,8 +375,7 @@ func hostModule(length int32) []byte {
 		0x0C, 0x00, 0x0B, 0x0B, 0x41, 0x00, 0x0B)
 	return assemble(
 		vec(secType, 2, 0x60, 0x01, 0x7F, 0x01, 0x7F, 0x60, 0x02, 0x7F, 0x7F, 0x01, 0x7F),
-		vec(secImport, 1, 0x16, 'w', 'a', 's', 'i', '_', 's', 'n', 'a', 'p', 's', 'h', 'o', 't', '_',
-			'p', 'r', 'e', 'v', 'i', 'e', 'w', '1', 0x0A, 'r', 'a', 'n', 'd', 'o', 'm', '_', 'g', 'e', 't', 0x00, 0x01),
+		vec(secImport, 1, append(append(append([]byte{0x16}, "wasi_snapshot_preview1"...), byte(len(name))), append([]byte(name), 0x00, 0x01)...)...),
 		vec(secFunction, 1, 0x00),
 		vec(secExport, 1, 0x04, 'l', 'o', 'o', 'p', 0x00, 0x01),
 		code(body))
@@ -385,22 +383,26 @@ func hostModule(length int32) []byte {
 
 // A call of a host function outside the check's module (WASI) costs an
 // eighth of the fuel, and random_get also its length: a loop of such calls
-// is checked every 8 calls, and a long one at once.
+// is checked every 8 calls, and a long one at once. clock_time_get takes
+// constant time and costs nothing.
 func TestRewriteChargesHostCalls(t *testing.T) {
 	const fuel = 800 // a call costs 100, an iteration 1
 	for _, c := range []struct {
+		name   string
 		length int32
 		n      uint32
 		checks int
 	}{
 		// The function's entry (it calls) and each loop header cost 1.
-		{0, 7, 0},        // 1 + 8 + 7*100 = 709
-		{0, 8, 1},        // 810
-		{0, 80, 10},      // 8082
-		{64 * 698, 1, 1}, // 1 + 1 + 100 + 698 = 800 at the call
-		{64 * 696, 1, 0}, // 1 + 2 + 100 + 696 = 799
+		{"random_get", 0, 7, 0},        // 1 + 8 + 7*100 = 709
+		{"random_get", 0, 8, 1},        // 810
+		{"random_get", 0, 80, 10},      // 8082
+		{"random_get", 64 * 698, 1, 1}, // 1 + 1 + 100 + 698 = 800 at the call
+		{"random_get", 64 * 696, 1, 0}, // 1 + 2 + 100 + 696 = 799
+		{"fd_write", 64 * 698, 8, 1},   // a fixed charge only: 810
+		{"clock_time_get", 0, 80, 0},   // free: 1 + 81
 	} {
-		out, err := Rewrite(hostModule(c.length), check, fuel)
+		out, err := Rewrite(hostModule(c.name, c.length), check, fuel)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -417,7 +419,7 @@ func TestRewriteChargesHostCalls(t *testing.T) {
 		}
 		wasi := rt.NewHostModuleBuilder("wasi_snapshot_preview1")
 		wasi.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, s []uint64) { s[0] = 0 }),
-			[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("random_get")
+			[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export(c.name)
 		if _, err := wasi.Instantiate(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -430,7 +432,7 @@ func TestRewriteChargesHostCalls(t *testing.T) {
 		}
 		rt.Close(ctx)
 		if calls != c.checks {
-			t.Errorf("%d calls of random_get(%d): %d checks, want %d", c.n, c.length, calls, c.checks)
+			t.Errorf("%d calls of %s(%d): %d checks, want %d", c.n, c.name, c.length, calls, c.checks)
 		}
 	}
 }
@@ -438,7 +440,7 @@ func TestRewriteChargesHostCalls(t *testing.T) {
 // A charged host function is charged at its direct calls only, so a
 // reference to it, which call_indirect would use, is refused.
 func TestRewriteRefusesReferencesToChargedHostFunctions(t *testing.T) {
-	wasm := hostModule(0)
+	wasm := hostModule("random_get", 0)
 	elem := vec(secElement, 1, 0x00, 0x41, 0x00, 0x0B, 0x01, 0x00) // table[0] = random_get
 	table := vec(secTable, 1, 0x70, 0x00, 0x01)
 	// Insert the table after the function section and the element
