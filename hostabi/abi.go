@@ -620,7 +620,7 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 // batch: (ptr i32, n i32) -> number of rejected records (>= 0) or negative
 // status. Each record stands alone: a bad one is skipped and counted, the
 // others are applied (see docs/guest-abi.md, "Batch semantics").
-func (h *host) batch(_ context.Context, mod api.Module, stack []uint64) {
+func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
 	size := uint64(n) * wire.RecordSize
 	mem := guestMemory(mod)
@@ -635,12 +635,42 @@ func (h *host) batch(_ context.Context, mod api.Module, stack []uint64) {
 		ret(stack, int32(StatusMemory))
 		return
 	}
-	rejected, last := applyBatch(*h.ids.Load(), buf)
+	// A batch's cost grows with its length, which the guest's fuel does
+	// not see (to it a call is one instruction), so the call's deadline
+	// is checked here, before each batchCheck records: a loop of calls
+	// over all of memory once ran 13 s past a 1 s deadline.
+	ids := *h.ids.Load()
+	var rejected int32
+	var last Status
+	for done := uint32(0); ; {
+		if err := ctx.Err(); err != nil {
+			h.countBatch(done, rejected, last)
+			panic(exitError(err)) // ends the call, as interruptCheck does
+		}
+		k := min(n-done, batchCheck)
+		r, l := applyBatch(ids, buf[:k*wire.RecordSize])
+		buf, done = buf[k*wire.RecordSize:], done+k
+		if r > 0 {
+			rejected, last = rejected+r, l
+		}
+		if done == n {
+			break
+		}
+	}
+	h.countBatch(n, rejected, last)
+	ret(stack, rejected)
+}
+
+// batchCheck is how many records a batch applies between checks of the
+// call's context: 1 MiB, well under a millisecond.
+const batchCheck = 1 << 16
+
+// countBatch counts a batch of which n records were applied or rejected.
+func (h *host) countBatch(n uint32, rejected int32, last Status) {
 	h.stats.Batches.Add(1)
 	h.stats.Records.Add(uint64(int64(n) - int64(rejected)))
 	if rejected > 0 {
 		h.stats.Rejected.Add(uint64(rejected))
 		h.stats.LastStatus.Store(int32(last))
 	}
-	ret(stack, rejected)
 }

@@ -102,26 +102,29 @@ const (
 	InterruptOff    = "off"    // PluginConfig.NoInterrupt
 )
 
-// interruptFuel is how many fuel checks (loop iterations; in Go code also
-// function calls, see interrupt.dispatch) a guest runs between calls of
-// the check function: the check (an exit to Go and a context lookup, ~100
-// ns) then costs ~0.03 ns per iteration, and a guest stuck in a loop
-// reaches Go, where the scheduler and the garbage collector can stop it,
-// within microseconds.
+// interruptFuel is how many units of fuel (loop iterations, calls of
+// functions that call, 64-byte blocks of bulk memory; see the interrupt
+// package) a guest spends between calls of the check function: the check
+// (an exit to Go and a context lookup, ~100 ns) then costs ~0.03 ns per
+// iteration, and a guest stuck in a loop reaches Go, where the scheduler
+// and the garbage collector can stop it, within microseconds.
 const interruptFuel = 4096
 
 // ErrNotRewritable is wrapped by AddInterruptChecks's error for a module
 // it does not decode (an opcode beyond WebAssembly 2.0). Such a module can
 // still be stopped by compiling it with wazero's
-// WithCloseOnContextDone(true), which NewPlugin does for it.
+// WithCloseOnContextDone(true), which NewPlugin does for it; with the
+// features NewPlugin enables (those the rewriter models), wazero then
+// refuses it.
 var ErrNotRewritable = interrupt.ErrUnsupported
 
 // AddInterruptChecks returns wasm with the fuel checks NewPlugin adds to
 // every plugin (docs/guest-abi.md, "Interrupting a guest"), for programs
 // that run guests in a runtime of their own with Instantiate: compile the
-// result in a runtime with WithCloseOnContextDone(false) and a "tapes"
+// result in a runtime with WithCloseOnContextDone(false), the features
+// the rewrite models (WithCoreFeatures(api.CoreFeaturesV2)) and a "tapes"
 // host module, and a call ends, with the *sys.ExitError wazero's own
-// checks return, within 4096 fuel checks (loop iterations or Go calls) of
+// checks return, within 4096 fuel checks (loop iterations, calls) of
 // its context ending, without wazero's exit to Go at every iteration. As
 // after any failed call, close that instance rather than call it again. A
 // malformed module, or one that would make wazero allocate without bound,
@@ -298,6 +301,7 @@ func NewPlugin(ctx context.Context, cfg PluginConfig) (p *Plugin, err error) {
 	}
 	rewriteTook := time.Since(rewrite)
 	rc := wazero.NewRuntimeConfig().
+		WithCoreFeatures(interrupt.CoreFeatures). // what the rewriter models, and no more
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(p.interrupt == InterruptWazero)
 	switch {

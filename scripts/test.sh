@@ -30,6 +30,7 @@ fuzz ./shm FuzzDecode 300000x
 fuzz ./shm FuzzValidate 500000x
 fuzz ./shm FuzzOpenFile 30000x
 fuzz ./hostabi/internal/interrupt FuzzRewrite 100000x
+fuzz ./hostabi/internal/interrupt FuzzTermination 3000x
 
 echo "== bench module (tests and one pass of every benchmark)"
 (cd bench && go test -count=1 -timeout 20m -run . -bench . -benchtime 1x ./...)

@@ -1,6 +1,9 @@
 package interrupt
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // decodeError ends a rewrite when the input is cut short or malformed; the
 // reader panics with it and Rewrite turns it into the returned error.
@@ -66,18 +69,89 @@ func (r *reader) u32() uint32 {
 	return v
 }
 
-// s33 decodes a block type's type index (a signed 33-bit LEB128).
-func s33(b []byte) int64 {
+var errLEB = decodeError{errors.New("interrupt: a signed LEB128 number is malformed or too long")}
+
+// The signed readers below accept exactly the encodings wazero 1.12's
+// leb128 package accepts (internal/leb128: decodeInt32, decodeInt64,
+// DecodeInt33AsInt64), with the value it reads, and refuse the rest; they
+// return the bytes the number was written in.
+
+// s32 reads a signed 32-bit LEB128 number (i32.const).
+func (r *reader) s32() (int32, []byte) {
+	v, b := r.signed(5, 32, 0x30)
+	return int32(v), b
+}
+
+// s64 reads a signed 64-bit LEB128 number (i64.const).
+func (r *reader) s64() (int64, []byte) { return r.signed(10, 64, 0x3E) }
+
+// signed reads at most max bytes; at max bytes the bits of the last byte
+// that lie past the number's width (unused) must repeat its sign.
+func (r *reader) signed(max, width int, unused byte) (int64, []byte) {
+	start := r.i
 	var v int64
-	shift := uint(0)
-	for _, c := range b {
-		v |= int64(c&0x7F) << shift
+	shift := 0
+	var c byte
+	for n := 1; ; n++ {
+		if n > max {
+			panic(errLEB) // wazero reads on to the last byte, then refuses it too
+		}
+		c = r.byte()
+		if shift < 64 {
+			v |= int64(c&0x7F) << shift
+		}
 		shift += 7
+		if c&0x80 == 0 {
+			if n == max {
+				if neg := v<<(64-width)>>(64-width) < 0; neg && c&unused != unused || !neg && c&unused != 0 {
+					panic(errLEB)
+				}
+			}
+			break
+		}
 	}
-	if shift < 64 && b[len(b)-1]&0x40 != 0 {
+	if shift < width && c&0x40 != 0 {
 		v |= -1 << shift
 	}
-	return v
+	if width == 32 {
+		v = int64(int32(v))
+	}
+	return v, r.b[start:r.i]
+}
+
+// s33 reads a block type or heap type: a signed 33-bit LEB128 number, as
+// wazero's DecodeInt33AsInt64 reads it. That function stops after five
+// bytes even when the fifth says another follows, and then reads the rest
+// as the next instruction; such a number is refused here.
+func (r *reader) s33() (int64, []byte) {
+	start := r.i
+	var v int64
+	shift := 0
+	var c byte
+	for shift < 35 {
+		c = r.byte()
+		v |= int64(c&0x7F) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			break
+		}
+	}
+	if c&0x80 != 0 {
+		panic(errLEB)
+	}
+	if shift < 33 && c&0x40 != 0 {
+		v |= (1<<33 - 1) << shift
+	}
+	v &= 1<<33 - 1
+	if v&(1<<32) != 0 {
+		v -= 1 << 33
+	}
+	if r.i-start == 5 {
+		if unused := c & 0x20; v < 0 && unused == 0 || v >= 0 && unused != 0 {
+			panic(errLEB)
+		}
+	}
+	return v, r.b[start:r.i]
 }
 
 // u32raw is u32 that also returns the bytes the number was written in.
@@ -89,11 +163,17 @@ func (r *reader) u32raw() (uint32, []byte) {
 
 func (r *reader) name() []byte { return r.bytes(int(r.u32())) }
 
+// limits reads a table's or memory's limits as wazero's decodeLimitsType
+// does; the shared forms (flags 2 and 3, from the threads proposal) are
+// refused.
 func (r *reader) limits() {
 	flags := r.byte()
-	r.leb(10)
-	if flags&1 != 0 {
-		r.leb(10)
+	if flags > 1 {
+		panic(decodeError{fmt.Errorf("interrupt: limits flags %#x (shared or unknown)", flags)})
+	}
+	r.u32()
+	if flags == 1 {
+		r.u32()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // builds holds the guests the tests build from source.
@@ -141,7 +142,7 @@ func TestRewriteFuelSpansCalls(t *testing.T) {
 	if err != nil || got != 50*n {
 		t.Fatalf("outer(%d) = %d, %v", n, got, err)
 	}
-	headers := (n + 1) + n*(50+1) // outer's loop, and inner's for each call
+	headers := 1 + (n + 1) + n*(50+1) // outer's entry (it calls) and loop, and inner's loop for each call
 	if want := headers / fuel; calls != want {
 		t.Errorf("%d checks for %d loop headers at fuel %d, want %d", calls, headers, fuel, want)
 	}
@@ -198,12 +199,23 @@ func TestRewriteTestdata(t *testing.T) {
 	}
 }
 
-// FuzzRewrite: no input panics the rewriter; every module it rewrites is
-// accepted by wazero after the rewrite exactly when it was before. (That
-// every module wazero accepts is rewritten or refused as ErrUnsupported is
-// TestRewriteTestdata's job: the fuzzer's inputs are almost all invalid.) Input
-// the rewriter calls malformed never reaches wazero (NewPlugin refuses
-// it), which matters: wazero 1.12 runs out of memory on some of it.
+// FuzzRewrite is the differential target: no input panics the rewriter,
+// and the rewriter and wazero (with CoreFeatures, as NewPlugin runs it)
+// agree on every input the rewriter does not call malformed:
+//   - an input refused as ErrUnsupported (the fallback) is refused by
+//     wazero as well, so it never runs with wazero's weaker checks;
+//   - a rewritten input is accepted by wazero after the rewrite exactly
+//     when before: an invalid module stays invalid (the rewrite must not
+//     give meaning to an index past the module's own, nor read an
+//     instruction stream wazero does not), a valid one stays valid (a
+//     check inserted inside an instruction whose length the rewriter got
+//     wrong makes it invalid).
+//
+// Input the rewriter calls malformed never reaches wazero (NewPlugin
+// refuses it), which matters: wazero 1.12 runs out of memory on some of
+// it, and its compiler panics on some encodings its validator accepts
+// (see refusedModules). That every module wazero accepts is rewritten is
+// TestRewriteTestdata's job: the fuzzer's inputs are almost all invalid.
 func FuzzRewrite(f *testing.F) {
 	f.Add(countdown)
 	for _, p := range []string{"../../testdata/cguest.wasm", "../../testdata/hostile.wasm", "../../testdata/ccmd.wasm"} {
@@ -211,22 +223,43 @@ func FuzzRewrite(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	for _, c := range refusedModules() {
+		f.Add(c.wasm)
+	}
+	for _, c := range unsupportedModules() {
+		f.Add(c.wasm)
+	}
+	f.Add(loopModule(recursion))
 	ctx := context.Background()
-	rt := wazero.NewRuntime(ctx)
+	// Memory is limited so that running an accepted module stays cheap;
+	// the limit refuses a module and its rewrite alike.
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCoreFeatures(CoreFeatures).WithMemoryLimitPages(16))
 	defer rt.Close(ctx)
+	_, err := rt.NewHostModuleBuilder(check.Module).NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(func(ctx context.Context, s []uint64) {
+			if ctx.Err() != nil {
+				panic(sys.NewExitError(sys.ExitCodeDeadlineExceeded))
+			}
+			s[0] = 7
+		}), nil, []api.ValueType{api.ValueTypeI32}).
+		Export(check.Name).Instantiate(ctx)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := Rewrite(b, check, 7)
-		if err != nil {
-			// Malformed input never reaches wazero. Input the rewriter
-			// does not decode goes to wazero unchanged (the fallback):
-			// that is wazero's decoder, which this target does not test
-			// (it allocates vector lengths it has not checked; see scan).
+		if errors.Is(err, ErrUnsupported) {
+			if m, cerr := rt.CompileModule(ctx, b); cerr == nil {
+				m.Close(ctx)
+				t.Fatalf("Rewrite: %v, but wazero accepts the module: it would run with wazero's checks alone", err)
+			}
 			return
+		}
+		if err != nil {
+			return // malformed or not modeled: refused, never reaches wazero
 		}
 		orig, cerr := rt.CompileModule(ctx, b)
 		if cerr != nil {
-			// An invalid module must stay invalid: the rewrite must not
-			// give meaning to an index past the module's own.
 			if m, err := rt.CompileModule(ctx, out); err == nil {
 				m.Close(ctx)
 				t.Fatalf("wazero refuses the module (%v) but accepts its rewrite", cerr)
@@ -238,8 +271,54 @@ func FuzzRewrite(f *testing.F) {
 		if err != nil {
 			t.Fatalf("rewritten module does not compile: %v", err)
 		}
-		m.Close(ctx)
+		defer m.Close(ctx)
+		runsToDeadline(t, rt, m)
 	})
+}
+
+// runsToDeadline instantiates m (if its imports are only the check) and
+// calls each of its exported functions with zeros, each with a 5 ms
+// deadline: the start function and every call must end within seconds,
+// however the rewriter read the module.
+func runsToDeadline(t *testing.T, rt wazero.Runtime, m wazero.CompiledModule) {
+	for _, f := range m.ImportedFunctions() {
+		if mod, name, _ := f.Import(); mod != check.Module || name != check.Name {
+			return
+		}
+	}
+	if len(m.ImportedMemories()) > 0 {
+		return
+	}
+	const deadline, bound = 5 * time.Millisecond, 5 * time.Second
+	watchdog := time.AfterFunc(time.Minute, func() {
+		panic("FuzzRewrite: a rewritten module ran a minute past its deadline")
+	})
+	defer watchdog.Stop()
+	bounded := func(what string, call func(ctx context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		start := time.Now()
+		err := call(ctx)
+		if took := time.Since(start); took > deadline+bound {
+			t.Fatalf("%s ended after %v (%v), past its %v deadline plus %v", what, took, err, deadline, bound)
+		}
+	}
+	var mod api.Module
+	bounded("instantiation", func(ctx context.Context) (err error) {
+		mod, err = rt.InstantiateModule(ctx, m, wazero.NewModuleConfig().WithName(""))
+		return err
+	})
+	if mod == nil {
+		return
+	}
+	defer mod.Close(context.Background())
+	for name, def := range m.ExportedFunctions() {
+		params := make([]uint64, len(def.ParamTypes()))
+		bounded("call of "+name, func(ctx context.Context) error {
+			_, err := mod.ExportedFunction(name).Call(ctx, params...)
+			return err
+		})
+	}
 }
 
 // Modules that would make wazero allocate without bound are refused as
@@ -273,7 +352,7 @@ func TestRewriteRefusesHugeDeclarations(t *testing.T) {
 		"params": {[]byte{
 			0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
 			0x01, 0x07, 0x01, 0x60, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, // a type with 2^32-1 parameters
-		}, "truncated"},
+		}, "declares 4294967295 values"},
 		"data": {[]byte{
 			0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00,
 			0x0B, 0x07, 0x01, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, // a passive segment of 4 GiB
@@ -397,7 +476,7 @@ func TestRewriteKeepsEncodings(t *testing.T) {
 			0x0E, 0x80, 0x00, 0x80, 0x00, // br_table with no labels, default 0
 			0x0B,
 			0x41, 0x00, 0x28, 0x82, 0x00, 0x80, 0x00, 0x21, 0x80, 0x00, // local.set 0 (i32.load)
-			0x41, 0x00, 0x41, 0x00, 0x41, 0x00, 0xFC, 0x8B, 0x00, 0x00, // memory.fill, sub-opcode in two bytes
+			0x43, 0x00, 0x00, 0x00, 0x00, 0xFC, 0x80, 0x00, 0x1A, // i32.trunc_sat_f32_s, sub-opcode in two bytes; drop
 			0x0B,
 		}, true},
 	} {
@@ -408,6 +487,9 @@ func TestRewriteKeepsEncodings(t *testing.T) {
 			m.Close(ctx)
 		}
 		out, err := Rewrite(wasm, check, 7)
+		if err != nil && !c.valid && !errors.Is(err, ErrUnsupported) {
+			continue // refused, as wazero refuses it
+		}
 		if err != nil {
 			t.Fatalf("%s: Rewrite: %v", name, err)
 		}
@@ -503,9 +585,10 @@ func dispatchLoop(back ...byte) []byte {
 		0x20, 0x02, 0x0B) // count, end
 }
 
-// A dispatch loop is checked once on entry and at its backward jumps, not
-// at its header: the forward jump of each iteration costs no fuel, so the
-// check runs once per fuel iterations, not once per fuel/2. Jumps that
+// A dispatch loop is checked at its backward jumps, not at its header (nor
+// on entry: this function calls nothing, so it has no entry check): the
+// forward jump of each iteration costs no fuel, so the check runs once per
+// fuel iterations, not once per fuel/2. Jumps that
 // only look forward are checked: to an earlier segment, or to an index
 // past the table (its default), either of which can loop forever.
 func TestRewriteDispatchLoops(t *testing.T) {
@@ -515,8 +598,8 @@ func TestRewriteDispatchLoops(t *testing.T) {
 		if err != nil || got != n {
 			t.Fatalf("loop(%d) = %d, %v", n, got, err)
 		}
-		if want := int(n+1) / fuel; calls != want {
-			t.Errorf("loop(%d): %d checks, want %d (one on entry, one per backward jump)", n, calls, want)
+		if want := int(n) / fuel; calls != want {
+			t.Errorf("loop(%d): %d checks, want %d (one per backward jump)", n, calls, want)
 		}
 	}
 	for name, back := range map[string][]byte{
