@@ -1,0 +1,322 @@
+package registry
+
+import (
+	"math"
+	"slices"
+)
+
+// Sparse bucket storage. Buckets are kept in blocks of blockLen counters
+// (an eighth of a power of two at schema 6), allocated when a value first
+// lands in them; a dense directory of 2-byte entries over the blocks' range
+// finds them. Memory is ~4 bytes per bucket in use (8 in the cumulative
+// counts) plus 2 bytes per eighth of an octave of range, so a histogram
+// that saw 24 values in 24 octaves holds ~1 KiB and one fed ±1e-19..±1e19,
+// every octave, ~12 KiB, where a dense array from the lowest to the highest
+// bucket held 64 KiB.
+//
+// Caps: a store's directory spans at most maxDir blocks per sign (8192
+// buckets: 128 octaves at schema 6), and a store holds at most maxBlocks
+// blocks (4096 buckets). A value that would pass either makes the whole
+// histogram lower its schema (see Histogram.shrink), so memory is bounded
+// whatever the values.
+const (
+	blockBits = 3
+	blockLen  = 1 << blockBits
+	maxDir    = 1024
+	maxBlocks = 512
+)
+
+type count interface{ ~uint32 | ~uint64 }
+
+// span holds one sign's buckets.
+type span[T count] struct {
+	lo   int32    // block number of dir[0]
+	dir  []uint16 // 1 + the block's position in pool, 0 when absent
+	pool []T      // blockLen counts per block
+}
+
+// at returns bucket i's counter when its block exists.
+func (s *span[T]) at(i int32) *T {
+	d := uint32(i>>blockBits - s.lo)
+	if d < uint32(len(s.dir)) {
+		if n := s.dir[d]; n != 0 {
+			return &s.pool[int(n-1)<<blockBits|int(i&(blockLen-1))]
+		}
+	}
+	return nil
+}
+
+func (s *span[T]) blocks() int { return len(s.pool) >> blockBits }
+
+// alloc adds bucket i's block and returns its counter, or nil when limit
+// is set and the directory would span more than maxDir blocks.
+func (s *span[T]) alloc(i int32, limit bool) *T {
+	b := i >> blockBits
+	if len(s.dir) == 0 {
+		s.dir = append(s.dir[:0], 0)
+		s.lo = b
+	} else if d := b - s.lo; d < 0 || int(d) >= len(s.dir) {
+		lo, hi := min(s.lo, b), max(s.lo+int32(len(s.dir))-1, b)
+		if limit && hi-lo+1 > maxDir {
+			if !s.tighten(b) {
+				return nil
+			}
+			return s.alloc(i, limit)
+		}
+		// Headroom on the growing side (an octave, or a quarter of the
+		// range) so that a range widening one block at a time does not
+		// copy every time.
+		pad := max(int32(8), (hi-lo+1)/4)
+		if b < s.lo {
+			lo -= pad
+		} else {
+			hi += pad
+		}
+		if limit && hi-lo+1 > maxDir {
+			lo, hi = max(lo, hi-maxDir+1), min(hi, lo+maxDir-1)
+			lo, hi = min(lo, b), max(hi, b)
+		}
+		s.redir(lo, hi)
+	}
+	d := b - s.lo
+	s.pool = append(s.pool, make([]T, blockLen)...)
+	s.dir[d] = uint16(s.blocks())
+	return &s.pool[len(s.pool)-blockLen+int(i&(blockLen-1))]
+}
+
+// redir re-lays the directory over blocks lo..hi (which must include every
+// block in use).
+func (s *span[T]) redir(lo, hi int32) {
+	nd := slices.Grow([]uint16(nil), int(hi-lo+1))
+	nd = nd[:hi-lo+1]
+	for d, n := range s.dir {
+		if n != 0 {
+			nd[s.lo+int32(d)-lo] = n
+		}
+	}
+	s.dir, s.lo = nd, lo
+}
+
+// tighten shrinks the directory to the blocks in use plus b, if that spans
+// at most maxDir: a directory keeps the range of every value it saw since
+// it was last emptied, which may be wider than its blocks.
+func (s *span[T]) tighten(b int32) bool {
+	lo, hi := b, b
+	for d, n := range s.dir {
+		if n != 0 {
+			lo, hi = min(lo, s.lo+int32(d)), max(hi, s.lo+int32(d))
+		}
+	}
+	if hi-lo+1 > maxDir || hi-lo+1 >= int32(len(s.dir)) {
+		return false
+	}
+	s.redir(lo, hi)
+	return true
+}
+
+// reset empties the span, keeping its memory for the next half-window.
+func (s *span[T]) reset() {
+	s.dir = s.dir[:0]
+	s.pool = s.pool[:0]
+}
+
+// each calls f for every non-zero bucket in increasing index order, or
+// decreasing when rev is set.
+func (s *span[T]) each(rev bool, f func(i int32, c T)) {
+	n := len(s.dir)
+	for k := range n {
+		d := k
+		if rev {
+			d = n - 1 - k
+		}
+		p := s.dir[d]
+		if p == 0 {
+			continue
+		}
+		blk := s.pool[int(p-1)<<blockBits:][:blockLen]
+		base := (s.lo + int32(d)) << blockBits
+		for x := range blockLen {
+			if rev {
+				x = blockLen - 1 - x
+			}
+			if c := blk[x]; c != 0 {
+				f(base+int32(x), c)
+			}
+		}
+	}
+}
+
+func (s *span[T]) bytes() int {
+	var t T
+	return 2*cap(s.dir) + int(sizeof(t))*cap(s.pool)
+}
+
+func sizeof[T count](t T) uintptr {
+	if uint64(^T(0)) == math.MaxUint32 {
+		return 4
+	}
+	return 8
+}
+
+// wstore is a half-window's buckets: uint32 counts, half the memory of
+// uint64s; a bucket that reaches 2^32 within a half-window (4 billion
+// values in minutes) spills 2^32 at a time into over.
+type wstore struct {
+	pos, neg span[uint32]
+	zero     uint64
+	over     map[int64]uint64 // overKey -> counts beyond the uint32s
+}
+
+func overKey(i int32, neg bool) int64 {
+	k := int64(i) << 1
+	if neg {
+		k |= 1
+	}
+	return k
+}
+
+// add counts the value whose bits are b (finite) at schema; false when its
+// bucket would pass a cap, and then nothing was counted.
+func (w *wstore) add(b uint64, schema int32, n uint32) bool {
+	ab := b &^ (1 << 63)
+	if ab <= zeroThresholdBits {
+		w.zero += uint64(n)
+		return true
+	}
+	d := MaxSchema - schema
+	i := (index6(ab) + (1 << d) - 1) >> d
+	sp := &w.pos
+	if b != ab {
+		sp = &w.neg
+	}
+	c := sp.at(i)
+	if c == nil {
+		if w.pos.blocks()+w.neg.blocks() >= maxBlocks {
+			return false
+		}
+		if c = sp.alloc(i, true); c == nil {
+			return false
+		}
+	}
+	if x := *c + n; x >= *c {
+		*c = x
+		return true
+	}
+	w.spill(i, b != ab, c, n)
+	return true
+}
+
+func (w *wstore) spill(i int32, neg bool, c *uint32, n uint32) {
+	if w.over == nil {
+		w.over = map[int64]uint64{}
+	}
+	t := uint64(*c) + uint64(n)
+	w.over[overKey(i, neg)] += t &^ math.MaxUint32
+	*c = uint32(t)
+}
+
+func (w *wstore) reset() {
+	w.pos.reset()
+	w.neg.reset()
+	w.zero = 0
+	w.over = nil
+}
+
+func (w *wstore) bytes() int {
+	return w.pos.bytes() + w.neg.bytes() + 48*len(w.over)
+}
+
+// cstore holds counts since creation (the cumulative part of retired
+// half-windows) or a snapshot's merged counts: uint64s, no cap of its own
+// (its owner checks capped()).
+type cstore struct {
+	pos, neg span[uint64]
+	zero     uint64
+}
+
+func (c *cstore) addBucket(i int32, neg bool, n uint64) {
+	sp := &c.pos
+	if neg {
+		sp = &c.neg
+	}
+	p := sp.at(i)
+	if p == nil {
+		p = sp.alloc(i, false)
+	}
+	*p += n
+}
+
+// addW adds a half-window's counts, which are at the same schema.
+func (c *cstore) addW(w *wstore) {
+	c.zero += w.zero
+	w.pos.each(false, func(i int32, n uint32) { c.addBucket(i, false, uint64(n)) })
+	w.neg.each(false, func(i int32, n uint32) { c.addBucket(i, true, uint64(n)) })
+	for k, n := range w.over {
+		c.addBucket(int32(k>>1), k&1 != 0, n)
+	}
+}
+
+func (c *cstore) addC(o *cstore) {
+	c.zero += o.zero
+	o.pos.each(false, func(i int32, n uint64) { c.addBucket(i, false, n) })
+	o.neg.each(false, func(i int32, n uint64) { c.addBucket(i, true, n) })
+}
+
+// capped reports whether the store passed a cap and its histogram should
+// lower its schema.
+func (c *cstore) capped() bool {
+	return c.pos.blocks()+c.neg.blocks() > maxBlocks || len(c.pos.dir) > maxDir || len(c.neg.dir) > maxDir
+}
+
+func (c *cstore) reset() {
+	c.pos.reset()
+	c.neg.reset()
+	c.zero = 0
+}
+
+func (c *cstore) bytes() int { return c.pos.bytes() + c.neg.bytes() }
+
+// downscale lowers the schema of the store's buckets by d.
+func (c *cstore) downscale(d int32) {
+	if d <= 0 {
+		return
+	}
+	var t cstore
+	c.pos.each(false, func(i int32, n uint64) { t.addBucket(downIndex(i, d), false, n) })
+	c.neg.each(false, func(i int32, n uint64) { t.addBucket(downIndex(i, d), true, n) })
+	c.pos, c.neg = t.pos, t.neg
+}
+
+// downscale lowers the schema of a half-window's buckets by d; it cannot
+// pass the caps, which it met at the higher schema.
+func (w *wstore) downscale(d int32) {
+	var t wstore
+	t.zero = w.zero
+	move := func(neg bool) func(i int32, n uint32) {
+		return func(i int32, n uint32) {
+			j := downIndex(i, d)
+			sp := &t.pos
+			if neg {
+				sp = &t.neg
+			}
+			p := sp.at(j)
+			if p == nil {
+				p = sp.alloc(j, false)
+			}
+			if x := *p + n; x >= *p {
+				*p = x
+			} else {
+				t.spill(j, neg, p, n)
+			}
+		}
+	}
+	w.pos.each(false, move(false))
+	w.neg.each(false, move(true))
+	for k, n := range w.over {
+		if t.over == nil {
+			t.over = map[int64]uint64{}
+		}
+		t.over[overKey(downIndex(int32(k>>1), d), k&1 != 0)] += n
+	}
+	*w = t
+}
