@@ -108,14 +108,8 @@ func (h *Histogram) record(v float64, r *rates) {
 	if !ok {
 		ep = h.epochAt(now)
 	}
-	c := &h.base
-	if h.cells.Load() != nil || !c.lk.CompareAndSwap(lkFree, lkWriter) {
-		c = h.lockSlow()
-	}
-	st := c.record(h, v, ep)
-	unlock(&c.lk)
-	if st != recOK {
-		h.recordSlow(v, ep, st)
+	if !push(h, v, ep) {
+		pushSlow(h, v, ep)
 	}
 }
 
@@ -126,15 +120,21 @@ const (
 	recCum    // recorded, and the cumulative counts passed a cap
 )
 
-func (h *Histogram) recordSlow(v float64, ep int64, st int) {
-	for st != recOK {
-		h.shrink(st == recShrink)
-		if st == recCum {
-			return
+// apply records vs (finite values) into a cell, taking its lock once per
+// manyChunk values: what a ring's drain and UpdateMany do.
+func (h *Histogram) apply(vs []float64, ep int64) {
+	for len(vs) > 0 {
+		part := vs[:min(len(vs), manyChunk)]
+		c := &h.base
+		if h.cells.Load() != nil || !c.lk.CompareAndSwap(lkFree, lkWriter) {
+			c = h.lockSlow()
 		}
-		c := h.lockSlow()
-		st = c.record(h, v, ep)
+		done, st := c.recordMany(h, part, ep)
 		unlock(&c.lk)
+		if st != recOK {
+			h.shrink(st == recShrink)
+		}
+		vs = vs[done:]
 	}
 }
 
@@ -207,7 +207,8 @@ func (h *Histogram) grow(n int) {
 // lock once per call (per 256 values) instead of once per value.
 func (h *Histogram) UpdateMany(vs []float64) { h.recordMany(vs, nil) }
 
-// manyChunk bounds how many values recordMany records under one lock hold.
+// manyChunk bounds how many values apply records under one lock hold, so
+// that other writers and readers wait at most a few microseconds.
 const manyChunk = 256
 
 func (h *Histogram) recordMany(vs []float64, r *rates) {
@@ -221,20 +222,7 @@ func (h *Histogram) recordMany(vs []float64, r *rates) {
 	if r != nil && r.due(now) {
 		r.tick(now, int64(h.Count()))
 	}
-	ep := h.epochAt(now)
-	for len(vs) > 0 {
-		part := vs[:min(len(vs), manyChunk)]
-		c := &h.base
-		if h.cells.Load() != nil || !c.lk.CompareAndSwap(lkFree, lkWriter) {
-			c = h.lockSlow()
-		}
-		done, st := c.recordMany(h, part, ep)
-		unlock(&c.lk)
-		if st != recOK {
-			h.shrink(st == recShrink)
-		}
-		vs = vs[done:]
-	}
+	h.apply(vs, h.epochAt(now))
 }
 
 // epochFast is epochAt's common case (now is in the current half-window),
@@ -280,16 +268,6 @@ func (c *cell) window(h *Histogram, ep int64) (w *hwindow, st int) {
 	return w, st
 }
 
-// record runs with c locked for writing.
-func (c *cell) record(h *Histogram, v float64, ep int64) int {
-	w, st := c.window(h, ep)
-	if !w.st.add(math.Float64bits(v), MaxSchema+h.schema, 1) {
-		return recShrink
-	}
-	w.add(v)
-	return st
-}
-
 func (w *hwindow) add(v float64) {
 	if w.n == 0 {
 		w.shift, w.min, w.max = v, v, v
@@ -307,18 +285,66 @@ func (w *hwindow) add(v float64) {
 }
 
 // recordMany records a prefix of vs and returns its length: all of vs
-// unless a value's bucket would pass a cap (recShrink).
-func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (int, int) {
+// unless a value's bucket would pass a cap (recShrink). It is the loop
+// every value goes through (a ring's drain, UpdateMany), so the common
+// case is written out: the bucket's block exists and its count does not
+// overflow, and the moments stay in registers.
+func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st int) {
 	w, st := c.window(h, ep)
+	schema := MaxSchema + h.schema
+	d := MaxSchema - schema
+	adj := int32(1)<<d - 1
+	n, lo, hi, shift, sum, sumsq := w.n, w.min, w.max, w.shift, w.sum, w.sumsq
+	ws := &w.st
 	for i, v := range vs {
 		if v-v != 0 { // NaN or ±Inf
 			continue
 		}
-		if !w.st.add(math.Float64bits(v), MaxSchema+h.schema, 1) {
-			return i, recShrink
+		b := math.Float64bits(v)
+		ab := b &^ (1 << 63)
+		if ab <= zeroThresholdBits {
+			ws.zero++
+		} else {
+			m := ab & mantMask
+			t := mantTable[m>>(52-7)]
+			j := int32(t >> 57)
+			if m > t&mantMask {
+				j++
+			}
+			idx := ((int32(ab>>52)-1023)<<6 + j + adj) >> d
+			sp := &ws.pos
+			if b != ab {
+				sp = &ws.neg
+			}
+			k := uint32(idx>>blockBits - sp.lo)
+			var p *uint32
+			if k < uint32(len(sp.dir)) {
+				if x := sp.dir[k]; x != 0 {
+					p = &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
+				}
+			}
+			if p != nil && *p != math.MaxUint32 {
+				*p++
+			} else if !ws.add(b, schema, 1) {
+				w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
+				return i, recShrink
+			}
 		}
-		w.add(v)
+		if n == 0 {
+			shift, lo, hi = v, v, v
+		}
+		n++
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+		dv := v - shift
+		sum += dv
+		sumsq += dv * dv
 	}
+	w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
 	return len(vs), st
 }
 
@@ -412,6 +438,7 @@ func (h *Histogram) Sum() float64 {
 // bucket count since creation into all. It holds every cell meanwhile, so
 // what it reads is one consistent state.
 func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore) (n uint64, sum float64) {
+	drainAll()
 	h.rmu.Lock()
 	defer h.rmu.Unlock()
 	cs := h.lockAll()
@@ -513,6 +540,7 @@ func (s HistogramSnapshot) stats(into map[string]any) map[string]any {
 // histogram with its first cell, further cells, and their bucket blocks
 // and directories (capacities, as allocated).
 func (h *Histogram) Bytes() int {
+	drainAll()
 	h.rmu.Lock()
 	defer h.rmu.Unlock()
 	cs := h.lockAll()

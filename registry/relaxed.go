@@ -8,13 +8,25 @@ import (
 	"unsafe"
 )
 
-// unlock releases a cell's lock word. On amd64 a sync/atomic store is a
-// locked XCHG (2-7 ns, a third of a record); x86 stores are not reordered
-// with earlier stores (TSO) and the compiler keeps stores in program order,
-// so a plain store releases the lock with the ordering a lock needs: a
-// writer that takes the lock next with its CAS sees every store made
-// under it. Elsewhere, and under the race detector (relaxed_race.go), the
-// store is atomic.
+// On amd64 a sync/atomic store is a locked XCHG (2-10 ns on the VMs tapes
+// targets, most of a record), and x86 does not reorder a store with
+// earlier stores (TSO); the compiler keeps stores in program order. So
+// where one goroutine publishes data it wrote with plain stores (a ring
+// entry, then the tail; a cell's half-window, then the unlock), a plain
+// store of the last word publishes it to a reader that loads that word
+// atomically. Elsewhere, and under the race detector (relaxed_race.go),
+// the stores are atomic.
+
+// stRelaxed stores v into a word only the caller writes.
+func stRelaxed(a *atomic.Uint64, v uint64) {
+	if runtime.GOARCH == "amd64" {
+		*(*uint64)(unsafe.Pointer(a)) = v
+		return
+	}
+	a.Store(v)
+}
+
+// unlock releases a cell's lock word.
 func unlock(a *atomic.Uint32) {
 	if runtime.GOARCH == "amd64" {
 		*(*uint32)(unsafe.Pointer(a)) = lkFree

@@ -4,6 +4,9 @@ package registry
 
 import "sync/atomic"
 
-// unlock: see relaxed.go. Under the race detector the release is atomic so
-// that -race sees the lock.
+// See relaxed.go. Under the race detector the stores are atomic so that
+// -race sees the synchronisation.
+
+func stRelaxed(a *atomic.Uint64, v uint64) { a.Store(v) }
+
 func unlock(a *atomic.Uint32) { a.Store(lkFree) }
