@@ -50,10 +50,22 @@ type bucket struct {
 
 func sketchBuckets(s *Sketch) []bucket {
 	var out []bucket
-	s.b.neg.each(false, func(i int32, c uint64) { out = append(out, bucket{-1, i, c}) })
+	for it := (iter[uint64]{s: &s.b.neg}); ; {
+		i, c, ok := it.next()
+		if !ok {
+			break
+		}
+		out = append(out, bucket{-1, i, c})
+	}
 	if s.b.zero != 0 {
 		out = append(out, bucket{0, 0, s.b.zero})
 	}
-	s.b.pos.each(false, func(i int32, c uint64) { out = append(out, bucket{1, i, c}) })
+	for it := (iter[uint64]{s: &s.b.pos}); ; {
+		i, c, ok := it.next()
+		if !ok {
+			break
+		}
+		out = append(out, bucket{1, i, c})
+	}
 	return out
 }

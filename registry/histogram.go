@@ -50,6 +50,7 @@ type Histogram struct {
 	cum  cstore     // counts of retired half-windows
 	cumN uint64
 	cumS float64
+	one  [1]*cell // lockAll's cell list before cells grow, so reads do not allocate
 
 	base cell
 }
@@ -370,7 +371,8 @@ func (h *Histogram) retire(w *hwindow) int {
 // lockAll takes every cell exclusively and the cumulative counts; the
 // caller holds rmu. Writers wait (see lockSlow) while it holds them.
 func (h *Histogram) lockAll() []*cell {
-	cs := []*cell{&h.base}
+	h.one[0] = &h.base
+	cs := h.one[:]
 	if p := h.cells.Load(); p != nil {
 		cs = *p
 	}

@@ -54,7 +54,11 @@ func (h *Histogram) NativeInto(dst *NativeHistogram) {
 
 func spans(s *span[uint64], sp []BucketSpan, counts []uint64) ([]BucketSpan, []uint64) {
 	next := int32(0) // index after the last span
-	s.each(false, func(i int32, c uint64) {
+	for it := (iter[uint64]{s: s}); ; {
+		i, c, ok := it.next()
+		if !ok {
+			break
+		}
 		if len(sp) > 0 && i == next {
 			sp[len(sp)-1].Length++
 		} else if len(sp) == 0 {
@@ -64,7 +68,7 @@ func spans(s *span[uint64], sp []BucketSpan, counts []uint64) ([]BucketSpan, []u
 		}
 		counts = append(counts, c)
 		next = i + 1
-	})
+	}
 	return sp, counts
 }
 

@@ -82,10 +82,7 @@ func (s *Sketch) Merge(o *Sketch) {
 	if o.schema == s.schema {
 		s.b.addC(&o.b)
 	} else {
-		d := s.schema - o.schema
-		s.b.zero += o.b.zero
-		o.b.pos.each(false, func(i int32, n uint64) { s.b.addBucket(downIndex(i, d), false, n) })
-		o.b.neg.each(false, func(i int32, n uint64) { s.b.addBucket(downIndex(i, d), true, n) })
+		s.b.addCDown(&o.b, s.schema-o.schema)
 	}
 	s.mergeMoments(o.n, o.min, o.max, o.mean, o.m2)
 }

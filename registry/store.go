@@ -67,19 +67,24 @@ func (s *span[T]) alloc(i int32, limit bool) *T {
 		// range) so that a range widening one block at a time does not
 		// copy every time.
 		pad := max(int32(8), (hi-lo+1)/4)
+		if limit {
+			pad = min(pad, maxDir-(hi-lo+1))
+		}
 		if b < s.lo {
 			lo -= pad
 		} else {
 			hi += pad
 		}
-		if limit && hi-lo+1 > maxDir {
-			lo, hi = max(lo, hi-maxDir+1), min(hi, lo+maxDir-1)
-			lo, hi = min(lo, b), max(hi, b)
-		}
 		s.redir(lo, hi)
 	}
 	d := b - s.lo
-	s.pool = append(s.pool, make([]T, blockLen)...)
+	if len(s.pool) == cap(s.pool) {
+		// ~1/8 headroom instead of append's doubling: Bytes is what the
+		// blocks in use cost, within 12%.
+		s.pool = slices.Grow(s.pool, max(blockLen, len(s.pool)/8/blockLen*blockLen))
+	}
+	s.pool = s.pool[:len(s.pool)+blockLen]
+	clear(s.pool[len(s.pool)-blockLen:]) // capacity kept by reset holds old counts
 	s.dir[d] = uint16(s.blocks())
 	return &s.pool[len(s.pool)-blockLen+int(i&(blockLen-1))]
 }
@@ -87,11 +92,23 @@ func (s *span[T]) alloc(i int32, limit bool) *T {
 // redir re-lays the directory over blocks lo..hi (which must include every
 // block in use).
 func (s *span[T]) redir(lo, hi int32) {
-	nd := slices.Grow([]uint16(nil), int(hi-lo+1))
-	nd = nd[:hi-lo+1]
-	for d, n := range s.dir {
-		if n != 0 {
-			nd[s.lo+int32(d)-lo] = n
+	n := int(hi - lo + 1)
+	if n <= cap(s.dir) && lo <= s.lo && int(s.lo-lo)+len(s.dir) <= n {
+		// Widening in place: a pooled sketch stops allocating.
+		old := len(s.dir)
+		s.dir = s.dir[:n]
+		off := int(s.lo - lo)
+		copy(s.dir[off:], s.dir[:old])
+		clear(s.dir[:off])
+		clear(s.dir[off+old:])
+		s.lo = lo
+		return
+	}
+	nd := slices.Grow([]uint16(nil), n)
+	nd = nd[:n]
+	for d, p := range s.dir {
+		if p != 0 {
+			nd[s.lo+int32(d)-lo] = p
 		}
 	}
 	s.dir, s.lo = nd, lo
@@ -120,30 +137,40 @@ func (s *span[T]) reset() {
 	s.pool = s.pool[:0]
 }
 
-// each calls f for every non-zero bucket in increasing index order, or
-// decreasing when rev is set.
-func (s *span[T]) each(rev bool, f func(i int32, c T)) {
+// iter walks a span's non-zero buckets in increasing index order
+// (decreasing when rev is set) without allocating.
+type iter[T count] struct {
+	s   *span[T]
+	rev bool
+	k   int // directory position, counted from the walk's start
+	x   int // bucket within the block
+}
+
+func (it *iter[T]) next() (i int32, c T, ok bool) {
+	s := it.s
 	n := len(s.dir)
-	for k := range n {
-		d := k
-		if rev {
-			d = n - 1 - k
+	for ; it.k < n; it.k, it.x = it.k+1, 0 {
+		d := it.k
+		if it.rev {
+			d = n - 1 - d
 		}
 		p := s.dir[d]
 		if p == 0 {
 			continue
 		}
 		blk := s.pool[int(p-1)<<blockBits:][:blockLen]
-		base := (s.lo + int32(d)) << blockBits
-		for x := range blockLen {
-			if rev {
+		for ; it.x < blockLen; it.x++ {
+			x := it.x
+			if it.rev {
 				x = blockLen - 1 - x
 			}
-			if c := blk[x]; c != 0 {
-				f(base+int32(x), c)
+			if c = blk[x]; c != 0 {
+				it.x++
+				return (s.lo+int32(d))<<blockBits + int32(x), c, true
 			}
 		}
 	}
+	return 0, 0, false
 }
 
 func (s *span[T]) bytes() int {
@@ -249,17 +276,41 @@ func (c *cstore) addBucket(i int32, neg bool, n uint64) {
 // addW adds a half-window's counts, which are at the same schema.
 func (c *cstore) addW(w *wstore) {
 	c.zero += w.zero
-	w.pos.each(false, func(i int32, n uint32) { c.addBucket(i, false, uint64(n)) })
-	w.neg.each(false, func(i int32, n uint32) { c.addBucket(i, true, uint64(n)) })
+	for it := (iter[uint32]{s: &w.pos}); ; {
+		i, n, ok := it.next()
+		if !ok {
+			break
+		}
+		c.addBucket(i, false, uint64(n))
+	}
+	for it := (iter[uint32]{s: &w.neg}); ; {
+		i, n, ok := it.next()
+		if !ok {
+			break
+		}
+		c.addBucket(i, true, uint64(n))
+	}
 	for k, n := range w.over {
 		c.addBucket(int32(k>>1), k&1 != 0, n)
 	}
 }
 
 func (c *cstore) addC(o *cstore) {
+	c.addCDown(o, 0)
+}
+
+// addCDown adds o's counts, d schemas finer than c's, lowering them to c's.
+func (c *cstore) addCDown(o *cstore, d int32) {
 	c.zero += o.zero
-	o.pos.each(false, func(i int32, n uint64) { c.addBucket(i, false, n) })
-	o.neg.each(false, func(i int32, n uint64) { c.addBucket(i, true, n) })
+	for k, sp := range [2]*span[uint64]{&o.pos, &o.neg} {
+		for it := (iter[uint64]{s: sp}); ; {
+			i, n, ok := it.next()
+			if !ok {
+				break
+			}
+			c.addBucket(downIndex(i, d), k == 1, n)
+		}
+	}
 }
 
 // capped reports whether the store passed a cap and its histogram should
@@ -282,8 +333,7 @@ func (c *cstore) downscale(d int32) {
 		return
 	}
 	var t cstore
-	c.pos.each(false, func(i int32, n uint64) { t.addBucket(downIndex(i, d), false, n) })
-	c.neg.each(false, func(i int32, n uint64) { t.addBucket(downIndex(i, d), true, n) })
+	t.addCDown(c, d)
 	c.pos, c.neg = t.pos, t.neg
 }
 
@@ -310,8 +360,16 @@ func (w *wstore) downscale(d int32) {
 			}
 		}
 	}
-	w.pos.each(false, move(false))
-	w.neg.each(false, move(true))
+	for k, sp := range [2]*span[uint32]{&w.pos, &w.neg} {
+		f := move(k == 1)
+		for it := (iter[uint32]{s: sp}); ; {
+			i, n, ok := it.next()
+			if !ok {
+				break
+			}
+			f(i, n)
+		}
+	}
 	for k, n := range w.over {
 		if t.over == nil {
 			t.over = map[int64]uint64{}
