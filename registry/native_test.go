@@ -139,10 +139,11 @@ func TestNativeIsCumulative(t *testing.T) {
 			t.Fatalf("bucket %d: %d, want %d", k, got[k], c)
 		}
 	}
-	// NativeInto reuses the slices: no allocation once warmed up.
+	// NativeInto reuses the slices: no allocation once warmed up (under
+	// -race sync.Pool drops items on purpose, so only without it).
 	var dst NativeHistogram
 	h.NativeInto(&dst)
-	if a := testing.AllocsPerRun(20, func() { h.NativeInto(&dst) }); a != 0 {
+	if a := testing.AllocsPerRun(20, func() { h.NativeInto(&dst) }); a != 0 && !raceEnabled {
 		t.Errorf("NativeInto allocates %v", a)
 	}
 }
