@@ -223,6 +223,7 @@ func (h *Histogram) recordMany(vs []float64, r *rates) {
 	if r != nil && r.due(now) {
 		r.tick(now, int64(h.Count()))
 	}
+	drainMine()
 	h.apply(vs, h.epochAt(now))
 }
 

@@ -137,3 +137,15 @@ func drainAll() {
 		}
 	}
 }
+
+// drainMine applies the current P's ring, so that values a goroutine
+// records directly (UpdateMany) land after those it pushed before.
+func drainMine() {
+	pid := procPin()
+	procUnpin()
+	if rs := rings.Load(); rs != nil && pid < len(*rs) {
+		if r := (*rs)[pid]; r != nil && r.tail.Load() != r.head.Load() {
+			r.drain()
+		}
+	}
+}
