@@ -179,7 +179,8 @@ func (q *qstate) visit(c uint64, i int32, neg, zero bool) bool {
 }
 
 // walk visits a span's buckets in ascending value order: for negative
-// values (neg) that is descending index.
+// values (neg) that is descending index. A block whose total leaves the
+// next rank unreached is skipped in one step.
 func (q *qstate) walk(s *span[uint64], neg bool) bool {
 	n := len(s.dir)
 	for k := range n {
@@ -192,6 +193,14 @@ func (q *qstate) walk(s *span[uint64], neg bool) bool {
 			continue
 		}
 		blk := s.pool[int(p-1)<<blockBits:][:blockLen]
+		var tot uint64
+		for _, c := range blk {
+			tot += c
+		}
+		if q.cum+tot < q.rank {
+			q.cum += tot
+			continue
+		}
 		base := (s.lo + int32(d)) << blockBits
 		for x := range blockLen {
 			if neg {

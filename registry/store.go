@@ -137,6 +137,30 @@ func (s *span[T]) reset() {
 	s.pool = s.pool[:0]
 }
 
+// block returns block b's counters, allocating it (without the caps).
+func (s *span[T]) block(b int32) []T {
+	d := uint32(b - s.lo)
+	if d >= uint32(len(s.dir)) || s.dir[d] == 0 {
+		s.alloc(b<<blockBits, false)
+		d = uint32(b - s.lo)
+	}
+	return s.pool[int(s.dir[d]-1)<<blockBits:][:blockLen]
+}
+
+// addSpan adds src's counts to dst (same schema), a block at a time.
+func addSpan[S, D count](dst *span[D], src *span[S]) {
+	for d, p := range src.dir {
+		if p == 0 {
+			continue
+		}
+		from := src.pool[int(p-1)<<blockBits:][:blockLen]
+		to := dst.block(src.lo + int32(d))
+		for x, c := range from {
+			to[x] += D(c)
+		}
+	}
+}
+
 // iter walks a span's non-zero buckets in increasing index order
 // (decreasing when rev is set) without allocating.
 type iter[T count] struct {
@@ -276,27 +300,17 @@ func (c *cstore) addBucket(i int32, neg bool, n uint64) {
 // addW adds a half-window's counts, which are at the same schema.
 func (c *cstore) addW(w *wstore) {
 	c.zero += w.zero
-	for it := (iter[uint32]{s: &w.pos}); ; {
-		i, n, ok := it.next()
-		if !ok {
-			break
-		}
-		c.addBucket(i, false, uint64(n))
-	}
-	for it := (iter[uint32]{s: &w.neg}); ; {
-		i, n, ok := it.next()
-		if !ok {
-			break
-		}
-		c.addBucket(i, true, uint64(n))
-	}
+	addSpan(&c.pos, &w.pos)
+	addSpan(&c.neg, &w.neg)
 	for k, n := range w.over {
 		c.addBucket(int32(k>>1), k&1 != 0, n)
 	}
 }
 
 func (c *cstore) addC(o *cstore) {
-	c.addCDown(o, 0)
+	c.zero += o.zero
+	addSpan(&c.pos, &o.pos)
+	addSpan(&c.neg, &o.neg)
 }
 
 // addCDown adds o's counts, d schemas finer than c's, lowering them to c's.
