@@ -86,6 +86,7 @@ func TestQuantileAccuracy(t *testing.T) {
 			return 2000 + 100*r.NormFloat64()
 		},
 		"pareto":          func(r *rand.Rand) float64 { return 1 / math.Pow(1-r.Float64(), 1/1.1) },
+		"uniformints":     func(r *rand.Rand) float64 { return float64(1 + r.IntN(1_000_000)) },
 		"range1e-9to1e12": func(r *rand.Rand) float64 { return math.Pow(10, -9+21*r.Float64()) },
 		"negative":        func(r *rand.Rand) float64 { return -1e-3 * math.Exp(2*r.NormFloat64()) },
 		"mixedsigns": func(r *rand.Rand) float64 {
