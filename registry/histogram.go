@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"math"
 	"math/bits"
 	"runtime"
 	"sync"
@@ -296,41 +295,17 @@ func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st in
 	schema := MaxSchema + h.schema
 	d := MaxSchema - schema
 	adj := int32(1)<<d - 1
+	// Two passes, as two tight loops: the buckets (whose rare slow path
+	// is a call, so nothing else should be live across it), then the
+	// moments, in registers.
+	done = w.st.addMany(vs, schema, d, adj)
+	if done < len(vs) {
+		st = recShrink
+	}
 	n, lo, hi, shift, sum, sumsq := w.n, w.min, w.max, w.shift, w.sum, w.sumsq
-	ws := &w.st
-	for i, v := range vs {
+	for _, v := range vs[:done] {
 		if v-v != 0 { // NaN or ±Inf
 			continue
-		}
-		b := math.Float64bits(v)
-		ab := b &^ (1 << 63)
-		if ab <= zeroThresholdBits {
-			ws.zero++
-		} else {
-			m := ab & mantMask
-			t := mantTable[m>>(52-7)]
-			j := int32(t >> 57)
-			if m > t&mantMask {
-				j++
-			}
-			idx := ((int32(ab>>52)-1023)<<6 + j + adj) >> d
-			sp := &ws.pos
-			if b != ab {
-				sp = &ws.neg
-			}
-			k := uint32(idx>>blockBits - sp.lo)
-			var p *uint32
-			if k < uint32(len(sp.dir)) {
-				if x := sp.dir[k]; x != 0 {
-					p = &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
-				}
-			}
-			if p != nil && *p != math.MaxUint32 {
-				*p++
-			} else if !ws.add(b, schema, 1) {
-				w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
-				return i, recShrink
-			}
 		}
 		if n == 0 {
 			shift, lo, hi = v, v, v
@@ -347,8 +322,9 @@ func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st in
 		sumsq += dv * dv
 	}
 	w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
-	return len(vs), st
+	return done, st
 }
+
 
 // retire folds a half-window into the cumulative counts and empties it,
 // keeping its memory, so that rotation does not allocate.

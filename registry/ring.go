@@ -102,7 +102,8 @@ func addRing(pid int) {
 func (r *ring) drain() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	hd, t := r.head.Load(), r.tail.Load()
+	h0, t := r.head.Load(), r.tail.Load()
+	hd := h0
 	for hd != t {
 		// A run: the consecutive entries of one histogram and half-window.
 		e := &r.e[hd&(ringLen-1)]
@@ -116,10 +117,17 @@ func (r *ring) drain() {
 			}
 			buf[n] = e.v
 			n++
-			e.h = nil // the ring keeps no histogram alive
 			hd++
 		}
 		h.apply(buf[:n], ep)
+	}
+	// The ring keeps no histogram alive: clear what was applied (one
+	// bulk clear is cheaper than a nil store per entry).
+	if i, j := h0&(ringLen-1), hd&(ringLen-1); hd-h0 == ringLen || j < i {
+		clear(r.e[i:])
+		clear(r.e[:j])
+	} else {
+		clear(r.e[i:j])
 	}
 	r.head.Store(hd)
 }

@@ -257,6 +257,50 @@ func (w *wstore) add(b uint64, schema int32, n uint32) bool {
 	return true
 }
 
+// addMany counts the finite values of vs at schema (d = MaxSchema-schema,
+// adj = 2^d-1) and returns how many it took: all, unless a value's bucket
+// would pass a cap. The common case, an existing block and no overflow,
+// is written out.
+func (w *wstore) addMany(vs []float64, schema, d, adj int32) int {
+	pos, neg := &w.pos, &w.neg
+	for i, v := range vs {
+		if v-v != 0 { // NaN or ±Inf
+			continue
+		}
+		b := math.Float64bits(v)
+		ab := b &^ (1 << 63)
+		if ab <= zeroThresholdBits {
+			w.zero++
+			continue
+		}
+		m := ab & mantMask
+		t := mantTable[m>>(52-7)]
+		j := int32(t >> 57)
+		if m > t&mantMask {
+			j++
+		}
+		idx := ((int32(ab>>52)-1023)<<6 + j + adj) >> d
+		sp := pos
+		if b != ab {
+			sp = neg
+		}
+		k := uint32(idx>>blockBits - sp.lo)
+		if k < uint32(len(sp.dir)) {
+			if x := sp.dir[k]; x != 0 {
+				p := &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
+				if *p != math.MaxUint32 {
+					*p++
+					continue
+				}
+			}
+		}
+		if !w.add(b, schema, 1) {
+			return i
+		}
+	}
+	return len(vs)
+}
+
 func (w *wstore) spill(i int32, neg bool, c *uint32, n uint32) {
 	if w.over == nil {
 		w.over = map[int64]uint64{}
