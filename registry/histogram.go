@@ -325,7 +325,6 @@ func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st in
 	return done, st
 }
 
-
 // retire folds a half-window into the cumulative counts and empties it,
 // keeping its memory, so that rotation does not allocate.
 func (h *Histogram) retire(w *hwindow) int {
