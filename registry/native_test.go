@@ -63,6 +63,14 @@ func TestIndexIsPrometheusSchema6(t *testing.T) {
 	for range 20000 {
 		check(math.Ldexp(1+rng.Float64(), rng.IntN(400)-200))
 	}
+	// The reported value of a bucket is its middle, through the schema-6
+	// table as through the general formula.
+	for i := int32(-8200); i < 8200; i += 7 {
+		lo, hi := bucketBounds(i, MaxSchema)
+		if m := bucketMid(i, MaxSchema, false); math.Abs(m-(lo+hi)/2) > 1e-15*m || bucketMid(i, MaxSchema, true) != -m {
+			t.Fatalf("bucketMid(%d) = %v, bounds %v %v", i, m, lo, hi)
+		}
+	}
 	// Lower schemas merge buckets pairwise: bucket j holds 2j-1 and 2j.
 	for i := int32(-300); i < 300; i++ {
 		if downIndex(i, 1) != int32(math.Ceil(float64(i)/2)) || downIndex(i, 3) != int32(math.Ceil(float64(i)/8)) {
