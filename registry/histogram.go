@@ -401,21 +401,22 @@ func (h *Histogram) Schema() int32 {
 
 // Count returns the number of values recorded since creation.
 func (h *Histogram) Count() uint64 {
-	n, _ := h.collect(nil, 0, nil)
+	n, _ := h.collect(nil, 0, nil, nil)
 	return n
 }
 
 // Sum returns the sum of the values recorded since creation.
 func (h *Histogram) Sum() float64 {
-	_, sum := h.collect(nil, 0, nil)
+	_, sum := h.collect(nil, 0, nil, nil)
 	return sum
 }
 
 // collect returns the cumulative count and sum; if sk is not nil it folds
-// the half-windows cur-1 and cur into sk, and if all is not nil every
-// bucket count since creation into all. It holds every cell meanwhile, so
-// what it reads is one consistent state.
-func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore) (n uint64, sum float64) {
+// the half-windows cur-1 and cur into sk (and, if out is not nil, fills
+// out's window values from them), and if all is not nil every bucket count
+// since creation into all. It holds every cell meanwhile, so what it reads
+// is one consistent state.
+func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore, out *HistogramSnapshot) (n uint64, sum float64) {
 	drainAll()
 	h.rmu.Lock()
 	defer h.rmu.Unlock()
@@ -428,6 +429,8 @@ func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore) (n uint64, sum f
 	if all != nil {
 		all.addC(&h.cum)
 	}
+	var one *wstore // the only half-window in the window, if so
+	live := 0
 	for _, c := range cs {
 		for i := range c.win {
 			w := &c.win[i]
@@ -440,11 +443,28 @@ func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore) (n uint64, sum f
 				all.addW(&w.st)
 			}
 			if sk != nil && (w.epoch == cur || w.epoch == cur-1) {
-				sk.b.addW(&w.st)
+				if live++; live == 1 && out != nil {
+					one = &w.st // merged below only if another one follows
+				} else {
+					if one != nil {
+						sk.b.addW(one)
+						one = nil
+					}
+					sk.b.addW(&w.st)
+				}
 				mean := w.sum / float64(w.n)
 				m2 := max(w.sumsq-w.sum*mean, 0)
 				sk.mergeMoments(w.n, w.min, w.max, w.shift+mean, m2)
 			}
+		}
+	}
+	if out != nil {
+		out.WindowCount = sk.Count()
+		out.Min, out.Max, out.Mean, out.Stddev = sk.Min(), sk.Max(), sk.Mean(), sk.Stddev()
+		if one != nil {
+			sk.windowQuantiles(one, Quantiles[:], out.Quantiles[:])
+		} else {
+			sk.quantiles(Quantiles[:], out.Quantiles[:])
 		}
 	}
 	return n, sum
@@ -453,7 +473,7 @@ func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore) (n uint64, sum f
 // Sketch returns the values of the current window as a mergeable Sketch.
 func (h *Histogram) Sketch() *Sketch {
 	sk := &Sketch{}
-	h.collect(sk, h.epochAt(nanosOf(h.clock)), nil)
+	h.collect(sk, h.epochAt(nanosOf(h.clock)), nil, nil)
 	return sk
 }
 
@@ -478,8 +498,7 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 func (h *Histogram) snapshotAt(now int64) HistogramSnapshot {
 	sk := sketchPool.Get().(*Sketch)
 	var s HistogramSnapshot
-	s.Count, s.Sum = h.collect(sk, h.epochAt(now), nil)
-	s.fromSketch(sk)
+	s.Count, s.Sum = h.collect(sk, h.epochAt(now), nil, &s)
 	sketchPool.Put(sk)
 	return s
 }
@@ -487,12 +506,6 @@ func (h *Histogram) snapshotAt(now int64) HistogramSnapshot {
 // sketchPool recycles the sketches snapshots merge cells into, so that
 // reading a metric allocates nothing once warmed up.
 var sketchPool = sync.Pool{New: func() any { return new(Sketch) }}
-
-func (s *HistogramSnapshot) fromSketch(sk *Sketch) {
-	s.WindowCount = sk.Count()
-	s.Min, s.Max, s.Mean, s.Stddev = sk.Min(), sk.Max(), sk.Mean(), sk.Stddev()
-	sk.quantiles(Quantiles[:], s.Quantiles[:])
-}
 
 // Kind returns KindHistogram.
 func (h *Histogram) Kind() Kind { return KindHistogram }

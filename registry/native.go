@@ -41,7 +41,7 @@ func (h *Histogram) Native() NativeHistogram {
 func (h *Histogram) NativeInto(dst *NativeHistogram) {
 	sk := sketchPool.Get().(*Sketch)
 	sk.reset(MaxSchema)
-	dst.Count, dst.Sum = h.collect(sk, 0, &sk.b)
+	dst.Count, dst.Sum = h.collect(sk, 0, &sk.b, nil)
 	// collect reset sk to the histogram's schema before filling it.
 	dst.Schema = sk.Schema()
 	dst.ZeroThreshold = ZeroThreshold

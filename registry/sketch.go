@@ -143,10 +143,29 @@ func (s *Sketch) quantiles(qs []float64, out []float64) {
 	}
 	st := qstate{qs: qs, out: out, n: s.n, lo: s.min, hi: s.max, schema: s.Schema()}
 	st.rank = nearestRank(qs[0], s.n)
-	if st.walk(&s.b.neg, true) && st.visit(s.b.zero, 0, false, true) {
-		st.walk(&s.b.pos, false)
+	if walk(&st, &s.b.neg, true) && st.visit(s.b.zero, 0, false, true) {
+		walk(&st, &s.b.pos, false)
 	}
 	for ; st.j < len(qs); st.j++ { // counts lagged the moments
+		out[st.j] = s.max
+	}
+}
+
+// windowQuantiles is quantiles for a sketch whose buckets are exactly one
+// half-window's (the common case of a read): the window is walked where it
+// is, without merging it into the sketch first. The caller holds its lock.
+func (s *Sketch) windowQuantiles(w *wstore, qs []float64, out []float64) {
+	if s.n == 0 || len(w.over) != 0 { // spilled counts: merge as usual
+		s.b.addW(w)
+		s.quantiles(qs, out)
+		return
+	}
+	st := qstate{qs: qs, out: out, n: s.n, lo: s.min, hi: s.max, schema: s.Schema()}
+	st.rank = nearestRank(qs[0], s.n)
+	if walk(&st, &w.neg, true) && st.visit(w.zero, 0, false, true) {
+		walk(&st, &w.pos, false)
+	}
+	for ; st.j < len(qs); st.j++ {
 		out[st.j] = s.max
 	}
 }
@@ -181,7 +200,7 @@ func (q *qstate) visit(c uint64, i int32, neg, zero bool) bool {
 // walk visits a span's buckets in ascending value order: for negative
 // values (neg) that is descending index. A block whose total leaves the
 // next rank unreached is skipped in one step.
-func (q *qstate) walk(s *span[uint64], neg bool) bool {
+func walk[T count](q *qstate, s *span[T], neg bool) bool {
 	n := len(s.dir)
 	for k := range n {
 		d := k
@@ -195,7 +214,7 @@ func (q *qstate) walk(s *span[uint64], neg bool) bool {
 		blk := s.pool[int(p-1)<<blockBits:][:blockLen]
 		var tot uint64
 		for _, c := range blk {
-			tot += c
+			tot += uint64(c)
 		}
 		if q.cum+tot < q.rank {
 			q.cum += tot
@@ -206,7 +225,7 @@ func (q *qstate) walk(s *span[uint64], neg bool) bool {
 			if neg {
 				x = blockLen - 1 - x
 			}
-			if c := blk[x]; c != 0 && !q.visit(c, base+int32(x), neg, false) {
+			if c := uint64(blk[x]); c != 0 && !q.visit(c, base+int32(x), neg, false) {
 				return false
 			}
 		}
