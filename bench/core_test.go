@@ -306,3 +306,15 @@ func BenchmarkCreate10kTimers(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkHistogramUpdateMany records the 1024 log-normal values with one
+// UpdateMany call per op; cpu-ns/op / 1024 is the cost per value of the
+// loop every value goes through.
+func BenchmarkHistogramUpdateMany(b *testing.B) {
+	th := registry.New().Histogram("h")
+	var values [1024]float64
+	for i, d := range coreLatencies {
+		values[i] = d.Seconds()
+	}
+	b.Run("lib=tapes", func(b *testing.B) { coreSeq(b, func(int) { th.UpdateMany(values[:]) }) })
+}

@@ -40,3 +40,32 @@ func mustPanic(t *testing.T, f func()) (msg string) {
 	f()
 	return ""
 }
+
+// bucket is one non-empty bucket of a sketch: sign -1, 0 (zero bucket), 1.
+type bucket struct {
+	sign int
+	i    int32
+	c    uint64
+}
+
+func sketchBuckets(s *Sketch) []bucket {
+	var out []bucket
+	for it := (iter[uint64]{s: &s.b.neg}); ; {
+		i, c, ok := it.next()
+		if !ok {
+			break
+		}
+		out = append(out, bucket{-1, i, c})
+	}
+	if s.b.zero != 0 {
+		out = append(out, bucket{0, 0, s.b.zero})
+	}
+	for it := (iter[uint64]{s: &s.b.pos}); ; {
+		i, c, ok := it.next()
+		if !ok {
+			break
+		}
+		out = append(out, bucket{1, i, c})
+	}
+	return out
+}

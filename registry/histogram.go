@@ -1,18 +1,18 @@
 package registry
 
 import (
-	"maps"
-	"math"
+	"math/bits"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
-// Histogram summarises a stream of float64 values: a cumulative count and
-// sum, and min, max, mean, standard deviation and quantiles over a recent
-// window.
+// Histogram summarises a stream of float64 values: cumulative bucket counts,
+// count and sum (since creation, in the Prometheus native-histogram / OTLP
+// exponential-histogram layout, see Native), and min, max, mean, standard
+// deviation and quantiles over a recent window.
 //
 // Stats leaf:
 //
@@ -21,77 +21,69 @@ import (
 //
 // The zero value is a usable histogram with the default 5-minute window.
 //
-// Quantiles come from log-linear buckets (see Sketch): within 0.78% of the
-// nearest-rank quantile for |values| from 2^-64 to 2^64, whatever the
-// distribution. Count, sum, mean, min, max and stddev are exact (up to
-// float64 rounding). NaN and ±Inf are ignored (not counted). Values are kept in
-// two half-windows; what is reported covers the last window/2 to window of
+// Quantiles are the midpoints of schema-6 buckets (64 per power of two):
+// within RelativeError (0.54%) of the nearest-rank quantile whatever the
+// distribution, as long as the histogram's buckets stay under the caps
+// (4096 buckets in use per half-window, see docs/core.md); past them it
+// lowers its schema and the bound becomes RelativeErrorAt(Schema()).
+// Count, sum, mean, min, max and stddev are exact (up to float64 rounding).
+// NaN and ±Inf are ignored (not counted). Values are kept in two
+// half-windows; what is reported covers the last window/2 to window of
 // time, and once a whole window passes without events everything but count
 // reads 0, so values neither freeze nor go stale.
 //
-// Performance tip: each P (GOMAXPROCS slot) that records gets its own shard,
-// written only by that P with plain stores, so Update
-// scales across cores without contended cache lines. Memory grows with the
-// number of Ps that recorded and the range of values seen: about 512 bytes
-// per power of two of range per shard (a timer that saw 1 µs to 10 s holds
-// ~13 KiB per P that recorded, see Bytes) and never with the number of
-// observations.
+// Performance tip: a histogram starts with one cell (a lock word and two
+// sparse half-windows) whatever GOMAXPROCS is, and grows more cells, up to
+// 4, only when writers on different cores collide on its lock, so memory is
+// proportional to the buckets in use, not to cores or the range of values.
 type Histogram struct {
 	clock  Clock
 	window time.Duration
 
-	epoch  atomic.Int64 // current half-window number (>= 1); 0 before first use
-	shards atomic.Pointer[[]*hshard]
-	mu     sync.Mutex // guards shard creation
+	epoch  atomic.Int64            // current half-window number (>= 1); 0 before first use
+	cells  atomic.Pointer[[]*cell] // nil until writers collide; then cells[0] is &base
+	schema int32                   // changed only with every cell locked (see shrink)
+
+	rmu  sync.Mutex // serialises readers, cell growth and shrinks
+	cmu  sync.Mutex // guards the cumulative part below (taken after a cell)
+	cum  cstore     // counts of retired half-windows
+	cumN uint64
+	cumS float64
+	one  [1]*cell // lockAll's cell list before cells grow, so reads do not allocate
+
+	base cell
 }
 
-// hshard is one P's part of a histogram. Only the goroutine that has that P
-// pinned writes it, so every field is updated with a load and a store, no
-// read-modify-write, and the stores on the record path are plain ones (see
-// stRelaxed): a Go atomic store on amd64 is a locked XCHG, which made three
-// of them the bulk of the record cost. The window count is the sum of the
-// buckets; the cumulative count and sum are the retired half-windows plus
-// the live ones, so neither costs a store per event.
-type hshard struct {
-	_      [64]byte // keep other allocations off the written lines
-	win    [2]hwindow
-	retN   atomic.Uint64 // values of the half-windows reset so far
-	retSum atomic.Uint64 // float64 bits: their sum
-	spills atomic.Uint64 // sequence lock around spill: odd while one runs
-	_      [64]byte
+// cell is one lockable part of a histogram. A writer takes its lock word
+// with one CAS (lkWriter) and updates the half-window with plain loads and
+// stores; readers and shrinks take every cell (lkExcl).
+type cell struct {
+	lk  atomic.Uint32
+	win [2]hwindow
 }
 
-// Half-window states besides its epoch number.
 const (
-	epochUnused    = 0
-	epochResetting = -1
+	lkFree   = 0
+	lkWriter = 1
+	lkExcl   = 2
 )
 
-// hwindow is one half-window of one shard. Readers use epoch as a sequence
-// lock around reset: it is epochResetting while the writer retires and
-// clears the half-window, and never takes the same positive value twice.
+// Half-window moments: shifted by the first value for precision, so that
+// 1e6 + U(0,1) keeps its 0.29 stddev.
 type hwindow struct {
-	epoch atomic.Int64
-	shift atomic.Uint64 // float64 bits: first value (NaN before it), subtracted from sum for precision
-	sum   atomic.Uint64 // float64 bits: Σ(v-shift)
-	sumsq atomic.Uint64 // float64 bits: Σ(v-shift)², for an exact variance
-	min   atomic.Uint64 // float64 bits: +Inf when empty
-	max   atomic.Uint64 // float64 bits: -Inf when empty
-	b     atomic.Pointer[buckets]
-	over  atomic.Pointer[map[int]uint64] // bucket key -> counts past the uint32 (see spill)
+	epoch int64
+	n     uint64
+	shift float64
+	sum   float64 // Σ(v-shift)
+	sumsq float64 // Σ(v-shift)²
+	min   float64
+	max   float64
+	st    wstore
 }
 
-// buckets holds a half-window's counts as uint32s: half the memory of
-// uint64s, which keeps a timer that saw 1 µs to 10 s under 32 KiB with two
-// Ps recording. A bucket that reaches 2^32 in one half-window (4 billion
-// values on one P within minutes) spills into hwindow.over.
-type buckets struct {
-	lo int
-	c  []atomic.Uint32
-}
-
-func ld(a *atomic.Uint64) float64    { return math.Float64frombits(a.Load()) }
-func st(a *atomic.Uint64, v float64) { a.Store(math.Float64bits(v)) }
+// maxCells bounds the cells of one histogram: more cores than that share
+// cells (trying each in turn), so memory never grows with the core count.
+var maxCells = min(4, 1<<bits.Len(uint(max(runtime.NumCPU(), 2)-1)))
 
 // Update records v.
 func (h *Histogram) Update(v float64) {
@@ -103,15 +95,8 @@ func (h *Histogram) Update(v float64) {
 
 // record is the whole record path of Histogram.Update and Timer.Update
 // (which passes its rates to tick). It calls nanosOf and epochAt only when
-// their inlinable fast paths say so: the compiler inlines neither, and the
-// calls cost ~3 ns of a 16 ns Timer.Update (15.9 -> 13.2 ns when the fast
-// paths were added).
+// their inlinable fast paths say so: the compiler inlines neither.
 func (h *Histogram) record(v float64, r *rates) {
-	// begin, written out: the compiler does not inline it, and calling it
-	// here made Timer.Update 11.8 -> 13.1 ns in a later run (benchstat, 6
-	// interleaved runs). Keep the two in step. pinned stays a call (not
-	// inlined either): that measured no difference, 12.46 vs 12.55 ns,
-	// p=0.24.
 	now, ok := nanosFast(h.clock)
 	if !ok {
 		now = nanosOf(h.clock)
@@ -123,14 +108,113 @@ func (h *Histogram) record(v float64, r *rates) {
 	if !ok {
 		ep = h.epochAt(now)
 	}
-	h.pinned().record(v, ep)
-	procUnpin()
+	if !push(h, v, ep) {
+		pushSlow(h, v, ep)
+	}
 }
 
-// begin is what record and recordMany do before they pin a shard: read
-// the clock, let a timer's rates tick, and find the half-window. record
-// writes the same steps out for speed; a change here belongs there too.
-func (h *Histogram) begin(r *rates) (ep int64) {
+// Outcomes of cell.record.
+const (
+	recOK     = iota
+	recShrink // not recorded: the value's bucket would pass a cap
+	recCum    // recorded, and the cumulative counts passed a cap
+)
+
+// apply records vs (finite values) into a cell, taking its lock once per
+// manyChunk values: what a ring's drain and UpdateMany do.
+func (h *Histogram) apply(vs []float64, ep int64) {
+	for len(vs) > 0 {
+		part := vs[:min(len(vs), manyChunk)]
+		c := &h.base
+		if h.cells.Load() != nil || !c.lk.CompareAndSwap(lkFree, lkWriter) {
+			c = h.lockSlow()
+		}
+		done, st := c.recordMany(h, part, ep)
+		unlock(&c.lk)
+		if st != recOK {
+			h.shrink(st == recShrink)
+		}
+		vs = vs[done:]
+	}
+}
+
+// lockSlow returns a cell locked for writing. Collisions between writers
+// (lkWriter seen) are what grows cells, as Java's Striped64 grows on CAS
+// failures: an uncontended histogram keeps one cell on any core count.
+// Readers hold cells only for microseconds, so they are waited for.
+func (h *Histogram) lockSlow() *cell {
+	for spin := 0; ; spin++ {
+		cs := h.cells.Load()
+		if cs == nil {
+			switch h.base.lk.Load() {
+			case lkFree:
+				if h.base.lk.CompareAndSwap(lkFree, lkWriter) {
+					return &h.base
+				}
+				continue
+			case lkWriter:
+				h.grow(1)
+				continue
+			}
+		} else {
+			n := len(*cs)
+			pid := procPin()
+			procUnpin()
+			i := pid & (n - 1)
+			for k := range n {
+				if c := (*cs)[(i+k)&(n-1)]; c.lk.CompareAndSwap(lkFree, lkWriter) {
+					return c
+				}
+			}
+			if (*cs)[i].lk.Load() == lkWriter && n < maxCells {
+				h.grow(n)
+				continue
+			}
+		}
+		if spin > 3 {
+			runtime.Gosched() // a reader, or more writers than cells
+		}
+	}
+}
+
+// grow doubles the cells if there are still n of them.
+func (h *Histogram) grow(n int) {
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	old := h.cells.Load()
+	if old == nil && n != 1 || old != nil && len(*old) != n {
+		return
+	}
+	cs := make([]*cell, 2*n)
+	if old == nil {
+		cs[0] = &h.base
+	} else {
+		copy(cs, *old)
+	}
+	for i := range cs {
+		if cs[i] == nil {
+			cs[i] = new(cell)
+		}
+	}
+	h.cells.Store(&cs)
+}
+
+// UpdateMany records every value of vs, as Update does for each (NaN and
+// ±Inf are ignored), at one instant.
+//
+// Performance tip: a caller that holds many values at once (a drain loop,
+// a plugin's batch) pays the clock read, the half-window lookup and the
+// lock once per call (per 256 values) instead of once per value.
+func (h *Histogram) UpdateMany(vs []float64) { h.recordMany(vs, nil) }
+
+// manyChunk bounds how many values apply records under one lock hold, so
+// that other writers and readers wait at most a few microseconds.
+const manyChunk = 256
+
+func (h *Histogram) recordMany(vs []float64, r *rates) {
+	if len(vs) == 0 {
+		return
+	}
 	now, ok := nanosFast(h.clock)
 	if !ok {
 		now = nanosOf(h.clock)
@@ -138,54 +222,8 @@ func (h *Histogram) begin(r *rates) (ep int64) {
 	if r != nil && r.due(now) {
 		r.tick(now, int64(h.Count()))
 	}
-	ep, ok = h.epochFast(now)
-	if !ok {
-		ep = h.epochAt(now)
-	}
-	return ep
-}
-
-// pinned pins the P and returns its shard, creating it on first use; the
-// caller records and then calls procUnpin.
-func (h *Histogram) pinned() *hshard {
-	for {
-		pid := procPin()
-		if sh := h.shards.Load(); sh != nil && pid < len(*sh) {
-			if s := (*sh)[pid]; s != nil {
-				return s
-			}
-		}
-		procUnpin()
-		h.addShard(pid)
-	}
-}
-
-// UpdateMany records every value of vs, as Update does for each (NaN and
-// ±Inf are ignored), at one instant.
-//
-// Performance tip: a caller that holds many values at once (a drain loop,
-// a plugin's batch) pays the clock read and the half-window lookup once per
-// call and the P pin once per 256 values instead of each once per value,
-// and the moments are kept in registers.
-func (h *Histogram) UpdateMany(vs []float64) { h.recordMany(vs, nil) }
-
-// manyChunk bounds how many values recordMany records with the P pinned: a
-// pinned goroutine cannot be preempted, so a long slice is taken in slices
-// of this size (each well under a microsecond).
-const manyChunk = 256
-
-// recordMany is record for a slice of values.
-func (h *Histogram) recordMany(vs []float64, r *rates) {
-	if len(vs) == 0 {
-		return
-	}
-	ep := h.begin(r)
-	for len(vs) > 0 {
-		part := vs[:min(len(vs), manyChunk)]
-		vs = vs[len(part):]
-		h.pinned().recordMany(part, ep)
-		procUnpin()
-	}
+	drainMine()
+	h.apply(vs, h.epochAt(now))
 }
 
 // epochFast is epochAt's common case (now is in the current half-window),
@@ -221,310 +259,221 @@ func (h *Histogram) epochAt(now int64) int64 {
 	}
 }
 
-func (h *Histogram) addShard(pid int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var old []*hshard
-	if p := h.shards.Load(); p != nil {
-		old = *p
+// window returns the half-window for ep, retiring what it held before.
+func (c *cell) window(h *Histogram, ep int64) (w *hwindow, st int) {
+	w = &c.win[ep&1]
+	if w.epoch < ep { // a stale ep (< epoch) records into the newer half-window
+		st = h.retire(w)
+		w.epoch = ep
 	}
-	if pid < len(old) && old[pid] != nil {
-		return
-	}
-	n := max(len(old), pid+1, runtime.GOMAXPROCS(0))
-	s := make([]*hshard, n)
-	copy(s, old)
-	s[pid] = new(hshard)
-	h.shards.Store(&s)
+	return w, st
 }
 
-// record runs with the P pinned: this goroutine is the shard's only writer.
-func (s *hshard) record(v float64, ep int64) {
-	w := &s.win[ep&1]
-	if w.epoch.Load() < ep { // a stale ep (< epoch) records into the newer half-window
-		s.reset(w, ep)
+func (w *hwindow) add(v float64) {
+	if w.n == 0 {
+		w.shift, w.min, w.max = v, v, v
 	}
-	k := bucketKey(v)
-	b := w.b.Load()
-	if b == nil || uint(k-b.lo) >= uint(len(b.c)) {
-		b = w.grow(b, k)
+	w.n++
+	if v < w.min {
+		w.min = v
 	}
-	// Moments before the bucket: a reader that sees the bucket count sees
-	// a min, max and shift that include the value (stores are not
-	// reordered on amd64; elsewhere a reader may be one value behind).
-	if v < ld(&w.min) {
-		stRelaxed(&w.min, math.Float64bits(v))
+	if v > w.max {
+		w.max = v
 	}
-	if v > ld(&w.max) {
-		stRelaxed(&w.max, math.Float64bits(v))
-	}
-	shift := ld(&w.shift)
-	if shift != shift {
-		shift = v
-		stRelaxed(&w.shift, math.Float64bits(v))
-	}
-	d := v - shift
-	stRelaxed(&w.sum, math.Float64bits(ld(&w.sum)+d))
-	stRelaxed(&w.sumsq, math.Float64bits(ld(&w.sumsq)+d*d))
-	c := &b.c[k-b.lo]
-	if n := c.Load(); n != math.MaxUint32 {
-		stRelaxed32(c, n+1)
-		return
-	}
-	s.spill(w, k, c)
+	d := v - w.shift
+	w.sum += d
+	w.sumsq += d * d
 }
 
-// recordMany is record for several values: the moments of all of them are
-// stored first, then their buckets, so that a reader that sees a bucket
-// count sees moments that include its value, as with record.
-func (s *hshard) recordMany(vs []float64, ep int64) {
-	w := &s.win[ep&1]
-	if w.epoch.Load() < ep {
-		s.reset(w, ep)
+// recordMany records a prefix of vs and returns its length: all of vs
+// unless a value's bucket would pass a cap (recShrink). It is the loop
+// every value goes through (a ring's drain, UpdateMany), so the common
+// case is written out: the bucket's block exists and its count does not
+// overflow, and the moments stay in registers.
+func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st int) {
+	w, st := c.window(h, ep)
+	schema := MaxSchema + h.schema
+	d := MaxSchema - schema
+	adj := int32(1)<<d - 1
+	// Two passes, as two tight loops: the buckets (whose rare slow path
+	// is a call, so nothing else should be live across it), then the
+	// moments, in registers.
+	done = w.st.addMany(vs, schema, d, adj)
+	if done < len(vs) {
+		st = recShrink
 	}
-	lo, hi, shift := ld(&w.min), ld(&w.max), ld(&w.shift)
-	sum, sumsq := ld(&w.sum), ld(&w.sumsq)
-	n := 0
-	for _, v := range vs {
+	n, lo, hi, shift, sum, sumsq := w.n, w.min, w.max, w.shift, w.sum, w.sumsq
+	for _, v := range vs[:done] {
 		if v-v != 0 { // NaN or ±Inf
 			continue
 		}
-		if shift != shift {
-			shift = v
+		if n == 0 {
+			shift, lo, hi = v, v, v
 		}
+		n++
 		if v < lo {
 			lo = v
 		}
 		if v > hi {
 			hi = v
 		}
-		d := v - shift
-		sum += d
-		sumsq += d * d
-		n++
+		dv := v - shift
+		sum += dv
+		sumsq += dv * dv
 	}
-	if n == 0 {
-		return
-	}
-	stRelaxed(&w.min, math.Float64bits(lo))
-	stRelaxed(&w.max, math.Float64bits(hi))
-	stRelaxed(&w.shift, math.Float64bits(shift))
-	stRelaxed(&w.sum, math.Float64bits(sum))
-	stRelaxed(&w.sumsq, math.Float64bits(sumsq))
-	b := w.b.Load()
-	for _, v := range vs {
-		if v-v != 0 {
-			continue
-		}
-		k := bucketKey(v)
-		if b == nil || uint(k-b.lo) >= uint(len(b.c)) {
-			b = w.grow(b, k)
-		}
-		c := &b.c[k-b.lo]
-		if x := c.Load(); x != math.MaxUint32 {
-			stRelaxed32(c, x+1)
-			continue
-		}
-		s.spill(w, k, c)
-	}
+	w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
+	return done, st
 }
 
-// spill moves a full bucket's 2^32 values (the one being recorded included)
-// into the half-window's overflow map, copied on write so that readers never
-// see it change; readers retry when the spill sequence moves under them.
-func (s *hshard) spill(w *hwindow, k int, c *atomic.Uint32) {
-	s.spills.Add(1)
-	m := make(map[int]uint64)
-	if old := w.over.Load(); old != nil {
-		maps.Copy(m, *old)
+// retire folds a half-window into the cumulative counts and empties it,
+// keeping its memory, so that rotation does not allocate.
+func (h *Histogram) retire(w *hwindow) int {
+	st := recOK
+	if w.n != 0 {
+		h.cmu.Lock()
+		h.cum.addW(&w.st)
+		h.cumN += w.n
+		h.cumS += w.sum + float64(w.n)*w.shift
+		if h.cum.capped() {
+			st = recCum
+		}
+		h.cmu.Unlock()
 	}
-	m[k] += 1 << 32
-	w.over.Store(&m)
-	c.Store(0)
-	s.spills.Add(1)
+	w.st.reset()
+	w.n, w.sum, w.sumsq = 0, 0, 0
+	return st
 }
 
-// reset retires a half-window into the shard's cumulative count and sum and
-// empties it for epoch ep, keeping its bucket memory so that rotation does
-// not allocate.
-func (s *hshard) reset(w *hwindow, ep int64) {
-	w.epoch.Store(epochResetting)
-	if b := w.b.Load(); b != nil {
-		var n uint64
-		for i := range b.c {
-			if c := b.c[i].Load(); c != 0 {
-				n += uint64(c)
-				b.c[i].Store(0)
-			}
-		}
-		if m := w.over.Load(); m != nil {
-			for _, c := range *m {
-				n += c
-			}
-			w.over.Store(nil)
-		}
-		if n != 0 {
-			s.retN.Store(s.retN.Load() + n)
-			st(&s.retSum, ld(&s.retSum)+ld(&w.sum)+float64(n)*ld(&w.shift))
-		}
+// lockAll takes every cell exclusively and the cumulative counts; the
+// caller holds rmu. Writers wait (see lockSlow) while it holds them.
+func (h *Histogram) lockAll() []*cell {
+	h.one[0] = &h.base
+	cs := h.one[:]
+	if p := h.cells.Load(); p != nil {
+		cs = *p
 	}
-	st(&w.shift, math.NaN())
-	st(&w.min, math.Inf(1))
-	st(&w.max, math.Inf(-1))
-	w.sum.Store(0)
-	w.sumsq.Store(0)
-	w.epoch.Store(ep)
-}
-
-// grow returns a bucket array covering k and the old range, copied from b.
-// It over-allocates one power of two on the growing side so that a value
-// range widening one bucket at a time does not copy every time, and uses
-// whatever the allocator's size class adds on top, so Bytes is exact.
-func (w *hwindow) grow(b *buckets, k int) *buckets {
-	lo, hi := k-subCount/2, k+subCount/2-1
-	down := false
-	if b != nil {
-		lo, hi = min(k, b.lo), max(k, b.lo+len(b.c)-1)
-		if down = k < b.lo; down {
-			lo -= subCount
-		} else {
-			hi += subCount
-		}
-	}
-	lo, hi = max(lo, -posBuckets), min(hi, posBuckets)
-	c := slices.Grow([]atomic.Uint32(nil), hi-lo+1)
-	c = c[:cap(c)]
-	if down {
-		lo = max(hi-len(c)+1, -posBuckets)
-	}
-	nb := &buckets{lo: lo, c: c}
-	if b != nil {
-		for i := range b.c {
-			if v := b.c[i].Load(); v != 0 {
-				nb.c[b.lo+i-lo].Store(v)
+	for _, c := range cs {
+		for spin := 0; !c.lk.CompareAndSwap(lkFree, lkExcl); spin++ {
+			if spin > 3 {
+				runtime.Gosched()
 			}
 		}
 	}
-	w.b.Store(nb)
-	return nb
+	h.cmu.Lock()
+	return cs
+}
+
+func (h *Histogram) unlockAll(cs []*cell) {
+	h.cmu.Unlock()
+	for _, c := range cs {
+		c.lk.Store(lkFree)
+	}
+}
+
+// shrink lowers the schema by one (when force: a value did not fit) and
+// then as long as a store is past a cap, re-bucketing every store, so that
+// memory stays bounded whatever the values; the quantile error bound
+// doubles with each step (RelativeErrorAt).
+func (h *Histogram) shrink(force bool) {
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	cs := h.lockAll()
+	defer h.unlockAll(cs)
+	for (force || h.cum.capped()) && h.schema > MinSchema-MaxSchema {
+		force = false
+		h.cum.downscale(1)
+		for _, c := range cs {
+			for i := range c.win {
+				c.win[i].st.downscale(1)
+			}
+		}
+		h.schema--
+	}
+}
+
+// Schema returns the histogram's bucket schema: MaxSchema unless its
+// buckets passed the caps.
+func (h *Histogram) Schema() int32 {
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	return MaxSchema + h.schema
 }
 
 // Count returns the number of values recorded since creation.
 func (h *Histogram) Count() uint64 {
-	n, _ := h.collect(nil, 0)
+	n, _ := h.collect(nil, 0, nil, nil)
 	return n
 }
 
 // Sum returns the sum of the values recorded since creation.
 func (h *Histogram) Sum() float64 {
-	_, sum := h.collect(nil, 0)
+	_, sum := h.collect(nil, 0, nil, nil)
 	return sum
 }
 
-// collect returns the cumulative count and sum and, if sk is not nil, folds
-// the half-windows cur-1 and cur into sk. Reading a shard while its writer
-// resets a half-window starts the whole collection over: resets happen once
-// per half-window per shard and take microseconds, so this is rare.
-func (h *Histogram) collect(sk *Sketch, cur int64) (n uint64, sum float64) {
+// collect returns the cumulative count and sum; if sk is not nil it folds
+// the half-windows cur-1 and cur into sk (and, if out is not nil, fills
+// out's window values from them), and if all is not nil every bucket count
+// since creation into all. It holds every cell meanwhile, so what it reads
+// is one consistent state.
+func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore, out *HistogramSnapshot) (n uint64, sum float64) {
+	drainAll()
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	cs := h.lockAll()
+	defer h.unlockAll(cs)
 	if sk != nil {
-		sk.reset()
+		sk.reset(MaxSchema + h.schema)
 	}
-	p := h.shards.Load()
-	if p == nil {
-		return 0, 0
+	n, sum = h.cumN, h.cumS
+	if all != nil {
+		all.addC(&h.cum)
 	}
-	for attempt := 0; ; attempt++ {
-		n, sum = 0, 0
-		if sk != nil {
-			sk.reset()
-		}
-		ok := true
-		for _, s := range *p {
-			if s == nil {
+	var one *wstore // the only half-window in the window, if so
+	live := 0
+	for _, c := range cs {
+		for i := range c.win {
+			w := &c.win[i]
+			if w.n == 0 {
 				continue
 			}
-			sn, ssum, sok := s.read(sk, cur)
-			if !sok && attempt < 100 {
-				ok = false
-				break
+			n += w.n
+			sum += w.sum + float64(w.n)*w.shift
+			if all != nil {
+				all.addW(&w.st)
 			}
-			n, sum = n+sn, sum+ssum
-		}
-		if ok {
-			return n, sum
-		}
-		runtime.Gosched()
-	}
-}
-
-// read is collect for one shard; ok is false if a reset ran meanwhile.
-func (s *hshard) read(sk *Sketch, cur int64) (n uint64, sum float64, ok bool) {
-	sp := s.spills.Load()
-	e0, e1 := s.win[0].epoch.Load(), s.win[1].epoch.Load()
-	if e0 == epochResetting || e1 == epochResetting || sp&1 != 0 {
-		return 0, 0, false
-	}
-	n, sum = s.retN.Load(), ld(&s.retSum)
-	for i, e := range [2]int64{e0, e1} {
-		into := sk
-		if e != cur && e != cur-1 {
-			into = nil
-		}
-		wn, wsum := s.win[i].read(into)
-		n, sum = n+wn, sum+wsum
-	}
-	ok = s.win[0].epoch.Load() == e0 && s.win[1].epoch.Load() == e1 && s.spills.Load() == sp
-	return n, sum, ok
-}
-
-// read returns the half-window's count and sum and, if sk is not nil, adds
-// its buckets and moments to sk.
-func (w *hwindow) read(sk *Sketch) (n uint64, sum float64) {
-	b := w.b.Load()
-	if b == nil {
-		return 0, 0
-	}
-	if sk != nil {
-		sk.grow(b.lo)
-		sk.grow(b.lo + len(b.c) - 1)
-		dst := sk.counts[b.lo-sk.lo:]
-		dst = dst[:len(b.c)]
-		for i := range b.c {
-			c := uint64(b.c[i].Load())
-			dst[i] += c
-			n += c
-		}
-	} else {
-		for i := range b.c {
-			n += uint64(b.c[i].Load())
-		}
-	}
-	if m := w.over.Load(); m != nil {
-		for k, c := range *m {
-			if sk != nil {
-				sk.grow(k)
-				sk.counts[k-sk.lo] += c
+			if sk != nil && (w.epoch == cur || w.epoch == cur-1) {
+				if live++; live == 1 && out != nil {
+					one = &w.st // merged below only if another one follows
+				} else {
+					if one != nil {
+						sk.b.addW(one)
+						one = nil
+					}
+					sk.b.addW(&w.st)
+				}
+				mean := w.sum / float64(w.n)
+				m2 := max(w.sumsq-w.sum*mean, 0)
+				sk.mergeMoments(w.n, w.min, w.max, w.shift+mean, m2)
 			}
-			n += c
 		}
 	}
-	if n == 0 {
-		return 0, 0
+	if out != nil {
+		out.WindowCount = sk.Count()
+		out.Min, out.Max, out.Mean, out.Stddev = sk.Min(), sk.Max(), sk.Mean(), sk.Stddev()
+		if one != nil {
+			sk.windowQuantiles(one, Quantiles[:], out.Quantiles[:])
+		} else {
+			sk.quantiles(Quantiles[:], out.Quantiles[:])
+		}
 	}
-	shift, wsum := ld(&w.shift), ld(&w.sum)
-	if sk != nil {
-		mean := wsum / float64(n)
-		m2 := max(ld(&w.sumsq)-wsum*mean, 0) // >= 0 even when read mid-update
-		sk.mergeMoments(n, ld(&w.min), ld(&w.max), shift+mean, m2)
-	}
-	return n, wsum + float64(n)*shift
+	return n, sum
 }
 
 // Sketch returns the values of the current window as a mergeable Sketch.
 func (h *Histogram) Sketch() *Sketch {
 	sk := &Sketch{}
-	h.collect(sk, h.epochAt(nanosOf(h.clock)))
-	sk.trim()
+	h.collect(sk, h.epochAt(nanosOf(h.clock)), nil, nil)
 	return sk
 }
 
@@ -549,21 +498,14 @@ func (h *Histogram) Snapshot() HistogramSnapshot {
 func (h *Histogram) snapshotAt(now int64) HistogramSnapshot {
 	sk := sketchPool.Get().(*Sketch)
 	var s HistogramSnapshot
-	s.Count, s.Sum = h.collect(sk, h.epochAt(now))
-	s.fromSketch(sk)
+	s.Count, s.Sum = h.collect(sk, h.epochAt(now), nil, &s)
 	sketchPool.Put(sk)
 	return s
 }
 
-// sketchPool recycles the dense bucket arrays snapshots merge shards into,
-// so that reading a metric allocates nothing once warmed up.
+// sketchPool recycles the sketches snapshots merge cells into, so that
+// reading a metric allocates nothing once warmed up.
 var sketchPool = sync.Pool{New: func() any { return new(Sketch) }}
-
-func (s *HistogramSnapshot) fromSketch(sk *Sketch) {
-	s.WindowCount = sk.Count()
-	s.Min, s.Max, s.Mean, s.Stddev = sk.Min(), sk.Max(), sk.Mean(), sk.Stddev()
-	sk.quantiles(Quantiles[:], s.Quantiles[:])
-}
 
 // Kind returns KindHistogram.
 func (h *Histogram) Kind() Kind { return KindHistogram }
@@ -586,33 +528,31 @@ func (s HistogramSnapshot) stats(into map[string]any) map[string]any {
 }
 
 // Bytes returns the memory the histogram holds, for capacity planning: the
-// histogram, its shard table, its shards and their bucket arrays (whose
-// capacities are the allocator's size classes, see grow).
+// histogram with its first cell, further cells, and their bucket blocks
+// and directories (capacities, as allocated).
 func (h *Histogram) Bytes() int {
-	n := int(unsafeSizeofHistogram)
-	if p := h.shards.Load(); p != nil {
-		n += 8 * cap(*p)
+	drainAll()
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	cs := h.lockAll()
+	defer h.unlockAll(cs)
+	n := int(unsafe.Sizeof(*h)) + h.cum.bytes()
+	if len(cs) > 1 {
+		n += 8*cap(cs) + int(unsafe.Sizeof(cell{}))*(len(cs)-1)
 	}
-	h.eachShard(func(s *hshard) {
-		n += int(unsafeSizeofShard)
-		for i := range s.win {
-			if b := s.win[i].b.Load(); b != nil {
-				n += int(unsafeSizeofBuckets) + 4*cap(b.c)
-			}
-			if m := s.win[i].over.Load(); m != nil {
-				n += 64 * len(*m) // a map entry and its share of the buckets, roughly
-			}
+	for _, c := range cs {
+		for i := range c.win {
+			n += c.win[i].st.bytes()
 		}
-	})
+	}
 	return n
 }
 
-func (h *Histogram) eachShard(f func(*hshard)) {
-	if p := h.shards.Load(); p != nil {
-		for _, s := range *p {
-			if s != nil {
-				f(s)
-			}
-		}
+// Cells returns how many cells the histogram has grown (1 until writers on
+// different cores collided on it).
+func (h *Histogram) Cells() int {
+	if p := h.cells.Load(); p != nil {
+		return len(*p)
 	}
+	return 1
 }

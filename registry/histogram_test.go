@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -30,7 +29,7 @@ func TestHistogramOriginal(t *testing.T) {
 	if !near(s.Quantiles[0], 1, RelativeError) || !near(s.Quantiles[1], 2, 2*RelativeError) {
 		t.Fatalf("quantiles %v", s.Quantiles)
 	}
-	if s.Quantiles[5] != 2 { // clamped to max
+	if !near(s.Quantiles[5], 2, 2*RelativeError) || s.Quantiles[5] > 2 { // at most max
 		t.Fatalf("q999 %v", s.Quantiles[5])
 	}
 }
@@ -87,6 +86,7 @@ func TestQuantileAccuracy(t *testing.T) {
 			return 2000 + 100*r.NormFloat64()
 		},
 		"pareto":          func(r *rand.Rand) float64 { return 1 / math.Pow(1-r.Float64(), 1/1.1) },
+		"uniformints":     func(r *rand.Rand) float64 { return float64(1 + r.IntN(1_000_000)) },
 		"range1e-9to1e12": func(r *rand.Rand) float64 { return math.Pow(10, -9+21*r.Float64()) },
 		"negative":        func(r *rand.Rand) float64 { return -1e-3 * math.Exp(2*r.NormFloat64()) },
 		"mixedsigns": func(r *rand.Rand) float64 {
@@ -118,9 +118,18 @@ func TestQuantileAccuracy(t *testing.T) {
 			if !near(s.Mean, sum/float64(n), 1e-9*math.Abs(sum/float64(n))+1e-12) {
 				t.Errorf("mean %v want %v", s.Mean, sum/float64(n))
 			}
+			// The two distributions spread over 70 and 140 octaves fill
+			// more buckets than the cap (4096), so their histograms lower
+			// the schema and report within that schema's bound; every
+			// other keeps schema 6 and 0.54%.
+			bound := RelativeErrorAt(h.Schema())
+			wide := name == "range1e-9to1e12" || name == "mixedsigns"
+			if wide != (h.Schema() < MaxSchema) {
+				t.Errorf("schema %d", h.Schema())
+			}
 			for i, q := range Quantiles {
 				want := exactQuantile(vals, q)
-				if got := s.Quantiles[i]; math.Abs(got-want) > 0.01*math.Abs(want) {
+				if got := s.Quantiles[i]; math.Abs(got-want) > max(0.01, bound)*math.Abs(want) {
 					t.Errorf("%s = %v, exact %v (%.3f%%)", QuantileKeys[i], got, want, 100*math.Abs(got-want)/math.Abs(want))
 				}
 			}
@@ -134,11 +143,11 @@ func TestQuantileAccuracy(t *testing.T) {
 					e = math.Abs(got)
 				}
 				worst = max(worst, e)
-				if e > RelativeError*(1+1e-9) {
+				if e > bound*(1+1e-9) {
 					t.Errorf("q%v = %v, exact %v (%.3f%%)", q, got, want, 100*e)
 				}
 			}
-			t.Logf("worst relative error %.3f%% over %d quantiles", 100*worst, len(qs))
+			t.Logf("schema %d: worst relative error %.3f%% over %d quantiles (bound %.3f%%)", h.Schema(), 100*worst, len(qs), 100*bound)
 		})
 	}
 }
@@ -186,7 +195,7 @@ func TestSketchMergeEqualsUnion(t *testing.T) {
 	var union Sketch
 	parts := make([]Sketch, 3)
 	for i := range 100_000 {
-		v := math.Pow(10, -6+12*rng.Float64())
+		v := math.Pow(10, -5+10*rng.Float64())
 		if i%5 == 0 {
 			v = -v
 		}
@@ -204,9 +213,7 @@ func TestSketchMergeEqualsUnion(t *testing.T) {
 	if !near(merged.Mean(), union.Mean(), 1e-9*math.Abs(union.Mean())) || !near(merged.Stddev(), union.Stddev(), 1e-9*union.Stddev()) {
 		t.Fatalf("moments %v %v vs %v %v", merged.Mean(), merged.Stddev(), union.Mean(), union.Stddev())
 	}
-	mlo, mc := trim(merged.lo, merged.counts)
-	ulo, uc := trim(union.lo, union.counts)
-	if mlo != ulo || !slices.Equal(mc, uc) {
+	if !slices.Equal(sketchBuckets(&merged), sketchBuckets(&union)) || merged.Schema() != union.Schema() {
 		t.Fatal("bucket counts differ")
 	}
 	for q := 0.0; q <= 1; q += 0.001 {
@@ -287,18 +294,16 @@ func TestWindowExpiry(t *testing.T) {
 }
 
 // TestBytesBounded: a timer that saw 1 µs to 10 s in both of its
-// half-windows holds at most 16 KiB per P that recorded (so at most 32 KiB
-// on the 2-core machines tapes targets, both Ps recording), and no more
-// after a million further observations in that range over many window
-// rotations.
+// half-windows, and retired earlier ones into its cumulative counts, holds
+// at most 40 KiB, and no more after a million further observations in that
+// range over many window rotations.
 func TestBytesBounded(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: one shard
 	clk := newFakeClock()
 	tm := New(WithClock(clk)).Timer("t")
 	small := tm.Histogram().Bytes()
 	tm.Update(time.Millisecond)
 	one := tm.Histogram().Bytes()
-	for range 2 { // fill both half-windows
+	for range 3 { // fill both half-windows and the cumulative counts
 		for d := time.Microsecond; d <= 10*time.Second; d += d / 64 {
 			tm.Update(d)
 		}
@@ -306,7 +311,7 @@ func TestBytesBounded(t *testing.T) {
 		clk.Add(DefaultWindow / 2)
 	}
 	full := tm.Histogram().Bytes()
-	if small > 256 || one > 2048 || full > 16<<10 {
+	if small > 1024 || one > 1536 || full > 40<<10 {
 		t.Fatalf("bytes: empty %d, one value %d, 1µs..10s %d", small, one, full)
 	}
 	rng := rand.New(rand.NewPCG(3, 3))
@@ -320,7 +325,7 @@ func TestBytesBounded(t *testing.T) {
 			clk.Add(DefaultWindow / 2)
 		}
 	}
-	if b := tm.Histogram().Bytes(); b != full {
+	if b := tm.Histogram().Bytes(); b > full {
 		t.Fatalf("grew from %d to %d with more observations", full, b)
 	}
 	t.Logf("empty %d B, one value %d B, 1µs..10s %d B", small, one, full)
@@ -464,14 +469,10 @@ func TestGOMAXPROCSChanges(t *testing.T) {
 	if h.Count() != uint64(total) || tm.Count() != uint64(total) || h.Snapshot().WindowCount != uint64(total) {
 		t.Fatalf("counts %d %d, want %d", h.Count(), tm.Count(), total)
 	}
-	// Which P ids ran is up to the scheduler; growth itself is checked
-	// directly: a new P id past the table keeps the existing shards.
-	g := &Histogram{}
-	g.addShard(0)
-	s0 := (*g.shards.Load())[0]
-	g.addShard(runtime.GOMAXPROCS(0) + 5)
-	if sh := *g.shards.Load(); len(sh) < runtime.GOMAXPROCS(0)+6 || sh[0] != s0 {
-		t.Fatalf("table of %d after adding P %d", len(sh), runtime.GOMAXPROCS(0)+5)
+	// Sixteen goroutines on up to 8 Ps collide on the lock: the
+	// histogram grows cells, never more than maxCells.
+	if c := h.Cells(); c > maxCells {
+		t.Fatalf("%d cells, cap %d", c, maxCells)
 	}
 }
 
@@ -542,19 +543,15 @@ func TestRotationUnderLoad(t *testing.T) {
 // spills into the overflow map and loses nothing, in the window's count,
 // its quantiles and the cumulative count once the half-window retires.
 func TestBucketSpill(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: one shard
 	clk := newFakeClock()
 	h := New(WithClock(clk)).Histogram("h")
 	h.Update(5)
-	var c *atomic.Uint32
-	h.eachShard(func(s *hshard) {
-		for i := range s.win {
-			if b := s.win[i].b.Load(); b != nil {
-				c = &b.c[bucketKey(5)-b.lo]
-			}
-		}
-	})
-	c.Store(math.MaxUint32 - 1) // as if 2^32-2 fives had been recorded
+	h.Count() // applies the pending value
+	i := index6(math.Float64bits(5))
+	w := &h.base.win[h.epoch.Load()&1]
+	*w.st.pos.at(i) = math.MaxUint32 - 1 // as if 2^32-2 fives had been recorded
+	w.n += math.MaxUint32 - 2
+	w.sum = 0
 	for range 3 {
 		h.Update(5) // 2^32-1, then the spill, then one more
 	}
@@ -566,6 +563,9 @@ func TestBucketSpill(t *testing.T) {
 	if s.WindowCount != want || !near(s.Quantiles[0], 5, 5*RelativeError) || s.Min != 5 || s.Max != 5 {
 		t.Fatalf("snapshot %+v", s)
 	}
+	if nh := h.Native(); nh.Count != want || len(nh.PositiveCounts) != 1 || nh.PositiveCounts[0] != want {
+		t.Fatalf("native %+v", nh)
+	}
 	h.Update(5) // the bucket keeps counting past the spill
 	clk.Add(DefaultWindow / 2)
 	h.Update(7) // a new half-window: the spilled one stays in the window
@@ -576,6 +576,14 @@ func TestBucketSpill(t *testing.T) {
 	h.Update(9) // retires the spilled half-window into the cumulative count
 	if s := h.Snapshot(); s.Count != want+3 || s.WindowCount != 2 {
 		t.Fatalf("after retiring it: %+v", s)
+	}
+	nh := h.Native()
+	var tot uint64
+	for _, c := range nh.PositiveCounts {
+		tot += c
+	}
+	if nh.Count != want+3 || tot != want+3 || nh.PositiveCounts[0] != want+1 {
+		t.Fatalf("native after retiring: %+v", nh)
 	}
 }
 

@@ -2,64 +2,6 @@ package registry
 
 import "math"
 
-// Bucket layout shared by Histogram, Timer and Sketch (log-linear, as in
-// HDR histograms): a value's bucket is its IEEE 754 exponent plus the top
-// subBits bits of its mantissa, read straight from the float's bits (no
-// logarithm on the record path). Each power of two is split into 64 equal
-// buckets, so a bucket spans at most 1/64 of its lower bound and its
-// midpoint is within 1/128 (0.78%) of every value in it.
-//
-// Keys are signed: 0 is the zero bucket (|v| < 2^-64), 1..posBuckets hold
-// positive values in increasing order, and -k mirrors k for negative values,
-// so increasing keys are increasing values. Magnitudes at or above 2^64
-// (1.8e19) share the last bucket; min and max stay exact regardless.
-const (
-	subBits    = 6
-	subCount   = 1 << subBits
-	expMin     = -64 // smallest exponent with buckets: 2^-64 ≈ 5.4e-20
-	expMax     = 64  // first exponent without: 2^64 ≈ 1.8e19
-	posBuckets = (expMax - expMin) * subCount
-	biasedLow  = (1023 + expMin) << subBits
-	mantShift  = 52 - subBits
-)
-
-// RelativeError is the largest relative error of a quantile within the
-// bucketed range (|v| from 2^-64 to 2^64): half a bucket's width.
-const RelativeError = 1.0 / (2 * subCount)
-
-func bucketKey(v float64) int {
-	b := math.Float64bits(v)
-	p := int((b<<1)>>(mantShift+1)) - biasedLow
-	if p < 0 {
-		return 0
-	}
-	if p >= posBuckets {
-		p = posBuckets - 1
-	}
-	if b>>63 != 0 {
-		return -(p + 1)
-	}
-	return p + 1
-}
-
-// bucketValue returns the midpoint of bucket k, the value reported for a
-// quantile that falls in it.
-func bucketValue(k int) float64 {
-	if k == 0 {
-		return 0
-	}
-	neg := k < 0
-	if neg {
-		k = -k
-	}
-	bits := uint64(k-1+biasedLow)<<mantShift | 1<<(mantShift-1)
-	v := math.Float64frombits(bits)
-	if neg {
-		return -v
-	}
-	return v
-}
-
 // Quantiles are the quantiles every histogram and timer reports, in the order
 // of QuantileKeys.
 var (
@@ -71,15 +13,17 @@ var (
 const NumQuantiles = 6
 
 // Sketch is a mergeable summary of a set of values: exact count, min, max,
-// mean and variance, and log-linear bucket counts giving every quantile
-// within RelativeError. Merging two sketches gives exactly the sketch of the
-// union of their values, so per-worker or per-window data can be combined
-// without loss beyond the bucket resolution.
+// mean and variance, and sparse bucket counts in the native-histogram
+// layout (see MaxSchema) giving every quantile within
+// RelativeErrorAt(Schema()). Merging two sketches gives exactly the sketch
+// of the union of their values (at the lower of their schemas), so
+// per-worker or per-window data can be combined without loss beyond the
+// bucket resolution.
 //
-// The zero value is an empty sketch.
+// The zero value is an empty sketch at MaxSchema.
 type Sketch struct {
-	lo     int      // key of counts[0]
-	counts []uint64 // dense over the keys seen
+	schema int32 // MaxSchema - schema, so that the zero value is at MaxSchema
+	b      cstore
 	n      uint64
 	min    float64
 	max    float64
@@ -87,21 +31,26 @@ type Sketch struct {
 	m2     float64 // sum of squared deviations from mean
 }
 
+// Schema returns the sketch's bucket schema.
+func (s *Sketch) Schema() int32 { return MaxSchema - s.schema }
+
 // Add records one value. NaN and ±Inf are ignored.
 func (s *Sketch) Add(v float64) {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
+	if v-v != 0 {
 		return
 	}
-	s.addBucket(bucketKey(v), 1)
+	b := math.Float64bits(v)
+	if ab := b &^ (1 << 63); ab <= zeroThresholdBits {
+		s.b.zero++
+	} else {
+		d := s.schema
+		s.b.addBucket((index6(ab)+(1<<d)-1)>>d, b != ab, 1)
+		for s.b.capped() && s.schema < MaxSchema-MinSchema {
+			s.b.downscale(1)
+			s.schema++
+		}
+	}
 	s.mergeMoments(1, v, v, v, 0)
-}
-
-func (s *Sketch) addBucket(k int, c uint64) {
-	if c == 0 {
-		return
-	}
-	s.grow(k)
-	s.counts[k-s.lo] += c
 }
 
 // mergeMoments folds n values with the given min, max, mean and squared
@@ -123,74 +72,34 @@ func (s *Sketch) mergeMoments(n uint64, min, max, mean, m2 float64) {
 	s.max = math.Max(s.max, max)
 }
 
-// Merge adds every value summarised by o to s.
+// Merge adds every value summarised by o to s. If o has a lower schema, s
+// is lowered to it first.
 func (s *Sketch) Merge(o *Sketch) {
 	if o.n == 0 {
 		return
 	}
-	s.addCounts(o.lo, o.counts)
+	s.lower(o.schema)
+	if o.schema == s.schema {
+		s.b.addC(&o.b)
+	} else {
+		s.b.addCDown(&o.b, s.schema-o.schema)
+	}
 	s.mergeMoments(o.n, o.min, o.max, o.mean, o.m2)
 }
 
-// addCounts adds dense bucket counts starting at key lo.
-func (s *Sketch) addCounts(lo int, counts []uint64) {
-	if len(counts) == 0 {
-		return
-	}
-	s.grow(lo)
-	s.grow(lo + len(counts) - 1)
-	for i, c := range counts {
-		s.counts[lo+i-s.lo] += c
+// lower takes s down to the schema MaxSchema-to if it is above it.
+func (s *Sketch) lower(to int32) {
+	if to > s.schema {
+		s.b.downscale(to - s.schema)
+		s.schema = to
 	}
 }
 
-// grow makes key k addressable, reusing capacity so that a pooled sketch
-// stops allocating once it has seen the widest range.
-func (s *Sketch) grow(k int) {
-	n := len(s.counts)
-	switch {
-	case n == 0:
-		s.lo = k
-		s.counts = append(s.counts[:0], 0)
-	case k < s.lo:
-		d := s.lo - k
-		if cap(s.counts) >= n+d {
-			s.counts = s.counts[:n+d]
-			copy(s.counts[d:], s.counts[:n])
-			clear(s.counts[:d])
-		} else {
-			grown := make([]uint64, n+d, 2*(n+d))
-			copy(grown[d:], s.counts)
-			s.counts = grown
-		}
-		s.lo = k
-	case k >= s.lo+n:
-		s.counts = append(s.counts, make([]uint64, k-s.lo-n+1)...)
-	}
-}
-
-// reset empties s, keeping its memory.
-func (s *Sketch) reset() {
-	*s = Sketch{counts: s.counts[:0]}
-}
-
-// trim drops empty buckets at both ends.
-func (s *Sketch) trim() {
-	s.lo, s.counts = trim(s.lo, s.counts)
-	if len(s.counts) == 0 {
-		s.counts = nil
-	}
-}
-
-func trim(lo int, c []uint64) (int, []uint64) {
-	i, j := 0, len(c)
-	for i < j && c[i] == 0 {
-		i++
-	}
-	for j > i && c[j-1] == 0 {
-		j--
-	}
-	return lo + i, c[i:j]
+// reset empties s at schema MaxSchema-schema, keeping its memory.
+func (s *Sketch) reset(schema int32) {
+	s.b.reset()
+	s.schema = MaxSchema - schema
+	s.n, s.min, s.max, s.mean, s.m2 = 0, 0, 0, 0, 0
 }
 
 // Count returns the number of values.
@@ -217,9 +126,9 @@ func (s *Sketch) Stddev() float64 {
 // Quantile returns the q-quantile (0 <= q <= 1) by the nearest-rank
 // definition: the value of rank ceil(q*n) among the n values sorted
 // ascending (rank 1 for q = 0), so [1,2,3,4] has q50 = 2 and q75 = 3. The
-// value is the midpoint of that rank's bucket, within RelativeError of the
-// true value, clamped to [Min, Max] so that the extremes are exact. An empty
-// sketch returns 0.
+// value is the midpoint of that rank's bucket, within
+// RelativeErrorAt(Schema()) of the true value, clamped to [Min, Max] so
+// that the extremes are exact. An empty sketch returns 0.
 func (s *Sketch) Quantile(q float64) float64 {
 	var out [1]float64
 	s.quantiles([]float64{q}, out[:])
@@ -232,22 +141,96 @@ func (s *Sketch) quantiles(qs []float64, out []float64) {
 		clear(out)
 		return
 	}
-	var cum uint64
-	j := 0
-	rank := nearestRank(qs[0], s.n)
-	for i, c := range s.counts {
-		cum += c
-		for cum >= rank {
-			out[j] = clamp(bucketValue(s.lo+i), s.min, s.max)
-			if j++; j == len(qs) {
-				return
+	st := qstate{qs: qs, out: out, n: s.n, lo: s.min, hi: s.max, schema: s.Schema()}
+	st.rank = nearestRank(qs[0], s.n)
+	if walk(&st, &s.b.neg, true) && st.visit(s.b.zero, 0, false, true) {
+		walk(&st, &s.b.pos, false)
+	}
+	for ; st.j < len(qs); st.j++ { // counts lagged the moments
+		out[st.j] = s.max
+	}
+}
+
+// windowQuantiles is quantiles for a sketch whose buckets are exactly one
+// half-window's (the common case of a read): the window is walked where it
+// is, without merging it into the sketch first. The caller holds its lock.
+func (s *Sketch) windowQuantiles(w *wstore, qs []float64, out []float64) {
+	if s.n == 0 || len(w.over) != 0 { // spilled counts: merge as usual
+		s.b.addW(w)
+		s.quantiles(qs, out)
+		return
+	}
+	st := qstate{qs: qs, out: out, n: s.n, lo: s.min, hi: s.max, schema: s.Schema()}
+	st.rank = nearestRank(qs[0], s.n)
+	if walk(&st, &w.neg, true) && st.visit(w.zero, 0, false, true) {
+		walk(&st, &w.pos, false)
+	}
+	for ; st.j < len(qs); st.j++ {
+		out[st.j] = s.max
+	}
+}
+
+// qstate is the walk of quantiles over buckets in ascending value order.
+type qstate struct {
+	qs, out []float64
+	j       int
+	cum     uint64
+	rank, n uint64
+	lo, hi  float64
+	schema  int32
+}
+
+// visit adds bucket i's count c; false once every quantile is found.
+func (q *qstate) visit(c uint64, i int32, neg, zero bool) bool {
+	q.cum += c
+	for q.cum >= q.rank {
+		v := 0.0
+		if !zero {
+			v = bucketMid(i, q.schema, neg)
+		}
+		q.out[q.j] = clamp(v, q.lo, q.hi)
+		if q.j++; q.j == len(q.qs) {
+			return false
+		}
+		q.rank = nearestRank(q.qs[q.j], q.n)
+	}
+	return true
+}
+
+// walk visits a span's buckets in ascending value order: for negative
+// values (neg) that is descending index. A block whose total leaves the
+// next rank unreached is skipped in one step.
+func walk[T count](q *qstate, s *span[T], neg bool) bool {
+	n := len(s.dir)
+	for k := range n {
+		d := k
+		if neg {
+			d = n - 1 - k
+		}
+		p := s.dir[d]
+		if p == 0 {
+			continue
+		}
+		blk := s.pool[int(p-1)<<blockBits:][:blockLen]
+		var tot uint64
+		for _, c := range blk {
+			tot += uint64(c)
+		}
+		if q.cum+tot < q.rank {
+			q.cum += tot
+			continue
+		}
+		base := (s.lo + int32(d)) << blockBits
+		for x := range blockLen {
+			if neg {
+				x = blockLen - 1 - x
 			}
-			rank = nearestRank(qs[j], s.n)
+			if c := uint64(blk[x]); c != 0 && !q.visit(c, base+int32(x), neg, false) {
+				return false
+			}
 		}
 	}
-	for ; j < len(qs); j++ { // counts lagged the moments under concurrent writes
-		out[j] = s.max
-	}
+	return true
 }
 
 func nearestRank(q float64, n uint64) uint64 {
@@ -272,4 +255,4 @@ func clamp(v, lo, hi float64) float64 {
 }
 
 // Bytes returns the memory held by the sketch's buckets.
-func (s *Sketch) Bytes() int { return 8 * cap(s.counts) }
+func (s *Sketch) Bytes() int { return s.b.bytes() }

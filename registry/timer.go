@@ -13,10 +13,11 @@ import "time"
 //
 // The zero value is a usable timer.
 //
-// Performance tip: Update costs one coarse clock read and a write to the
-// current P's shard; Time and UpdateSince add two time.Now calls, which on
-// slow-clock machines cost more than the rest. Pass a duration you already
-// measured to Update when you have one.
+// Performance tip: Update costs one coarse clock read and an append to the
+// current P's ring (applied to the timer in runs, see Histogram); Time and
+// UpdateSince add two time.Now calls, which on slow-clock machines cost
+// more than the rest. Pass a duration you already measured to Update when
+// you have one.
 type Timer struct {
 	h Histogram
 	rates
