@@ -1,0 +1,134 @@
+// Package rendercache shares one rendered body between concurrent HTTP
+// scrapes, so that the cost of rendering a registry does not grow with the
+// number of scrapers: N scrapes arriving together cost one render, and with
+// a MaxAge of d at most one render runs per d whatever the request rate.
+package rendercache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Body is one rendered response, shared read-only by every scrape it
+// answers. Nothing may modify Bytes.
+type Body struct {
+	Bytes []byte
+	Err   error
+	Start time.Time // when the render began reading the registry
+}
+
+// Render appends a fresh rendering to dst (an empty buffer with room for the
+// previous body's size) and returns it.
+type Render func(dst []byte) ([]byte, error)
+
+// Cache holds the latest Body of one endpoint. The zero value is not
+// usable; call New.
+type Cache struct {
+	render   Render
+	maxAge   time.Duration
+	now      func() time.Time
+	onRender func(took time.Duration, size int, err error)
+
+	mu       sync.Mutex
+	cur      *Body   // latest finished render
+	inflight *flight // render in progress, nil if none
+	lastSize int
+}
+
+type flight struct {
+	start time.Time
+	done  chan struct{}
+	body  *Body // set before done is closed
+}
+
+// Options configures a Cache.
+type Options struct {
+	// MaxAge is how old (from the start of its render) a body may be when
+	// it answers a request. 0 still shares: a request is answered by a
+	// render that began after the request arrived, and every request that
+	// arrives while a render runs is answered by the next one (one render
+	// in flight at a time).
+	MaxAge time.Duration
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+	// OnRender, if not nil, is called after every render.
+	OnRender func(took time.Duration, size int, err error)
+}
+
+// New returns a Cache rendering with render.
+func New(render Render, opts Options) *Cache {
+	c := &Cache{render: render, maxAge: max(opts.MaxAge, 0), now: opts.Now, onRender: opts.OnRender}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+// Get returns a body whose render began no earlier than MaxAge before the
+// call. It renders in the calling goroutine when no usable render exists or
+// runs; otherwise it waits for the one in flight. Only one render runs at a
+// time. A render, once begun, is not cancelled with ctx (others may be
+// waiting for it); a caller that is only waiting returns ctx.Err() when ctx
+// ends.
+func (c *Cache) Get(ctx context.Context) (*Body, error) {
+	oldest := c.now().Add(-c.maxAge)
+	c.mu.Lock()
+	for {
+		if b := c.cur; b != nil && !b.Start.Before(oldest) {
+			c.mu.Unlock()
+			return b, nil
+		}
+		f := c.inflight
+		if f == nil {
+			break
+		}
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !f.start.Before(oldest) {
+			return f.body, nil
+		}
+		// The render that was running began before this request could
+		// accept it: wait for it to end (one render at a time), then join
+		// or start the next.
+		c.mu.Lock()
+	}
+	f := &flight{start: c.now(), done: make(chan struct{})}
+	c.inflight = f
+	size := c.lastSize
+	c.mu.Unlock()
+
+	return c.run(f, size), nil
+}
+
+// run renders into f. A panicking render (a gauge function's panic) still
+// ends the flight, with an error for the waiters, and panics on in the
+// caller.
+func (c *Cache) run(f *flight, size int) (body *Body) {
+	var b []byte
+	err := errPanicked
+	defer func() {
+		f.body = &Body{Bytes: b, Err: err, Start: f.start}
+		body = f.body
+		took := c.now().Sub(f.start)
+		c.mu.Lock()
+		c.cur, c.inflight = f.body, nil
+		if err == nil {
+			c.lastSize = len(b)
+		}
+		c.mu.Unlock()
+		close(f.done)
+		if c.onRender != nil {
+			c.onRender(took, len(b), err)
+		}
+	}()
+	b, err = c.render(make([]byte, 0, size+size/8))
+	return nil // set by the deferred function
+}
+
+var errPanicked = errors.New("rendering panicked")
