@@ -132,7 +132,7 @@ func Start(addr string, r *registry.Registry, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpserver: %w", err)
 	}
-	l := newLimitListener(ln, connLimit(opts.MaxConns), m, logger)
+	l := newLimitListener(ln, opts.MaxConns, m, logger)
 
 	mux := http.NewServeMux()
 	mux.Handle("/stats", m.endpoint("stats").count(httpjson.NewHandler(r, httpjson.Options{
@@ -197,8 +197,8 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) URL() string { return "http://" + s.Addr() }
 
 // MaxConns returns the connection cap in force (after the file-descriptor
-// limit), or 0 when there is none.
-func (s *Server) MaxConns() int { return s.ln.max }
+// limit, which it follows within a second), or 0 when there is none.
+func (s *Server) MaxConns() int { return int(s.ln.max.Load()) }
 
 // Shutdown stops accepting connections and waits, until ctx ends, for the
 // requests in progress.

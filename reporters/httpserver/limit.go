@@ -15,9 +15,10 @@ import (
 	"github.com/tapes-go/tapes/registry"
 )
 
-// connLimit is the cap for opts.MaxConns under the process's fd limit: a
-// quarter of the descriptors (at least 64) stay for the rest of the process
-// (shm file, /proc reads, plugins, logs), whatever clients do. 0: no cap.
+// connLimit is the cap for a MaxConns of want under the process's fd limit:
+// a quarter of the descriptors (at least 64) stay for the rest of the
+// process (shm file, /proc reads, plugins, logs), whatever clients do.
+// 0: no cap.
 func connLimit(want int) int {
 	want = orDefault(want, DefaultMaxConns)
 	var rl syscall.Rlimit
@@ -31,6 +32,10 @@ func connLimit(want int) int {
 	}
 	return want
 }
+
+// limitRecheck is how often the cap follows a changed fd limit (prlimit(1)
+// on a running process, or a supervisor's setrlimit).
+const limitRecheck = time.Second
 
 // Where a connection is, as far as the cap is concerned. The order is the
 // order of eviction: a connection with no request in progress goes first,
@@ -54,9 +59,11 @@ const busyGrace = time.Second
 // as long as they like.
 type limitListener struct {
 	net.Listener
-	max int // 0: no cap
-	m   *selfMetrics
-	log *slog.Logger
+	want    int          // Options.MaxConns
+	max     atomic.Int64 // the cap in force: connLimit(want); 0: none
+	checked time.Time    // when max was computed; Accept's goroutine only
+	m       *selfMetrics
+	log     *slog.Logger
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -64,10 +71,23 @@ type limitListener struct {
 	lastWarn atomic.Int64 // unix nanos of the last "at the cap" warning
 }
 
-func newLimitListener(ln net.Listener, max int, m *selfMetrics, log *slog.Logger) *limitListener {
-	l := &limitListener{Listener: ln, max: max, m: m, log: log, conns: map[*conn]struct{}{}}
-	m.limit.Set(float64(max))
+func newLimitListener(ln net.Listener, want int, m *selfMetrics, log *slog.Logger) *limitListener {
+	l := &limitListener{Listener: ln, want: want, m: m, log: log, conns: map[*conn]struct{}{}}
+	l.limit(time.Now())
 	return l
+}
+
+// limit returns the cap in force, following the fd limit.
+func (l *limitListener) limit(now time.Time) int {
+	if now.Sub(l.checked) >= limitRecheck {
+		l.checked = now
+		n := connLimit(l.want)
+		if int64(n) != l.max.Load() {
+			l.max.Store(int64(n))
+			l.m.limit.Set(float64(n))
+		}
+	}
+	return int(l.max.Load())
 }
 
 type conn struct {
@@ -108,17 +128,24 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		backoff = time.Millisecond
 		c := &conn{Conn: nc, l: l}
 		c.enter(phaseWaiting)
+		max := l.limit(time.Now())
 		l.mu.Lock()
-		if l.max > 0 && len(l.conns) >= l.max {
+		for max > 0 && len(l.conns) >= max {
 			l.mu.Unlock()
 			if !l.evict(time.Now()) {
 				l.m.refused.Inc()
 				l.warn("connection cap reached with every connection inside a request: refusing")
 				nc.Close()
-				continue
+				c = nil
+				l.mu.Lock()
+				break
 			}
 			l.warn("connection cap reached: closing the longest-waiting connection")
 			l.mu.Lock()
+		}
+		if c == nil {
+			l.mu.Unlock()
+			continue
 		}
 		l.conns[c] = struct{}{}
 		l.m.open.Set(float64(len(l.conns)))
@@ -170,7 +197,7 @@ func (l *limitListener) warn(msg string) {
 		return
 	}
 	l.log.Warn("httpserver: "+msg+" (logged at most once a minute; see the connection metrics)",
-		"addr", l.Addr().String(), "max_conns", l.max)
+		"addr", l.Addr().String(), "max_conns", l.max.Load())
 }
 
 func (c *conn) Close() error {
