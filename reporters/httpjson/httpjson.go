@@ -13,7 +13,6 @@ package httpjson
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/tapes-go/tapes/registry"
@@ -56,12 +55,6 @@ func NewHandler(r *registry.Registry, opts Options) http.Handler {
 		if err != nil {
 			return // the client left while waiting
 		}
-		if b.Err != nil {
-			http.Error(w, "encoding stats: "+b.Err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", ContentType)
-		w.Header().Set("Content-Length", strconv.Itoa(len(b.Bytes)))
-		w.Write(b.Bytes)
+		rendercache.Serve(w, req, b, ContentType, "encoding stats: ")
 	})
 }

@@ -125,15 +125,9 @@ func Handler(r *registry.Registry, opts Options) http.Handler {
 		if err != nil {
 			return // the client left while waiting
 		}
-		if b.Err != nil {
-			// Rendering fails only on an invalid namespace (a
-			// configuration error) or a panicking gauge function.
-			http.Error(w, b.Err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", ContentType)
-		w.Header().Set("Content-Length", strconv.Itoa(len(b.Bytes)))
-		w.Write(b.Bytes)
+		// Rendering fails only on an invalid namespace (a configuration
+		// error) or a panicking gauge function.
+		rendercache.Serve(w, req, b, ContentType, "")
 	})
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 func main() {
-	histograms := flag.Int("histograms", 0, "histograms to create (name PREFIX.h<i>), each fed 64 values")
+	histograms := flag.Int("histograms", 0, "histograms to create (name PREFIX.h<i>), each fed 64 values (again if the ring dropped some)")
 	prefix := flag.String("prefix", "load", "metric name prefix")
 	rate := flag.Int("rate", 0, "counter events per second to record into PREFIX.ticks")
 	duration := flag.Duration("duration", 0, "how long to record at -rate")
@@ -25,16 +25,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rateworker:", err)
 		os.Exit(1)
 	}
-	for i := range *histograms {
+	for i := 0; i < *histograms; i++ {
 		h := c.Histogram(fmt.Sprintf("%s.h%d", *prefix, i))
+		before := c.Dropped()
 		// Values over a few octaves, so every histogram has some buckets.
 		for j := range 64 {
 			h.Update(float64(int64(1)<<(j%8)) * (1 + float64(i%7)/10))
 		}
+		if c.Dropped() != before {
+			// The host fell behind (a loaded machine): wait and record
+			// this histogram again, so that every one ends with at least
+			// 64 values.
+			time.Sleep(10 * time.Millisecond)
+			i--
+			continue
+		}
 		if i%4 == 3 {
 			// ~256 events per millisecond, each batch naming new
-			// metrics: well within what the host drains and binds, so
-			// filling loses nothing even with a small ring.
+			// metrics: well within what the host drains and binds.
 			time.Sleep(time.Millisecond)
 		}
 	}

@@ -5,8 +5,13 @@
 package rendercache
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,6 +22,65 @@ type Body struct {
 	Bytes []byte
 	Err   error
 	Start time.Time // when the render began reading the registry
+
+	gzOnce sync.Once
+	gz     []byte
+}
+
+// Gzip returns Bytes gzip-compressed, compressing once per body however
+// many requests ask: a scraper that accepts gzip (Prometheus, Go's client)
+// then costs the host a fraction of the bytes to write.
+func (b *Body) Gzip() []byte {
+	b.gzOnce.Do(func() {
+		var buf bytes.Buffer
+		buf.Grow(len(b.Bytes)/4 + 64)
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		zw.Write(b.Bytes)
+		zw.Close()
+		b.gz = buf.Bytes()
+	})
+	return b.gz
+}
+
+// AcceptsGzip reports whether an Accept-Encoding header value allows gzip
+// (a "gzip" or "*" coding whose q is not 0).
+func AcceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		coding, params, _ := strings.Cut(part, ";")
+		coding = strings.TrimSpace(coding)
+		if !strings.EqualFold(coding, "gzip") && coding != "*" {
+			continue
+		}
+		q := strings.TrimSpace(params)
+		if v, ok := strings.CutPrefix(q, "q="); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || f == 0 {
+				continue
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// Serve writes b's bytes (gzip-compressed when req accepts it) with
+// contentType, or a 500 carrying what when b.Err is set.
+func Serve(w http.ResponseWriter, req *http.Request, b *Body, contentType, what string) {
+	if b.Err != nil {
+		http.Error(w, what+b.Err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Add("Vary", "Accept-Encoding")
+	body := b.Bytes
+	if AcceptsGzip(req.Header.Get("Accept-Encoding")) {
+		body = b.Gzip()
+		h.Set("Content-Encoding", "gzip")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if req.Method != http.MethodHead {
+		w.Write(body)
+	}
 }
 
 // Render appends a fresh rendering to dst (an empty buffer with room for the

@@ -1,9 +1,14 @@
 package rendercache
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
+	"io"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,5 +205,64 @@ func TestErrorsAndPanics(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("waiter hangs after a panicked render")
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for h, want := range map[string]bool{
+		"": false, "gzip": true, "GZIP": true, "br, gzip": true, "gzip;q=0": false, "gzip; q=0.5": true,
+		"*": true, "identity": false, "deflate, br": false, "gzip;q=0.0, br": false, "x-gzip": false,
+	} {
+		if got := AcceptsGzip(h); got != want {
+			t.Errorf("AcceptsGzip(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
+
+// A gzip-accepting request gets the same bytes compressed, compressed once
+// per body; HEAD gets the headers only.
+func TestServeGzip(t *testing.T) {
+	plain := []byte(strings.Repeat("metric_total 1\n", 1000))
+	b := &Body{Bytes: plain}
+	for _, enc := range []string{"", "gzip"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			req := httptest.NewRequest(method, "/", nil)
+			req.Header.Set("Accept-Encoding", enc)
+			rec := httptest.NewRecorder()
+			Serve(rec, req, b, "text/plain", "")
+			got := rec.Body.Bytes()
+			if method == "HEAD" {
+				if len(got) != 0 || rec.Header().Get("Content-Length") == "" {
+					t.Fatalf("HEAD %q: %d body bytes, Content-Length %q", enc, len(got), rec.Header().Get("Content-Length"))
+				}
+				continue
+			}
+			if enc == "gzip" {
+				if rec.Header().Get("Content-Encoding") != "gzip" || len(got) >= len(plain)/10 {
+					t.Fatalf("gzip: Content-Encoding %q, %d bytes for %d", rec.Header().Get("Content-Encoding"), len(got), len(plain))
+				}
+				zr, err := gzip.NewReader(bytes.NewReader(got))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, err = io.ReadAll(zr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !bytes.Equal(got, plain) {
+				t.Fatalf("%s %q: body differs", method, enc)
+			}
+			if cl, _ := strconv.Atoi(rec.Header().Get("Content-Length")); cl != rec.Body.Len() {
+				t.Fatalf("Content-Length %d for %d bytes", cl, rec.Body.Len())
+			}
+		}
+	}
+	if g1, g2 := b.Gzip(), b.Gzip(); &g1[0] != &g2[0] {
+		t.Fatal("Gzip compressed twice")
+	}
+	rec := httptest.NewRecorder()
+	Serve(rec, httptest.NewRequest("GET", "/", nil), &Body{Err: errors.New("bad namespace")}, "text/plain", "rendering: ")
+	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "rendering: bad namespace") {
+		t.Fatalf("error body: %d %q", rec.Code, rec.Body.String())
 	}
 }
