@@ -44,7 +44,8 @@ func Handler(r *registry.Registry) http.Handler { return NewHandler(r, Options{}
 // overlap, and every request that arrives while one runs is answered by the
 // next (or, within MaxAge, by the running one). So N clients cost one render
 // per MaxAge (one at a time when MaxAge is 0), and memory holds one shared
-// body and one stats tree, not one per request.
+// body and one stats tree, not one per request; a client accepting gzip
+// gets it compressed, once per render.
 func NewHandler(r *registry.Registry, opts Options) http.Handler {
 	c := rendercache.New(func([]byte) ([]byte, error) {
 		b, err := jsonstats.Marshal(r.Stats())

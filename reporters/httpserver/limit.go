@@ -256,8 +256,14 @@ func (l *limitListener) connState(nc net.Conn, st http.ConnState) {
 	case http.StateIdle:
 		c.served.Store(true)
 		c.enter(phaseWaiting)
-	case http.StateClosed, http.StateHijacked:
+	case http.StateClosed:
 		c.Close()
+	case http.StateHijacked:
+		// The handler owns it now: stop counting it, never close it.
+		c.phase.Store(phaseClosed)
+		l.mu.Lock()
+		l.removeLocked(c)
+		l.mu.Unlock()
 	}
 }
 

@@ -113,7 +113,8 @@ func Write(w io.Writer, r *registry.Registry, opts Options) error {
 // and every scrape that arrives while one runs is answered by the next (or,
 // within MaxAge, by the running one). So N scrapers cost one render per
 // MaxAge (or one at a time when MaxAge is 0), and memory holds one shared
-// body, not one per scrape. OnSkip is called per render, not per scrape.
+// body, not one per scrape; a client accepting gzip gets it compressed,
+// once per render. OnSkip is called per render, not per scrape.
 func Handler(r *registry.Registry, opts Options) http.Handler {
 	c := rendercache.New(func(dst []byte) ([]byte, error) {
 		w := &appender{dst}
