@@ -29,10 +29,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters/httpjson"
+	"github.com/tapes-go/tapes/reporters/internal/rendercache"
 	"github.com/tapes-go/tapes/reporters/prometheus"
 )
 
@@ -143,14 +145,15 @@ func Start(addr string, r *registry.Registry, opts Options) (*Server, error) {
 	mux.Handle("/metrics", m.endpoint("metrics").count(prometheus.Handler(r, popts)))
 	// Every request (404s included) is tracked, so that the cap knows
 	// which connections are inside one.
-	root := l.track(mux)
+	writeTimeout := orDefault(opts.WriteTimeout, DefaultWriteTimeout)
+	root := l.track(mux, rendercache.NewGate(max(4, 2*runtime.GOMAXPROCS(0))), writeTimeout)
 
 	s := &Server{
 		srv: &http.Server{
 			Handler:           root,
 			ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 			ReadTimeout:       orDefault(opts.ReadTimeout, DefaultReadTimeout),
-			WriteTimeout:      orDefault(opts.WriteTimeout, DefaultWriteTimeout),
+			WriteTimeout:      writeTimeout,
 			IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
 			MaxHeaderBytes:    orDefault(opts.MaxHeaderBytes, DefaultMaxHeaderBytes),
 			ConnState:         l.connState,

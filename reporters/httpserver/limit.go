@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/reporters/internal/rendercache"
 )
 
 // connLimit is the cap for a MaxConns of want under the process's fd limit:
@@ -126,6 +127,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		backoff = time.Millisecond
+		if testAccepted != nil {
+			testAccepted(nc)
+		}
 		c := &conn{Conn: nc, l: l}
 		c.enter(phaseWaiting)
 		max := l.limit(time.Now())
@@ -154,6 +158,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		return c, nil
 	}
 }
+
+// testAccepted, when set by a test, sees every accepted connection (to
+// shrink its socket buffers).
+var testAccepted func(net.Conn)
 
 // evict closes the connection that is first in eviction order and reports
 // whether there was one.
@@ -276,9 +284,16 @@ func (l *limitListener) connContext(ctx context.Context, nc net.Conn) context.Co
 	return ctx
 }
 
-// track marks the request's connection as inside a request while h runs.
-func (l *limitListener) track(h http.Handler) http.Handler {
+// track marks the request's connection as inside a request while h runs,
+// and has its body written through gate (see rendercache.Gate).
+func (l *limitListener) track(h http.Handler, gate *rendercache.Gate, writeTimeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var deadline time.Time
+		if writeTimeout > 0 {
+			// net/http set this deadline just before calling us.
+			deadline = time.Now().Add(writeTimeout)
+		}
+		req = req.WithContext(rendercache.WithGate(req.Context(), gate, deadline))
 		c, _ := req.Context().Value(connKey{}).(*conn)
 		if c == nil || c.phase.Load() == phaseServing {
 			h.ServeHTTP(w, req)

@@ -2,11 +2,13 @@ package httpserver
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +24,34 @@ func counterValue(t *testing.T, r *registry.Registry, name string) int64 {
 	return m.(*registry.Counter).Value()
 }
 
+// slowReader connects with a 4 KiB receive buffer set before the
+// handshake, so the window stays small, and requests path without reading.
+func slowReader(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	return c
+}
+
+// smallSocketBuffers gives every connection the servers accept during
+// the test a 16 KiB send buffer, which also turns off its autotuning (it
+// reaches 4 MiB on loopback here).
+func smallSocketBuffers(t *testing.T) {
+	testAccepted = func(c net.Conn) { c.(*net.TCPConn).SetWriteBuffer(16 << 10) }
+	t.Cleanup(func() { testAccepted = nil })
+}
+
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -35,7 +65,7 @@ func dial(t *testing.T, addr string) net.Conn {
 // client is an HTTP client with its own connections and a bound on a
 // request: "it answered at all", not a speed assertion.
 func client() *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{}}
 }
 
 // At the cap, idle keep-alive connections and connections that never send
@@ -78,12 +108,11 @@ func TestCapEvictsWaitingConnections(t *testing.T) {
 
 // A request just begun is not evicted: at the cap with every connection in
 // a young request the newcomer is refused (and counted); once a request has
-// run past the grace period (a slow reader), it makes room.
+// run past the grace period (a slow reader), it makes room, and a reader
+// that takes nothing is dropped at the chunk timeout anyway.
 func TestCapRefusesThenEvictsSlowReaders(t *testing.T) {
-	r := registry.New()
-	for i := range 8000 {
-		r.Histogram("big.h" + strings.Repeat("x", 40) + string(rune('a'+i%26)) + itoa(i)).Update(float64(i))
-	}
+	smallSocketBuffers(t)
+	r := bigRegistry()
 	s, err := Start("", r, Options{MaxConns: 2, MetricsPrefix: "srv"})
 	if err != nil {
 		t.Fatal(err)
@@ -91,9 +120,7 @@ func TestCapRefusesThenEvictsSlowReaders(t *testing.T) {
 	defer s.Close()
 	// Two slow readers: request a large body, read nothing.
 	for range 2 {
-		c := dial(t, s.Addr())
-		c.(*net.TCPConn).SetReadBuffer(4096)
-		io.WriteString(c, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+		slowReader(t, s.Addr(), "/stats")
 	}
 	time.Sleep(200 * time.Millisecond) // both are inside their requests
 	c := dial(t, s.Addr())
@@ -110,9 +137,59 @@ func TestCapRefusesThenEvictsSlowReaders(t *testing.T) {
 		t.Fatalf("scrape after the slow readers passed the grace period: %v", err)
 	}
 	resp.Body.Close()
-	if n := counterValue(t, r, "srv.connections.evicted"); n < 1 {
-		t.Fatalf("evicted = %d, want >= 1", n)
+	ev, wt := counterValue(t, r, "srv.connections.evicted"), counterValue(t, r, "srv.timeouts.write")
+	if ev+wt < 1 {
+		t.Fatalf("evicted = %d, write timeouts = %d: the slow readers were neither evicted nor dropped", ev, wt)
 	}
+}
+
+// A client that takes no bytes of a large body is dropped after the chunk
+// timeout instead of holding a write token; other scrapes go on meanwhile.
+func TestSilentReaderDroppedAtChunkTimeout(t *testing.T) {
+	smallSocketBuffers(t)
+	r := bigRegistry()
+	s, err := Start("", r, Options{MetricsPrefix: "srv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var stuck []net.Conn
+	for range 8 { // more than the gate's tokens
+		stuck = append(stuck, slowReader(t, s.Addr(), "/stats"))
+	}
+	for i := range 3 {
+		resp, err := client().Get(s.URL() + "/stats")
+		if err != nil {
+			t.Fatalf("scrape %d beside 8 silent readers: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for counterValue(t, r, "srv.timeouts.write") < 8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("write timeouts = %d after 20s, want 8 silent readers dropped", counterValue(t, r, "srv.timeouts.write"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range stuck {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("a dropped silent reader's connection is not closed: %v", err)
+		}
+	}
+}
+
+// bigRegistry renders to a /stats body of ~450 KB: more than the socket
+// buffers hold with smallSocketBuffers, so that a client reading nothing
+// blocks the server's writes.
+func bigRegistry() *registry.Registry {
+	r := registry.New()
+	long := strings.Repeat("x", 200)
+	for i := range 2000 {
+		r.Counter("big." + long + itoa(i)).Inc()
+	}
+	return r
 }
 
 func itoa(i int) string {
@@ -167,7 +244,7 @@ func TestSlowlorisClosedAtHeaderTimeout(t *testing.T) {
 // requests and renders.
 func TestConcurrentScrapesShareRenders(t *testing.T) {
 	r := registry.New()
-	for i := range 500 {
+	for i := range 200 {
 		r.Timer("t.x" + itoa(i)).Update(time.Duration(i) * time.Millisecond)
 	}
 	s, err := Start("", r, Options{MaxAge: time.Hour, MetricsPrefix: "srv"})

@@ -78,8 +78,73 @@ func Serve(w http.ResponseWriter, req *http.Request, b *Body, contentType, what 
 		h.Set("Content-Encoding", "gzip")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if req.Method != http.MethodHead {
+	if req.Method == http.MethodHead {
+		return
+	}
+	g, _ := req.Context().Value(gateKey{}).(*gateCtx)
+	if g == nil {
 		w.Write(body)
+		return
+	}
+	g.write(w, req, body)
+}
+
+// Gate bounds how many response bodies are being copied into sockets at
+// once. Without it a flood of fast scrapers keeps hundreds of goroutines
+// runnable and as many threads in write(2) (the runtime hands a P on when
+// a syscall runs long), and a goroutine that must run promptly (the shm
+// drain loop) waits behind all of them. Under the gate, waiting writers are
+// parked, not runnable.
+//
+// A token is held for one chunk at a time, under a write deadline of
+// ChunkTimeout: a client that does not take a chunk in that time (a full
+// socket buffer and a reader slower than chunk/ChunkTimeout) is dropped
+// rather than allowed to hold the token.
+type Gate struct{ tokens chan struct{} }
+
+const (
+	// Chunk is how much of a body is written per token.
+	Chunk = 64 << 10
+	// ChunkTimeout is how long a client may take to accept one chunk.
+	ChunkTimeout = time.Second
+)
+
+// NewGate returns a gate letting n body writes run at once.
+func NewGate(n int) *Gate { return &Gate{tokens: make(chan struct{}, max(n, 1))} }
+
+type gateKey struct{}
+
+type gateCtx struct {
+	g        *Gate
+	deadline time.Time // the request's own write deadline; zero if none
+}
+
+// WithGate makes Serve write through g for requests with ctx. deadline is
+// the write deadline the server set for the request (zero if none): chunk
+// deadlines never extend it.
+func WithGate(ctx context.Context, g *Gate, deadline time.Time) context.Context {
+	return context.WithValue(ctx, gateKey{}, &gateCtx{g, deadline})
+}
+
+func (g *gateCtx) write(w http.ResponseWriter, req *http.Request, body []byte) {
+	rc := http.NewResponseController(w)
+	defer rc.SetWriteDeadline(g.deadline)
+	for off := 0; off < len(body); off += Chunk {
+		select {
+		case g.g.tokens <- struct{}{}:
+		case <-req.Context().Done():
+			return
+		}
+		d := time.Now().Add(ChunkTimeout)
+		if !g.deadline.IsZero() && g.deadline.Before(d) {
+			d = g.deadline
+		}
+		rc.SetWriteDeadline(d)
+		_, err := w.Write(body[off:min(off+Chunk, len(body))])
+		<-g.g.tokens
+		if err != nil {
+			return
+		}
 	}
 }
 
