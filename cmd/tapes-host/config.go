@@ -119,7 +119,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
-	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
+	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (and at most -interval; one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpserver.DefaultMaxConns, "most open HTTP connections (also capped at 3/4 of the fd limit); at the cap a new connection closes the longest-waiting idle or slow one")
 	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", httpserver.DefaultReadHeaderTimeout, "close a connection that has not sent complete request headers within this time (slowloris)")
 	fs.DurationVar(&c.httpReadTimeout, "http-read-timeout", httpserver.DefaultReadTimeout, "most time to read a whole request")

@@ -15,9 +15,11 @@ import (
 func (h *host) serveHTTP() error {
 	c := h.cfg
 	srv, err := httpserver.Start(c.httpAddr, h.reg, httpserver.Options{
-		Prometheus:        prometheus.Options{Namespace: c.namespace},
-		Logger:            h.log,
-		MaxAge:            c.httpCache,
+		Prometheus: prometheus.Options{Namespace: c.namespace},
+		Logger:     h.log,
+		// Push reporters see numbers every -interval; a scrape need not
+		// be fresher than that, nor older.
+		MaxAge:            min(c.httpCache, c.interval),
 		ReadHeaderTimeout: c.httpReadHeaderTimeout,
 		ReadTimeout:       c.httpReadTimeout,
 		WriteTimeout:      c.httpWriteTimeout,
