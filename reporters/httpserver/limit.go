@@ -22,11 +22,10 @@ import (
 // 0: no cap.
 func connLimit(want int) int {
 	want = orDefault(want, DefaultMaxConns)
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+	fds, ok := fdLimit()
+	if !ok {
 		return want
 	}
-	fds := int(rl.Cur)
 	avail := max(fds-max(64, fds/4), 1)
 	if want == 0 || want > avail {
 		return avail

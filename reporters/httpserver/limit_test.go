@@ -2,13 +2,11 @@ package httpserver
 
 import (
 	"bufio"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,22 +22,10 @@ func counterValue(t *testing.T, r *registry.Registry, name string) int64 {
 	return m.(*registry.Counter).Value()
 }
 
-// slowReader connects with a 4 KiB receive buffer set before the
-// handshake, so the window stays small, and requests path without reading.
+// slowReader requests path and reads nothing.
 func slowReader(t *testing.T, addr, path string) net.Conn {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := dial(t, addr)
 	io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
 	return c
 }
