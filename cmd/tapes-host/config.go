@@ -28,6 +28,15 @@ type config struct {
 	httpAddr  string
 	namespace string
 
+	// HTTP hardening (see httpserver.Options).
+	httpCache             time.Duration
+	httpReadHeaderTimeout time.Duration
+	httpReadTimeout       time.Duration
+	httpWriteTimeout      time.Duration
+	httpIdleTimeout       time.Duration
+	httpMaxHeaderBytes    int
+	httpMaxConns          int
+
 	statsdAddr   string
 	statsdPrefix string
 	interval     time.Duration
@@ -115,6 +124,13 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
+	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (and at most -interval; one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
+	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpserver.DefaultMaxConns, "most open HTTP connections (also capped at 3/4 of the fd limit); at the cap a new connection closes the longest-waiting idle or slow one")
+	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", httpserver.DefaultReadHeaderTimeout, "close a connection that has not sent complete request headers within this time (slowloris)")
+	fs.DurationVar(&c.httpReadTimeout, "http-read-timeout", httpserver.DefaultReadTimeout, "most time to read a whole request")
+	fs.DurationVar(&c.httpWriteTimeout, "http-write-timeout", httpserver.DefaultWriteTimeout, "most time from a request's headers to the end of its response, however slowly the client reads")
+	fs.DurationVar(&c.httpIdleTimeout, "http-idle-timeout", httpserver.DefaultIdleTimeout, "close a keep-alive connection idle this long")
+	fs.IntVar(&c.httpMaxHeaderBytes, "http-max-header-bytes", httpserver.DefaultMaxHeaderBytes, "most bytes of request headers")
 	fs.StringVar(&c.statsdAddr, "statsd", "", "push to this StatsD server (host:port, UDP); empty disables")
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
 	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report")
@@ -240,6 +256,9 @@ func (c *config) validate() error {
 	case c.maxMetrics < 1:
 		return fmt.Errorf("-max-metrics %d: must be at least 1", c.maxMetrics)
 	}
+	if err := c.validateHTTP(); err != nil {
+		return err
+	}
 	if err := validatePlugins(c.plugins); err != nil {
 		return err
 	}
@@ -298,4 +317,31 @@ func validatePlugins(ps []pluginSpec) error {
 // under reports whether name is root or a path below it.
 func under(name, root string) bool {
 	return name == root || strings.HasPrefix(name, root+".")
+}
+
+// validateHTTP checks the HTTP hardening flags: each must be set to a real
+// bound (a flag cannot switch a guard off).
+func (c *config) validateHTTP() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"-http-read-header-timeout", c.httpReadHeaderTimeout},
+		{"-http-read-timeout", c.httpReadTimeout},
+		{"-http-write-timeout", c.httpWriteTimeout},
+		{"-http-idle-timeout", c.httpIdleTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s %v: must be positive", d.name, d.v)
+		}
+	}
+	switch {
+	case c.httpCache < 0:
+		return fmt.Errorf("-http-cache %v: must not be negative", c.httpCache)
+	case c.httpMaxConns < 1:
+		return fmt.Errorf("-http-max-conns %d: must be at least 1", c.httpMaxConns)
+	case c.httpMaxHeaderBytes < 1024:
+		return fmt.Errorf("-http-max-header-bytes %d: must be at least 1024", c.httpMaxHeaderBytes)
+	}
+	return nil
 }

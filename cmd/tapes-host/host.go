@@ -2,20 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters"
-	"github.com/tapes-go/tapes/reporters/httpjson"
-	"github.com/tapes-go/tapes/reporters/prometheus"
+	"github.com/tapes-go/tapes/reporters/httpserver"
 	"github.com/tapes-go/tapes/reporters/statsd"
 	"github.com/tapes-go/tapes/reporters/stream"
 	"github.com/tapes-go/tapes/shm"
@@ -42,7 +38,7 @@ type host struct {
 	drainDead chan struct{}
 	drainErr  error
 
-	http     *http.Server
+	http     *httpserver.Server
 	httpAddr string
 
 	plugins   []*pluginSup
@@ -113,24 +109,6 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	return h, nil
 }
 
-func (h *host) serveHTTP() error {
-	ln, err := net.Listen("tcp", h.cfg.httpAddr)
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
-	}
-	h.httpAddr = ln.Addr().String()
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", prometheus.Handler(h.reg, prometheus.Options{Namespace: h.cfg.namespace}))
-	mux.Handle("/stats", httpjson.Handler(h.reg))
-	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.log.Error("http server stopped", "err", err)
-		}
-	}()
-	return nil
-}
-
 func (h *host) startPush(ctx context.Context) error {
 	if h.cfg.stream != "" {
 		var w io.Writer = h.out
@@ -165,7 +143,11 @@ func (h *host) shutdown() {
 	h.stopPlugins()
 	if h.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = h.http.Shutdown(ctx)
+		if err := h.http.Shutdown(ctx); err != nil {
+			// Requests still running after the grace period (slow
+			// readers) must not hold up the final drain.
+			_ = h.http.Close()
+		}
 		cancel()
 	}
 	if h.stopDrn != nil {

@@ -39,8 +39,10 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/reporters/internal/rendercache"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -67,6 +69,14 @@ type Options struct {
 	// ErrCollision. When nil, each skipped name is logged once per process
 	// at Warn level. OnSkip must not call back into the registry's writers.
 	OnSkip func(name string, err error)
+
+	// MaxAge (Handler only) is how old a rendering may be when it answers
+	// a scrape; 0 means it began after the scrape arrived. See Handler.
+	MaxAge time.Duration
+	// OnRender (Handler only), if not nil, is called after every rendering
+	// with its duration, size in bytes and error: a count of renders, to
+	// compare with the count of scrapes.
+	OnRender func(took time.Duration, size int, err error)
 }
 
 // Write writes every metric of r to w. It returns an error only when the
@@ -97,18 +107,37 @@ func Write(w io.Writer, r *registry.Registry, opts Options) error {
 }
 
 // Handler returns an http.Handler serving r in the text format 0.0.4.
+//
+// Concurrent scrapes share one rendering: a scrape is answered by a render
+// that began at most opts.MaxAge before it arrived, renders never overlap,
+// and every scrape that arrives while one runs is answered by the next (or,
+// within MaxAge, by the running one). So N scrapers cost one render per
+// MaxAge (or one at a time when MaxAge is 0), and memory holds one shared
+// body, not one per scrape; a client accepting gzip gets it compressed,
+// once per render. OnSkip is called per render, not per scrape.
 func Handler(r *registry.Registry, opts Options) http.Handler {
+	c := rendercache.New(func(dst []byte) ([]byte, error) {
+		w := &appender{dst}
+		err := Write(w, r, opts)
+		return w.b, err
+	}, rendercache.Options{MaxAge: opts.MaxAge, OnRender: opts.OnRender})
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", ContentType)
-		if err := Write(w, r, opts); err != nil {
-			// Nothing is written before the namespace check, so a
-			// configuration error still gets a proper status.
-			var nsErr *namespaceError
-			if errors.As(err, &nsErr) {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-			}
+		b, err := c.Get(req.Context())
+		if err != nil {
+			return // the client left while waiting
 		}
+		// Rendering fails only on an invalid namespace (a configuration
+		// error) or a panicking gauge function.
+		rendercache.Serve(w, req, b, ContentType, "")
 	})
+}
+
+// appender is an io.Writer growing a byte slice.
+type appender struct{ b []byte }
+
+func (a *appender) Write(p []byte) (int, error) {
+	a.b = append(a.b, p...)
+	return len(p), nil
 }
 
 // MetricName returns the base name a metric called name gets under
