@@ -856,12 +856,27 @@ typedef struct {
     int64_t start;
 } Stopwatch;
 
-/* time(): a stopwatch, usable as a context manager (with t.time(): ...)
- * and as a decorator (@t.time()), like tapes' contextlib-based one. */
+/* A few stopwatches are kept for reuse: `with t.time():` creates and frees
+ * one per block, and the allocator's round trip is a measurable part of a
+ * block that costs ~150 ns in all. Guarded by the GIL, like everything. */
+#define STOPWATCH_FREELIST 16
+static Stopwatch *stopwatch_free[STOPWATCH_FREELIST];
+static int stopwatch_nfree;
+
+/* time(): a started stopwatch, usable as a context manager (with
+ * t.time(): ...), as a decorator (@t.time()), or stopped by hand (stop()).
+ * The clock is read here and not again in __enter__: one clock read less
+ * per block (~25-50 ns on a VM), and `with t.time():` enters at once. */
 static PyObject *timer_time(Handle *h, PyObject *unused) {
-    Stopwatch *s = PyObject_New(Stopwatch, &StopwatchType);
-    if (!s)
-        return NULL;
+    Stopwatch *s;
+    if (stopwatch_nfree > 0) {
+        s = stopwatch_free[--stopwatch_nfree];
+        (void)PyObject_Init((PyObject *)s, &StopwatchType); /* public API: refcount 1 again */
+    } else {
+        s = PyObject_New(Stopwatch, &StopwatchType);
+        if (!s)
+            return NULL;
+    }
     Py_INCREF(h);
     s->timer = h;
     s->start = now_ns();
@@ -870,11 +885,13 @@ static PyObject *timer_time(Handle *h, PyObject *unused) {
 
 static void stopwatch_dealloc(Stopwatch *s) {
     Py_DECREF(s->timer);
-    PyObject_Free(s);
+    if (stopwatch_nfree < STOPWATCH_FREELIST)
+        stopwatch_free[stopwatch_nfree++] = s;
+    else
+        PyObject_Free(s);
 }
 
 static PyObject *stopwatch_enter(Stopwatch *s, PyObject *unused) {
-    s->start = now_ns();
     Py_INCREF(s);
     return (PyObject *)s;
 }
