@@ -296,7 +296,10 @@ class Registry:
         if s is not None and s.is_alive() and s is not threading.current_thread():
             s.join(timeout=5)
         if self._client is not None:
-            self.flush()
+            # Only a process that holds a slot samples: a forked child that
+            # never recorded must not claim a slot just to close it.
+            if self._client.info()["attached"]:
+                self.flush()
             self._closed = True
             self._client.close()
         self._closed = True
