@@ -57,20 +57,23 @@ def wait_http(url, what, timeout=30):
             time.sleep(0.05)
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pids):
-    """utime + stime of the processes, in seconds."""
+    """CPU time of the processes (every thread), in seconds, from
+    /proc/PID/task/*/schedstat (nanoseconds; the tick-based utime is too
+    coarse for chunks of a few seconds)."""
     t = 0
     for pid in pids:
         try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            t += int(fields[11]) + int(fields[12])
+            tids = os.listdir("/proc/%d/task" % pid)
         except OSError:
-            pass
-    return t / TICK
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    t += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return t / 1e9
 
 
 def family(pid):

@@ -140,7 +140,7 @@ def measure(want, reps, label):
             check(body, want, "%s %s" % (lib, label))
     files = len(os.listdir(prom_dir))
     size = sum(os.path.getsize(os.path.join(prom_dir, f)) for f in os.listdir(prom_dir))
-    print("| %s | %.1f (%.1f-%.1f) | %.1f (%.1f-%.1f) | %d files, %.0f MiB |" % (
+    print("| %s | %.1f (%.1f-%.1f) | %.1f (%.1f-%.1f) | %d files, %.1f MiB |" % (
         label,
         statistics.median(times["tapes-host"]) * 1e3, min(times["tapes-host"]) * 1e3, max(times["tapes-host"]) * 1e3,
         statistics.median(times["prometheus_client"]) * 1e3, min(times["prometheus_client"]) * 1e3,

@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 (cd "$root" && go build -o "$work/tapes-host" ./cmd/tapes-host)
-(cd "$here/.." && PYTHONDONTWRITEBYTECODE=1 "$py" setup.py -q build --build-base "$work/build" --build-lib "$work/lib" >/dev/null)
+(cd "$here/.." && PYTHONDONTWRITEBYTECODE=1 "$py" setup.py -q build --build-base "$work/build" --build-lib "$work/lib" >"$work/setup.log" 2>&1) || { cat "$work/setup.log" >&2; exit 1; }
 export PYTHONPATH="$work/lib" PYTHONDONTWRITEBYTECODE=1
 
 # start_host NAME ARGS: a fresh tapes-host on a new file; sets TAPES_SHM and METRICS.
