@@ -501,8 +501,14 @@ static int close_slot(Client *c, uint64_t *was) {
 static PyTypeObject ClientType, CounterType, MeterType, TimerType, HistogramType, GaugeType, StopwatchType;
 
 static void client_dealloc(Client *c) {
-    if (c->map)
+    if (c->map) {
+        /* No handle can record any more (each holds a reference): give the
+         * slot back now rather than when the process exits. */
+        uint64_t was;
+        if (!c->closed)
+            (void)close_slot(c, &was);
         munmap(c->map, c->map_len);
+    }
     PyMem_Free(c->defs);
     Py_XDECREF(c->path);
     Py_TYPE(c)->tp_free((PyObject *)c);

@@ -341,6 +341,22 @@ class TestLive(unittest.TestCase):
             r.counter("ut.closed.other")
         self.assertIsInstance(slot, int)
 
+    def test_dropped_client_closes_its_slot(self):
+        import gc
+
+        r = tapes_shm.Registry(LIVE)
+        r.counter("ut.dropped.requests").increment()
+        info = r.info()
+        raw = RawFile(LIVE)
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.state(info["slot"]), (os.getpid(), info["generation"], 1))
+        del r
+        gc.collect()
+        # CLOSED by this process, or already freed by the host.
+        pid, gen, st = raw.state(info["slot"])
+        self.assertTrue(st == 2 or (st == 0 and pid == 0), (pid, gen, st))
+        wait_stat(self, "ut.dropped.requests.value", 1)
+
     def test_handle_outlives_registry(self):
         r = tapes_shm.Registry(LIVE)
         c = r.counter("ut.outlive.requests")
