@@ -194,6 +194,7 @@ typedef struct {
     uint64_t *def_count;
 
     int closed;
+    uint32_t pid_check;  /* events until the next getpid() check (see attach_for_record) */
     uint64_t lost;       /* events with no slot to go to (no free slot after fork, or closed) */
     uint64_t next_retry; /* lost count at which a failed claim is tried again */
 
@@ -407,9 +408,20 @@ static int claim_slot(Client *c) {
     return -1;
 }
 
+/* A process made by a raw clone(2), without libc's fork, runs no atfork
+ * handler: the pid tells. Checked on every slow path, and every
+ * PID_CHECK_EVERY events on the record path (getpid is a system call). */
+#define PID_CHECK_EVERY 4096
+static void check_pid(Client *c) {
+    c->pid_check = PID_CHECK_EVERY;
+    if (c->attach_epoch == fork_epoch && c->pid != (uint32_t)getpid())
+        c->attach_epoch = DETACHED;
+}
+
 /* attach makes sure the client holds a slot of this process: its first
  * claim, or a fresh one in a forked child. Returns 0 if attached. */
 static int attach(Client *c) {
+    check_pid(c);
     if (c->attach_epoch == fork_epoch)
         return 0;
     if (c->closed)
@@ -438,6 +450,8 @@ static int attach_for_record(Client *c) {
 /* --- Recording an event: the commit protocol. w0 is the commit word
  * (id | kind<<32), v the value's 64 bits. */
 static inline void put(Client *c, uint64_t w0, uint64_t v) {
+    if (UNLIKELY(--c->pid_check == 0))
+        check_pid(c);
     if (UNLIKELY(c->attach_epoch != fork_epoch) && attach_for_record(c) != 0)
         return;
     uint64_t r = load_acq(c->reserve);
@@ -463,6 +477,8 @@ static inline void put(Client *c, uint64_t w0, uint64_t v) {
  * gaugeSet = 1, both atomic) before recording, so a host that attaches later
  * knows this worker's current value. */
 static void put_gauge(Client *c, uint32_t id, double v) {
+    if (UNLIKELY(--c->pid_check == 0))
+        check_pid(c);
     if (UNLIKELY(c->attach_epoch != fork_epoch) && attach_for_record(c) != 0)
         return;
     uint64_t bits;
@@ -480,6 +496,7 @@ static void put_gauge(Client *c, uint32_t id, double v) {
  * slot was no longer ours (the state word is in *was). */
 static int close_slot(Client *c, uint64_t *was) {
     c->closed = 1;
+    check_pid(c); /* the CAS names a pid: never close the parent's slot */
     if (c->attach_epoch != fork_epoch) {
         c->attach_epoch = DETACHED;
         return 0; /* nothing claimed in this process */
@@ -531,6 +548,7 @@ static int client_init(Client *c, PyObject *args, PyObject *kw) {
     c->path = PyUnicode_DecodeFSDefault(p);
     c->slot = -1;
     c->attach_epoch = DETACHED;
+    c->pid_check = PID_CHECK_EVERY;
     int fd = open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -669,6 +687,7 @@ static PyObject *client_close(Client *c, PyObject *unused) {
 static PyObject *client_info(Client *c, PyObject *unused) {
     if (client_ready(c) < 0)
         return NULL;
+    check_pid(c);
     int attached = c->attach_epoch == fork_epoch;
     if (!attached)
         return Py_BuildValue("{s:O,s:O,s:K,s:I,s:I,s:I,s:I}", "attached", Py_False, "closed", c->closed ? Py_True : Py_False,

@@ -325,6 +325,42 @@ class TestLive(unittest.TestCase):
         self.assertEqual(self.r.info()["slot"], parent["slot"])
         wait_stat(self, "ut.fork.requests.value", 15)
 
+    def test_raw_clone_child_detected_by_pid(self):
+        # clone(2) without libc's fork runs no atfork handler; the pid check
+        # on the slow paths (here info()) still keeps the child out of the
+        # parent's slot.
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        c = self.r.counter("ut.clone.requests")
+        c.increment()
+        parent = self.r.info()
+        rd, wr = os.pipe()
+        import platform
+
+        SYS_clone = {"x86_64": 56, "aarch64": 220}[platform.machine()]
+        SIGCHLD = 17
+        pid = libc.syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)
+        if pid == 0:
+            code = 1
+            try:
+                seen = self.r.info()["attached"]
+                c.increment()
+                os.write(wr, json.dumps([seen, self.r.info()]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        self.assertGreater(pid, 0, ctypes.get_errno())
+        os.close(wr)
+        with os.fdopen(rd) as f:
+            seen, child = json.loads(f.read())
+        os.waitpid(pid, 0)
+        self.assertFalse(seen, "the cloned child thought it held the parent's slot")
+        self.assertNotEqual(child["slot"], parent["slot"])
+        self.assertEqual(child["reserve"], 1)
+        self.assertEqual(self.r.info()["reserve"], parent["reserve"])
+        wait_stat(self, "ut.clone.requests.value", 2)
+
     def test_close_then_record_is_counted_lost(self):
         r = tapes_shm.Registry(LIVE)
         c = r.counter("ut.closed.requests")
