@@ -197,6 +197,7 @@ typedef struct {
     uint32_t pid_check;  /* events until the next getpid() check (see attach_for_record) */
     uint64_t lost;       /* events with no slot to go to (no free slot after fork, or closed) */
     uint64_t next_retry; /* lost count at which a failed claim is tried again */
+    uint64_t retry_epoch; /* fork_epoch of the last claim attempt: a new process tries at once */
 
     localdef *defs;
     uint32_t ndefs, capdefs;
@@ -438,7 +439,8 @@ static int attach(Client *c) {
  * is lost and counted, and a failed claim is retried only every 1024 lost
  * events (each attempt reads every slot's state word). */
 static int attach_for_record(Client *c) {
-    if (!c->closed && c->lost >= c->next_retry) {
+    if (!c->closed && (c->lost >= c->next_retry || c->retry_epoch != fork_epoch)) {
+        c->retry_epoch = fork_epoch;
         if (attach(c) == 0)
             return 0;
         c->next_retry = c->lost + 1024;
@@ -549,6 +551,7 @@ static int client_init(Client *c, PyObject *args, PyObject *kw) {
     c->slot = -1;
     c->attach_epoch = DETACHED;
     c->pid_check = PID_CHECK_EVERY;
+    c->retry_epoch = DETACHED;
     int fd = open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;

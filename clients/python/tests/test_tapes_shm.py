@@ -509,6 +509,33 @@ class TestWithoutHost(Tmp):
         a.close()
         b.close()
 
+    def test_forked_child_without_a_free_slot_counts_lost(self):
+        p = self.path()
+        make_file(p, slots=1)
+        r = tapes_shm.Registry(p)
+        c = r.counter("f.c")
+        c.increment()
+        parent = r.info()
+        rd, wr = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for _ in range(2000):
+                    c.increment()  # never raises, never blocks: lost and counted
+                os.write(wr, json.dumps(r.info()).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(wr)
+        with os.fdopen(rd) as f:
+            child = json.loads(f.read())
+        _, st = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(st), 0)
+        self.assertEqual((child["attached"], child["lost"]), (False, 2000))
+        self.assertEqual(r.info()["reserve"], parent["reserve"])
+        r.close()
+
     def test_too_many_metrics(self):
         p = self.path()
         make_file(p, max_defs=2)
