@@ -167,6 +167,20 @@ func (p *pyProc) wait(code int) {
 	}
 }
 
+// waitStatFor is waitStat with a longer bound, for what waits on Python
+// processes starting (a few seconds each on a loaded 2-core machine).
+func (h *hostProc) waitStatFor(d time.Duration, path string, ok func(float64) bool, what string) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if v, found := lookup(h.stats(), path); found && ok(v) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.waitStat(path, ok, what) // reports what it sees
+}
+
 // signal stops or resumes tapes-host itself (SIGSTOP: nothing drains).
 func (h *hostProc) signal(sig syscall.Signal) {
 	h.t.Helper()
@@ -371,7 +385,7 @@ func TestPythonGaugeModes(t *testing.T) {
 		w := startPy(t, h.shm, "gauge", v)
 		m := w.step("ready")
 		pid := int(m["pid"].(float64))
-		h.waitStat(fmt.Sprintf("py.g.per_worker.pid-%d.value", pid), eq(mustFloat(t, v)), "per-worker gauge")
+		h.waitStatFor(60*time.Second, fmt.Sprintf("py.g.per_worker.pid-%d.value", pid), eq(mustFloat(t, v)), "per-worker gauge")
 		ws, pids = append(ws, w), append(pids, pid)
 	}
 	h.waitStat("py.g.sum.value", eq(16), "sum")
@@ -425,7 +439,7 @@ func TestExamplePythonGunicorn(t *testing.T) {
 	h := startHost(t, "run", "-workers", "1", "-shm", filepath.Join(t.TempDir(), "gu.shm"), "-http", "127.0.0.1:0",
 		"--", gunicorn, "-w", "4", "-b", addr, "--chdir", ex, "app:app")
 	// Each worker imports the app, whose metrics claim a slot at once.
-	h.waitStat("tapes.host.shm.workers.value", eq(4), "gunicorn workers attached")
+	h.waitStatFor(90*time.Second, "tapes.host.shm.workers.value", eq(4), "gunicorn workers attached")
 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	const index, users, fails = 200, 40, 5

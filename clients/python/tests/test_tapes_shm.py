@@ -119,7 +119,7 @@ def lookup(tree, path):
     return tree
 
 
-def wait_stat(test, path, want, timeout=20):
+def wait_stat(test, path, want, timeout=60):
     deadline = time.monotonic() + timeout
     got = None
     while time.monotonic() < deadline:
