@@ -183,7 +183,7 @@ class Registry:
     def __init__(self, path=None, sample_interval=1.0):
         self._path = path
         self._client = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._handles = {}
         self._kinds = {}
         self._modes = {}  # declared by gauge_mode before definition
@@ -408,7 +408,7 @@ class Registry:
         # Only the forking thread survives a fork: a lock another thread held
         # stays held, and the sampler is gone. The slot needs nothing here:
         # the C client sees the fork and claims a fresh slot on first use.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pid = os.getpid()
         self._sampler = None
         if self._producers and not self._closed:
