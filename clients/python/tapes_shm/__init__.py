@@ -109,6 +109,10 @@ class TooManyMetricsError(MetricNameError):
     pass
 
 
+class ReservedNameError(MetricNameError):
+    """Names equal to `tapes` or under `tapes.` are the host's own."""
+
+
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
@@ -128,6 +132,8 @@ def validate_name(name):
             raise InvalidNameError("invalid metric name: %r has an empty segment" % name)
         if not _SEGMENT.match(seg) or not seg.isascii():
             raise InvalidNameError("invalid metric name: %r: segments allow A-Z a-z 0-9 _ -" % name)
+    if name == "tapes" or name.startswith("tapes."):
+        raise ReservedNameError("tapes_shm: %r: names under 'tapes' are reserved for the host's own metrics" % name)
 
 
 def _mode(mode):
@@ -178,9 +184,12 @@ class Registry:
     object, so keep them in module or class attributes for the fastest path.
 
     sample_interval is how often the producers of function gauges are called
-    (seconds); flush() and close() also sample them."""
+    (seconds); flush() and close() also sample them. slot_wait is how long
+    the first definition waits for a free slot when every slot is taken
+    (the host frees those of exited workers), before NoSlotError; events
+    never wait."""
 
-    def __init__(self, path=None, sample_interval=1.0):
+    def __init__(self, path=None, sample_interval=1.0, slot_wait=1.0):
         self._path = path
         self._client = None
         self._lock = threading.RLock()
@@ -190,6 +199,7 @@ class Registry:
         self._prefixes = {}  # path prefix -> a name below it
         self._producers = []
         self._interval = float(sample_interval)
+        self._slot_wait = float(slot_wait)
         self._sampler = None
         self._stop = threading.Event()
         self._closed = False
@@ -341,7 +351,7 @@ class Registry:
                 "tapes_shm: %s is not set: start the workers with `tapes-host run`, or set it to the "
                 "shm file tapes-host prints (TAPES_SHM=...)" % ENV_VAR
             )
-        self._client = Client(path)
+        self._client = Client(path, self._slot_wait)
 
     def _get(self, name, kind, cls):
         with self._lock:
@@ -497,6 +507,7 @@ __all__ = [
     "PrefixConflictError",
     "ModeConflictError",
     "TooManyMetricsError",
+    "ReservedNameError",
     "SUM",
     "MIN",
     "MAX",

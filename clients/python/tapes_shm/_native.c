@@ -58,7 +58,10 @@ _Static_assert(__atomic_always_lock_free(8, 0), "tapes_shm needs lock-free 64-bi
  * ====================================================================== */
 
 #define MAGIC "TAPESHM\0"
-#define LAYOUT_VERSION 1u
+/* Layout versions this client writes: 2 (CLAIMING state, claimWaits and
+ * refused header words, a 64-byte trailer) and 1 (hosts built before it). */
+#define LAYOUT_VERSION 2u
+#define LAYOUT_VERSION_MIN 1u
 
 #define HEADER_SIZE 128u
 #define HDR_MAGIC 0         /* 8 bytes */
@@ -74,6 +77,10 @@ _Static_assert(__atomic_always_lock_free(8, 0), "tapes_shm needs lock-free 64-bi
 #define HDR_RING_OFFSET 52  /* u32 */
 #define HDR_RESERVED 56     /* 8 bytes, zero */
 #define HDR_HOST_WAIT 64    /* u32: 1 while the host sleeps in FUTEX_WAIT */
+#define HDR_WAIT_ZERO 68    /* v2: u32, zero */
+#define HDR_CLAIM_WAITS 72  /* v2: u64, workers add 1 per claim scan that found no FREE slot */
+#define HDR_REFUSED 80      /* v2: u64, workers add 1 when they give up for lack of a slot */
+#define TRAILER_SIZE 64u    /* v2: after the last slot; the host's canary, workers never touch it */
 
 #define CACHE_LINE 64u
 
@@ -108,6 +115,8 @@ _Static_assert(__atomic_always_lock_free(8, 0), "tapes_shm needs lock-free 64-bi
 #define STATE_ACTIVE 1u
 #define STATE_CLOSED 2u
 #define STATE_RECLAIMING 3u
+#define STATE_CLAIMING 4u   /* v2: claimed, being scrubbed; the host binds nothing until ACTIVE */
+#define SLOT_SCRUB_END 256  /* v2: a claim zeroes slot bytes 8..255 and the ring */
 #define GEN_MASK 0xffffffu
 
 #define MAX_SLOTS 4096u
@@ -139,7 +148,7 @@ static inline uint64_t word0(uint32_t id, int kind) { return (uint64_t)id | (uin
 static inline uint64_t align64(uint64_t x) { return (x + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE; }
 
 typedef struct {
-    uint32_t slots, ring_recs, max_defs;
+    uint32_t version, slots, ring_recs, max_defs;
     uint64_t def_offset, ring_offset, slot_size, file_size;
 } geometry;
 
@@ -202,6 +211,7 @@ typedef struct {
     localdef *defs;
     uint32_t ndefs, capdefs;
     PyObject *path;
+    double slot_wait; /* seconds a definition waits for a free slot */
 } Client;
 
 /* Bumped in every forked child (pthread_atfork), so a client attached in the
@@ -246,10 +256,12 @@ static const char *validate_header(const uint8_t *h, uint64_t size, geometry *g,
     if (memcmp(h + HDR_MAGIC, MAGIC, 8) != 0)
         return "not a tapes shm file (bad magic)";
     memcpy(&v32, h + HDR_VERSION, 4);
-    if (v32 != LAYOUT_VERSION) {
-        snprintf(buf, buflen, "unsupported layout version %u (this client writes %u)", v32, LAYOUT_VERSION);
+    if (v32 < LAYOUT_VERSION_MIN || v32 > LAYOUT_VERSION) {
+        snprintf(buf, buflen, "unsupported layout version %u (this client writes %u and %u)", v32, LAYOUT_VERSION_MIN,
+                 LAYOUT_VERSION);
         return buf;
     }
+    g->version = v32;
     memcpy(&v32, h + HDR_HEADER_SIZE, 4);
     if (v32 != HEADER_SIZE)
         return "corrupt header: header size is not 128";
@@ -268,7 +280,7 @@ static const char *validate_header(const uint8_t *h, uint64_t size, geometry *g,
     g->def_offset = SLOT_DEFS;
     g->ring_offset = align64(SLOT_DEFS + (uint64_t)g->max_defs * DEF_SIZE);
     g->slot_size = align64(g->ring_offset + (uint64_t)g->ring_recs * RECORD_SIZE);
-    g->file_size = HEADER_SIZE + (uint64_t)g->slots * g->slot_size;
+    g->file_size = HEADER_SIZE + (uint64_t)g->slots * g->slot_size + (g->version >= 2 ? TRAILER_SIZE : 0);
     memcpy(&v64, h + HDR_SLOT_SIZE, 8);
     if (v64 != g->slot_size)
         return "corrupt header: slot size does not match the geometry";
@@ -284,6 +296,10 @@ static const char *validate_header(const uint8_t *h, uint64_t size, geometry *g,
     for (int i = HDR_RESERVED; i < HDR_HOST_WAIT; i++)
         if (h[i] != 0)
             return "corrupt header: reserved bytes 56..63 are not zero";
+    if (g->version >= 2)
+        for (int i = HDR_WAIT_ZERO; i < HDR_CLAIM_WAITS; i++)
+            if (h[i] != 0)
+                return "corrupt header: reserved bytes 68..71 are not zero";
     if (size < g->file_size) {
         snprintf(buf, buflen, "file is %llu bytes, its header describes %llu",
                  (unsigned long long)size, (unsigned long long)g->file_size);
@@ -349,6 +365,13 @@ static void publish_def_count(Client *c, uint64_t n) {
  * are zeroed only where non-zero, so untouched tmpfs pages stay holes. */
 static void scrub_slot(Client *c) {
     uint8_t *s = c->sbase;
+    if (c->g.version >= 2) {
+        /* Version 2: the slot is CLAIMING, which the host leaves alone, so
+         * everything between the state word and the definition table is
+         * ours to zero, the host's indices included (plain stores: the
+         * CAS to ACTIVE publishes them). */
+        memset(s + SLOT_START, 0, SLOT_SCRUB_END - SLOT_START);
+    }
     memset(s + SLOT_RESERVED0, 0, SLOT_RESERVE - SLOT_RESERVED0);
     store_sc(u64at(s, SLOT_DEF_COUNT), 0);
     store_rel(u64at(s, SLOT_RESERVE), 0);
@@ -368,6 +391,9 @@ static void scrub_slot(Client *c) {
  * is taken. Needs no Python API, so the record path can call it. */
 static int claim_slot(Client *c) {
     uint32_t pid = (uint32_t)getpid();
+    /* Version 2 claims through CLAIMING (the host binds nothing until the
+     * slot is ACTIVE); version 1 goes straight to ACTIVE. */
+    uint32_t first = c->g.version >= 2 ? STATE_CLAIMING : STATE_ACTIVE;
     for (uint32_t i = 0; i < c->g.slots; i++) {
         uint8_t *sb = c->map + HEADER_SIZE + (uint64_t)i * c->g.slot_size;
         uint64_t *st = u64at(sb, SLOT_STATE);
@@ -375,7 +401,7 @@ static int claim_slot(Client *c) {
         if (state_code(w) != STATE_FREE)
             continue;
         uint32_t gen = (state_gen(w) + 1) & GEN_MASK;
-        if (!cas_sc(st, &w, pack_state(pid, gen, STATE_ACTIVE)))
+        if (!cas_sc(st, &w, pack_state(pid, gen, first)))
             continue; /* another worker won this one */
         c->slot = (long)i;
         c->pid = pid;
@@ -387,8 +413,14 @@ static int claim_slot(Client *c) {
         c->consumer = u64at(sb, SLOT_CONSUMER);
         c->ring = sb + c->g.ring_offset;
         scrub_slot(c);
-        /* Step 3: the start time tells a reused pid from this process. */
+        /* The start time tells a reused pid from this process. */
         store_rel(u64at(sb, SLOT_START), self_start_time());
+        if (first == STATE_CLAIMING) {
+            /* The CAS to ACTIVE is the release that publishes the scrub. */
+            uint64_t want = pack_state(pid, gen, STATE_CLAIMING);
+            if (!cas_sc(st, &want, pack_state(pid, gen, STATE_ACTIVE)))
+                continue; /* taken from us while claiming (a host reset it): look further */
+        }
         /* Step 4: local copies, and the ring's pages faulted in by one call
          * (optional; an old kernel refuses it and nothing is lost). */
         c->limit = load_acq(c->consumer) + c->size;
@@ -405,6 +437,12 @@ static int claim_slot(Client *c) {
         wake_host(c->host_wait);
         c->attach_epoch = fork_epoch;
         return 0;
+    }
+    /* Version 2, "Waiting for a slot": tell the host, which then looks for
+     * dead and closed workers at once, and wake it. */
+    if (c->g.version >= 2) {
+        __atomic_fetch_add(u64at(c->map, HDR_CLAIM_WAITS), 1, __ATOMIC_SEQ_CST);
+        wake_host(c->host_wait);
     }
     return -1;
 }
@@ -537,22 +575,56 @@ static void client_dealloc(Client *c) {
  * "Claiming a slot", step 1). The slot itself is claimed on first use
  * (a definition or an event), so a process that only forks workers, or a
  * forked child that never records, takes no slot. */
+/* A path naming an open descriptor (/proc/self/fd/N, /proc/<pid>/fd/N,
+ * /dev/fd/N: how a sealed memfd reaches workers) is a kernel link to a file
+ * already open, so it is followed; any other path is opened O_NOFOLLOW. */
+static int is_fd_path(const char *p) {
+    const char *rest;
+    if (strncmp(p, "/dev/fd/", 8) == 0)
+        rest = p + 8;
+    else if (strncmp(p, "/proc/", 6) == 0) {
+        const char *q = p + 6;
+        if (strncmp(q, "self/", 5) == 0)
+            q += 5;
+        else {
+            const char *d = q;
+            while (*q >= '0' && *q <= '9')
+                q++;
+            if (q == d || *q != '/')
+                return 0;
+            q++;
+        }
+        if (strncmp(q, "fd/", 3) != 0)
+            return 0;
+        rest = q + 3;
+    } else
+        return 0;
+    if (!*rest)
+        return 0;
+    for (; *rest; rest++)
+        if (*rest < '0' || *rest > '9')
+            return 0;
+    return 1;
+}
+
 static int client_init(Client *c, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"path", NULL};
+    static char *kwlist[] = {"path", "slot_wait", NULL};
     PyObject *path = NULL;
+    double slot_wait = 1.0;
     if (c->map) {
         PyErr_SetString(PyExc_RuntimeError, "tapes_shm: Client is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&", kwlist, PyUnicode_FSConverter, &path))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|d", kwlist, PyUnicode_FSConverter, &path, &slot_wait))
         return -1;
+    c->slot_wait = slot_wait > 0 ? slot_wait : 0;
     const char *p = PyBytes_AS_STRING(path);
     c->path = PyUnicode_DecodeFSDefault(p);
     c->slot = -1;
     c->attach_epoch = DETACHED;
     c->pid_check = PID_CHECK_EVERY;
     c->retry_epoch = DETACHED;
-    int fd = open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(p, O_RDWR | O_CLOEXEC | (is_fd_path(p) ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP)
@@ -572,6 +644,13 @@ static int client_init(Client *c, PyObject *args, PyObject *kw) {
         err = "not a regular file";
     else if (sb.st_uid != geteuid())
         err = "file owned by another user";
+    else if (sb.st_mode & 077) {
+        /* Other users could forge its metrics or truncate it under every
+         * worker (SIGBUS): docs/shm-layout.md, "Who may open the file". */
+        snprintf(buf, sizeof buf, "file mode %04o grants access to other users; the shm file must be 0600",
+                 (unsigned)(sb.st_mode & 07777));
+        err = buf;
+    }
     else if (sb.st_size < (off_t)HEADER_SIZE)
         err = "file shorter than its header (128 bytes)";
     else if (pread(fd, hdr, HEADER_SIZE, 0) != (ssize_t)HEADER_SIZE)
@@ -617,10 +696,31 @@ static int client_attach_or_raise(Client *c) {
         PyErr_SetString(ShmError, "tapes_shm: the client is closed");
         return -1;
     }
-    if (attach(c) != 0) {
-        PyErr_Format(NoSlotError, "tapes_shm: no free worker slot in %U (%u slots; the host frees the slots of exited workers)",
-                     c->path, c->g.slots);
-        return -1;
+    /* "Waiting for a slot": scan, and while none is FREE sleep 0.5 ms
+     * doubling to 20 ms (without the GIL) for up to slot_wait seconds. Only
+     * definitions wait; the record path never does. */
+    double waited = 0, pause = 0.0005;
+    while (attach(c) != 0) {
+        if (waited >= c->slot_wait) {
+            if (c->g.version >= 2)
+                __atomic_fetch_add(u64at(c->map, HDR_REFUSED), 1, __ATOMIC_SEQ_CST);
+            PyErr_Format(NoSlotError,
+                         "tapes_shm: no free worker slot in %U (%u slots, waited %.3g s; the host frees the slots of "
+                         "exited workers)",
+                         c->path, c->g.slots, c->slot_wait);
+            return -1;
+        }
+        double d = pause < c->slot_wait - waited ? pause : c->slot_wait - waited;
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        Py_BEGIN_ALLOW_THREADS
+        nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
+        waited += d;
+        pause = pause * 2 < 0.02 ? pause * 2 : 0.02;
+        if (c->closed) {
+            PyErr_SetString(ShmError, "tapes_shm: the client is closed");
+            return -1;
+        }
     }
     return 0;
 }
@@ -693,16 +793,18 @@ static PyObject *client_info(Client *c, PyObject *unused) {
     check_pid(c);
     int attached = c->attach_epoch == fork_epoch;
     if (!attached)
-        return Py_BuildValue("{s:O,s:O,s:K,s:I,s:I,s:I,s:I}", "attached", Py_False, "closed", c->closed ? Py_True : Py_False,
-                             "lost", (unsigned long long)c->lost, "slots", c->g.slots, "ring_records", c->g.ring_recs,
-                             "max_defs", c->g.max_defs, "defs", c->ndefs);
-    return Py_BuildValue("{s:O,s:O,s:l,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:I,s:I}", "attached", Py_True, "closed",
+        return Py_BuildValue("{s:O,s:O,s:K,s:I,s:I,s:I,s:I,s:I}", "attached", Py_False, "closed",
+                             c->closed ? Py_True : Py_False, "lost", (unsigned long long)c->lost, "slots", c->g.slots,
+                             "ring_records", c->g.ring_recs, "max_defs", c->g.max_defs, "defs", c->ndefs, "version",
+                             c->g.version);
+    return Py_BuildValue("{s:O,s:O,s:l,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:I,s:I,s:I}", "attached", Py_True, "closed",
                          c->closed ? Py_True : Py_False, "slot", c->slot, "pid", c->pid, "generation", c->gen, "reserve",
                          (unsigned long long)load_acq(c->reserve), "dropped", (unsigned long long)load_acq(c->dropped),
                          "consumer", (unsigned long long)load_acq(c->consumer), "def_count",
                          (unsigned long long)load_acq(c->def_count), "state",
                          (unsigned long long)load_acq(u64at(c->sbase, SLOT_STATE)), "lost", (unsigned long long)c->lost,
-                         "slots", c->g.slots, "ring_records", c->g.ring_recs, "max_defs", c->g.max_defs, "defs", c->ndefs);
+                         "slots", c->g.slots, "ring_records", c->g.ring_recs, "max_defs", c->g.max_defs, "defs", c->ndefs,
+                         "version", c->g.version);
 }
 
 static PyMethodDef client_methods[] = {

@@ -37,15 +37,16 @@ def align64(x):
     return (x + 63) // 64 * 64
 
 
-def geometry(slots, ring, max_defs):
+def geometry(slots, ring, max_defs, version=2):
     ring_off = align64(256 + max_defs * DEF_SIZE)
     slot_size = align64(ring_off + ring * REC)
-    return ring_off, slot_size, HEADER + slots * slot_size
+    return ring_off, slot_size, HEADER + slots * slot_size + (64 if version >= 2 else 0)
 
 
-def make_file(path, slots=2, ring=8, max_defs=4, **overrides):
-    ring_off, slot_size, size = geometry(slots, ring, max_defs)
-    f = dict(version=1, header_size=128, def_size=DEF_SIZE, slot_size=slot_size, file_size=size, def_off=256,
+def make_file(path, slots=2, ring=8, max_defs=4, version=2, **overrides):
+    """A file as a host of layout version 2 (or 1) creates it."""
+    ring_off, slot_size, size = geometry(slots, ring, max_defs, version)
+    f = dict(version=version, header_size=128, def_size=DEF_SIZE, slot_size=slot_size, file_size=size, def_off=256,
              ring_off=ring_off, reserved=b"\0" * 8, length=size)
     f.update(overrides)
     hdr = b"TAPESHM\0" + struct.pack("<IIIIIIQQII", f["version"], f["header_size"], slots, ring, max_defs,
@@ -67,8 +68,9 @@ class RawFile:
     def __init__(self, path):
         self.f = open(path, "r+b")
         self.m = mmap.mmap(self.f.fileno(), 0)
+        version, = struct.unpack_from("<I", self.m, 8)
         self.slots, self.ring, self.max_defs = struct.unpack_from("<III", self.m, 16)
-        self.ring_off, self.slot_size, _ = geometry(self.slots, self.ring, self.max_defs)
+        self.ring_off, self.slot_size, _ = geometry(self.slots, self.ring, self.max_defs, version)
 
     def close(self):
         self.m.close()
@@ -499,15 +501,55 @@ class TestWithoutHost(Tmp):
         r.close()
 
     def test_no_free_slot(self):
+        for version in (1, 2):
+            p = self.path("v%d" % version)
+            make_file(p, slots=1, version=version)
+            a = tapes_shm.Registry(p)
+            a.counter("a.c").increment()
+            b = tapes_shm.Registry(p, slot_wait=0.05)
+            t0 = time.monotonic()
+            with self.assertRaisesRegex(tapes_shm.NoSlotError, "no free worker slot"):
+                b.counter("b.c")
+            self.assertGreaterEqual(time.monotonic() - t0, 0.05, "it waited for a slot")
+            raw = RawFile(p)
+            claim_waits, refused = struct.unpack_from("<QQ", raw.m, 72)
+            if version == 2:
+                self.assertGreater(claim_waits, 1)  # one per scan
+                self.assertEqual(refused, 1)
+            else:
+                self.assertEqual((claim_waits, refused), (0, 0), "version 1: bytes 68..127 are the host's")
+            raw.close()
+            a.close()
+            b.close()
+
+    def test_v2_claim_goes_through_claiming_and_scrubs_host_indices(self):
         p = self.path()
-        make_file(p, slots=1)
-        a = tapes_shm.Registry(p)
-        a.counter("a.c").increment()
-        b = tapes_shm.Registry(p)
-        with self.assertRaisesRegex(tapes_shm.NoSlotError, "no free worker slot"):
-            b.counter("b.c")
-        a.close()
-        b.close()
+        ring_off, slot_size = make_file(p, slots=1, ring=8, max_defs=4, version=2)
+        raw = RawFile(p)
+        self.addCleanup(raw.close)
+        raw.put64(0, 0, 3 << 8)  # FREE, generation 3
+        raw.put64(0, 192, 5)  # consumer
+        raw.put64(0, 200, 6)  # taking
+        raw.put64(0, 232, 9)  # host line's reserved bytes
+        r = tapes_shm.Registry(p)
+        r.counter("v.c").increment()
+        self.assertEqual(raw.state(0), (os.getpid(), 4, 1))
+        for off in (192, 200, 232):
+            self.assertEqual(raw.u64(0, off), 0, "slot offset %d" % off)
+        self.assertEqual((raw.u64(0, 64), raw.record(0, 0)), (1, (0, 1, 0, 1)))
+        r.close()
+        # The trailer (the host's canary) is never touched.
+        self.assertEqual(bytes(raw.m[-64:]), b"\0" * 64)
+
+    def test_reserved_names(self):
+        p = self.path()
+        make_file(p)
+        r = tapes_shm.Registry(p)
+        for name in ("tapes", "tapes.x", "tapes.host.shm.x"):
+            with self.assertRaises(tapes_shm.ReservedNameError):
+                r.counter(name)
+        r.counter("tapesx.ok")
+        r.close()
 
     def test_forked_child_without_a_free_slot_counts_lost(self):
         p = self.path()
@@ -549,7 +591,8 @@ class TestWithoutHost(Tmp):
     def test_bad_files_refused_clearly(self):
         cases = {
             "garbage": (None, "bad magic"),
-            "version": (dict(version=2), "unsupported layout version 2"),
+            "version": (dict(version=3), "unsupported layout version 3"),
+            "v1size": (dict(version=1, file_size=HEADER + 2 * geometry(2, 8, 4)[1] + 64), "file size field"),
             "reserved": (dict(reserved=b"\1" + b"\0" * 7), "reserved bytes"),
             "short": (dict(length=1000), "its header describes"),
             "slotsize": (dict(slot_size=64), "slot size"),
@@ -558,12 +601,25 @@ class TestWithoutHost(Tmp):
         for name, (over, msg) in cases.items():
             p = self.path(name)
             if over is None:
-                with open(p, "wb") as f:
-                    f.write(b"not a tapes file " * 100)
+                fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, b"not a tapes file " * 100)
+                os.close(fd)
             else:
                 make_file(p, **over)
             with self.assertRaisesRegex(tapes_shm.ShmError, msg, msg=name):
                 tapes_shm.Registry(p).counter("b.c")
+        p = self.path("waitzero")
+        make_file(p)
+        fd = os.open(p, os.O_RDWR)
+        os.pwrite(fd, b"\1", 68)
+        os.close(fd)
+        with self.assertRaisesRegex(tapes_shm.ShmError, "reserved bytes 68..71"):
+            tapes_shm.Registry(p).counter("b.c")
+        p = self.path("mode")
+        make_file(p)
+        os.chmod(p, 0o640)
+        with self.assertRaisesRegex(tapes_shm.ShmError, "0640 grants access to other users"):
+            tapes_shm.Registry(p).counter("b.c")
         os.symlink(self.path("garbage"), self.path("link"))
         with self.assertRaisesRegex(tapes_shm.ShmError, "symbolic link"):
             tapes_shm.Registry(self.path("link")).counter("b.c")
@@ -588,7 +644,7 @@ class TestWithoutHost(Tmp):
             (1, 2, 3, 4, 5))
         self.assertEqual((tapes_shm.SUM, tapes_shm.MIN, tapes_shm.MAX, tapes_shm.LAST, tapes_shm.PER_WORKER),
                          (1, 2, 3, 4, 5))
-        self.assertEqual(_native.LAYOUT_VERSION, 1)
+        self.assertEqual(_native.LAYOUT_VERSION, 2)  # and reads 1
 
 
 if __name__ == "__main__":
