@@ -22,7 +22,9 @@ import tapes_shm as tapes
 
 
 def out(**kw):
-    print(json.dumps(kw), flush=True)
+    # One write per line: forked children share the pipe, and print() may
+    # write the text and its newline separately.
+    os.write(1, (json.dumps(kw) + "\n").encode())
 
 
 def record(n, prefix="py"):
