@@ -663,3 +663,28 @@ func BenchmarkTimerUpdateMany(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHistogramUpdate records into one histogram, and round-robin into
+// several: a P's ring then holds runs of one value each, so what a drain
+// costs per run (not per value) shows.
+func BenchmarkHistogramUpdate(b *testing.B) {
+	vs := make([]float64, 1024)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range vs {
+		vs[i] = rng.ExpFloat64() * 1e-3
+	}
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("histograms=%d", n), func(b *testing.B) {
+			r := New()
+			hs := make([]*Histogram, n)
+			for i := range hs {
+				hs[i] = r.Histogram(fmt.Sprintf("h%d", i))
+			}
+			i := 0
+			for b.Loop() {
+				hs[i%n].Update(vs[i&1023])
+				i++
+			}
+		})
+	}
+}
