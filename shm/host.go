@@ -89,6 +89,8 @@ type Host struct {
 	maxIdle   time.Duration
 	lastLive  time.Time
 
+	passes atomic.Uint64 // completed drain passes (Passes)
+
 	reg   *registry.Registry
 	self  selfMetrics
 	slots []hslot
@@ -463,8 +465,17 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 		}
 	}
 	err = h.protect(func() { n = h.pass(live) })
+	if err == nil {
+		h.passes.Add(1)
+	}
 	return n, err
 }
+
+// Passes returns how many passes over the rings have completed, by Drain
+// and DrainOnce. A running Drain passes at least every maximum idle sleep
+// (100ms by default), so a count that stops moving means draining stopped:
+// health checks read it as a heartbeat.
+func (h *Host) Passes() uint64 { return h.passes.Load() }
 
 // protect runs f with faults on the mapping turned into a recovered panic:
 // the file can be truncated by anyone who can write it, and touching a page

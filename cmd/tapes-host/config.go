@@ -42,6 +42,12 @@ type config struct {
 
 	logLevel slog.Level
 	config   string
+
+	// Operations (validate.go, version.go, logging.go, reload.go).
+	logFormat   string
+	showVersion bool
+	levelVar    *slog.LevelVar   // the running logger's level, changed by a reload
+	supervise   *superviseConfig // run and demo: the supervisor's flags
 }
 
 // pluginSpec is one -plugin flag: path.wasm[=prefix].
@@ -112,7 +118,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
 	fs.StringVar(&c.statsdAddr, "statsd", "", "push to this StatsD server (host:port, UDP); empty disables")
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
-	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report")
+	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report (reloaded on SIGHUP)")
 	fs.StringVar(&c.stream, "stream", "", "write one JSON document per interval: '-' for stdout or a file path; empty disables")
 	fs.Var(&c.plugins, "plugin", "load a WebAssembly plugin: path.wasm[=prefix] (repeatable; default prefix plugins.<file name>)")
 	fs.DurationVar(&c.pluginInterval, "plugin-interval", 10*time.Second, "how often collector plugins' tapes_collect export is called")
@@ -120,7 +126,10 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.pluginMemory, "plugin-memory", 256, "memory limit of one plugin instance, in 64 KiB pages")
 	fs.IntVar(&c.pluginPool, "plugin-pool", 2, "instances per plugin (an instance never runs two calls at once)")
 	fs.StringVar(&c.wasmCache, "wasm-cache", "", "directory for wazero's compilation cache (default: the user cache directory)")
-	fs.Var(levelFlag{&c.logLevel}, "log-level", "debug, info, warn or error")
+	fs.Var(levelFlag{&c.logLevel}, "log-level", "debug, info, warn or error (reloaded on SIGHUP)")
+	// Operations flags.
+	fs.StringVar(&c.logFormat, "log-format", "text", "log record format on stderr: text (logfmt) or json (one JSON object per line)")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and build information and exit")
 	return fs
 }
 
@@ -149,6 +158,9 @@ func parseFlags(fs *flag.FlagSet, c *config, args []string, out io.Writer, usage
 			return nil, err
 		}
 		return nil, usageError{err}
+	}
+	if c.showVersion {
+		return nil, errVersion
 	}
 	if c.config != "" {
 		set := map[string]bool{}
@@ -257,5 +269,5 @@ func (c *config) validate() error {
 		}
 		c.httpAddr = addr
 	}
-	return nil
+	return c.validateOps()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tapes-go/tapes/reporters/prometheus"
 	"github.com/tapes-go/tapes/reporters/statsd"
 	"github.com/tapes-go/tapes/reporters/stream"
+	"github.com/tapes-go/tapes/runtimemetrics"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -45,8 +46,13 @@ type host struct {
 	pluginsWG sync.WaitGroup
 	stopPlg   context.CancelFunc
 
-	push    []*reporters.Scheduler
-	closers []io.Closer // sinks to close after the last report
+	push     []*reporters.Scheduler
+	pushReps []pushRep // what each of push runs, to restart it on reload
+	pushCtx  context.Context
+	closers  []io.Closer // sinks to close after the last report
+
+	health  *health             // health.go
+	runtime *runtimemetrics.Set // tapes.host.go.*, tapes.host.process.*
 
 	pluginErrors *registry.Counter
 }
@@ -59,7 +65,7 @@ type plugin struct {
 // startHost opens the shm file and starts draining, serving, plugins and
 // push reporters. The caller must call shutdown.
 func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer) (h *host, err error) {
-	h = &host{cfg: cfg, log: log, out: out}
+	h = &host{cfg: cfg, log: log, out: out, health: newHealth()}
 	h.reg = registry.New(registry.WithMaxMetrics(cfg.maxMetrics))
 	h.pluginErrors = h.reg.Counter(selfPrefix + ".plugins.errors")
 	start := time.Now()
@@ -69,25 +75,33 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 			h.shutdown()
 		}
 	}()
+	if err := h.registerOps(); err != nil {
+		return h, err
+	}
 
 	path := cfg.shmPath
 	if path == "" {
 		if path, err = shm.DefaultPath(); err != nil {
-			return h, fmt.Errorf("shm: %w", err)
+			return h, err // shm's errors say "shm: ..." already
 		}
 	}
 	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm"}
 	if h.shm, err = shm.CreateHost(path, scfg); err != nil {
-		return h, fmt.Errorf("shm: %w", err)
+		return h, err
 	}
+	h.health.shmOpened(h.shm.Path(), h.shm.Passes)
 	dctx, cancel := context.WithCancel(context.Background())
 	h.stopDrn = cancel
 	h.drainWG.Add(1)
 	go func() {
 		defer h.drainWG.Done()
-		if err := h.shm.Drain(dctx, h.reg); err != nil && !errors.Is(err, context.Canceled) {
+		err := h.shm.Drain(dctx, h.reg)
+		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("drain stopped", "err", err)
+		} else {
+			err = nil
 		}
+		h.health.drainStopped(err)
 	}()
 	fmt.Fprintf(out, "shm file: %s\n%s=%s\n", h.shm.Path(), shm.EnvVar, h.shm.Path())
 
@@ -104,6 +118,7 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	if err := h.startPush(ctx); err != nil {
 		return h, err
 	}
+	h.health.pluginsLoaded()
 	return h, nil
 }
 
@@ -116,6 +131,7 @@ func (h *host) serveHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", prometheus.Handler(h.reg, prometheus.Options{Namespace: h.cfg.namespace}))
 	mux.Handle("/stats", httpjson.Handler(h.reg))
+	h.health.routes(mux)
 	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -136,8 +152,7 @@ func (h *host) startPush(ctx context.Context) error {
 			h.closers = append(h.closers, f)
 			w = f
 		}
-		h.push = append(h.push, reporters.Start(ctx, stream.New(h.reg, w), h.cfg.interval,
-			reporters.WithLogger(h.log), reporters.WithName("stream")))
+		h.startPushReporter(ctx, stream.New(h.reg, w), "stream")
 	}
 	if h.cfg.statsdAddr != "" {
 		rep, err := statsd.New(h.cfg.statsdAddr, h.reg, statsd.Options{Prefix: h.cfg.statsdPrefix})
@@ -145,8 +160,7 @@ func (h *host) startPush(ctx context.Context) error {
 			return fmt.Errorf("statsd: %w", err)
 		}
 		h.closers = append(h.closers, rep)
-		h.push = append(h.push, reporters.Start(ctx, rep, h.cfg.interval,
-			reporters.WithLogger(h.log), reporters.WithName("statsd")))
+		h.startPushReporter(ctx, rep, "statsd")
 	}
 	return nil
 }
@@ -155,6 +169,7 @@ func (h *host) startPush(ctx context.Context) error {
 // plugins, stop the drain loop and drain what is left, then let every push
 // reporter run one last time.
 func (h *host) shutdown() {
+	h.health.stop()
 	if h.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = h.http.Shutdown(ctx)
@@ -179,6 +194,9 @@ func (h *host) shutdown() {
 	}
 	for _, c := range h.closers {
 		_ = c.Close()
+	}
+	if h.runtime != nil {
+		h.runtime.Stop()
 	}
 	if h.shm != nil {
 		_ = h.shm.Close()
