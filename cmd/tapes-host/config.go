@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sort"
 	"strings"
@@ -256,11 +255,14 @@ func (c *config) validate() error {
 		}
 	}
 	if c.statsdAddr != "" {
-		if _, _, err := net.SplitHostPort(c.statsdAddr); err != nil {
-			return fmt.Errorf("-statsd %q: want host:port: %w", c.statsdAddr, err)
+		if err := checkPort(c.statsdAddr, false); err != nil {
+			return fmt.Errorf("-statsd %q: %w", c.statsdAddr, err)
 		}
 	}
 	if c.httpAddr != "" {
+		if err := checkPort(c.httpAddr, true); err != nil {
+			return fmt.Errorf("-http %q: %w", c.httpAddr, err)
+		}
 		// ":9090" means loopback, as for httpserver: exposing metrics to
 		// the network takes an explicit 0.0.0.0 (or another address).
 		addr, err := httpserver.ListenAddr(c.httpAddr)

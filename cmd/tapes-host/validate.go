@@ -39,11 +39,6 @@ func (c *config) validateOps() error {
 			return fmt.Errorf("-http %q: %w", c.httpAddr, err)
 		}
 	}
-	if c.statsdAddr != "" {
-		if err := checkPort(c.statsdAddr, false); err != nil {
-			return fmt.Errorf("-statsd %q: %w", c.statsdAddr, err)
-		}
-	}
 	if c.statsdPrefix != "" {
 		if err := wire.ValidateName(c.statsdPrefix); err != nil {
 			return fmt.Errorf("-statsd-prefix %q: %w", c.statsdPrefix, err)
@@ -72,7 +67,11 @@ func (c *config) validateOps() error {
 func checkPort(addr string, listen bool) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("want host:port: %w", errors.Unwrap(err))
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("want host:port: %s", ae.Err) // ae.Error() repeats the address
+		}
+		return fmt.Errorf("want host:port: %w", err)
 	}
 	n, err := strconv.ParseUint(port, 10, 64)
 	switch {
