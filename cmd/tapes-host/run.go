@@ -108,16 +108,16 @@ func (sc *superviseConfig) validate(argv []string) error {
 	return nil
 }
 
-// lookPathCause strips exec's "exec: \"x\": " prefix, which would repeat
-// the command name.
+// lookPathCause strips exec's "exec: \"x\": " and "fork/exec x: "
+// prefixes, which would repeat the command name.
 func lookPathCause(err error) error {
 	var ee *exec.Error
 	if errors.As(err, &ee) {
-		var pe *fs.PathError
-		if errors.As(ee.Err, &pe) {
-			return pe.Err
-		}
-		return ee.Err
+		err = ee.Err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
 	}
 	return err
 }
