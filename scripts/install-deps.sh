@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine with Go: the real
 # Prometheus (and promtool), Etsy StatsD from npm, and clang for wasm32-wasi
-# guests. Idempotent: it installs only what is missing. Needs root for apt.
+# guests, and systemd-analyze for the unit file. Idempotent: it installs only what is missing. Needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ command -v wasm-ld >/dev/null || apt_pkgs+=(lld)
 [ -e /usr/include/wasm32-wasi/stdlib.h ] || [ -e /usr/share/wasi-sysroot/include/wasm32-wasi/stdlib.h ] || [ -e /usr/share/wasi-sysroot/include/stdlib.h ] || apt_pkgs+=(wasi-libc)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || apt_pkgs+=(libclang-rt-dev-wasm32)
 command -v node >/dev/null || apt_pkgs+=(nodejs npm)
+command -v systemd-analyze >/dev/null || apt_pkgs+=(systemd) # verifies dist/systemd/tapes-host.service
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${apt_pkgs[*]}"
