@@ -279,9 +279,11 @@ func (s *Set) sample(baseline bool) {
 }
 
 // representative is the duration recorded for an event that fell in the
-// runtime histogram's bucket [lo, hi) seconds: the middle of the bucket
-// (the runtime's buckets are narrow, a few percent of their bounds, so
-// quantiles stay within that), or the finite bound of an open end bucket.
+// runtime histogram's bucket [lo, hi) seconds: the middle of the bucket,
+// or the finite bound of an open end bucket. The runtime's time histograms
+// have 4 buckets per power of two (runtime/histogram.go), so the middle is
+// within 11% of any value in its bucket: the timers' quantiles, min and
+// max carry that error; counts are exact.
 func representative(lo, hi float64) time.Duration {
 	switch {
 	case math.IsInf(lo, -1) || lo < 0:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine with Go: the real
-# Prometheus (and promtool), Etsy StatsD from npm, and clang for wasm32-wasi
-# guests, and systemd-analyze for the unit file. Idempotent: it installs only what is missing. Needs root for apt.
+# Prometheus (and promtool), Etsy StatsD from npm, clang for wasm32-wasi
+# guests and systemd-analyze for the unit file. Idempotent: it installs only
+# what is missing. Needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
