@@ -50,11 +50,13 @@ func TestInvalidSettingsCreateNothing(t *testing.T) {
 		{[]string{"run", "-restart-window", "0s", "--", "true"}, "-restart-window 0s: must be positive"},
 		{[]string{"run", "--", "no-such-command-tapes"}, `cannot run no-such-command-tapes: executable file not found in $PATH`},
 		{[]string{"version", "extra"}, `unexpected arguments "extra"`},
+		{[]string{"-wasm-cache", cfgFile}, "-wasm-cache " + cfgFile + ": not a directory"},
+		{[]string{"demo", "-duration", "-1s"}, "-duration -1s: must not be negative"},
 	} {
 		args := append([]string{}, tc.args...)
 		// -shm goes before "--" (and after the subcommand).
 		at := 0
-		if len(args) > 0 && (args[0] == "run" || args[0] == "version") {
+		if len(args) > 0 && (args[0] == "run" || args[0] == "version" || args[0] == "demo") {
 			at = 1
 		}
 		if args[0] != "version" {

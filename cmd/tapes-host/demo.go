@@ -67,6 +67,9 @@ func demoMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := sc.validate([]string{self}); err != nil {
 			return fs, cfg, rest, usageError{err}
 		}
+		if duration < 0 {
+			return fs, cfg, rest, usageError{fmt.Errorf("-duration %v: must not be negative", duration)}
+		}
 		if sc.workers == 1 && !flagSet(fs, "workers") {
 			sc.workers = 2
 		}

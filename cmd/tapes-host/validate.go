@@ -54,6 +54,11 @@ func (c *config) validateOps() error {
 			return fmt.Errorf("-plugin %s: not a regular file", p.path)
 		}
 	}
+	if c.wasmCache != "" {
+		if fi, err := os.Stat(c.wasmCache); err == nil && !fi.IsDir() {
+			return fmt.Errorf("-wasm-cache %s: not a directory", c.wasmCache)
+		}
+	}
 	switch c.logFormat {
 	case "text", "json":
 	default:
