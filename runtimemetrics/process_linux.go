@@ -75,8 +75,9 @@ func openFDs() float64 {
 
 // startTime is the process start time as Unix seconds: field 22 of
 // /proc/self/stat (clock ticks since boot; USER_HZ is 100 on every Linux
-// architecture Go supports) plus the boot time from /proc/stat. It cannot
-// change, so it is read once.
+// architecture Go supports) plus the boot time from /proc/stat, which is
+// in whole seconds: the result can be up to 1 s off. It cannot change, so
+// it is read once.
 var startTime = sync.OnceValue(func() float64 {
 	stat, err := os.ReadFile("/proc/self/stat")
 	if err != nil {

@@ -101,6 +101,13 @@ func TestSIGKILLedSupervisorLeavesNoWorkers(t *testing.T) {
 						_ = syscall.Kill(pid, syscall.SIGKILL)
 					}
 				}
+				// Receive the exit (and put it back) so that startHost's
+				// cleanup reads cmd.ProcessState after Wait wrote it.
+				select {
+				case err := <-h.waited:
+					h.waited <- err
+				case <-time.After(20 * time.Second):
+				}
 			})
 			if err := h.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
