@@ -179,6 +179,7 @@ func TestHealthEndpointsThroughTheBinary(t *testing.T) {
 	dir := t.TempDir()
 	h := startHost(t, "-shm", filepath.Join(dir, "h.shm"), "-http", "127.0.0.1:0", "-plugin",
 		filepath.Join("..", "examples", "plugin-c", "plugin-c.wasm"))
+	waitReady(t, h)
 	for _, p := range []string{"/healthz", "/-/healthy", "/readyz", "/-/ready"} {
 		if code, body := probe(t, h.addr, p); code != 200 {
 			t.Errorf("%s: %d %q on a working host", p, code, body)
@@ -320,4 +321,16 @@ func probe(t *testing.T, addr, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// waitReady polls /readyz until it answers 200: tapes-host prints its
+// endpoints before its plugins and push reporters are up.
+func waitReady(t *testing.T, h *hostProc) {
+	t.Helper()
+	var last string
+	waitFor(t, 30*time.Second, "/readyz 200", func() bool {
+		code, body := probe(t, h.addr, "/readyz")
+		last = body
+		return code == 200
+	}, func() string { return "last answer: " + last + "\nstderr:\n" + h.stderr() })
 }

@@ -92,9 +92,9 @@ func TestSystemdUnitCommands(t *testing.T) {
 	if h.shm != filepath.Join(run, "metrics.shm") {
 		t.Errorf("shm file %s, want %s", h.shm, filepath.Join(run, "metrics.shm"))
 	}
-	if code, body := probe(t, h.addr, "/readyz"); code != 200 {
-		t.Fatalf("/readyz %d %q", code, body)
-	}
+	// The endpoints are printed before plugins and reporters are up:
+	// readiness comes after.
+	waitReady(t, h)
 	reload := unitValues(t, unit, "ExecReload")
 	if len(reload) != 1 {
 		t.Fatalf("ExecReload %q", reload)
