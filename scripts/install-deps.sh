@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine with Go: the real
 # Prometheus (and promtool), Etsy StatsD from npm, clang for wasm32-wasi
-# guests, and the Debian Python packages of the Python workers' tests.
-# Idempotent: it installs only what is missing. Needs root for apt.
+# guests, systemd-analyze for the unit file, and the Debian Python packages of
+# the Python workers' tests. Idempotent: it installs only what is missing.
+# Needs root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,7 @@ command -v gcc >/dev/null || apt_pkgs+=(gcc)
 [ -x "$py" ] && "$py" -c 'import setuptools' 2>/dev/null || apt_pkgs+=(python3-setuptools)
 [ -x "$py" ] && "$py" -c 'import prometheus_client' 2>/dev/null || apt_pkgs+=(python3-prometheus-client)
 command -v gunicorn >/dev/null || apt_pkgs+=(gunicorn)
+command -v systemd-analyze >/dev/null || apt_pkgs+=(systemd) # verifies dist/systemd/tapes-host.service
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${apt_pkgs[*]}"

@@ -112,6 +112,8 @@ type Host struct {
 	maxIdle   time.Duration
 	lastLive  time.Time
 
+	passes atomic.Uint64 // completed drain passes (Passes)
+
 	reg   *registry.Registry
 	self  selfMetrics
 	slots []hslot
@@ -654,6 +656,7 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	if err != nil {
 		return n, h.damaged(err)
 	}
+	h.passes.Add(1)
 	return n, nil
 }
 
@@ -766,6 +769,12 @@ func addSat(c *registry.Counter, d uint64) {
 		c.Add(int64(d))
 	}
 }
+
+// Passes returns how many passes over the rings have completed, by Drain
+// and DrainOnce. A running Drain passes at least every maximum idle sleep
+// (100ms by default), so a count that stops moving means draining stopped:
+// health checks read it as a heartbeat.
+func (h *Host) Passes() uint64 { return h.passes.Load() }
 
 // protect runs f with faults on the mapping turned into a recovered panic:
 // the file can be truncated by anyone who can write it, and touching a page

@@ -44,6 +44,11 @@ func TestExampleSingle(t *testing.T) {
 		"http.index.errors.value":  0,
 		"http.users.errors.value":  0, // 4xx is the client's error
 		"http.fail.errors.value":   2,
+		// tapeshttp's status-class counters
+		"http.index.status.2xx.value": 5,
+		"http.users.status.2xx.value": 3,
+		"http.users.status.4xx.value": 1,
+		"http.fail.status.5xx.value":  2,
 	})
 	checkLatencies(t, st, "http.index.latency")
 	prom := ex.metrics()
@@ -139,6 +144,7 @@ func TestExampleWorkers(t *testing.T) {
 	h.waitStat("http.index.latency.count", eq(index), "index requests over both workers")
 	h.waitStat("http.users.latency.count", eq(users), "users requests")
 	h.waitStat("http.fail.errors.value", eq(fails), "5xx answers")
+	h.waitStat("http.users.status.2xx.value", eq(users), "2xx answers counted by tapeshttp over the shm client")
 	h.waitStat("http.inflight.value", eq(0), "in-flight gauge summed over workers")
 	h.waitStat("tapes.host.workers.running.value", eq(2), "supervised workers")
 	prom := string(h.get("/metrics"))

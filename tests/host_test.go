@@ -82,7 +82,7 @@ func abs(x float64) float64 {
 func TestSupervisorRestartsCrashedWorkers(t *testing.T) {
 	dir := t.TempDir()
 	h := startHost(t, "run", "-shm", filepath.Join(dir, "s.shm"), "-http", "127.0.0.1:0",
-		"-workers", "2", "-restart-min", "20ms", "-restart-max", "200ms",
+		"-workers", "2", "-restart-min", "20ms", "-restart-max", "200ms", "-restart-limit", "0",
 		"--", testworkerBin(t), "-n", "100", "-crash")
 	// Each incarnation records 100 requests and crashes; 2 workers restarted
 	// at least 3 times each make at least 8 incarnations.

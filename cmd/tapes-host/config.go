@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sort"
 	"strings"
@@ -52,6 +51,12 @@ type config struct {
 
 	logLevel slog.Level
 	config   string
+
+	// Operations (validate.go, version.go, logging.go, reload.go).
+	logFormat   string
+	showVersion bool
+	levelVar    *slog.LevelVar   // the running logger's level, changed by a reload
+	supervise   *superviseConfig // run and demo: the supervisor's flags
 }
 
 // pluginSpec is one -plugin flag: path.wasm[=prefix].
@@ -133,7 +138,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.httpMaxHeaderBytes, "http-max-header-bytes", httpserver.DefaultMaxHeaderBytes, "most bytes of request headers")
 	fs.StringVar(&c.statsdAddr, "statsd", "", "push to this StatsD server (host:port, UDP); empty disables")
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
-	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report")
+	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report (reloaded on SIGHUP)")
 	fs.StringVar(&c.stream, "stream", "", "write one JSON document per interval: '-' for stdout or a file path; empty disables")
 	fs.Var(&c.plugins, "plugin", "run a WebAssembly plugin in its own process: path.wasm[=prefix] (repeatable; default prefix plugins.<file name>; prefixes must be distinct, neither under another nor under tapes); self-metrics under tapes.host.plugins.<prefix with _ for .>")
 	fs.DurationVar(&c.pluginInterval, "plugin-interval", 10*time.Second, "how often collector plugins' tapes_collect export is called")
@@ -141,7 +146,10 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.pluginMemory, "plugin-memory", 256, "linear memory limit of a plugin, in 64 KiB pages; its process may use this plus 192 MiB (Go runtime, compiled code, stack) and is killed beyond it")
 	fs.IntVar(&c.pluginPool, "plugin-pool", 2, "ignored, kept for old configs: each plugin runs in one process, one call at a time")
 	fs.StringVar(&c.wasmCache, "wasm-cache", "", "directory for wazero's compilation cache (default: the user cache directory)")
-	fs.Var(levelFlag{&c.logLevel}, "log-level", "debug, info, warn or error")
+	fs.Var(levelFlag{&c.logLevel}, "log-level", "debug, info, warn or error (reloaded on SIGHUP)")
+	// Operations flags.
+	fs.StringVar(&c.logFormat, "log-format", "text", "log record format on stderr: text (logfmt) or json (one JSON object per line)")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and build information and exit")
 	return fs
 }
 
@@ -170,6 +178,9 @@ func parseFlags(fs *flag.FlagSet, c *config, args []string, out io.Writer, usage
 			return nil, err
 		}
 		return nil, usageError{err}
+	}
+	if c.showVersion {
+		return nil, errVersion
 	}
 	if c.config != "" {
 		set := map[string]bool{}
@@ -263,11 +274,14 @@ func (c *config) validate() error {
 		return err
 	}
 	if c.statsdAddr != "" {
-		if _, _, err := net.SplitHostPort(c.statsdAddr); err != nil {
-			return fmt.Errorf("-statsd %q: want host:port: %w", c.statsdAddr, err)
+		if err := checkPort(c.statsdAddr, false); err != nil {
+			return fmt.Errorf("-statsd %q: %w", c.statsdAddr, err)
 		}
 	}
 	if c.httpAddr != "" {
+		if err := checkPort(c.httpAddr, true); err != nil {
+			return fmt.Errorf("-http %q: %w", c.httpAddr, err)
+		}
 		// ":9090" means loopback, as for httpserver: exposing metrics to
 		// the network takes an explicit 0.0.0.0 (or another address).
 		addr, err := httpserver.ListenAddr(c.httpAddr)
@@ -276,7 +290,7 @@ func (c *config) validate() error {
 		}
 		c.httpAddr = addr
 	}
-	return nil
+	return c.validateOps()
 }
 
 // validatePlugins checks what the plugins' prefixes must hold before any

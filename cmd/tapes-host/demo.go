@@ -33,20 +33,6 @@ Flags:
 `
 
 func demoMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := &config{}
-	fs := newFlagSet("tapes-host demo", cfg, stderr)
-	sc := addSuperviseFlags(fs)
-	duration := fs.Duration("duration", 0, "stop by itself after this long (0: run until Ctrl-C)")
-	rest, err := parseFlags(fs, cfg, args, stderr, demoUsage)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError{errUnexpectedArgs(rest)}
-	}
-	if sc.workers == 1 && !flagSet(fs, "workers") {
-		sc.workers = 2
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -60,19 +46,53 @@ func demoMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := os.WriteFile(wasm, pluginc.Wasm, 0o600); err != nil {
 		return err
 	}
-	if err := cfg.plugins.Set(wasm + "=plugins.example"); err != nil {
+	var duration time.Duration
+	// parse is also what a SIGHUP re-runs: it must make the same
+	// adjustments, or the demo's own plugin would read as a changed setting.
+	parse := func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
+		cfg := &config{}
+		fs := newFlagSet("tapes-host demo", cfg, out)
+		sc := addSuperviseFlags(fs)
+		cfg.supervise = sc
+		fs.DurationVar(&duration, "duration", 0, "stop by itself after this long (0: run until Ctrl-C)")
+		// The demo's workers are this binary, which exists: validate needs
+		// an argv.
+		rest, err := parseFlags(fs, cfg, args, out, demoUsage)
+		if err != nil {
+			return fs, cfg, rest, err
+		}
+		if len(rest) > 0 {
+			return fs, cfg, rest, usageError{errUnexpectedArgs(rest)}
+		}
+		if err := sc.validate([]string{self}); err != nil {
+			return fs, cfg, rest, usageError{err}
+		}
+		if duration < 0 {
+			return fs, cfg, rest, usageError{fmt.Errorf("-duration %v: must not be negative", duration)}
+		}
+		if sc.workers == 1 && !flagSet(fs, "workers") {
+			sc.workers = 2
+		}
+		if err := fs.Set("plugin", wasm+"=plugins.example"); err != nil {
+			return fs, cfg, rest, err
+		}
+		if !flagSet(fs, "plugin-interval") {
+			cfg.pluginInterval = time.Second
+		}
+		return fs, cfg, rest, nil
+	}
+	fs, cfg, _, err := parse(stderr)
+	if err != nil {
 		return err
 	}
-	if !flagSet(fs, "plugin-interval") {
-		cfg.pluginInterval = time.Second
-	}
-	if *duration > 0 {
+	if duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
+		ctx, cancel = context.WithTimeout(ctx, duration)
 		defer cancel()
 	}
+	sc := cfg.supervise
 	fmt.Fprintf(stdout, "tapes demo: %d workers (%s %s) and the example C plugin\n", sc.workers, self, demoWorkerCmd)
-	return supervise(ctx, cfg, sc, []string{self, demoWorkerCmd}, stdout, stderr)
+	return supervise(ctx, fs, cfg, sc, []string{self, demoWorkerCmd}, parse, stdout, stderr)
 }
 
 // flagSet reports whether the command line (or config file) set name.

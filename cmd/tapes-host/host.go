@@ -14,6 +14,7 @@ import (
 	"github.com/tapes-go/tapes/reporters/httpserver"
 	"github.com/tapes-go/tapes/reporters/statsd"
 	"github.com/tapes-go/tapes/reporters/stream"
+	"github.com/tapes-go/tapes/runtimemetrics"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -45,14 +46,19 @@ type host struct {
 	pluginsWG sync.WaitGroup
 	stopPlg   context.CancelFunc
 
-	push    []*reporters.Scheduler
-	closers []io.Closer // sinks to close after the last report
+	push     []*reporters.Scheduler
+	pushReps []pushRep // what each of push runs, to restart it on reload
+	pushCtx  context.Context
+	closers  []io.Closer // sinks to close after the last report
+
+	health  *health             // health.go
+	runtime *runtimemetrics.Set // tapes.host.go.*, tapes.host.process.*
 }
 
 // startHost opens the shm file and starts draining, serving, plugins and
 // push reporters. The caller must call shutdown.
 func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer) (h *host, err error) {
-	h = &host{cfg: cfg, log: log, out: out}
+	h = &host{cfg: cfg, log: log, out: out, health: newHealth()}
 	h.reg = registry.New(registry.WithMaxMetrics(cfg.maxMetrics))
 	start := time.Now()
 	h.reg.Gauge(selfPrefix+".uptime_seconds", func() float64 { return time.Since(start).Seconds() })
@@ -61,6 +67,9 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 			h.shutdown()
 		}
 	}()
+	if err := h.registerOps(); err != nil {
+		return h, err
+	}
 
 	// shm errors say "shm: ..." themselves.
 	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log}
@@ -79,17 +88,22 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 			return h, err
 		}
 	}
+	h.health.shmOpened(h.shm.Path(), h.shm.Passes)
 	dctx, cancel := context.WithCancel(context.Background())
 	h.stopDrn = cancel
 	h.drainDead = make(chan struct{})
 	h.drainWG.Add(1)
 	go func() {
 		defer h.drainWG.Done()
-		if err := h.shm.Drain(dctx, h.reg); err != nil && dctx.Err() == nil {
+		err := h.shm.Drain(dctx, h.reg)
+		if err != nil && dctx.Err() == nil {
 			h.drainErr = err
 			log.Error("shm drain stopped; tapes-host exits non-zero so that its supervisor restarts it", "err", err)
 			close(h.drainDead)
+		} else {
+			err = nil
 		}
+		h.health.drainStopped(err)
 	}()
 	fmt.Fprintf(out, "shm file: %s\n%s=%s\n", h.shm.Path(), shm.EnvVar, h.shm.Path())
 
@@ -106,6 +120,7 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	if err := h.startPush(ctx); err != nil {
 		return h, err
 	}
+	h.health.pluginsLoaded()
 	return h, nil
 }
 
@@ -120,8 +135,7 @@ func (h *host) startPush(ctx context.Context) error {
 			h.closers = append(h.closers, f)
 			w = f
 		}
-		h.push = append(h.push, reporters.Start(ctx, stream.New(h.reg, w), h.cfg.interval,
-			reporters.WithLogger(h.log), reporters.WithName("stream")))
+		h.startPushReporter(ctx, stream.New(h.reg, w), "stream")
 	}
 	if h.cfg.statsdAddr != "" {
 		rep, err := statsd.New(h.cfg.statsdAddr, h.reg, statsd.Options{Prefix: h.cfg.statsdPrefix})
@@ -129,8 +143,7 @@ func (h *host) startPush(ctx context.Context) error {
 			return fmt.Errorf("statsd: %w", err)
 		}
 		h.closers = append(h.closers, rep)
-		h.push = append(h.push, reporters.Start(ctx, rep, h.cfg.interval,
-			reporters.WithLogger(h.log), reporters.WithName("statsd")))
+		h.startPushReporter(ctx, rep, "statsd")
 	}
 	return nil
 }
@@ -140,6 +153,7 @@ func (h *host) startPush(ctx context.Context) error {
 // loop and drain what is left, then let every push reporter run one last
 // time.
 func (h *host) shutdown() {
+	h.health.stop()
 	h.stopPlugins()
 	if h.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -172,6 +186,9 @@ func (h *host) shutdown() {
 	h.closePlugins()
 	for _, c := range h.closers {
 		_ = c.Close()
+	}
+	if h.runtime != nil {
+		h.runtime.Stop()
 	}
 	if h.shm != nil {
 		_ = h.shm.Close()

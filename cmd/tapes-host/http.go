@@ -27,6 +27,7 @@ func (h *host) serveHTTP() error {
 		MaxHeaderBytes:    c.httpMaxHeaderBytes,
 		MaxConns:          c.httpMaxConns,
 		MetricsPrefix:     selfPrefix + ".http",
+		Handlers:          h.health.routes(),
 	})
 	if err != nil {
 		return fmt.Errorf("http: %w", err)

@@ -10,6 +10,12 @@
 //	                                        they die, forward SIGTERM and drain them to the end
 //	tapes-host inspect [PATH]               print a shm file's state without draining it
 //	tapes-host demo [flags]                 host + demo workers + the example C plugin
+//	tapes-host version                      print the version and build information (also -version)
+//
+// SIGTERM and SIGINT stop it cleanly (drain, report one last time, exit 0);
+// SIGHUP re-reads the -config file and applies the settings that can change
+// while running (-log-level, -interval), logging every other change as
+// needing a restart.
 //
 // Every flag can also come from a JSON config file (-config); invalid
 // configuration prints one error line and exits with code 2.
@@ -32,9 +38,17 @@ Usage:
   tapes-host run [flags] -workers N -- CMD ARGS  supervise N workers running CMD (TAPES_SHM set for them)
   tapes-host inspect [PATH]                      print a shm file's state without draining it
   tapes-host demo [flags]                        host + 2 demo workers + the example C plugin
+  tapes-host version                             print the version and build information
 
 Workers find the host through the environment variable TAPES_SHM (printed at start).
-Endpoints: http://ADDR/metrics (Prometheus text 0.0.4) and http://ADDR/stats (JSON).
+Endpoints: http://ADDR/metrics (Prometheus text 0.0.4), http://ADDR/stats (JSON),
+/healthz and /-/healthy (200 while draining works), /readyz and /-/ready (200 once
+draining, plugins loaded and the shm file intact).
+
+Signals: SIGTERM/SIGINT stop cleanly (drain everything, report one last time, exit 0).
+SIGHUP re-reads -config: -log-level and -interval take effect at once; a change to any
+other setting is logged as needing a restart and ignored; an invalid file is logged
+and ignored. Exit codes: 0 clean stop, 1 runtime failure, 2 invalid usage.
 
 Flags:
 `
@@ -49,7 +63,7 @@ func mainCode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cmd := ""
 	if len(args) > 0 {
 		switch args[0] {
-		case "run", "inspect", "demo", demoWorkerCmd, pluginWorkerCmd:
+		case "run", "inspect", "demo", "version", demoWorkerCmd, pluginWorkerCmd:
 			cmd, args = args[0], args[1:]
 		case "help":
 			args = []string{"-h"}
@@ -59,6 +73,8 @@ func mainCode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	switch cmd {
 	case "inspect":
 		err = inspectMain(args, stdout, stderr)
+	case "version":
+		err = versionMain(args, stdout)
 	case demoWorkerCmd:
 		err = demoWorkerMain(ctx, args)
 	case pluginWorkerCmd:
@@ -73,6 +89,9 @@ func mainCode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var ue usageError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errVersion):
+		printVersion(stdout)
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "tapes-host: %v\n", ue.err)

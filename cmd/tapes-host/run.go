@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -25,11 +26,16 @@ const runUsage = `Usage: tapes-host run [flags] -workers N -- CMD [ARGS...]
 
 Runs the host and N worker processes running CMD, the way gunicorn or uWSGI run
 workers. Each worker gets TAPES_SHM (the shm file) and TAPES_WORKER (its index,
-0..N-1) in its environment. A worker that exits is restarted after a backoff
-that doubles from -restart-min to -restart-max and resets once a worker has run
-for -restart-max. SIGTERM or SIGINT is forwarded to every worker; workers get
--stop-timeout to exit before SIGKILL; then the host drains every ring, reports
-one last time and exits 0.
+0..N-1) in its environment and runs in its own process group. A worker that
+exits is restarted after a backoff that doubles from -restart-min to
+-restart-max and resets once a worker has run for -restart-max; a worker that
+exits more than -restart-limit times within -restart-window makes tapes-host
+stop everything and exit 1. A CMD that cannot be started at all (missing, not
+executable) is an error at once, never retried. SIGTERM or SIGINT is forwarded
+to every worker's process group; workers get -stop-timeout to exit before
+SIGKILL; then the host drains every ring, reports one last time and exits 0.
+If tapes-host itself dies (even by SIGKILL), the kernel kills its workers
+(PR_SET_PDEATHSIG), so none keeps recording into a file nothing drains.
 
 Unless -shm names a file, the shm file is an anonymous memfd sealed against
 shrinking and growing, handed to each worker as descriptor 3
@@ -47,24 +53,33 @@ func errUnexpectedArgs(rest []string) error {
 }
 
 type superviseConfig struct {
-	workers     int
-	restartMin  time.Duration
-	restartMax  time.Duration
-	stopTimeout time.Duration
+	workers       int
+	restartMin    time.Duration
+	restartMax    time.Duration
+	restartLimit  int
+	restartWindow time.Duration
+	stopTimeout   time.Duration
 }
 
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := &config{}
-	fs := newFlagSet("tapes-host run", cfg, stderr)
-	sc := addSuperviseFlags(fs)
-	argv, err := parseFlags(fs, cfg, args, stderr, runUsage)
+	parse := func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
+		cfg := &config{}
+		fs := newFlagSet("tapes-host run", cfg, out)
+		sc := addSuperviseFlags(fs)
+		argv, err := parseFlags(fs, cfg, args, out, runUsage)
+		if err == nil {
+			if err = sc.validate(argv); err != nil {
+				err = usageError{err}
+			}
+		}
+		cfg.supervise = sc
+		return fs, cfg, argv, err
+	}
+	fs, cfg, argv, err := parse(stderr)
 	if err != nil {
 		return err
 	}
-	if err := sc.validate(argv); err != nil {
-		return usageError{err}
-	}
-	return supervise(ctx, cfg, sc, argv, stdout, stderr)
+	return supervise(ctx, fs, cfg, cfg.supervise, argv, parse, stdout, stderr)
 }
 
 func addSuperviseFlags(fs *flag.FlagSet) *superviseConfig {
@@ -72,6 +87,8 @@ func addSuperviseFlags(fs *flag.FlagSet) *superviseConfig {
 	fs.IntVar(&sc.workers, "workers", 1, "number of worker processes")
 	fs.DurationVar(&sc.restartMin, "restart-min", 100*time.Millisecond, "first restart backoff")
 	fs.DurationVar(&sc.restartMax, "restart-max", 10*time.Second, "longest restart backoff")
+	fs.IntVar(&sc.restartLimit, "restart-limit", 10, "give up (stop everything, exit 1) when one worker exits more than this many times within -restart-window; 0: never give up")
+	fs.DurationVar(&sc.restartWindow, "restart-window", time.Minute, "the window -restart-limit counts exits in")
 	fs.DurationVar(&sc.stopTimeout, "stop-timeout", 10*time.Second, "how long workers get to exit after SIGTERM before SIGKILL")
 	return sc
 }
@@ -86,17 +103,45 @@ func (sc *superviseConfig) validate(argv []string) error {
 		return fmt.Errorf("-restart-min %v / -restart-max %v: need 0 < min <= max", sc.restartMin, sc.restartMax)
 	case sc.stopTimeout <= 0:
 		return fmt.Errorf("-stop-timeout %v: must be positive", sc.stopTimeout)
+	case sc.restartLimit < 0:
+		return fmt.Errorf("-restart-limit %d: must not be negative", sc.restartLimit)
+	case sc.restartWindow <= 0:
+		return fmt.Errorf("-restart-window %v: must be positive", sc.restartWindow)
+	}
+	// A command that cannot run is found now, before the shm file exists,
+	// not by restarting it forever.
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return fmt.Errorf("cannot run %s: %w", argv[0], lookPathCause(err))
 	}
 	return nil
 }
 
+// lookPathCause strips exec's "exec: \"x\": " and "fork/exec x: "
+// prefixes, which would repeat the command name.
+func lookPathCause(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		err = ee.Err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // supervise runs the host and keeps sc.workers copies of argv running until
-// a signal arrives (or ctx ends), then stops the workers and the host.
-func supervise(ctx context.Context, cfg *config, sc *superviseConfig, argv []string, stdout, stderr io.Writer) error {
+// a signal arrives (or ctx ends), then stops the workers and the host. It
+// returns an error (exit 1) when a worker cannot be started or exits more
+// often than the restart limit allows.
+func supervise(ctx context.Context, fset *flag.FlagSet, cfg *config, sc *superviseConfig, argv []string,
+	parse func(io.Writer) (*flag.FlagSet, *config, []string, error), stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	sigctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg.shmMemfd = cfg.shmPath == ""
+	hup := notifyHUP()
+	defer signal.Stop(hup)
 	h, err := startHost(sigctx, cfg, log, stdout)
 	if err != nil {
 		return err
@@ -114,25 +159,43 @@ func supervise(ctx context.Context, cfg *config, sc *superviseConfig, argv []str
 	restarts := h.reg.Counter(selfPrefix + ".workers.restarts")
 	var running atomic.Int64
 	h.reg.Gauge(selfPrefix+".workers.running", func() float64 { return float64(running.Load()) })
+	sp := newSpawner()
 	s := &supervisor{sc: sc, argv: argv, log: log, shmPath: h.shm.Path(), stdout: stdout, stderr: stderr,
-		restarts: restarts, running: &running}
+		restarts: restarts, running: &running, spawn: sp, fatal: make(chan error, 1)}
 	if cfg.shmMemfd {
 		// The worker's descriptor 3 (the first of ExtraFiles).
 		s.shmFile, s.shmPath = h.shm.File(), "/proc/self/fd/3"
 	}
+	wctx, stopWorkers := context.WithCancel(sigctx)
+	defer stopWorkers()
 	var wg sync.WaitGroup
 	for i := range sc.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.keep(sigctx, i)
+			s.keep(wctx, i)
 		}()
 	}
-	<-sigctx.Done()
+	rl := &reloader{log: log, cur: fset, cfg: cfg, h: h, parse: parse}
+	var failed error
+	for failed == nil && sigctx.Err() == nil {
+		select {
+		case <-sigctx.Done():
+		case <-hup:
+			rl.reload()
+		case failed = <-s.fatal:
+			log.Error("giving up: stopping every worker", "err", failed)
+		}
+	}
 	log.Info("stopping workers", "timeout", sc.stopTimeout)
+	stopWorkers()
 	wg.Wait()
+	sp.close()
 	log.Info("workers stopped: draining and reporting one last time")
 	h.shutdown()
+	if failed != nil {
+		return fmt.Errorf("run: %w", failed)
+	}
 	return h.err()
 }
 
@@ -145,16 +208,43 @@ type supervisor struct {
 	stdout, stderr io.Writer
 	restarts       *registry.Counter
 	running        *atomic.Int64
+	spawn          *spawner
+	fatal          chan error // the first reason to give up
+}
+
+func (s *supervisor) giveUp(err error) {
+	select {
+	case s.fatal <- err:
+	default:
+	}
 }
 
 // keep runs worker i until ctx ends, restarting it with backoff whenever it
-// exits, and stops it with SIGTERM (then SIGKILL) when ctx ends.
+// exits, and stops it with SIGTERM (then SIGKILL) when ctx ends. It gives
+// up (giveUp) when the command cannot be started or the worker exits more
+// than the restart limit allows.
 func (s *supervisor) keep(ctx context.Context, i int) {
 	backoff := s.sc.restartMin
+	var exits []time.Time // unrequested exits within the restart window
 	for {
 		started := time.Now()
 		err := s.once(ctx, i)
 		if ctx.Err() != nil {
+			return
+		}
+		var se startError
+		if errors.As(err, &se) && cannotRun(se.err) {
+			s.giveUp(fmt.Errorf("worker %d: cannot start %s: %w", i, s.argv[0], lookPathCause(se.err)))
+			return
+		}
+		now := time.Now()
+		exits = append(exits, now)
+		for len(exits) > 0 && now.Sub(exits[0]) > s.sc.restartWindow {
+			exits = exits[1:]
+		}
+		if s.sc.restartLimit > 0 && len(exits) > s.sc.restartLimit {
+			s.giveUp(fmt.Errorf("worker %d exited %d times within %v (-restart-limit %d); last: %v",
+				i, len(exits), s.sc.restartWindow, s.sc.restartLimit, err))
 			return
 		}
 		s.restarts.Inc()
@@ -171,19 +261,41 @@ func (s *supervisor) keep(ctx context.Context, i int) {
 	}
 }
 
+// startError is a worker that could not be started (as opposed to one that
+// ran and exited).
+type startError struct{ err error }
+
+func (e startError) Error() string { return "start: " + e.err.Error() }
+func (e startError) Unwrap() error { return e.err }
+
+// cannotRun reports start errors that retrying cannot fix.
+func cannotRun(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) ||
+		errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, exec.ErrNotFound)
+}
+
 func (s *supervisor) once(ctx context.Context, i int) error {
+	if err := ctx.Err(); err != nil {
+		return err // stopping: start nothing new
+	}
 	cmd := exec.Command(s.argv[0], s.argv[1:]...)
 	cmd.Env = append(os.Environ(), shm.EnvVar+"="+s.shmPath, "TAPES_WORKER="+strconv.Itoa(i))
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
 	if s.shmFile != nil {
 		cmd.ExtraFiles = []*os.File{s.shmFile}
 	}
-	if err := cmd.Start(); err != nil {
-		return err
+	// Its own process group, so that stopping a worker reaches the
+	// processes it started and a Ctrl-C in a terminal reaches tapes-host
+	// alone, which then stops the workers in order. Pdeathsig: the kernel
+	// kills the worker if tapes-host dies without stopping it.
+	cmd.SysProcAttr = workerSysProcAttr()
+	if err := s.spawn.start(cmd); err != nil {
+		return startError{err}
 	}
 	s.running.Add(1)
 	defer s.running.Add(-1)
-	s.log.Info("worker started", "worker", i, "pid", cmd.Process.Pid)
+	pid := cmd.Process.Pid
+	s.log.Info("worker started", "worker", i, "pid", pid)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -191,12 +303,13 @@ func (s *supervisor) once(ctx context.Context, i int) error {
 		return err
 	case <-ctx.Done():
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = signalGroup(pid, syscall.SIGTERM)
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(s.sc.stopTimeout):
-		s.log.Warn("worker ignored SIGTERM; killing it", "worker", i, "pid", cmd.Process.Pid)
+		s.log.Warn("worker ignored SIGTERM; killing it", "worker", i, "pid", pid)
+		_ = signalGroup(pid, syscall.SIGKILL)
 		_ = cmd.Process.Kill()
 		return <-done
 	}

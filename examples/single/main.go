@@ -1,7 +1,8 @@
 // Command single is a net/http service timed by tapes, the Go form of the
 // Flask and Tornado examples of the original tapes: every route gets a
-// timer and an error counter through one middleware, and the same server
-// serves the numbers as JSON (/stats) and as Prometheus text (/metrics).
+// timer, status counters and an error counter through one middleware
+// (package tapeshttp), and the same server serves the numbers as JSON
+// (/stats) and as Prometheus text (/metrics).
 //
 //	go run ./examples/single -addr 127.0.0.1:8080
 //	curl http://127.0.0.1:8080/            # finished
@@ -27,6 +28,7 @@ import (
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters/httpjson"
 	"github.com/tapes-go/tapes/reporters/prometheus"
+	"github.com/tapes-go/tapes/tapeshttp"
 )
 
 func main() {
@@ -51,43 +53,24 @@ func main() {
 	}
 }
 
-// routes builds the service. The application routes go through timed; the
-// metrics endpoints do not, so scraping does not show up in the numbers.
+// routes builds the service. The application routes go through the
+// tapeshttp middleware: http.<route>.latency times every request,
+// http.<route>.status.<class> counts the answers by status class and
+// http.<route>.errors counts those with a 5xx status. The metrics
+// endpoints are not instrumented, so scraping does not show up in the
+// numbers.
 func routes() *http.ServeMux {
+	m, err := tapeshttp.New(tapes.Default(), tapeshttp.Options{Errors: "http.{route}.errors"})
+	if err != nil {
+		panic(err) // the templates are constants
+	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", timed("index", http.HandlerFunc(index)))
-	mux.Handle("GET /users/{id}", timed("users", http.HandlerFunc(user)))
-	mux.Handle("GET /fail", timed("fail", http.HandlerFunc(fail)))
+	mux.Handle("GET /{$}", m.MustHandler("index", http.HandlerFunc(index)))
+	mux.Handle("GET /users/{id}", m.MustHandler("users", http.HandlerFunc(user)))
+	mux.Handle("GET /fail", m.MustHandler("fail", http.HandlerFunc(fail)))
 	mux.Handle("GET /stats", httpjson.Handler(registry.Default))
 	mux.Handle("GET /metrics", prometheus.Handler(registry.Default, prometheus.Options{Namespace: "single"}))
 	return mux
-}
-
-// timed is the timing middleware: http.<route>.latency times every request
-// and http.<route>.errors counts the answers with a 5xx status. The metrics
-// are looked up once, here, not on every request.
-func timed(route string, h http.Handler) http.Handler {
-	latency := tapes.Timer("http." + route + ".latency")
-	errs := tapes.Counter("http." + route + ".errors")
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := statusWriter{ResponseWriter: w, status: http.StatusOK}
-		defer latency.Time().Stop()
-		h.ServeHTTP(&sw, r)
-		if sw.status >= 500 {
-			errs.Inc()
-		}
-	})
-}
-
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
 }
 
 func index(w http.ResponseWriter, _ *http.Request) {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/tapes-go/tapes"
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/tapeshttp"
 )
 
 func main() {
@@ -84,41 +85,30 @@ func listenShared(ctx context.Context, addr string) (net.Listener, error) {
 }
 
 // routes builds the service over any tapes.Recorder: the shm client here,
-// the registry in a single process, with the same code.
+// the registry in a single process, with the same code. The tapeshttp
+// middleware records http.<route>.latency, http.<route>.status.<class> and
+// http.<route>.errors (5xx answers) through it.
 func routes(rec tapes.Recorder) *http.ServeMux {
 	var inflight atomic.Int64
 	// A gauge across processes: each worker reports its own value and the
 	// host sums them (the shm default), so http.inflight is the total.
 	rec.Gauge("http.inflight", func() float64 { return float64(inflight.Load()) })
+	m, err := tapeshttp.New(rec, tapeshttp.Options{Errors: "http.{route}.errors"})
+	if err != nil {
+		panic(err) // the templates are constants
+	}
 	timed := func(route string, h http.HandlerFunc) http.Handler {
-		latency := rec.Timer("http." + route + ".latency")
-		errs := rec.Counter("http." + route + ".errors")
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return m.MustHandler(route, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inflight.Add(1)
 			defer inflight.Add(-1)
-			sw := statusWriter{ResponseWriter: w, status: http.StatusOK}
-			defer latency.Time().Stop()
-			h(&sw, r)
-			if sw.status >= 500 {
-				errs.Inc()
-			}
-		})
+			h(w, r)
+		}))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", timed("index", index))
 	mux.Handle("GET /users/{id}", timed("users", user))
 	mux.Handle("GET /fail", timed("fail", fail))
 	return mux
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
 }
 
 func index(w http.ResponseWriter, _ *http.Request) {

@@ -92,6 +92,11 @@ type Options struct {
 	// .idle, .write; and per endpoint (stats, metrics) requests and
 	// renders (a timer: its count is the number of renders).
 	MetricsPrefix string
+
+	// Handlers serves more paths (health probes, say) behind the same
+	// timeouts, cap and write gate; "/stats" and "/metrics" are the
+	// server's own.
+	Handlers map[string]http.Handler
 }
 
 // Server serves one registry until Shutdown or Close.
@@ -143,6 +148,13 @@ func Start(addr string, r *registry.Registry, opts Options) (*Server, error) {
 	popts := opts.Prometheus
 	popts.MaxAge, popts.OnRender = opts.MaxAge, m.endpoint("metrics").onRender
 	mux.Handle("/metrics", m.endpoint("metrics").count(prometheus.Handler(r, popts)))
+	for path, hd := range opts.Handlers {
+		if path == "/stats" || path == "/metrics" {
+			ln.Close()
+			return nil, fmt.Errorf("httpserver: Handlers: %s is served by the server itself", path)
+		}
+		mux.Handle(path, hd)
+	}
 	// Every request (404s included) is tracked, so that the cap knows
 	// which connections are inside one.
 	writeTimeout := orDefault(opts.WriteTimeout, DefaultWriteTimeout)

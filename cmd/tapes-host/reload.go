@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tapes-go/tapes/reporters"
+)
+
+// reloadable are the settings SIGHUP applies to a running host. Everything
+// else (the shm file and its geometry, listeners, plugins, sinks, the
+// supervisor's settings) is owned by something created at start, and
+// changing it under running workers or scrapers would lose data or break
+// connections: a change to those is logged as needing a restart.
+var reloadable = map[string]bool{"log-level": true, "interval": true}
+
+// reloader re-reads the configuration (the same command line, and the
+// -config file as it is now) on SIGHUP.
+type reloader struct {
+	log   *slog.Logger
+	cur   *flag.FlagSet // the running settings; writes into cfg
+	cfg   *config
+	h     *host
+	parse func(out io.Writer) (*flag.FlagSet, *config, []string, error)
+}
+
+func (rl *reloader) reload() {
+	next, ncfg, _, err := rl.parse(io.Discard)
+	if err != nil {
+		rl.log.Error("SIGHUP: configuration not reloaded; keeping the running one", "err", err)
+		return
+	}
+	var applied, restart []string
+	next.VisitAll(func(f *flag.Flag) {
+		old := rl.cur.Lookup(f.Name)
+		if old == nil || f.Name == "config" || old.Value.String() == f.Value.String() {
+			return
+		}
+		if !reloadable[f.Name] {
+			restart = append(restart, f.Name)
+			rl.log.Warn("SIGHUP: setting changed; it needs a restart and is ignored until then",
+				"setting", f.Name, "running", old.Value.String(), "file", f.Value.String())
+			return
+		}
+		// Setting through the running flag set updates rl.cfg.
+		if err := rl.cur.Set(f.Name, f.Value.String()); err != nil {
+			rl.log.Error("SIGHUP: setting not applied", "setting", f.Name, "err", err)
+			return
+		}
+		applied = append(applied, f.Name+"="+f.Value.String())
+	})
+	for _, a := range applied {
+		switch name, _, _ := strings.Cut(a, "="); name {
+		case "log-level":
+			rl.cfg.levelVar.Set(ncfg.logLevel)
+		case "interval":
+			rl.h.setInterval(ncfg.interval)
+		}
+	}
+	rl.log.Info("SIGHUP: configuration reloaded", "applied", strings.Join(applied, " "),
+		"needs_restart", strings.Join(restart, " "))
+}
+
+type pushRep struct {
+	rep  reporters.Reporter
+	name string
+}
+
+func (h *host) startPushReporter(ctx context.Context, rep reporters.Reporter, name string) {
+	h.pushCtx = ctx
+	h.pushReps = append(h.pushReps, pushRep{rep, name})
+	h.push = append(h.push, reporters.Start(ctx, rep, h.cfg.interval,
+		reporters.WithLogger(h.log), reporters.WithName(name)))
+}
+
+// setInterval restarts every push reporter on interval d. A scheduler
+// reports once when it starts, so a reload reports at once.
+func (h *host) setInterval(d time.Duration) {
+	for i, s := range h.push {
+		s.Stop()
+		h.push[i] = reporters.Start(h.pushCtx, h.pushReps[i].rep, d,
+			reporters.WithLogger(h.log), reporters.WithName(h.pushReps[i].name))
+	}
+}
