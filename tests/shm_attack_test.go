@@ -44,7 +44,7 @@ func TestShmDamageStopsHost(t *testing.T) {
 	attacks := []struct {
 		name   string
 		damage func(path string, size int64) error
-		want   string // in the host's last stderr line
+		want   string // in the host's last stderr line; alternatives separated by |
 	}{
 		{"truncate-one-byte", func(p string, size int64) error { return os.Truncate(p, size-1) }, "truncated to"},
 		{"shrink-and-regrow", func(p string, size int64) error {
@@ -54,7 +54,9 @@ func TestShmDamageStopsHost(t *testing.T) {
 				return err
 			}
 			return os.Truncate(p, size)
-		}, "shrunk and grown back"},
+			// A drain pass may touch the cut pages between the two calls
+			// (a fault) before the canary check sees the regrown file.
+		}, "shrunk and grown back|truncated under the host"},
 		{"truncate-to-zero", func(p string, size int64) error { return os.Truncate(p, 0) }, "truncated"},
 		{"renamed-over", func(p string, size int64) error {
 			b, err := os.ReadFile(p)
@@ -94,7 +96,7 @@ func TestShmDamageStopsHost(t *testing.T) {
 				t.Errorf("tapes-host exited 0 after the file was damaged\nstderr:\n%s", stderr)
 			}
 			if !strings.HasPrefix(last, "tapes-host: shm: ") || !strings.Contains(last, "damaged") ||
-				!strings.Contains(last, a.want) || strings.Contains(last, "shm: shm:") {
+				!containsAny(last, strings.Split(a.want, "|")) || strings.Contains(last, "shm: shm:") {
 				t.Errorf("last stderr line %q: want \"tapes-host: shm: PATH damaged: ...%s...\"", last, a.want)
 			}
 			// The last pushed report says the numbers stopped at a damage.
@@ -211,4 +213,13 @@ func TestShortLivedWorkersServedOrCounted(t *testing.T) {
 		t.Errorf("only %d of %d short-lived workers got a slot", served, workers)
 	}
 	h.stop(syscall.SIGTERM)
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
