@@ -126,7 +126,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.shmPath, "shm", "", "shared-memory file workers write to (default $XDG_RUNTIME_DIR/tapes/metrics.shm, else /dev/shm/tapes-<uid>/metrics.shm)")
 	fs.IntVar(&c.slots, "slots", 0, "worker slots in a new shm file (0: the shm package default)")
 	fs.IntVar(&c.ringRecords, "ring", 0, "records per worker ring in a new shm file, a power of two (0: the shm package default)")
-	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted")
+	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted. With the histogram bucket cap, a histogram or timer holds at most ~80 KiB whatever its values (~200 KiB with 4 contention cells), so this bounds the registry's memory (docs/core.md, Memory)")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
 	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (and at most -interval; one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
