@@ -342,3 +342,35 @@ func waitReady(t *testing.T, h *hostProc) {
 		return code == 200
 	}, func() string { return "last answer: " + last + "\nstderr:\n" + h.stderr() })
 }
+
+// SIGHUP swaps the plugin set: the new plugins start recording and the
+// ones no longer configured stop, while workers keep draining.
+func TestSIGHUPReloadsPlugins(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.json")
+	wasm, err := filepath.Abs(filepath.Join("..", "examples", "plugin-c", "plugin-c.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg, `{"plugin": ["`+wasm+`=plugins.one"], "plugin-interval": "50ms"}`)
+	h := startHost(t, "-config", cfg, "-shm", filepath.Join(dir, "p.shm"), "-http", "127.0.0.1:0")
+	h.waitStat("plugins.one.collections.value", func(v float64) bool { return v >= 2 }, "plugin one collecting")
+
+	writeFile(t, cfg, `{"plugin": ["`+wasm+`=plugins.two"], "plugin-interval": "50ms"}`)
+	if err := h.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStat("plugins.two.collections.value", func(v float64) bool { return v >= 2 }, "plugin two collecting after SIGHUP")
+	one, _ := lookup(h.stats(), "plugins.one.collections.value")
+	time.Sleep(300 * time.Millisecond) // six intervals
+	if now, _ := lookup(h.stats(), "plugins.one.collections.value"); now != one {
+		t.Errorf("plugin one still collecting after it was removed: %v then %v", one, now)
+	}
+	if !strings.Contains(h.stderr(), "SIGHUP: plugins restarted") {
+		t.Errorf("no reload logged:\n%s", h.stderr())
+	}
+	if code, body := probe(t, h.addr, "/readyz"); code != 200 {
+		t.Errorf("/readyz %d %q after the plugin reload", code, body)
+	}
+	h.stop(syscall.SIGTERM)
+}

@@ -14,8 +14,9 @@
 //
 // SIGTERM and SIGINT stop it cleanly (drain, report one last time, exit 0);
 // SIGHUP re-reads the -config file and applies the settings that can change
-// while running (-log-level, -interval), logging every other change as
-// needing a restart.
+// while running (-log-level, -interval; the plugin settings restart every
+// plugin process on the new set), logging every other change as needing a
+// restart.
 //
 // Every flag can also come from a JSON config file (-config); invalid
 // configuration prints one error line and exits with code 2.
@@ -46,8 +47,9 @@ Endpoints: http://ADDR/metrics (Prometheus text 0.0.4), http://ADDR/stats (JSON)
 draining, plugins loaded and the shm file intact).
 
 Signals: SIGTERM/SIGINT stop cleanly (drain everything, report one last time, exit 0).
-SIGHUP re-reads -config: -log-level and -interval take effect at once; a change to any
-other setting is logged as needing a restart and ignored; an invalid file is logged
+SIGHUP re-reads -config: -log-level and -interval take effect at once; a change to
+-plugin, -plugin-interval, -plugin-timeout, -plugin-memory or -wasm-cache restarts the
+plugins on the new settings; a change to any other setting is logged as needing a restart and ignored; an invalid file is logged
 and ignored. Exit codes: 0 clean stop, 1 runtime failure, 2 invalid usage.
 
 Flags:

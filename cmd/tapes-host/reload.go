@@ -12,11 +12,18 @@ import (
 )
 
 // reloadable are the settings SIGHUP applies to a running host. Everything
-// else (the shm file and its geometry, listeners, plugins, sinks, the
-// supervisor's settings) is owned by something created at start, and
-// changing it under running workers or scrapers would lose data or break
-// connections: a change to those is logged as needing a restart.
-var reloadable = map[string]bool{"log-level": true, "interval": true}
+// else (the shm file and its geometry, listeners, sinks, the supervisor's
+// settings) is owned by something created at start, and changing it under
+// running workers or scrapers would lose data or break connections: a
+// change to those is logged as needing a restart. Plugins can be swapped:
+// each is a process recording through its own slot, so stopping them all
+// and starting the new set loses nothing they committed.
+var reloadable = map[string]bool{"log-level": true, "interval": true,
+	"plugin": true, "plugin-interval": true, "plugin-timeout": true, "plugin-memory": true, "wasm-cache": true}
+
+// pluginSettings are the reloadable settings that restart the plugins.
+var pluginSettings = map[string]bool{"plugin": true, "plugin-interval": true, "plugin-timeout": true,
+	"plugin-memory": true, "wasm-cache": true}
 
 // reloader re-reads the configuration (the same command line, and the
 // -config file as it is now) on SIGHUP.
@@ -46,6 +53,12 @@ func (rl *reloader) reload() {
 				"setting", f.Name, "running", old.Value.String(), "file", f.Value.String())
 			return
 		}
+		if pluginSettings[f.Name] {
+			// Applied below, from the new configuration as a whole
+			// (-plugin appends when Set).
+			applied = append(applied, f.Name+"="+f.Value.String())
+			return
+		}
 		// Setting through the running flag set updates rl.cfg.
 		if err := rl.cur.Set(f.Name, f.Value.String()); err != nil {
 			rl.log.Error("SIGHUP: setting not applied", "setting", f.Name, "err", err)
@@ -53,13 +66,19 @@ func (rl *reloader) reload() {
 		}
 		applied = append(applied, f.Name+"="+f.Value.String())
 	})
+	restartPlugins := false
 	for _, a := range applied {
 		switch name, _, _ := strings.Cut(a, "="); name {
 		case "log-level":
 			rl.cfg.levelVar.Set(ncfg.logLevel)
 		case "interval":
 			rl.h.setInterval(ncfg.interval)
+		default:
+			restartPlugins = restartPlugins || pluginSettings[name]
 		}
+	}
+	if restartPlugins {
+		rl.reloadPlugins(ncfg)
 	}
 	rl.log.Info("SIGHUP: configuration reloaded", "applied", strings.Join(applied, " "),
 		"needs_restart", strings.Join(restart, " "))
@@ -85,4 +104,21 @@ func (h *host) setInterval(d time.Duration) {
 		h.push[i] = reporters.Start(h.pushCtx, h.pushReps[i].rep, d,
 			reporters.WithLogger(h.log), reporters.WithName(h.pushReps[i].name))
 	}
+}
+
+// reloadPlugins stops every plugin (a call in flight gets its grace, then
+// SIGKILL) and starts the new configuration's set. The new set was
+// validated with the rest of the configuration before anything stopped.
+func (rl *reloader) reloadPlugins(ncfg *config) {
+	h := rl.h
+	h.stopPlugins()
+	h.closePlugins()
+	rl.cfg.plugins = ncfg.plugins
+	rl.cfg.pluginInterval, rl.cfg.pluginTimeout = ncfg.pluginInterval, ncfg.pluginTimeout
+	rl.cfg.pluginMemory, rl.cfg.wasmCache = ncfg.pluginMemory, ncfg.wasmCache
+	if err := h.startPlugins(context.Background()); err != nil {
+		rl.log.Error("SIGHUP: plugins not restarted", "err", err)
+		return
+	}
+	rl.log.Info("SIGHUP: plugins restarted", "plugins", len(rl.cfg.plugins))
 }
