@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	mathbits "math/bits"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -116,6 +117,22 @@ type Host struct {
 	self  selfMetrics
 	slots []hslot
 	todo  []slotWork // a pass's slots, kept to spare the allocation
+	visit []int      // the slots a pass looks at (doorbell and pending), likewise kept
+	// pend is the slots the last pass left with work the doorbell will not
+	// announce again: a record claimed but not yet committed (the worker
+	// rang before committing), or a closed slot waiting for one. The next
+	// pass visits them, and the host does not sleep in the futex while
+	// there are any.
+	pend  []int
+	more  bool // the last pass stopped in a slot at its budget (one ring's worth)
+	bells int  // doorbell words that cover the file's slots
+
+	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
+	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
+	shown    int           // the workers gauge's value, -1 before the first pass
+	pidfds   int           // open pidfds (hslot.pidfd)
+	pidfdCap int           // at most this many, to leave the process descriptors
+	polls    []unix.PollFd // liveness check's pidfds, kept to spare the allocation
 
 	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
 	// gauge definitions at the same time.
@@ -141,6 +158,13 @@ type hslot struct {
 	pending  []uint32 // ids of defs holding records not yet applied (see hdef.queued)
 	badDefs  uint64   // last out-of-range definition count reported
 	holeAt   time.Time
+	active   bool // state ACTIVE at the last visit (counted in Host.active)
+	marked   bool // in the visit list of the pass under way
+	// pidfd is a descriptor of the worker's process plus one (0: none,
+	// and liveness reads /proc at every check): it becomes readable when
+	// the process exits, so a check of all workers is one poll(2).
+	pidfd  int
+	exited bool // its pidfd was readable at the last liveness check
 }
 
 // boundTo reports whether the host has bound this slot to the worker the
@@ -371,7 +395,11 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
 		liveEvery: 250 * time.Millisecond,
 		maxIdle:   100 * time.Millisecond,
+		coalesce:  defaultCoalesce,
 		slots:     make([]hslot, g.slots),
+		bells:     (g.slots + 63) / 64,
+		shown:     -1,
+		pidfdCap:  pidfdCap(),
 	}
 	copy(h.hdr[:], hdr)
 	if fi.perm&0o077 != 0 {
@@ -414,6 +442,9 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
+	for i := range h.slots {
+		h.unwatch(&h.slots[i])
+	}
 	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
 	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
 	err := h.m.Unmap()
@@ -449,17 +480,20 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 }
 
 // Drain applies the workers' events to r until ctx ends, then drains what
-// is committed once more and returns nil. It polls adaptively: while
-// events arrive it passes over the rings back to back; when they stop it
-// sleeps, doubling from 50µs to 1ms, and after that blocks in a futex wait
-// that the next worker to record wakes (Linux), with a timeout for liveness
-// checks (WithMaxIdleSleep, 100 ms by default). An idle host thus wakes
-// about ten times a second, and an event after a quiet period reaches the
-// registry in well under a millisecond, ~2.5 ms at worst on the project's
-// 2-vCPU machine (docs/RATIONALE.md, "Polling without burning a core"). It
-// returns an error only if the file becomes unusable (a *DamageError when
-// it is truncated, shrunk, removed or replaced under the host: see
-// checkFile) or r refuses the host's own metrics.
+// is committed once more and returns nil. A pass visits only the slots
+// whose doorbell rang (docs/shm-layout.md, "The doorbell"), so its cost
+// follows the events, not the number of slots. While a pass finds a ring
+// with a backlog, the next follows at once; when events trickle in, the
+// host sleeps in a futex wait that the next worker to record wakes (Linux),
+// drains at once when woken after a quiet period, and when wake-ups come
+// back to back it lets the events of a coalescing window (1 ms) gather,
+// with the wake flag down so that workers make no system calls, before its
+// next pass. Liveness checks, slot reclaim and the file's damage checks
+// run on their own cadence (WithLivenessInterval); a sleep never outlasts
+// WithMaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
+// core". It returns an error only if the file becomes unusable (a
+// *DamageError when it is truncated, shrunk, removed or replaced under the
+// host: see checkFile) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
 	h.mu.Lock()
 	for _, o := range opts {
@@ -476,10 +510,17 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		h.mu.Unlock()
 	})
 	defer stop()
-	const minSleep = 50 * time.Microsecond
-	sleep := time.Duration(0)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	nap := func(d time.Duration) {
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	coalescing := false
+	pendNap := time.Duration(0)
 	for {
 		if ctx.Err() != nil {
 			_, err := h.drain(r, true)
@@ -489,46 +530,64 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		if err != nil {
 			return err
 		}
-		switch {
-		case n >= 256:
-			sleep = 0
-			continue
-		case n > 0:
-			sleep /= 2
-		default:
-			sleep = max(minSleep, min(sleep*2, time.Millisecond))
+		h.mu.Lock()
+		more, pending := h.more, len(h.pend) > 0
+		h.mu.Unlock()
+		if n >= 256 || more {
+			continue // a backlog: drain back to back, as fast as the workers write
 		}
-		if sleep < minSleep {
-			runtime.Gosched()
-			continue
-		}
-		if sleep == time.Millisecond && haveFutex {
-			// Idle for a few milliseconds: sleep until a worker wakes us.
-			woken, err := h.wait()
-			if err != nil {
-				return err
-			}
-			if woken {
-				sleep = 0
-			}
+		if pending {
+			// A record claimed but not committed yet, or a closed slot
+			// waiting for one: usually a commit microseconds away, but a
+			// worker killed in between leaves it until its liveness
+			// check, so look again at growing intervals.
+			pendNap = min(max(2*pendNap, pendingNap), maxPendingNap)
+			nap(pendNap)
 			continue
 		}
-		t.Reset(sleep)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+		pendNap = 0
+		if coalescing && n > 0 {
+			nap(h.coalesce)
+			continue
 		}
+		coalescing = false
+		if !haveFutex {
+			nap(time.Millisecond)
+			continue
+		}
+		t0 := time.Now()
+		woken, err := h.wait()
+		if err != nil {
+			return err
+		}
+		// Woken within a window of going to sleep: events come faster
+		// than one wake-up each is worth. Gather them until a window
+		// passes with none.
+		coalescing = woken && time.Since(t0) < h.coalesce
 	}
 }
 
+// defaultCoalesce is how long a host woken back to back lets events gather
+// before its next pass: the latency an event may wait under a steady
+// trickle, traded for one pass and no wake-up system calls per window.
+const defaultCoalesce = time.Millisecond
+
+// pendingNap and maxPendingNap bound the host's sleeps while a slot holds
+// a record claimed but not committed.
+const (
+	pendingNap    = 50 * time.Microsecond
+	maxPendingNap = 2 * time.Millisecond
+)
+
 // wait sleeps in futex wait on the header's hostWait word until a worker
-// claims a record (see Client.put), the liveness interval or the maximum
-// idle sleep passes, or Drain's context ends. The handshake is Dekker's:
-// the host stores hostWait = 1 and then loads every slot's reserve index,
-// state word and definition count; a worker CASes reserve or its state
-// word, or stores the definition count, and then loads hostWait. Both are
-// full barriers, so either the host sees the new record, slot or
-// definition and does not sleep, or the worker sees 1 and wakes it.
+// rings a doorbell (see Client.ringBell), the liveness interval or the
+// maximum idle sleep passes, or Drain's context ends. The handshake is
+// Dekker's: the host stores hostWait = 1 and then loads the doorbell words
+// and claimWaits; a worker ORs its doorbell bit (or adds to claimWaits) and
+// then loads hostWait. Both are full barriers, so either the host sees the
+// bit and does not sleep, or the worker sees 1 and wakes it. A worker that
+// finds its bit already set skips both: the bit's setter has done or will
+// do this, and the host reads the slot after taking the bit.
 func (h *Host) wait() (woken bool, err error) {
 	h.mu.Lock()
 	if h.closed {
@@ -536,18 +595,20 @@ func (h *Host) wait() (woken bool, err error) {
 		return false, ErrClosed
 	}
 	w := u32(h.m, hdrWait)
-	busy := false
-	err = h.protect(func() {
-		atomic.StoreUint32(w, 1)
-		if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
-			return // a worker waits for a slot
-		}
-		for i := range h.slots {
-			if busy = h.unseen(i); busy {
-				return
+	busy := len(h.pend) > 0
+	if !busy {
+		err = h.protect(func() {
+			atomic.StoreUint32(w, 1)
+			if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
+				return // a worker waits for a slot
 			}
-		}
-	})
+			for k := 0; k < h.bells; k++ {
+				if busy = atomic.LoadUint64(u64(h.m, hdrBell+8*k)) != 0; busy {
+					return
+				}
+			}
+		})
+	}
 	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
 	h.mu.Unlock()
 	if err != nil || busy || d <= 0 {
@@ -568,26 +629,14 @@ func (h *Host) wait() (woken bool, err error) {
 	return woken, err
 }
 
-// unseen reports whether slot i holds something the host's last pass did
-// not see: a record, a worker that claimed the slot since, or a new
-// definition. Definitions count only above what the host has read, up to
-// the table's size: a count scribbled lower or past the table cannot keep
-// the host awake. (A reserve index scribbled ahead still can: a pass finds
-// nothing committed there and the host keeps to its short sleeps.)
+// unseen reports whether slot i has work the host's next pass will visit:
+// its doorbell bit is set or the last pass left it pending. What wait
+// checks for every slot at once.
 func (h *Host) unseen(i int) bool {
-	hs := &h.slots[i]
-	pid, gen, st := unpackState(atomic.LoadUint64(h.slotU64(i, slotState)))
-	if (st == StateActive || st == StateClosed) && !hs.boundTo(pid, gen) {
+	if atomic.LoadUint64(u64(h.m, hdrBell+i/64*8))&(1<<(i%64)) != 0 {
 		return true
 	}
-	if st == StateFree && hs.bound {
-		return true // unbind it
-	}
-	if !hs.bound {
-		return false
-	}
-	defs := min(atomic.LoadUint64(h.slotU64(i, slotDefCount)), uint64(h.g.maxDefs))
-	return atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer || defs > uint64(len(hs.defs))
+	return slices.Contains(h.pend, i)
 }
 
 // DrainOnce applies every event committed when it is called, checks which
@@ -614,11 +663,12 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	if h.damage != nil {
 		return 0, h.damage
 	}
+	fresh := h.reg != r // a new registry: bind every slot again now
 	if err := h.bind(r); err != nil {
 		return 0, err
 	}
 	now := time.Now()
-	tick := live || now.Sub(h.lastLive) >= h.liveEvery
+	tick := live || fresh || now.Sub(h.lastLive) >= h.liveEvery
 	if tick {
 		if err := h.checkFile(); err != nil {
 			return 0, h.damaged(err)
@@ -820,16 +870,22 @@ func (h *Host) bind(r *registry.Registry) error {
 	h.seenRefused = 0 // the new registry counts the file's refusals from the start
 	h.aggs = map[string]*gaugeAgg{}
 	for i := range h.slots {
+		h.unwatch(&h.slots[i])
 		h.slots[i] = hslot{}
 	}
+	h.active, h.shown, h.pend = 0, -1, h.pend[:0]
 	return nil
 }
 
 func (h *Host) slotU64(i, off int) *uint64 { return u64(h.m, h.g.slotOff(i)+off) }
 
-type passStats struct{ events, malformed, discarded, aborted, lag int }
+type passStats struct {
+	events, malformed, discarded, aborted, lag int
+	more                                       bool // a slot was left at its budget with records committed
+}
 
 func (ps *passStats) add(o passStats) {
+	ps.more = ps.more || o.more
 	ps.events += o.events
 	ps.malformed += o.malformed
 	ps.discarded += o.discarded
@@ -916,15 +972,51 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 	}
 }
 
+// pass drains the slots whose doorbell rang and those the last pass left
+// pending; with live (a liveness check) it visits every slot instead and
+// checks that their workers still run. Taking a doorbell word (swap to 0)
+// comes before reading any slot it covers, so a worker that rings after
+// the swap rings again for the next pass, and one whose ring the swap took
+// has its claim, definition or state change seen by this pass.
 func (h *Host) pass(live bool) int {
 	var ps passStats
-	workers := 0
-	newWorker := false
+	visit := h.visit[:0]
+	mark := func(i int) {
+		if hs := &h.slots[i]; !hs.marked {
+			hs.marked = true
+			visit = append(visit, i)
+		}
+	}
+	for k := 0; k < h.bells; k++ {
+		p := u64(h.m, hdrBell+8*k)
+		if atomic.LoadUint64(p) == 0 {
+			continue // no write: the line stays shared with the workers
+		}
+		for bits := atomic.SwapUint64(p, 0); bits != 0 && !live; bits &= bits - 1 {
+			// Bits past the file's slots (a scribble) are taken and ignored.
+			if i := k*64 + mathbits.TrailingZeros64(bits); i < h.g.slots {
+				mark(i)
+			}
+		}
+	}
+	if live {
+		visit = visit[:0]
+		for i := range h.slots {
+			visit = append(visit, i)
+		}
+		h.pollExits()
+	} else {
+		for _, i := range h.pend {
+			mark(i)
+		}
+	}
+	h.pend = h.pend[:0]
 	todo := h.todo[:0]
-	for i := range h.slots {
+	for _, i := range visit {
+		hs := &h.slots[i]
+		hs.marked = false
 		w := atomic.LoadUint64(h.slotU64(i, slotState))
 		pid, gen, st := unpackState(w)
-		hs := &h.slots[i]
 		switch st {
 		case StateFree:
 			if hs.bound {
@@ -960,10 +1052,16 @@ func (h *Host) pass(live bool) int {
 			populate(h.m, ring, ring+h.g.ringRecs*wire.RecordSize)
 			h.recover(i, hs, &ps)
 			h.loadDefs(i, hs)
-			newWorker = true
+			if st == StateActive {
+				h.watch(i, hs)
+			}
 		}
+		// One rule on every pass: a closed slot still waiting for a
+		// half-written record is not a worker.
+		h.setActive(hs, st == StateActive)
 		todo = append(todo, slotWork{i, w})
 	}
+	h.visit = visit
 	h.todo = todo
 	h.drainSlots(todo, &ps)
 	for _, t := range todo {
@@ -971,7 +1069,7 @@ func (h *Host) pass(live bool) int {
 		pid, _, st := unpackState(w)
 		// Metrics a worker defined but has not recorded yet appear within
 		// a pass, as they would in an in-process registry (Client.define
-		// wakes an idle host).
+		// rings the doorbell).
 		h.loadDefs(i, hs)
 		// A closed slot is reclaimed on the pass that finds it, not at the
 		// next liveness check: short-lived workers must not wait for slots.
@@ -979,17 +1077,18 @@ func (h *Host) pass(live bool) int {
 			if live {
 				h.refresh(i, hs, &ps)
 			}
-			dead := closed || !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
-			if dead && h.finish(i, hs, w, &ps) {
+			if closed || !h.running(i, hs) {
+				if !h.finish(i, hs, w, &ps) {
+					h.pend = append(h.pend, i) // a closed slot waiting for a record
+				}
 				continue
 			}
 		}
-		// One rule on every pass: a closed slot still waiting for a
-		// half-written record is not a worker.
-		if st == StateActive {
-			workers++
+		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.ringRecs) {
+			h.pend = append(h.pend, i) // claimed, not committed yet
 		}
 	}
+	h.more = ps.more
 	s := &h.self
 	if ps.events > 0 {
 		s.events.Add(int64(ps.events))
@@ -1003,15 +1102,29 @@ func (h *Host) pass(live bool) int {
 	if ps.aborted > 0 {
 		s.aborted.Add(int64(ps.aborted))
 	}
-	if live || newWorker {
+	if live || h.active != h.shown {
 		// A worker that just attached is counted at once, not at the next
 		// liveness check (which alone can tell that one has died).
-		s.workers.Set(float64(workers))
+		s.workers.Set(float64(h.active))
+		h.shown = h.active
 	}
 	if live {
 		s.lag.Set(float64(ps.lag))
 	}
 	return ps.events
+}
+
+// setActive keeps the count of ACTIVE bound slots behind the workers gauge:
+// a pass no longer visits every slot to count them.
+func (h *Host) setActive(hs *hslot, a bool) {
+	if hs.active != a {
+		hs.active = a
+		if a {
+			h.active++
+		} else {
+			h.active--
+		}
+	}
 }
 
 // recover reads the indices of a slot the host has not seen before and
@@ -1151,6 +1264,7 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 			return
 		}
 	}
+	ps.more = true // the budget ran out with the last record committed: likely more
 }
 
 // releaseEvery is how many records drainSlot applies before it releases
@@ -1429,6 +1543,8 @@ func (h *Host) unbind(i int, hs *hslot) {
 	if hs.droppedC != nil {
 		h.reg.Unregister(h.droppedName(hs.pid))
 	}
+	h.setActive(hs, false)
+	h.unwatch(hs)
 	*hs = hslot{}
 }
 
