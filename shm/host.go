@@ -112,6 +112,7 @@ type Host struct {
 	liveEvery time.Duration
 	maxIdle   time.Duration
 	lastLive  time.Time
+	lastFull  time.Time // the last pass that read every slot's state
 
 	reg   *registry.Registry
 	self  selfMetrics
@@ -124,8 +125,9 @@ type Host struct {
 	// pass visits them, and the host does not sleep in the futex while
 	// there are any.
 	pend  []int
-	more  bool // the last pass stopped in a slot at its budget (one ring's worth)
-	bells int  // doorbell words that cover the file's slots
+	more  bool          // the last pass stopped in a slot at its budget (one ring's worth)
+	kicks atomic.Uint64 // Close and Drain's cancellation add 1 before they wake a sleeping host
+	bells int           // doorbell words that cover the file's slots
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
@@ -160,6 +162,7 @@ type hslot struct {
 	holeAt   time.Time
 	active   bool // state ACTIVE at the last visit (counted in Host.active)
 	marked   bool // in the visit list of the pass under way
+	claiming bool // CLAIMING at the last visit
 	// pidfd is a descriptor of the worker's process plus one (0: none,
 	// and liveness reads /proc at every check): it becomes readable when
 	// the process exits, so a check of all workers is one poll(2).
@@ -394,7 +397,7 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		info:      fi,
 		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
 		liveEvery: 250 * time.Millisecond,
-		maxIdle:   100 * time.Millisecond,
+		maxIdle:   250 * time.Millisecond,
 		coalesce:  defaultCoalesce,
 		slots:     make([]hslot, g.slots),
 		bells:     (g.slots + 63) / 64,
@@ -446,6 +449,7 @@ func (h *Host) Close() error {
 		h.unwatch(&h.slots[i])
 	}
 	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
+	h.kicks.Add(1)
 	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
 	err := h.m.Unmap()
 	if cerr := h.f.Close(); err == nil {
@@ -458,7 +462,7 @@ func (h *Host) Close() error {
 type DrainOption func(*Host)
 
 // WithMaxIdleSleep sets the longest sleep between passes when no events
-// arrive (default 100ms). Workers wake a sleeping host through a futex, so
+// arrive (default 250ms). Workers wake a sleeping host through a futex, so
 // this bounds only how long a missed wake-up could delay an event (on
 // systems without futexes it is capped at 1ms per sleep).
 func WithMaxIdleSleep(d time.Duration) DrainOption {
@@ -505,6 +509,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		if !h.closed {
+			h.kicks.Add(1)
 			futexWakeAll(wait)
 		}
 		h.mu.Unlock()
@@ -615,7 +620,14 @@ func (h *Host) wait() (woken bool, err error) {
 		atomic.StoreUint32(w, 0)
 		return true, err
 	}
-	futexSleep(w, 1, d)
+	kick := h.kicks.Load()
+	for end := time.Now().Add(d); ; {
+		left := time.Until(end)
+		if left <= 0 || atomic.LoadUint32(w) != 1 || h.kicks.Load() != kick {
+			break
+		}
+		futexSleep(w, 1, left)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -663,12 +675,14 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	if h.damage != nil {
 		return 0, h.damage
 	}
-	fresh := h.reg != r // a new registry: bind every slot again now
+	// DrainOnce and a new registry (which binds every slot again) look at
+	// every slot at once.
+	full := live || h.reg != r
 	if err := h.bind(r); err != nil {
 		return 0, err
 	}
 	now := time.Now()
-	tick := live || fresh || now.Sub(h.lastLive) >= h.liveEvery
+	tick := full || now.Sub(h.lastLive) >= h.liveEvery
 	if tick {
 		if err := h.checkFile(); err != nil {
 			return 0, h.damaged(err)
@@ -678,13 +692,19 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 		live = tick
 		w := atomic.LoadUint64(u64(h.m, hdrClaimWaits))
 		if w != h.seenWaits && now.Sub(h.lastLive) >= claimCheckEvery {
-			live = true
+			live, full = true, true // a worker waits for a slot: find every free-able one
 		}
 		if live {
 			h.lastLive, h.seenWaits = now, w
 			h.countRefused()
+			if now.Sub(h.lastFull) >= fullScanEvery*h.liveEvery {
+				full = true
+			}
 		}
-		n = h.pass(live)
+		if full {
+			h.lastFull = now
+		}
+		n = h.pass(live, full)
 	})
 	if err != nil {
 		return n, h.damaged(err)
@@ -972,13 +992,25 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 	}
 }
 
+// fullScanEvery is how many liveness intervals apart a pass reads the
+// state word of every slot (10 s by default), and not only of the slots
+// whose doorbell rang, the bound ones and those being claimed. It finds
+// what rang no bell: a worker that died between its claim and its first
+// ring, or a client that skips the doorbell. Reading one word of each
+// slot touches one page of each, 1-5 µs apiece on a VM: 4096 slots every
+// 250 ms would be most of an idle host's cost. A worker waiting for a slot
+// (claimWaits) gets a full scan at once.
+const fullScanEvery = 40
+
 // pass drains the slots whose doorbell rang and those the last pass left
-// pending; with live (a liveness check) it visits every slot instead and
-// checks that their workers still run. Taking a doorbell word (swap to 0)
-// comes before reading any slot it covers, so a worker that rings after
-// the swap rings again for the next pass, and one whose ring the swap took
-// has its claim, definition or state change seen by this pass.
-func (h *Host) pass(live bool) int {
+// pending. With live (a liveness check) it also visits every bound slot
+// and every slot being claimed, checks that their workers still run and
+// refreshes their dropped counts and lag; with full it visits every slot.
+// Taking a doorbell word (swap to 0) comes before reading any slot it
+// covers, so a worker that rings after the swap rings again for the next
+// pass, and one whose ring the swap took has its claim, definition or
+// state change seen by this pass.
+func (h *Host) pass(live, full bool) int {
 	var ps passStats
 	visit := h.visit[:0]
 	mark := func(i int) {
@@ -992,23 +1024,33 @@ func (h *Host) pass(live bool) int {
 		if atomic.LoadUint64(p) == 0 {
 			continue // no write: the line stays shared with the workers
 		}
-		for bits := atomic.SwapUint64(p, 0); bits != 0 && !live; bits &= bits - 1 {
+		for bits := atomic.SwapUint64(p, 0); bits != 0 && !full; bits &= bits - 1 {
 			// Bits past the file's slots (a scribble) are taken and ignored.
 			if i := k*64 + mathbits.TrailingZeros64(bits); i < h.g.slots {
 				mark(i)
 			}
 		}
 	}
-	if live {
+	switch {
+	case full:
 		visit = visit[:0]
 		for i := range h.slots {
 			visit = append(visit, i)
 		}
-		h.pollExits()
-	} else {
+	case live:
+		for i := range h.slots {
+			if hs := &h.slots[i]; hs.bound || hs.claiming {
+				mark(i)
+			}
+		}
+		fallthrough
+	default:
 		for _, i := range h.pend {
 			mark(i)
 		}
+	}
+	if live {
+		h.pollExits()
 	}
 	h.pend = h.pend[:0]
 	todo := h.todo[:0]
@@ -1017,6 +1059,7 @@ func (h *Host) pass(live bool) int {
 		hs.marked = false
 		w := atomic.LoadUint64(h.slotU64(i, slotState))
 		pid, gen, st := unpackState(w)
+		hs.claiming = false
 		switch st {
 		case StateFree:
 			if hs.bound {
@@ -1038,6 +1081,8 @@ func (h *Host) pass(live bool) int {
 			if live && !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart))) {
 				h.reset(i, w)
 				h.self.reclaimed.Inc()
+			} else {
+				hs.claiming = true // liveness checks look at it until it is ACTIVE
 			}
 			continue
 		default:
