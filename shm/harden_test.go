@@ -450,3 +450,39 @@ func TestLivenessWithoutDescriptors(t *testing.T) {
 	}
 	host.Wait()
 }
+
+// A sealed memfd: workers attach through its /proc path, and the kernel
+// refuses to shrink or grow it, whoever asks.
+func TestMemfdSealed(t *testing.T) {
+	h, err := CreateMemfd(Config{Slots: 2, RingRecords: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatalf("Open(%s): %v", h.Path(), err)
+	}
+	defer c.Close()
+	c.Counter("m").Add(3)
+	f, err := os.OpenFile(h.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, size := range []int64{0, int64(h.g.fileSize) - 1, int64(h.g.fileSize) + 4096} {
+		if err := f.Truncate(size); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("truncate to %d: %v, want EPERM", size, err)
+		}
+	}
+	r := registry.New()
+	if _, err := h.DrainOnce(r); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.Counter("m").Value(); v != 3 {
+		t.Errorf("m = %d, want 3", v)
+	}
+	if fi, err := f.Stat(); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("memfd mode %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+}

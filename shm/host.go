@@ -125,9 +125,8 @@ type Host struct {
 	// pass visits them, and the host does not sleep in the futex while
 	// there are any.
 	pend  []int
-	more  bool          // the last pass stopped in a slot at its budget (one ring's worth)
-	kicks atomic.Uint64 // Close and Drain's cancellation add 1 before they wake a sleeping host
-	bells int           // doorbell words that cover the file's slots
+	more  bool // the last pass stopped in a slot at its budget (one ring's worth)
+	bells int  // doorbell words that cover the file's slots
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
@@ -449,7 +448,6 @@ func (h *Host) Close() error {
 		h.unwatch(&h.slots[i])
 	}
 	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
-	h.kicks.Add(1)
 	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
 	err := h.m.Unmap()
 	if cerr := h.f.Close(); err == nil {
@@ -509,7 +507,6 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		if !h.closed {
-			h.kicks.Add(1)
 			futexWakeAll(wait)
 		}
 		h.mu.Unlock()
@@ -614,20 +611,25 @@ func (h *Host) wait() (woken bool, err error) {
 			}
 		})
 	}
+	if err != nil {
+		err = h.damaged(err) // a fault here is damage like any other
+		h.mu.Unlock()
+		return false, err
+	}
 	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
-	h.mu.Unlock()
-	if err != nil || busy || d <= 0 {
-		atomic.StoreUint32(w, 0)
+	if busy || d <= 0 {
+		// Under the lock and the fault guard: Close may unmap, and the
+		// file may be cut, the moment either is released.
+		if err = h.protect(func() { atomic.StoreUint32(w, 0) }); err != nil {
+			err = h.damaged(err)
+		}
+		h.mu.Unlock()
 		return true, err
 	}
-	kick := h.kicks.Load()
-	for end := time.Now().Add(d); ; {
-		left := time.Until(end)
-		if left <= 0 || atomic.LoadUint32(w) != 1 || h.kicks.Load() != kick {
-			break
-		}
-		futexSleep(w, 1, left)
-	}
+	h.mu.Unlock()
+	// A futex call on a page that is gone fails with EFAULT; it raises no
+	// signal.
+	futexSleep(w, 1, d)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -638,6 +640,9 @@ func (h *Host) wait() (woken bool, err error) {
 		// leaves it set.
 		woken = atomic.SwapUint32(w, 0) == 0
 	})
+	if err != nil {
+		err = h.damaged(err)
+	}
 	return woken, err
 }
 

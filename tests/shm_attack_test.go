@@ -72,7 +72,9 @@ func TestShmDamageStopsHost(t *testing.T) {
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
 			dir := t.TempDir()
-			h := startHost(t, "-shm", filepath.Join(dir, "a.shm"), "-http", "127.0.0.1:0", "-slots", "4", "-ring", "1024")
+			stream := filepath.Join(dir, "stream.jsonl")
+			h := startHost(t, "-shm", filepath.Join(dir, "a.shm"), "-http", "127.0.0.1:0", "-slots", "4", "-ring", "1024",
+				"-stream", stream, "-interval", "1h")
 			worker(t, h.shm, "-n", "100", "-hold")
 			h.waitStat("test.ticks.value", func(v float64) bool { return v >= 5 }, "worker recording")
 			fi, err := os.Stat(h.shm)
@@ -94,6 +96,10 @@ func TestShmDamageStopsHost(t *testing.T) {
 			if !strings.HasPrefix(last, "tapes-host: shm: ") || !strings.Contains(last, "damaged") ||
 				!strings.Contains(last, a.want) || strings.Contains(last, "shm: shm:") {
 				t.Errorf("last stderr line %q: want \"tapes-host: shm: PATH damaged: ...%s...\"", last, a.want)
+			}
+			// The last pushed report says the numbers stopped at a damage.
+			if v, ok := lookup(lastJSONLine(t, stream), "stats.tapes.host.shm.damaged.value"); !ok || v != 1 {
+				t.Errorf("last report: tapes.host.shm.damaged = %v (found %v), want 1", v, ok)
 			}
 			// Nothing serves the frozen numbers any more.
 			if _, err := tryGet("http://" + h.addr + "/stats"); err == nil {

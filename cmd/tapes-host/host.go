@@ -166,17 +166,6 @@ func (h *host) startPush(ctx context.Context) error {
 	return nil
 }
 
-// failed is closed when the host cannot go on (see drainDead); err says why.
-func (h *host) failed() <-chan struct{} { return h.drainDead }
-
-// err is what stopped the host on its own, nil after a requested stop.
-func (h *host) err() error {
-	if h.drainErr == nil {
-		return nil
-	}
-	return fmt.Errorf("%w; exiting so that a restart re-creates the file", h.drainErr)
-}
-
 // shutdown stops in the order that loses nothing: stop accepting HTTP, stop
 // plugins, stop the drain loop and drain what is left, then let every push
 // reporter run one last time.

@@ -29,7 +29,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case <-ctx.Done():
 		log.Info("stopping: draining and reporting one last time")
 	case <-h.failed():
-		log.Error("stopping: the shm file is damaged")
+		log.Error("stopping: the shm drain stopped (see above)")
 	}
 	h.shutdown()
 	return h.err()
