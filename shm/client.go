@@ -277,12 +277,27 @@ func (c *Client) put(w0, v uint64) {
 		// (docs/shm-layout.md, "The doorbell"). A bit already set means the
 		// host has yet to take it, and will read reserve after it does.
 		if atomic.LoadUint64(c.bell)&c.bit == 0 {
-			c.ringBell()
+			c.ringRecord(r, w0, v)
+			return
 		}
 		commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 		return
 	}
 	c.putSlow(w0, v)
+}
+
+// ringRecord rings the doorbell for record r and commits it. The wake-up,
+// if the host sleeps, comes after the commit: a host woken before it would
+// find the record claimed but not committed and have to look again.
+// Whether to wake is still decided right after the OR, which is what the
+// handshake needs.
+func (c *Client) ringRecord(r, w0, v uint64) {
+	atomic.OrUint64(c.bell, c.bit)
+	wake := atomic.LoadUint32(c.wait) != 0
+	commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
+	if wake {
+		c.wakeHost()
+	}
 }
 
 // putSlow is put when the ring looked full, the claim raced with another
@@ -303,7 +318,8 @@ func (c *Client) putSlow(w0, v uint64) {
 		}
 		if atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
 			if atomic.LoadUint64(c.bell)&c.bit == 0 {
-				c.ringBell()
+				c.ringRecord(r, w0, v)
+				return
 			}
 			commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 			return

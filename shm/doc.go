@@ -37,5 +37,7 @@
 //
 // The file format is specified byte for byte in docs/shm-layout.md, and the
 // design choices are explained in docs/RATIONALE.md ("Shared memory").
-// Linux is required for liveness (/proc) and the host's futex wake-up.
+// Linux is required for liveness (/proc, pidfd) and the host's futex
+// wake-up; workers ring a doorbell bit in the header so that the host's
+// passes visit only the slots with news.
 package shm

@@ -523,6 +523,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	}
 	coalescing := false
 	pendNap := time.Duration(0)
+	var spinTill time.Time
 	for {
 		if ctx.Err() != nil {
 			_, err := h.drain(r, true)
@@ -540,14 +541,23 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		}
 		if pending {
 			// A record claimed but not committed yet, or a closed slot
-			// waiting for one: usually a commit microseconds away, but a
-			// worker killed in between leaves it until its liveness
-			// check, so look again at growing intervals.
+			// waiting for one: usually a commit microseconds away (the
+			// worker rang between its claim and its commit), so look again
+			// at once for pendingSpin, then at growing intervals, since a
+			// worker killed in between leaves it until its liveness check.
+			now := time.Now()
+			if spinTill.IsZero() {
+				spinTill = now.Add(pendingSpin)
+			}
+			if now.Before(spinTill) {
+				runtime.Gosched()
+				continue
+			}
 			pendNap = min(max(2*pendNap, pendingNap), maxPendingNap)
 			nap(pendNap)
 			continue
 		}
-		pendNap = 0
+		pendNap, spinTill = 0, time.Time{}
 		if coalescing && n > 0 {
 			nap(h.coalesce)
 			continue
@@ -574,9 +584,12 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 // trickle, traded for one pass and no wake-up system calls per window.
 const defaultCoalesce = time.Millisecond
 
-// pendingNap and maxPendingNap bound the host's sleeps while a slot holds
-// a record claimed but not committed.
+// pendingSpin is how long the host passes back to back over a slot that
+// holds a record claimed but not committed; pendingNap and maxPendingNap
+// bound its sleeps after that. A timer sleep costs a wake-up of its own
+// and, shorter than a millisecond, is often rounded up to one.
 const (
+	pendingSpin   = 50 * time.Microsecond
 	pendingNap    = 50 * time.Microsecond
 	maxPendingNap = 2 * time.Millisecond
 )
