@@ -25,10 +25,32 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
+
+// live is every process this command started and has not waited for, so
+// that an interrupt (SIGINT, SIGTERM) ends them too instead of leaving 200
+// workers behind.
+var (
+	liveMu sync.Mutex
+	live   = map[*exec.Cmd]bool{}
+)
+
+func started(c *exec.Cmd) {
+	liveMu.Lock()
+	live[c] = true
+	liveMu.Unlock()
+}
+
+func ended(c *exec.Cmd) {
+	liveMu.Lock()
+	delete(live, c)
+	liveMu.Unlock()
+}
 
 type build struct{ name, dir string }
 
@@ -52,6 +74,16 @@ func main() {
 	measure := flag.Duration("measure", 5*time.Second, "how long to measure the host's CPU")
 	settle := flag.Duration("settle", time.Second, "wait after the workers started before measuring")
 	flag.Parse()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		liveMu.Lock()
+		for c := range live {
+			c.Process.Kill()
+		}
+		os.Exit(130)
+	}()
 	if len(bs) == 0 {
 		fmt.Fprintln(os.Stderr, "shmhostcpu: give at least one -build")
 		os.Exit(2)
@@ -109,6 +141,8 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 	if err := host.Start(); err != nil {
 		return 0, err
 	}
+	started(host)
+	defer ended(host)
 	defer func() {
 		host.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
@@ -135,6 +169,7 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 		}
 		for _, w := range ws {
 			w.Wait()
+			ended(w)
 		}
 	}()
 	for i := 0; i < k; i++ {
@@ -148,6 +183,7 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 		if err := w.Start(); err != nil {
 			return 0, err
 		}
+		started(w)
 		ws = append(ws, w)
 		line, err := bufio.NewReader(out).ReadString('\n')
 		if err != nil || !strings.HasPrefix(line, "recorded") {
