@@ -522,6 +522,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		}
 	}
 	coalescing := false
+	quiet := time.Duration(0) // the coalescing nap: the window, doubled per empty pass
 	pendNap := time.Duration(0)
 	var spinTill time.Time
 	for {
@@ -558,11 +559,27 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 			continue
 		}
 		pendNap, spinTill = 0, time.Time{}
-		if coalescing && n > 0 {
-			nap(h.coalesce)
-			continue
+		if coalescing {
+			// Events came back to back: let the next ones gather for a
+			// window, with the wake flag down. A window with none doubles
+			// the next, up to maxQuietNap before the futex: going to sleep
+			// and being woken costs the host more than a few timer naps
+			// (the Go runtime's monitor polls at 20 µs for a while after
+			// a goroutine returns from a long system call), and at a
+			// thousand events a second a third of 1 ms windows are empty.
+			switch {
+			case n > 0:
+				quiet = h.coalesce
+			case quiet < maxQuietNap:
+				quiet *= 2
+			default:
+				coalescing = false
+			}
+			if coalescing {
+				nap(quiet)
+				continue
+			}
 		}
-		coalescing = false
 		if !haveFutex {
 			nap(time.Millisecond)
 			continue
@@ -576,13 +593,18 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		// than one wake-up each is worth. Gather them until a window
 		// passes with none.
 		coalescing = woken && time.Since(t0) < h.coalesce
+		quiet = h.coalesce
 	}
 }
 
 // defaultCoalesce is how long a host woken back to back lets events gather
 // before its next pass: the latency an event may wait under a steady
 // trickle, traded for one pass and no wake-up system calls per window.
-const defaultCoalesce = time.Millisecond
+// maxQuietNap is the longest nap while coalescing passes find nothing.
+const (
+	defaultCoalesce = time.Millisecond
+	maxQuietNap     = 8 * time.Millisecond
+)
 
 // pendingSpin is how long the host passes back to back over a slot that
 // holds a record claimed but not committed; pendingNap and maxPendingNap
