@@ -124,9 +124,12 @@ type Host struct {
 	// rang before committing), or a closed slot waiting for one. The next
 	// pass visits them, and the host does not sleep in the futex while
 	// there are any.
-	pend  []int
-	more  bool // the last pass stopped in a slot at its budget (one ring's worth)
-	bells int  // doorbell words that cover the file's slots
+	pend []int
+	more bool // the last pass stopped in a slot at its budget (one ring's worth)
+	// busiest is the most records the last pass drained from one slot:
+	// a worker writing that fast may fill its ring during a nap.
+	busiest int
+	bells   int // doorbell words that cover the file's slots
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
@@ -522,6 +525,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		}
 	}
 	coalescing := false
+	lastPass := time.Now()
 	quiet := time.Duration(0) // the coalescing nap: the window, doubled per empty pass
 	pendNap := time.Duration(0)
 	var spinTill time.Time
@@ -535,10 +539,19 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 			return err
 		}
 		h.mu.Lock()
-		more, pending := h.more, len(h.pend) > 0
+		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
 		h.mu.Unlock()
+		now := time.Now()
+		since := now.Sub(lastPass)
+		lastPass = now
 		if n >= 256 || more {
 			continue // a backlog: drain back to back, as fast as the workers write
+		}
+		// A worker whose rate since the last pass would fill a quarter of
+		// its ring during a nap is starting a burst: no nap (a 1 ms nap
+		// against a worker writing flat out dropped events).
+		if busiest > 0 && time.Duration(busiest)*maxQuietNap > since*time.Duration(h.g.ringRecs/4) {
+			continue
 		}
 		if pending {
 			// A record claimed but not committed yet, or a closed slot
@@ -546,7 +559,6 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 			// worker rang between its claim and its commit), so look again
 			// at once for pendingSpin, then at growing intervals, since a
 			// worker killed in between leaves it until its liveness check.
-			now := time.Now()
 			if spinTill.IsZero() {
 				spinTill = now.Add(pendingSpin)
 			}
@@ -956,8 +968,9 @@ func (ps *passStats) add(o passStats) {
 // slotWork is a bound slot a pass drains, with the state word the pass
 // read for it.
 type slotWork struct {
-	i int
-	w uint64
+	i  int
+	w  uint64
+	c0 uint64 // the consumer index before the drain
 }
 
 // testHookParallel tells a test how many goroutines a pass drains on.
@@ -1052,6 +1065,7 @@ const fullScanEvery = 40
 // state change seen by this pass.
 func (h *Host) pass(live, full bool) int {
 	var ps passStats
+	h.busiest = 0
 	visit := h.visit[:0]
 	mark := func(i int) {
 		if hs := &h.slots[i]; !hs.marked {
@@ -1144,13 +1158,14 @@ func (h *Host) pass(live, full bool) int {
 		// One rule on every pass: a closed slot still waiting for a
 		// half-written record is not a worker.
 		h.setActive(hs, st == StateActive)
-		todo = append(todo, slotWork{i, w})
+		todo = append(todo, slotWork{i, w, hs.consumer})
 	}
 	h.visit = visit
 	h.todo = todo
 	h.drainSlots(todo, &ps)
 	for _, t := range todo {
 		i, w, hs := t.i, t.w, &h.slots[t.i]
+		h.busiest = max(h.busiest, int(hs.consumer-t.c0))
 		pid, _, st := unpackState(w)
 		// Metrics a worker defined but has not recorded yet appear within
 		// a pass, as they would in an in-process registry (Client.define
