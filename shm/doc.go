@@ -29,7 +29,8 @@
 // liveness_unknown, repaired, damaged, workers and lag. Nothing a worker
 // writes into the file can make the host panic; a file truncated, shrunk,
 // removed or replaced under the host is a *DamageError from Drain within a
-// liveness interval, and the process should exit and be restarted.
+// liveness interval (a second while no worker is attached), and the process
+// should exit and be restarted.
 // CreateMemfd makes a file nobody can truncate, for supervisors that hand
 // it to their workers.
 //

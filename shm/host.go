@@ -609,6 +609,12 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	}
 }
 
+// idleCheckEvery is the liveness interval of a host with no worker
+// attached: each wake-up from the futex costs the process more than the
+// check (the Go runtime's monitor thread polls for a while after it), and
+// four a second were most of an idle host's CPU.
+const idleCheckEvery = time.Second
+
 // defaultCoalesce is how long a host woken back to back lets events gather
 // before its next pass: the latency an event may wait under a steady
 // trickle, traded for one pass and no wake-up system calls per window.
@@ -663,7 +669,13 @@ func (h *Host) wait() (woken bool, err error) {
 		h.mu.Unlock()
 		return false, err
 	}
-	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
+	next, most := h.liveEvery, h.maxIdle
+	if h.active == 0 {
+		// No worker attached: nothing to check but the file itself, and a
+		// worker that attaches rings and wakes the host.
+		next, most = max(next, idleCheckEvery), max(most, idleCheckEvery)
+	}
+	d := min(most, max(0, next-time.Since(h.lastLive)))
 	if busy || d <= 0 {
 		// Under the lock and the fault guard: Close may unmap, and the
 		// file may be cut, the moment either is released.
