@@ -526,7 +526,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	}
 	coalescing := false
 	lastPass := time.Now()
-	var lastBig time.Time // the last pass that found a backlog
+	var lastBig time.Time     // the last pass that found a backlog
 	quiet := time.Duration(0) // the coalescing nap: the window, doubled per empty pass
 	pendNap := time.Duration(0)
 	var spinTill time.Time
