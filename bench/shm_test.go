@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -229,10 +231,33 @@ func BenchmarkShmIdleHost(b *testing.B) {
 }
 
 // BenchmarkShmLatency measures how long an event recorded after a quiet
-// period (2-20 ms, so the host is in its idle back-off) takes to show in the
-// host's registry. One op = 50 events; reported as percentiles.
+// period (2-20 ms) takes to show in the host's registry: /quiet with no
+// other worker (the host asleep in its futex), /load while a process of 200
+// clients records 100 events/s each (the host coalescing its passes). One
+// op = 50 events; reported as percentiles.
 func BenchmarkShmLatency(b *testing.B) {
-	h := shmHost(b, shm.Config{Slots: 2})
+	b.Run("quiet", func(b *testing.B) { benchLatency(b, 0) })
+	b.Run("load", func(b *testing.B) { benchLatency(b, 200) })
+}
+
+func benchLatency(b *testing.B, load int) {
+	h := shmHost(b, shm.Config{Slots: load + 2})
+	if load > 0 {
+		cmd := exec.Command(shmload(b), "-transport", "hold", "-clients", strconv.Itoa(load))
+		cmd.Env = append(os.Environ(), shm.EnvVar+"="+h.Path())
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+			b.Fatalf("load process said %q (%v)", line, err)
+		}
+	}
 	c, err := shm.Open(h.Path())
 	if err != nil {
 		b.Fatal(err)

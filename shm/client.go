@@ -45,6 +45,8 @@ type Client struct {
 	consumer *uint64 // host's consumer index, in the mapping
 	dropped  *uint64
 	wait     *uint32 // header's hostWait word
+	bell     *uint64 // the header's doorbell word that holds this slot's bit
+	bit      uint64  // this slot's bit in *bell
 	ring     unsafe.Pointer
 	mask     uint64
 	size     uint64
@@ -187,11 +189,10 @@ func Open(path string, opts ...Option) (*Client, error) {
 	c.size = uint64(g.ringRecs)
 	c.mask = c.size - 1
 	c.limit.Store(c.size) // claim scrubbed the indices: consumer is 0
-	// An idle host binds the slot now (mapping the ring, reading
-	// definitions), not when the first event arrives.
-	if atomic.LoadUint32(c.wait) != 0 {
-		c.wakeHost()
-	}
+	// The host visits only slots whose doorbell rang: it binds this one
+	// now (mapping the ring, reading definitions), not when the first
+	// event arrives or at its next liveness check.
+	c.ringBell()
 	// Handles keep the client reachable, so the mapping is released only
 	// when no goroutine can still record into it (see Close). A cleanup,
 	// not a finalizer: the client and its handles point at each other,
@@ -256,6 +257,8 @@ func (c *Client) claim(path string, start uint64) error {
 	if !atomic.CompareAndSwapUint64(st, packState(c.pid, c.gen, StateClaiming), packState(c.pid, c.gen, StateActive)) {
 		return fmt.Errorf("shm: slot %d of %s was taken while this worker claimed it (state %#x)", c.slot, path, atomic.LoadUint64(st))
 	}
+	c.bell = u64(m, hdrBell+c.slot/64*8)
+	c.bit = 1 << (c.slot % 64)
 	return nil
 }
 
@@ -269,15 +272,32 @@ func u32(m []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&m[off])) 
 func (c *Client) put(w0, v uint64) {
 	r := atomic.LoadUint64(c.reserve)
 	if r < c.limit.Load() && !c.closed.Load() && atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
-		// The CAS is a full barrier, so this load cannot miss a host that
-		// announced its sleep before checking reserve (see Host.wait).
-		if atomic.LoadUint32(c.wait) != 0 {
-			c.wakeHost()
+		// The CAS is a full barrier, so this load cannot miss a host pass
+		// that cleared the bit, nor a host that announced its sleep
+		// (docs/shm-layout.md, "The doorbell"). A bit already set means the
+		// host has yet to take it, and will read reserve after it does.
+		if atomic.LoadUint64(c.bell)&c.bit == 0 {
+			c.ringRecord(r, w0, v)
+			return
 		}
 		commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 		return
 	}
 	c.putSlow(w0, v)
+}
+
+// ringRecord rings the doorbell for record r and commits it. The wake-up,
+// if the host sleeps, comes after the commit: a host woken before it would
+// find the record claimed but not committed and have to look again.
+// Whether to wake is still decided right after the OR, which is what the
+// handshake needs.
+func (c *Client) ringRecord(r, w0, v uint64) {
+	atomic.OrUint64(c.bell, c.bit)
+	wake := atomic.LoadUint32(c.wait) != 0
+	commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
+	if wake {
+		c.wakeHost()
+	}
 }
 
 // putSlow is put when the ring looked full, the claim raced with another
@@ -297,12 +317,25 @@ func (c *Client) putSlow(w0, v uint64) {
 			}
 		}
 		if atomic.CompareAndSwapUint64(c.reserve, r, r+1) {
-			if atomic.LoadUint32(c.wait) != 0 {
-				c.wakeHost()
+			if atomic.LoadUint64(c.bell)&c.bit == 0 {
+				c.ringRecord(r, w0, v)
+				return
 			}
 			commit(unsafe.Add(c.ring, (r&c.mask)*wire.RecordSize), w0, v)
 			return
 		}
+	}
+}
+
+// ringBell sets this slot's doorbell bit, so that the host's next pass
+// visits the slot, and wakes the host if it sleeps. The OR is a full
+// barrier between the bit and the load of hostWait, which the host stores
+// before it re-reads the doorbell: either it sees the bit, or this load
+// sees it asleep.
+func (c *Client) ringBell() {
+	atomic.OrUint64(c.bell, c.bit)
+	if atomic.LoadUint32(c.wait) != 0 {
+		c.wakeHost()
 	}
 }
 
@@ -393,11 +426,10 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 	e[defNameLen] = byte(len(name))
 	copy(e[defName:], name)
 	// Publishing the count is the release: the host reads entries only
-	// below the count it loaded.
+	// below the count it loaded. The doorbell makes the host read them
+	// now, so that the metric appears in its registry before any event.
 	atomic.StoreUint64(c.defCount, uint64(id)+1)
-	if atomic.LoadUint32(c.wait) != 0 {
-		c.wakeHost() // so that the metric appears in the host's registry now
-	}
+	c.ringBell()
 	c.defs[name] = def{id: id, kind: k, mode: mode}
 	return id, nil
 }
@@ -585,6 +617,7 @@ func (c *Client) Close() error {
 		if !atomic.CompareAndSwapUint64(st, want, packState(c.pid, c.gen, StateClosed)) {
 			return fmt.Errorf("shm: slot %d was taken from this worker (state %#x)", c.slot, atomic.LoadUint64(st))
 		}
+		c.ringBell() // the host drains and frees the slot now
 		return nil
 	})
 }

@@ -29,7 +29,8 @@
 // liveness_unknown, repaired, damaged, workers and lag. Nothing a worker
 // writes into the file can make the host panic; a file truncated, shrunk,
 // removed or replaced under the host is a *DamageError from Drain within a
-// liveness interval, and the process should exit and be restarted.
+// liveness interval (a second while no worker is attached), and the process
+// should exit and be restarted.
 // CreateMemfd makes a file nobody can truncate, for supervisors that hand
 // it to their workers.
 //
@@ -37,5 +38,7 @@
 //
 // The file format is specified byte for byte in docs/shm-layout.md, and the
 // design choices are explained in docs/RATIONALE.md ("Shared memory").
-// Linux is required for liveness (/proc) and the host's futex wake-up.
+// Linux is required for liveness (/proc, pidfd) and the host's futex
+// wake-up; workers ring a doorbell bit in the header so that the host's
+// passes visit only the slots with news.
 package shm

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	mathbits "math/bits"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -111,6 +112,7 @@ type Host struct {
 	liveEvery time.Duration
 	maxIdle   time.Duration
 	lastLive  time.Time
+	lastFull  time.Time // the last pass that read every slot's state
 
 	passes atomic.Uint64 // completed drain passes (Passes)
 
@@ -118,6 +120,25 @@ type Host struct {
 	self  selfMetrics
 	slots []hslot
 	todo  []slotWork // a pass's slots, kept to spare the allocation
+	visit []int      // the slots a pass looks at (doorbell and pending), likewise kept
+	// pend is the slots the last pass left with work the doorbell will not
+	// announce again: a record claimed but not yet committed (the worker
+	// rang before committing), or a closed slot waiting for one. The next
+	// pass visits them, and the host does not sleep in the futex while
+	// there are any.
+	pend []int
+	more bool // the last pass stopped in a slot at its budget (one ring's worth)
+	// busiest is the most records the last pass drained from one slot:
+	// a worker writing that fast may fill its ring during a nap.
+	busiest int
+	bells   int // doorbell words that cover the file's slots
+
+	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
+	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
+	shown    int           // the workers gauge's value, -1 before the first pass
+	pidfds   int           // open pidfds (hslot.pidfd)
+	pidfdCap int           // at most this many, to leave the process descriptors
+	polls    []unix.PollFd // liveness check's pidfds, kept to spare the allocation
 
 	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
 	// gauge definitions at the same time.
@@ -143,6 +164,14 @@ type hslot struct {
 	pending  []uint32 // ids of defs holding records not yet applied (see hdef.queued)
 	badDefs  uint64   // last out-of-range definition count reported
 	holeAt   time.Time
+	active   bool // state ACTIVE at the last visit (counted in Host.active)
+	marked   bool // in the visit list of the pass under way
+	claiming bool // CLAIMING at the last visit
+	// pidfd is a descriptor of the worker's process plus one (0: none,
+	// and liveness reads /proc at every check): it becomes readable when
+	// the process exits, so a check of all workers is one poll(2).
+	pidfd  int
+	exited bool // its pidfd was readable at the last liveness check
 }
 
 // boundTo reports whether the host has bound this slot to the worker the
@@ -372,8 +401,12 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		info:      fi,
 		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
 		liveEvery: 250 * time.Millisecond,
-		maxIdle:   100 * time.Millisecond,
+		maxIdle:   250 * time.Millisecond,
+		coalesce:  defaultCoalesce,
 		slots:     make([]hslot, g.slots),
+		bells:     (g.slots + 63) / 64,
+		shown:     -1,
+		pidfdCap:  pidfdCap(),
 	}
 	copy(h.hdr[:], hdr)
 	if fi.perm&0o077 != 0 {
@@ -416,6 +449,9 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
+	for i := range h.slots {
+		h.unwatch(&h.slots[i])
+	}
 	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
 	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
 	err := h.m.Unmap()
@@ -429,7 +465,7 @@ func (h *Host) Close() error {
 type DrainOption func(*Host)
 
 // WithMaxIdleSleep sets the longest sleep between passes when no events
-// arrive (default 100ms). Workers wake a sleeping host through a futex, so
+// arrive (default 250ms). Workers wake a sleeping host through a futex, so
 // this bounds only how long a missed wake-up could delay an event (on
 // systems without futexes it is capped at 1ms per sleep).
 func WithMaxIdleSleep(d time.Duration) DrainOption {
@@ -451,17 +487,20 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 }
 
 // Drain applies the workers' events to r until ctx ends, then drains what
-// is committed once more and returns nil. It polls adaptively: while
-// events arrive it passes over the rings back to back; when they stop it
-// sleeps, doubling from 50µs to 1ms, and after that blocks in a futex wait
-// that the next worker to record wakes (Linux), with a timeout for liveness
-// checks (WithMaxIdleSleep, 100 ms by default). An idle host thus wakes
-// about ten times a second, and an event after a quiet period reaches the
-// registry in well under a millisecond, ~2.5 ms at worst on the project's
-// 2-vCPU machine (docs/RATIONALE.md, "Polling without burning a core"). It
-// returns an error only if the file becomes unusable (a *DamageError when
-// it is truncated, shrunk, removed or replaced under the host: see
-// checkFile) or r refuses the host's own metrics.
+// is committed once more and returns nil. A pass visits only the slots
+// whose doorbell rang (docs/shm-layout.md, "The doorbell"), so its cost
+// follows the events, not the number of slots. While a pass finds a ring
+// with a backlog, the next follows at once; when events trickle in, the
+// host sleeps in a futex wait that the next worker to record wakes (Linux),
+// drains at once when woken after a quiet period, and when wake-ups come
+// back to back it lets the events of a coalescing window (1 ms) gather,
+// with the wake flag down so that workers make no system calls, before its
+// next pass. Liveness checks, slot reclaim and the file's damage checks
+// run on their own cadence (WithLivenessInterval); a sleep never outlasts
+// WithMaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
+// core". It returns an error only if the file becomes unusable (a
+// *DamageError when it is truncated, shrunk, removed or replaced under the
+// host: see checkFile) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
 	h.mu.Lock()
 	for _, o := range opts {
@@ -478,10 +517,21 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		h.mu.Unlock()
 	})
 	defer stop()
-	const minSleep = 50 * time.Microsecond
-	sleep := time.Duration(0)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	nap := func(d time.Duration) {
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	coalescing := false
+	lastPass := time.Now()
+	var lastBig time.Time     // the last pass that found a backlog
+	quiet := time.Duration(0) // the coalescing nap: the window, doubled per empty pass
+	pendNap := time.Duration(0)
+	var spinTill time.Time
 	for {
 		if ctx.Err() != nil {
 			_, err := h.drain(r, true)
@@ -491,46 +541,131 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		if err != nil {
 			return err
 		}
-		switch {
-		case n >= 256:
-			sleep = 0
-			continue
-		case n > 0:
-			sleep /= 2
-		default:
-			sleep = max(minSleep, min(sleep*2, time.Millisecond))
+		h.mu.Lock()
+		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
+		h.mu.Unlock()
+		now := time.Now()
+		since := now.Sub(lastPass)
+		lastPass = now
+		if n > 0 {
+			// Progress: a slot still pending is a worker writing, not one
+			// stuck between claim and commit. (Keeping the naps of an
+			// earlier stall let a worker writing flat out fill its ring:
+			// BenchmarkTransportE2E/shm-default-ring lost 84% against 76%.)
+			pendNap, spinTill = 0, time.Time{}
 		}
-		if sleep < minSleep {
+		if n >= 256 || more {
+			lastBig = now
+			continue // a backlog: drain back to back, as fast as the workers write
+		}
+		if now.Sub(lastBig) < hotFor {
+			// Just out of a backlog: workers writing flat out that were
+			// off the CPU for this pass fill a ring within a nap (with
+			// 1 ms naps, BenchmarkTransportE2E/shm-default-ring lost 88%
+			// of its events against 76%). Keep passing.
 			runtime.Gosched()
 			continue
 		}
-		if sleep == time.Millisecond && haveFutex {
-			// Idle for a few milliseconds: sleep until a worker wakes us.
-			woken, err := h.wait()
-			if err != nil {
-				return err
-			}
-			if woken {
-				sleep = 0
-			}
+		// A worker whose rate since the last pass would fill a quarter of
+		// its ring during a nap is starting a burst: no nap (a 1 ms nap
+		// against a worker writing flat out dropped events).
+		if busiest > 0 && time.Duration(busiest)*maxQuietNap > since*time.Duration(h.g.ringRecs/4) {
 			continue
 		}
-		t.Reset(sleep)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+		if pending {
+			// A record claimed but not committed yet, or a closed slot
+			// waiting for one: usually a commit microseconds away (the
+			// worker rang between its claim and its commit), so look again
+			// at once for pendingSpin, then at growing intervals, since a
+			// worker killed in between leaves it until its liveness check.
+			if spinTill.IsZero() {
+				spinTill = now.Add(pendingSpin)
+			}
+			if now.Before(spinTill) {
+				runtime.Gosched()
+				continue
+			}
+			pendNap = min(max(2*pendNap, pendingNap), maxPendingNap)
+			nap(pendNap)
+			continue
 		}
+		pendNap, spinTill = 0, time.Time{}
+		if coalescing {
+			// Events came back to back: let the next ones gather for a
+			// window, with the wake flag down. A window with none doubles
+			// the next, up to maxQuietNap before the futex: going to sleep
+			// and being woken costs the host more than a few timer naps
+			// (the Go runtime's monitor polls at 20 µs for a while after
+			// a goroutine returns from a long system call), and at a
+			// thousand events a second a third of 1 ms windows are empty.
+			switch {
+			case n > 0:
+				quiet = h.coalesce
+			case quiet < maxQuietNap:
+				quiet *= 2
+			default:
+				coalescing = false
+			}
+			if coalescing {
+				nap(quiet)
+				continue
+			}
+		}
+		if !haveFutex {
+			nap(time.Millisecond)
+			continue
+		}
+		t0 := time.Now()
+		woken, err := h.wait()
+		if err != nil {
+			return err
+		}
+		// Woken within a window of going to sleep: events come faster
+		// than one wake-up each is worth. Gather them until a window
+		// passes with none.
+		coalescing = woken && time.Since(t0) < h.coalesce
+		quiet = h.coalesce
 	}
 }
 
+// hotFor is how long after a pass that found a backlog the host keeps
+// passing back to back, whatever the passes in between find.
+const hotFor = 10 * time.Millisecond
+
+// idleCheckEvery is the liveness interval of a host with no worker
+// attached: each wake-up from the futex costs the process more than the
+// check (the Go runtime's monitor thread polls for a while after it), and
+// four a second were most of an idle host's CPU.
+const idleCheckEvery = time.Second
+
+// defaultCoalesce is how long a host woken back to back lets events gather
+// before its next pass: the latency an event may wait under a steady
+// trickle, traded for one pass and no wake-up system calls per window.
+// maxQuietNap is the longest nap while coalescing passes find nothing.
+const (
+	defaultCoalesce = time.Millisecond
+	maxQuietNap     = 8 * time.Millisecond
+)
+
+// pendingSpin is how long the host passes back to back over a slot that
+// holds a record claimed but not committed; pendingNap and maxPendingNap
+// bound its sleeps after that. A timer sleep costs a wake-up of its own
+// and, shorter than a millisecond, is often rounded up to one.
+const (
+	pendingSpin   = 50 * time.Microsecond
+	pendingNap    = 50 * time.Microsecond
+	maxPendingNap = 2 * time.Millisecond
+)
+
 // wait sleeps in futex wait on the header's hostWait word until a worker
-// claims a record (see Client.put), the liveness interval or the maximum
-// idle sleep passes, or Drain's context ends. The handshake is Dekker's:
-// the host stores hostWait = 1 and then loads every slot's reserve index,
-// state word and definition count; a worker CASes reserve or its state
-// word, or stores the definition count, and then loads hostWait. Both are
-// full barriers, so either the host sees the new record, slot or
-// definition and does not sleep, or the worker sees 1 and wakes it.
+// rings a doorbell (see Client.ringBell), the liveness interval or the
+// maximum idle sleep passes, or Drain's context ends. The handshake is
+// Dekker's: the host stores hostWait = 1 and then loads the doorbell words
+// and claimWaits; a worker ORs its doorbell bit (or adds to claimWaits) and
+// then loads hostWait. Both are full barriers, so either the host sees the
+// bit and does not sleep, or the worker sees 1 and wakes it. A worker that
+// finds its bit already set skips both: the bit's setter has done or will
+// do this, and the host reads the slot after taking the bit.
 func (h *Host) wait() (woken bool, err error) {
 	h.mu.Lock()
 	if h.closed {
@@ -538,24 +673,32 @@ func (h *Host) wait() (woken bool, err error) {
 		return false, ErrClosed
 	}
 	w := u32(h.m, hdrWait)
-	busy := false
-	err = h.protect(func() {
-		atomic.StoreUint32(w, 1)
-		if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
-			return // a worker waits for a slot
-		}
-		for i := range h.slots {
-			if busy = h.unseen(i); busy {
-				return
+	busy := len(h.pend) > 0
+	if !busy {
+		err = h.protect(func() {
+			atomic.StoreUint32(w, 1)
+			if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
+				return // a worker waits for a slot
 			}
-		}
-	})
+			for k := 0; k < h.bells; k++ {
+				if busy = atomic.LoadUint64(u64(h.m, hdrBell+8*k)) != 0; busy {
+					return
+				}
+			}
+		})
+	}
 	if err != nil {
 		err = h.damaged(err) // a fault here is damage like any other
 		h.mu.Unlock()
 		return false, err
 	}
-	d := min(h.maxIdle, max(0, h.liveEvery-time.Since(h.lastLive)))
+	next, most := h.liveEvery, h.maxIdle
+	if h.active == 0 {
+		// No worker attached: nothing to check but the file itself, and a
+		// worker that attaches rings and wakes the host.
+		next, most = max(next, idleCheckEvery), max(most, idleCheckEvery)
+	}
+	d := min(most, max(0, next-time.Since(h.lastLive)))
 	if busy || d <= 0 {
 		// Under the lock and the fault guard: Close may unmap, and the
 		// file may be cut, the moment either is released.
@@ -585,26 +728,14 @@ func (h *Host) wait() (woken bool, err error) {
 	return woken, err
 }
 
-// unseen reports whether slot i holds something the host's last pass did
-// not see: a record, a worker that claimed the slot since, or a new
-// definition. Definitions count only above what the host has read, up to
-// the table's size: a count scribbled lower or past the table cannot keep
-// the host awake. (A reserve index scribbled ahead still can: a pass finds
-// nothing committed there and the host keeps to its short sleeps.)
+// unseen reports whether slot i has work the host's next pass will visit:
+// its doorbell bit is set or the last pass left it pending. What wait
+// checks for every slot at once.
 func (h *Host) unseen(i int) bool {
-	hs := &h.slots[i]
-	pid, gen, st := unpackState(atomic.LoadUint64(h.slotU64(i, slotState)))
-	if (st == StateActive || st == StateClosed) && !hs.boundTo(pid, gen) {
+	if atomic.LoadUint64(u64(h.m, hdrBell+i/64*8))&(1<<(i%64)) != 0 {
 		return true
 	}
-	if st == StateFree && hs.bound {
-		return true // unbind it
-	}
-	if !hs.bound {
-		return false
-	}
-	defs := min(atomic.LoadUint64(h.slotU64(i, slotDefCount)), uint64(h.g.maxDefs))
-	return atomic.LoadUint64(h.slotU64(i, slotReserve)) != hs.consumer || defs > uint64(len(hs.defs))
+	return slices.Contains(h.pend, i)
 }
 
 // DrainOnce applies every event committed when it is called, checks which
@@ -631,11 +762,14 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	if h.damage != nil {
 		return 0, h.damage
 	}
+	// DrainOnce and a new registry (which binds every slot again) look at
+	// every slot at once.
+	full := live || h.reg != r
 	if err := h.bind(r); err != nil {
 		return 0, err
 	}
 	now := time.Now()
-	tick := live || now.Sub(h.lastLive) >= h.liveEvery
+	tick := full || now.Sub(h.lastLive) >= h.liveEvery
 	if tick {
 		if err := h.checkFile(); err != nil {
 			return 0, h.damaged(err)
@@ -645,13 +779,19 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 		live = tick
 		w := atomic.LoadUint64(u64(h.m, hdrClaimWaits))
 		if w != h.seenWaits && now.Sub(h.lastLive) >= claimCheckEvery {
-			live = true
+			live, full = true, true // a worker waits for a slot: find every free-able one
 		}
 		if live {
 			h.lastLive, h.seenWaits = now, w
 			h.countRefused()
+			if now.Sub(h.lastFull) >= fullScanEvery*h.liveEvery {
+				full = true
+			}
 		}
-		n = h.pass(live)
+		if full {
+			h.lastFull = now
+		}
+		n = h.pass(live, full)
 	})
 	if err != nil {
 		return n, h.damaged(err)
@@ -844,16 +984,22 @@ func (h *Host) bind(r *registry.Registry) error {
 	h.seenRefused = 0 // the new registry counts the file's refusals from the start
 	h.aggs = map[string]*gaugeAgg{}
 	for i := range h.slots {
+		h.unwatch(&h.slots[i])
 		h.slots[i] = hslot{}
 	}
+	h.active, h.shown, h.pend = 0, -1, h.pend[:0]
 	return nil
 }
 
 func (h *Host) slotU64(i, off int) *uint64 { return u64(h.m, h.g.slotOff(i)+off) }
 
-type passStats struct{ events, malformed, discarded, aborted, lag int }
+type passStats struct {
+	events, malformed, discarded, aborted, lag int
+	more                                       bool // a slot was left at its budget with records committed
+}
 
 func (ps *passStats) add(o passStats) {
+	ps.more = ps.more || o.more
 	ps.events += o.events
 	ps.malformed += o.malformed
 	ps.discarded += o.discarded
@@ -864,8 +1010,9 @@ func (ps *passStats) add(o passStats) {
 // slotWork is a bound slot a pass drains, with the state word the pass
 // read for it.
 type slotWork struct {
-	i int
-	w uint64
+	i  int
+	w  uint64
+	c0 uint64 // the consumer index before the drain
 }
 
 // testHookParallel tells a test how many goroutines a pass drains on.
@@ -940,15 +1087,75 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 	}
 }
 
-func (h *Host) pass(live bool) int {
+// fullScanEvery is how many liveness intervals apart a pass reads the
+// state word of every slot (10 s by default), and not only of the slots
+// whose doorbell rang, the bound ones and those being claimed. It finds
+// what rang no bell: a worker that died between its claim and its first
+// ring, or a client that skips the doorbell. Reading one word of each
+// slot touches one page of each, 1-5 µs apiece on a VM: 4096 slots every
+// 250 ms would be most of an idle host's cost. A worker waiting for a slot
+// (claimWaits) gets a full scan at once.
+const fullScanEvery = 40
+
+// pass drains the slots whose doorbell rang and those the last pass left
+// pending. With live (a liveness check) it also visits every bound slot
+// and every slot being claimed, checks that their workers still run and
+// refreshes their dropped counts and lag; with full it visits every slot.
+// Taking a doorbell word (swap to 0) comes before reading any slot it
+// covers, so a worker that rings after the swap rings again for the next
+// pass, and one whose ring the swap took has its claim, definition or
+// state change seen by this pass.
+func (h *Host) pass(live, full bool) int {
 	var ps passStats
-	workers := 0
-	newWorker := false
+	h.busiest = 0
+	visit := h.visit[:0]
+	mark := func(i int) {
+		if hs := &h.slots[i]; !hs.marked {
+			hs.marked = true
+			visit = append(visit, i)
+		}
+	}
+	for k := 0; k < h.bells; k++ {
+		p := u64(h.m, hdrBell+8*k)
+		if atomic.LoadUint64(p) == 0 {
+			continue // no write: the line stays shared with the workers
+		}
+		for bits := atomic.SwapUint64(p, 0); bits != 0 && !full; bits &= bits - 1 {
+			// Bits past the file's slots (a scribble) are taken and ignored.
+			if i := k*64 + mathbits.TrailingZeros64(bits); i < h.g.slots {
+				mark(i)
+			}
+		}
+	}
+	switch {
+	case full:
+		visit = visit[:0]
+		for i := range h.slots {
+			visit = append(visit, i)
+		}
+	case live:
+		for i := range h.slots {
+			if hs := &h.slots[i]; hs.bound || hs.claiming {
+				mark(i)
+			}
+		}
+		fallthrough
+	default:
+		for _, i := range h.pend {
+			mark(i)
+		}
+	}
+	if live {
+		h.pollExits()
+	}
+	h.pend = h.pend[:0]
 	todo := h.todo[:0]
-	for i := range h.slots {
+	for _, i := range visit {
+		hs := &h.slots[i]
+		hs.marked = false
 		w := atomic.LoadUint64(h.slotU64(i, slotState))
 		pid, gen, st := unpackState(w)
-		hs := &h.slots[i]
+		hs.claiming = false
 		switch st {
 		case StateFree:
 			if hs.bound {
@@ -970,6 +1177,8 @@ func (h *Host) pass(live bool) int {
 			if live && !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart))) {
 				h.reset(i, w)
 				h.self.reclaimed.Inc()
+			} else {
+				hs.claiming = true // liveness checks look at it until it is ACTIVE
 			}
 			continue
 		default:
@@ -984,18 +1193,25 @@ func (h *Host) pass(live bool) int {
 			populate(h.m, ring, ring+h.g.ringRecs*wire.RecordSize)
 			h.recover(i, hs, &ps)
 			h.loadDefs(i, hs)
-			newWorker = true
+			if st == StateActive {
+				h.watch(i, hs)
+			}
 		}
-		todo = append(todo, slotWork{i, w})
+		// One rule on every pass: a closed slot still waiting for a
+		// half-written record is not a worker.
+		h.setActive(hs, st == StateActive)
+		todo = append(todo, slotWork{i, w, hs.consumer})
 	}
+	h.visit = visit
 	h.todo = todo
 	h.drainSlots(todo, &ps)
 	for _, t := range todo {
 		i, w, hs := t.i, t.w, &h.slots[t.i]
+		h.busiest = max(h.busiest, int(hs.consumer-t.c0))
 		pid, _, st := unpackState(w)
 		// Metrics a worker defined but has not recorded yet appear within
 		// a pass, as they would in an in-process registry (Client.define
-		// wakes an idle host).
+		// rings the doorbell).
 		h.loadDefs(i, hs)
 		// A closed slot is reclaimed on the pass that finds it, not at the
 		// next liveness check: short-lived workers must not wait for slots.
@@ -1003,17 +1219,18 @@ func (h *Host) pass(live bool) int {
 			if live {
 				h.refresh(i, hs, &ps)
 			}
-			dead := closed || !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart)))
-			if dead && h.finish(i, hs, w, &ps) {
+			if closed || !h.running(i, hs) {
+				if !h.finish(i, hs, w, &ps) {
+					h.pend = append(h.pend, i) // a closed slot waiting for a record
+				}
 				continue
 			}
 		}
-		// One rule on every pass: a closed slot still waiting for a
-		// half-written record is not a worker.
-		if st == StateActive {
-			workers++
+		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.ringRecs) {
+			h.pend = append(h.pend, i) // claimed, not committed yet
 		}
 	}
+	h.more = ps.more
 	s := &h.self
 	if ps.events > 0 {
 		s.events.Add(int64(ps.events))
@@ -1027,15 +1244,29 @@ func (h *Host) pass(live bool) int {
 	if ps.aborted > 0 {
 		s.aborted.Add(int64(ps.aborted))
 	}
-	if live || newWorker {
+	if live || h.active != h.shown {
 		// A worker that just attached is counted at once, not at the next
 		// liveness check (which alone can tell that one has died).
-		s.workers.Set(float64(workers))
+		s.workers.Set(float64(h.active))
+		h.shown = h.active
 	}
 	if live {
 		s.lag.Set(float64(ps.lag))
 	}
 	return ps.events
+}
+
+// setActive keeps the count of ACTIVE bound slots behind the workers gauge:
+// a pass no longer visits every slot to count them.
+func (h *Host) setActive(hs *hslot, a bool) {
+	if hs.active != a {
+		hs.active = a
+		if a {
+			h.active++
+		} else {
+			h.active--
+		}
+	}
 }
 
 // recover reads the indices of a slot the host has not seen before and
@@ -1175,6 +1406,7 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 			return
 		}
 	}
+	ps.more = true // the budget ran out with the last record committed: likely more
 }
 
 // releaseEvery is how many records drainSlot applies before it releases
@@ -1453,6 +1685,8 @@ func (h *Host) unbind(i int, hs *hslot) {
 	if hs.droppedC != nil {
 		h.reg.Unregister(h.droppedName(hs.pid))
 	}
+	h.setActive(hs, false)
+	h.unwatch(hs)
 	*hs = hslot{}
 }
 

@@ -15,7 +15,8 @@ import (
 //	 0                                                          HeaderSize
 //	+------------------------------------------------------------+
 //	| header (geometry written once by the creating host; the    |
-//	| second line holds hostWait, claimWaits and refused)        |
+//	| second line holds hostWait, claimWaits and refused; then   |
+//	| the doorbell: one bit per slot, MaxSlots bits)             |
 //	+------------------------------------------------------------+
 //	| slot 0  (SlotSize bytes)                                   |
 //	+------------------------------------------------------------+
@@ -35,6 +36,10 @@ import (
 //	+-----------+-----------+----------+-----------+------+--------+---+----------+-------+----------+
 //	| slotSize  | fileSize  |defOffset |ringOffset |  0   |hostWait| 0 |claimWaits|refused|host-owned|
 //	+-----------+-----------+----------+-----------+------+--------+---+----------+-------+----------+
+//	128                                                                                             640
+//	+-----------------------------------------------------------------------------------------------+
+//	| doorbell: 64 u64 words; bit i%64 of word i/64 is slot i's (workers: atomic OR; host: swap 0)  |
+//	+-----------------------------------------------------------------------------------------------+
 //
 //	Slot (each line is one 64-byte cache line, written by one side)
 //	  0 +--------------------------------------------------------+
@@ -58,11 +63,16 @@ const (
 	// Magic is the first 8 bytes of every file.
 	Magic = "TAPESHM\x00"
 	// Version is the layout version this package reads and writes. Version
-	// 2 added the CLAIMING state, the claimWaits and refused header words
-	// and the trailer's canary.
+	// 2 added the CLAIMING state, the claimWaits and refused header words,
+	// the doorbell and the trailer's canary.
 	Version = 2
 
-	HeaderSize = 128
+	// HeaderSize is the geometry and wake-up lines (128 bytes) and the
+	// doorbell (BellSize).
+	HeaderSize = hdrBell + BellSize
+	// BellSize is the doorbell: one bit per slot, for MaxSlots slots
+	// whatever the file's count, so that every offset is a constant.
+	BellSize = MaxSlots / 8
 	// TrailerSize is the line after the last slot; its last 8 bytes are
 	// the attached host's canary: any shrinking of the file zeroes it, even
 	// if the file is grown back before the host looks at its size.
@@ -79,12 +89,13 @@ const (
 	hdrFileSize   = 40
 	hdrDefOffset  = 48
 	hdrRingOffset = 52
-	hdrReserved   = 56 // zero up to hdrWait
-	hdrWait       = 64 // u32 on the host's own cache line: 1 while the host sleeps in futex wait
-	hdrWaitZero   = 68 // u32, zero
-	hdrClaimWaits = 72 // u64, workers: claim scans that found no free slot (atomic add)
-	hdrRefused    = 80 // u64, workers: Opens that gave up with ErrNoSlot (atomic add)
-	hdrHostOwned  = 88 // up to HeaderSize: the host's, readers ignore it
+	hdrReserved   = 56  // zero up to hdrWait
+	hdrWait       = 64  // u32 on the host's own cache line: 1 while the host sleeps in futex wait
+	hdrWaitZero   = 68  // u32, zero
+	hdrClaimWaits = 72  // u64, workers: claim scans that found no free slot (atomic add)
+	hdrRefused    = 80  // u64, workers: Opens that gave up with ErrNoSlot (atomic add)
+	hdrHostOwned  = 88  // up to hdrBell: the host's, readers ignore it
+	hdrBell       = 128 // the doorbell words (u64): workers OR their slot's bit, the host swaps words to 0
 
 	// The canary is the trailer's last 8 bytes, and its top byte (the
 	// file's last) is never zero: cutting even one byte off the file and

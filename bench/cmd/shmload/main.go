@@ -10,6 +10,7 @@
 //	shmload -transport statsd -addr 127.0.0.1:8125 -n 100000
 //	shmload -transport statsd-buffered -addr 127.0.0.1:8125 -n 100000
 //	shmload -transport zmq -addr tcp://127.0.0.1:5555 -n 100000
+//	shmload -transport hold -clients 200      # 200 slots, 100 events/s each, until killed
 package main
 
 import (
@@ -34,6 +35,7 @@ func main() {
 	n := flag.Int("n", 100000, "events to send")
 	flag.BoolVar(&wait, "wait", false, "after connecting, wait for a byte on stdin before sending")
 	idle := flag.Duration("idle", time.Second, "idle-host: how long to measure")
+	clients := flag.Int("clients", 1, "hold: clients (slots) in this process, each recording one counter event every 10 ms at its own phase")
 	flag.Parse()
 	var dropped uint64
 	var err error
@@ -46,6 +48,8 @@ func main() {
 		err = runZmq(*addr, *n)
 	case "idle-host":
 		err = runIdleHost(*idle)
+	case "hold":
+		err = runHold(*clients)
 	default:
 		err = fmt.Errorf("unknown transport %q", *transport)
 	}
@@ -81,6 +85,34 @@ func runIdleHost(d time.Duration) error {
 	}
 	fmt.Printf("cpu-%% %f\n", pct)
 	return nil
+}
+
+// runHold is the background load of BenchmarkShmLatency/load: many
+// clients trickling events, as many worker processes would (each slot
+// rings its own doorbell bit), in one process so that a benchmark can
+// start 200 of them cheaply. It prints "ready" once every client recorded
+// its first event and runs until killed.
+func runHold(n int) error {
+	var cs []*shm.Client
+	for i := 0; i < n; i++ {
+		c, err := shm.OpenEnv()
+		if err != nil {
+			return err
+		}
+		cs = append(cs, c)
+	}
+	for i, c := range cs {
+		ctr := c.Counter("hold.ticks")
+		ctr.Inc()
+		go func() {
+			time.Sleep(time.Duration(i) * 10 * time.Millisecond / time.Duration(n)) // spread the phases
+			for t := time.NewTicker(10 * time.Millisecond); ; <-t.C {
+				ctr.Inc()
+			}
+		}()
+	}
+	fmt.Println("ready")
+	select {}
 }
 
 var (

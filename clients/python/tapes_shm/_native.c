@@ -59,11 +59,15 @@ _Static_assert(__atomic_always_lock_free(8, 0), "tapes_shm needs lock-free 64-bi
 
 #define MAGIC "TAPESHM\0"
 /* Layout versions this client writes: 2 (CLAIMING state, claimWaits and
- * refused header words, a 64-byte trailer) and 1 (hosts built before it). */
+ * refused header words, the doorbell, a 640-byte header, a 64-byte trailer)
+ * and 1 (hosts built before it). */
 #define LAYOUT_VERSION 2u
 #define LAYOUT_VERSION_MIN 1u
 
-#define HEADER_SIZE 128u
+#define HEADER_SIZE 128u    /* the two lines that hold the geometry: what a reader validates */
+#define HEADER_SIZE_V1 128u
+#define HEADER_SIZE_V2 640u /* v2: the two lines, then the doorbell (512 bytes) */
+#define HDR_BELL 128        /* v2: u64[64], bit i%64 of word i/64 is slot i's (see ring_bell) */
 #define HDR_MAGIC 0         /* 8 bytes */
 #define HDR_VERSION 8       /* u32 */
 #define HDR_HEADER_SIZE 12  /* u32 */
@@ -149,7 +153,7 @@ static inline uint64_t align64(uint64_t x) { return (x + CACHE_LINE - 1) / CACHE
 
 typedef struct {
     uint32_t version, slots, ring_recs, max_defs;
-    uint64_t def_offset, ring_offset, slot_size, file_size;
+    uint64_t header_size, def_offset, ring_offset, slot_size, file_size;
 } geometry;
 
 /* ======================================================================
@@ -187,6 +191,7 @@ typedef struct {
     uint64_t attach_epoch;
     uint64_t *reserve, *consumer, *dropped;
     uint32_t *host_wait;
+    uint64_t *bell, bit; /* v2: the doorbell word holding this slot's bit, and the bit; NULL on v1 */
     uint8_t *ring;
     uint64_t mask, size, limit; /* limit: claims below it fit (consumer + R at last look) */
 
@@ -245,6 +250,17 @@ static void wake_host(uint32_t *host_wait) {
         syscall(SYS_futex, host_wait, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+/* --- The doorbell (version 2): after every change the host must see (the
+ * claim, a defCount store, a record's claim CAS, the close CAS), OR this
+ * slot's bit (a full barrier), then wake the host as above. A v2 host's
+ * passes visit only the slots whose bit they take (docs/shm-layout.md, "The
+ * doorbell"). On version 1 only the wake-up. */
+static void ring_bell(Client *c) {
+    if (c->bell)
+        __atomic_fetch_or(c->bell, c->bit, __ATOMIC_SEQ_CST);
+    wake_host(c->host_wait);
+}
+
 /* --- Header validation ("Header": a reader recomputes the geometry and
  * refuses the file unless every stored value matches). Returns NULL or an
  * error message. */
@@ -262,9 +278,13 @@ static const char *validate_header(const uint8_t *h, uint64_t size, geometry *g,
         return buf;
     }
     g->version = v32;
+    g->header_size = g->version >= 2 ? HEADER_SIZE_V2 : HEADER_SIZE_V1;
     memcpy(&v32, h + HDR_HEADER_SIZE, 4);
-    if (v32 != HEADER_SIZE)
-        return "corrupt header: header size is not 128";
+    if (v32 != g->header_size) {
+        snprintf(buf, buflen, "corrupt header: header size %u, layout %u has %u", v32, g->version,
+                 (unsigned)g->header_size);
+        return buf;
+    }
     memcpy(&v32, h + HDR_DEF_SIZE, 4);
     if (v32 != DEF_SIZE)
         return "corrupt header: definition size is not 272";
@@ -280,7 +300,7 @@ static const char *validate_header(const uint8_t *h, uint64_t size, geometry *g,
     g->def_offset = SLOT_DEFS;
     g->ring_offset = align64(SLOT_DEFS + (uint64_t)g->max_defs * DEF_SIZE);
     g->slot_size = align64(g->ring_offset + (uint64_t)g->ring_recs * RECORD_SIZE);
-    g->file_size = HEADER_SIZE + (uint64_t)g->slots * g->slot_size + (g->version >= 2 ? TRAILER_SIZE : 0);
+    g->file_size = g->header_size + (uint64_t)g->slots * g->slot_size + (g->version >= 2 ? TRAILER_SIZE : 0);
     memcpy(&v64, h + HDR_SLOT_SIZE, 8);
     if (v64 != g->slot_size)
         return "corrupt header: slot size does not match the geometry";
@@ -354,7 +374,7 @@ static void write_def(Client *c, uint32_t id) {
  * its first event. */
 static void publish_def_count(Client *c, uint64_t n) {
     store_sc(c->def_count, n);
-    wake_host(c->host_wait);
+    ring_bell(c);
 }
 
 /* --- Claiming a slot: scrub. A FREE slot is all zero by the spec, but a
@@ -395,7 +415,7 @@ static int claim_slot(Client *c) {
      * slot is ACTIVE); version 1 goes straight to ACTIVE. */
     uint32_t first = c->g.version >= 2 ? STATE_CLAIMING : STATE_ACTIVE;
     for (uint32_t i = 0; i < c->g.slots; i++) {
-        uint8_t *sb = c->map + HEADER_SIZE + (uint64_t)i * c->g.slot_size;
+        uint8_t *sb = c->map + c->g.header_size + (uint64_t)i * c->g.slot_size;
         uint64_t *st = u64at(sb, SLOT_STATE);
         uint64_t w = load_acq(st);
         if (state_code(w) != STATE_FREE)
@@ -420,6 +440,10 @@ static int claim_slot(Client *c) {
             uint64_t want = pack_state(pid, gen, STATE_CLAIMING);
             if (!cas_sc(st, &want, pack_state(pid, gen, STATE_ACTIVE)))
                 continue; /* taken from us while claiming (a host reset it): look further */
+            c->bell = u64at(c->map, HDR_BELL + (uint64_t)(i / 64) * 8);
+            c->bit = (uint64_t)1 << (i % 64);
+        } else {
+            c->bell = NULL;
         }
         /* Step 4: local copies, and the ring's pages faulted in by one call
          * (optional; an old kernel refuses it and nothing is lost). */
@@ -433,8 +457,9 @@ static int claim_slot(Client *c) {
         for (uint32_t id = 0; id < c->ndefs; id++)
             write_def(c, id);
         store_sc(c->def_count, c->ndefs);
-        /* Step 5: an idle host binds the slot now. */
-        wake_host(c->host_wait);
+        /* Ring the doorbell (v2; on v1 wake the host): the host binds the
+         * slot now. */
+        ring_bell(c);
         c->attach_epoch = fork_epoch;
         return 0;
     }
@@ -507,10 +532,24 @@ static inline void put(Client *c, uint64_t w0, uint64_t v) {
         if (LIKELY(cas_sc(c->reserve, &r, r + 1)))
             break; /* claimed index r; on failure r holds the current value */
     }
-    wake_host(c->host_wait); /* after the CAS, a full barrier */
+    /* After the CAS, a full barrier. v2: ring unless the bit is already set
+     * (a set bit will be taken by a host pass that reads reserve after it).
+     * Whether to wake is decided here; the wake itself comes after the
+     * commit, so that a woken host finds the record committed. */
+    int wake = 0;
+    if (c->bell) {
+        if ((__atomic_load_n(c->bell, __ATOMIC_SEQ_CST) & c->bit) == 0) {
+            __atomic_fetch_or(c->bell, c->bit, __ATOMIC_SEQ_CST);
+            wake = __atomic_load_n(c->host_wait, __ATOMIC_SEQ_CST) != 0;
+        }
+    } else {
+        wake = __atomic_load_n(c->host_wait, __ATOMIC_SEQ_CST) != 0;
+    }
     uint8_t *p = c->ring + (r & c->mask) * RECORD_SIZE;
     __atomic_store_n(u64at(p, RECORD_VALUE), v, __ATOMIC_RELAXED); /* plain store of the value */
     __atomic_store_n(u64at(p, 0), w0, __ATOMIC_RELEASE);          /* commits the record */
+    if (wake)
+        wake_host(c->host_wait);
 }
 
 /* Gauges store the value in their definition entry (gaugeValue, then
@@ -548,6 +587,7 @@ static int close_slot(Client *c, uint64_t *was) {
         *was = want;
         return -1;
     }
+    ring_bell(c); /* v2: the host drains and frees the slot now */
     return 0;
 }
 

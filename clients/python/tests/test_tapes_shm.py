@@ -28,7 +28,11 @@ LIVE = os.environ.get("TAPES_SHM")
 STATS = os.environ.get("TAPES_TEST_STATS")
 
 # docs/shm-layout.md, restated independently of the C source.
-HEADER = 128
+def header(version):
+    """Layout 2's header is 640 bytes (two lines and the doorbell), 1's 128."""
+    return 640 if version >= 2 else 128
+
+
 DEF_SIZE = 272
 REC = 16
 
@@ -40,13 +44,13 @@ def align64(x):
 def geometry(slots, ring, max_defs, version=2):
     ring_off = align64(256 + max_defs * DEF_SIZE)
     slot_size = align64(ring_off + ring * REC)
-    return ring_off, slot_size, HEADER + slots * slot_size + (64 if version >= 2 else 0)
+    return ring_off, slot_size, header(version) + slots * slot_size + (64 if version >= 2 else 0)
 
 
 def make_file(path, slots=2, ring=8, max_defs=4, version=2, **overrides):
     """A file as a host of layout version 2 (or 1) creates it."""
     ring_off, slot_size, size = geometry(slots, ring, max_defs, version)
-    f = dict(version=version, header_size=128, def_size=DEF_SIZE, slot_size=slot_size, file_size=size, def_off=256,
+    f = dict(version=version, header_size=header(version), def_size=DEF_SIZE, slot_size=slot_size, file_size=size, def_off=256,
              ring_off=ring_off, reserved=b"\0" * 8, length=size)
     f.update(overrides)
     hdr = b"TAPESHM\0" + struct.pack("<IIIIIIQQII", f["version"], f["header_size"], slots, ring, max_defs,
@@ -71,13 +75,14 @@ class RawFile:
         version, = struct.unpack_from("<I", self.m, 8)
         self.slots, self.ring, self.max_defs = struct.unpack_from("<III", self.m, 16)
         self.ring_off, self.slot_size, _ = geometry(self.slots, self.ring, self.max_defs, version)
+        self.header = header(version)
 
     def close(self):
         self.m.close()
         self.f.close()
 
     def base(self, i):
-        return HEADER + i * self.slot_size
+        return self.header + i * self.slot_size
 
     def u64(self, i, off):
         return struct.unpack_from("<Q", self.m, self.base(i) + off)[0]
@@ -592,7 +597,9 @@ class TestWithoutHost(Tmp):
         cases = {
             "garbage": (None, "bad magic"),
             "version": (dict(version=3), "unsupported layout version 3"),
-            "v1size": (dict(version=1, file_size=HEADER + 2 * geometry(2, 8, 4)[1] + 64), "file size field"),
+            "v1size": (dict(version=1, file_size=header(1) + 2 * geometry(2, 8, 4)[1] + 64), "file size field"),
+            # Layout 2 before its doorbell: a 128-byte header.
+            "v2header128": (dict(header_size=128), "header size 128, layout 2 has 640"),
             "reserved": (dict(reserved=b"\1" + b"\0" * 7), "reserved bytes"),
             "short": (dict(length=1000), "its header describes"),
             "slotsize": (dict(slot_size=64), "slot size"),
