@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/reporters/httpserver"
+	"github.com/tapes-go/tapes/shm"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -306,7 +307,7 @@ func validatePlugins(ps []pluginSpec) error {
 		if err := wire.ValidateName(p.prefix); err != nil {
 			return fmt.Errorf("-plugin %s: prefix: %w", p.path, err)
 		}
-		if under(p.prefix, "tapes") {
+		if under(p.prefix, shm.ReservedPrefix) {
 			return fmt.Errorf("-plugin %s: prefix %q: tapes.* is reserved for the host's own metrics", p.path, p.prefix)
 		}
 		for _, q := range ps[:i] {
