@@ -486,3 +486,21 @@ func TestMemfdSealed(t *testing.T) {
 		t.Errorf("memfd mode %v (%v), want 0600", fi.Mode().Perm(), err)
 	}
 }
+
+// A live worker in the middle of its scrub keeps its claim: the host judges
+// a CLAIMING slot by pid alone, since its startTime is still what the FREE
+// slot held (scribbled here) until the worker writes its own.
+func TestClaimingSlotJudgedByPid(t *testing.T) {
+	h := newHost(t, Config{Slots: 1, RingRecords: 64, MaxMetrics: 4})
+	base := h.g.slotOff(0)
+	atomic.StoreUint64(u64(h.m, base+slotStart), 99)
+	w := packState(uint32(os.Getpid()), 1, StateClaiming)
+	atomic.StoreUint64(u64(h.m, base+slotState), w)
+	if _, err := h.DrainOnce(registry.New()); err != nil {
+		t.Fatal(err)
+	}
+	if got := atomic.LoadUint64(u64(h.m, base+slotState)); got != w {
+		_, _, st := unpackState(got)
+		t.Fatalf("a live worker's CLAIMING slot became state %d", st)
+	}
+}

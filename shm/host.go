@@ -1174,7 +1174,9 @@ func (h *Host) pass(live, full bool) int {
 			if hs.bound {
 				h.unbind(i, hs)
 			}
-			if live && !h.alive(pid, atomic.LoadUint64(h.slotU64(i, slotStart))) {
+			// By pid alone: startTime is written after the scrub, and
+			// until then holds whatever the FREE slot held.
+			if live && !h.alive(pid, 0) {
 				h.reset(i, w)
 				h.self.reclaimed.Inc()
 			} else {
