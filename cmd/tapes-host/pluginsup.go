@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -321,7 +322,9 @@ func (c *child) await(ctx context.Context, timeout time.Duration) (workerReply, 
 			}
 			if !r.OK {
 				kind := r.Kind
-				if !strings.Contains(strings.Join(errorKinds, " "), kind) || kind == "" {
+				// The reply comes from a process running a hostile guest:
+				// only a kind that is exactly one of ours names a counter.
+				if !slices.Contains(errorKinds, kind) {
 					kind = errProtocol
 				}
 				return r, &callError{kind, errors.New(r.Err)}
@@ -469,7 +472,11 @@ func (s *pluginSup) failed(ctx context.Context, err error, backoff *time.Duratio
 	if errors.As(err, &ce) {
 		kind = ce.kind
 	}
-	s.m.errors[kind].Inc()
+	if c := s.m.errors[kind]; c != nil {
+		c.Inc()
+	} else {
+		s.m.errors[errProtocol].Inc()
+	}
 	*backoff = min(max(2**backoff, backoffMin), backoffMax)
 	s.log.Warn("plugin failed; restarting after backoff", "kind", kind, "err", err, "backoff", *backoff)
 	select {
