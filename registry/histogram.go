@@ -252,8 +252,16 @@ func (h *Histogram) epochAt(now int64) int64 {
 	ep := h.epoch.Load()
 	want := max(now/h.half()+1, 1) // injected clocks before 1970 share the first half-window
 	for {
-		if ep >= want || h.epoch.CompareAndSwap(ep, want) {
-			return max(ep, want)
+		if ep >= want {
+			return ep
+		}
+		if h.epoch.CompareAndSwap(ep, want) {
+			// Values of the old half-windows may still sit in other Ps'
+			// rings (rings drain when full or read). Applied after a value
+			// of this new one, they would land in it, since a cell keeps
+			// two half-windows; apply them first. Once per half-window.
+			drainAll()
+			return want
 		}
 		ep = h.epoch.Load()
 	}

@@ -688,3 +688,25 @@ func BenchmarkHistogramUpdate(b *testing.B) {
 		})
 	}
 }
+
+// A value recorded long ago that still sits in another P's ring must not
+// show up in the current window when a later value reaches the cell first
+// (UpdateMany applies directly).
+func TestOldRingValuesStayOld(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	for trial := 0; trial < 40; trial++ {
+		clk := newFakeClock()
+		h := New(WithClock(clk), WithWindow(10*time.Second)).Histogram("h")
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); h.Update(1000) }()
+		}
+		wg.Wait()
+		clk.Add(20 * time.Second) // two whole windows later
+		h.UpdateMany([]float64{1})
+		if s := h.Snapshot(); s.WindowCount != 1 || s.Max != 1 {
+			t.Fatalf("trial %d: window holds %d values, max %v; want only the new value", trial, s.WindowCount, s.Max)
+		}
+	}
+}
