@@ -402,6 +402,9 @@ func TestPluginConfigRules(t *testing.T) {
 		{[]string{"-plugin", pa + "=tapes"}, "reserved for the host"},
 		{[]string{"-plugin", pa + "=a.b", "-plugin", pb + "=a_b"}, "self-metrics"},
 		{[]string{"-plugin", pa + "="}, "empty prefix"},
+		// A valid 240-byte prefix whose self-metric names would pass 255
+		// bytes: it crashed the host after the shm file was created.
+		{[]string{"-plugin", pa + "=" + strings.Repeat("p", 240)}, "fit the 255-byte name limit"},
 	} {
 		cmd := exec.Command(hostBin(t), append([]string{"-shm", filepath.Join(dir, "never.shm"), "-http", ""}, c.args...)...)
 		out, err := cmd.CombinedOutput()

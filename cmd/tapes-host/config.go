@@ -310,6 +310,10 @@ func validatePlugins(ps []pluginSpec) error {
 		if under(p.prefix, shm.ReservedPrefix) {
 			return fmt.Errorf("-plugin %s: prefix %q: tapes.* is reserved for the host's own metrics", p.path, p.prefix)
 		}
+		if longest := pluginMetricName(pluginSegment(p.prefix), longestPluginMetric); len(longest) > wire.MaxNameLen {
+			return fmt.Errorf("-plugin %s: prefix %q: at most %d bytes, so that its self-metrics (%s...) fit the %d-byte name limit",
+				p.path, p.prefix, len(p.prefix)-(len(longest)-wire.MaxNameLen), longest[:40], wire.MaxNameLen)
+		}
 		for _, q := range ps[:i] {
 			switch {
 			case p.prefix == q.prefix && !p.explicit && !q.explicit:

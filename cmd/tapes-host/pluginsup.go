@@ -64,15 +64,24 @@ type pluginMetrics struct {
 	memory                                               *registry.Gauge
 }
 
+// longestPluginMetric is the longest suffix newPluginMetrics uses:
+// config validation keeps every prefix short enough for it.
+const longestPluginMetric = "output_dropped_bytes"
+
+// pluginMetricName is one self-metric of the plugin with segment seg.
+func pluginMetricName(seg, suffix string) string {
+	return selfPrefix + ".plugins." + seg + "." + suffix
+}
+
 func newPluginMetrics(r *registry.Registry, seg string) pluginMetrics {
-	p := selfPrefix + ".plugins." + seg + "."
+	p := pluginMetricName(seg, "")
 	m := pluginMetrics{
 		calls:    r.Counter(p + "calls"),
 		restarts: r.Counter(p + "restarts"),
 		defines:  r.Counter(p + "defines"),
 		records:  r.Counter(p + "records"),
 		rejected: r.Counter(p + "rejected"),
-		dropped:  r.Counter(p + "output_dropped_bytes"),
+		dropped:  r.Counter(p + longestPluginMetric),
 		errors:   map[string]*registry.Counter{},
 		duration: r.Timer(p + "call_time"),
 		memory:   r.Gauge(p+"memory_bytes", nil),
