@@ -912,7 +912,8 @@ func addSat(c *registry.Counter, d uint64) {
 
 // Passes returns how many passes over the rings have completed, by Drain
 // and DrainOnce. A running Drain passes at least every maximum idle sleep
-// (100ms by default), so a count that stops moving means draining stopped:
+// (250 ms by default, 1 s with no worker attached), so a count that stops
+// moving means draining stopped:
 // health checks read it as a heartbeat.
 func (h *Host) Passes() uint64 { return h.passes.Load() }
 

@@ -374,3 +374,20 @@ func TestSIGHUPReloadsPlugins(t *testing.T) {
 	}
 	h.stop(syscall.SIGTERM)
 }
+
+// Ready means the plugins loaded: a plugin whose module never loads keeps
+// /readyz at 503 while the host stays healthy and drains.
+func TestReadyWaitsForPlugins(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.wasm")
+	writeFile(t, bad, "not a wasm module")
+	h := startHost(t, "-shm", filepath.Join(dir, "r.shm"), "-http", "127.0.0.1:0", "-plugin", bad+"=plugins.bad")
+	h.waitStat("tapes.host.plugins.plugins_bad.errors.crash.value", func(v float64) bool { return v >= 1 }, "the bad plugin failing")
+	if code, body := probe(t, h.addr, "/readyz"); code != 503 || !strings.Contains(body, "plugins not loaded") {
+		t.Errorf("/readyz %d %q with a plugin that cannot load", code, body)
+	}
+	if code, body := probe(t, h.addr, "/healthz"); code != 200 {
+		t.Errorf("/healthz %d %q: a failing plugin is not the host's health", code, body)
+	}
+	h.stop(syscall.SIGTERM)
+}

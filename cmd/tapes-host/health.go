@@ -15,7 +15,7 @@ import (
 
 // stallAfter is how long the drain loop may go without completing a pass
 // before the host reports itself unhealthy. A running drain passes at least
-// every 100 ms (shm.WithMaxIdleSleep), so this only trips on a loop that is
+// every 250 ms, or every second with no worker attached, so this only trips on a loop that is
 // stuck or gone, not on a busy machine.
 const stallAfter = 10 * time.Second
 

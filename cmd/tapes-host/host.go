@@ -120,7 +120,15 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	if err := h.startPush(ctx); err != nil {
 		return h, err
 	}
-	h.health.pluginsLoaded()
+	// Ready once every plugin's process has loaded its module; a plugin
+	// that never loads keeps the host unready (its errors say why).
+	sups := h.plugins
+	go func() {
+		for _, s := range sups {
+			<-s.loaded
+		}
+		h.health.pluginsLoaded()
+	}()
 	return h, nil
 }
 

@@ -44,6 +44,7 @@ func (h *host) startPlugins(ctx context.Context) error {
 			pages:   h.cfg.pluginMemory,
 			timeout: h.cfg.pluginTimeout,
 			every:   h.cfg.pluginInterval,
+			loaded:  make(chan struct{}),
 		}
 		h.plugins = append(h.plugins, s)
 		h.pluginsWG.Add(1)

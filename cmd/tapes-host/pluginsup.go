@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -116,6 +117,11 @@ type pluginSup struct {
 	pages   int
 	timeout time.Duration
 	every   time.Duration
+
+	// loaded is closed once a process of this plugin has loaded its
+	// module (and run _initialize): readiness waits for it.
+	loaded   chan struct{}
+	loadOnce sync.Once
 
 	child   *child
 	started int
@@ -391,6 +397,7 @@ func (s *pluginSup) run(ctx context.Context) {
 				}
 				continue
 			}
+			s.loadOnce.Do(func() { close(s.loaded) })
 		}
 		op := opCollect
 		if s.child.cmdModule {
