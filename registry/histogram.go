@@ -277,22 +277,6 @@ func (c *cell) window(h *Histogram, ep int64) (w *hwindow, st int) {
 	return w, st
 }
 
-func (w *hwindow) add(v float64) {
-	if w.n == 0 {
-		w.shift, w.min, w.max = v, v, v
-	}
-	w.n++
-	if v < w.min {
-		w.min = v
-	}
-	if v > w.max {
-		w.max = v
-	}
-	d := v - w.shift
-	w.sum += d
-	w.sumsq += d * d
-}
-
 // recordMany records a prefix of vs and returns its length: all of vs
 // unless a value's bucket would pass a cap (recShrink). It is the loop
 // every value goes through (a ring's drain, UpdateMany), so the common
@@ -402,6 +386,7 @@ func (h *Histogram) shrink(force bool) {
 // Schema returns the histogram's bucket schema: MaxSchema unless its
 // buckets passed the caps.
 func (h *Histogram) Schema() int32 {
+	drainAll() // values still in rings may lower it
 	h.rmu.Lock()
 	defer h.rmu.Unlock()
 	return MaxSchema + h.schema
