@@ -130,9 +130,10 @@ func (h *Histogram) apply(vs []float64, ep int64) {
 			c = h.lockSlow()
 		}
 		done, st := c.recordMany(h, part, ep)
+		seen := h.schema // stable while a cell is locked: shrink locks them all
 		unlock(&c.lk)
 		if st != recOK {
-			h.shrink(st == recShrink)
+			h.shrink(st == recShrink, seen)
 		}
 		vs = vs[done:]
 	}
@@ -366,11 +367,14 @@ func (h *Histogram) unlockAll(cs []*cell) {
 // then as long as a store is past a cap, re-bucketing every store, so that
 // memory stays bounded whatever the values; the quantile error bound
 // doubles with each step (RelativeErrorAt).
-func (h *Histogram) shrink(force bool) {
+func (h *Histogram) shrink(force bool, seen int32) {
 	h.rmu.Lock()
 	defer h.rmu.Unlock()
 	cs := h.lockAll()
 	defer h.unlockAll(cs)
+	// Two appliers refused at one schema must lower it once, not twice:
+	// the first one's shrink already made room for the second's value.
+	force = force && h.schema == seen
 	for (force || h.cum.capped()) && h.schema > MinSchema-MaxSchema {
 		force = false
 		h.cum.downscale(1)
