@@ -14,9 +14,13 @@ func (h *host) startPlugins(ctx context.Context) error {
 	if len(h.cfg.plugins) == 0 {
 		return nil
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("plugins: %w", err)
+	// The running binary itself, even after an upgrade replaced the file:
+	// a plugin process speaks this binary's protocol and shm layout.
+	self := "/proc/self/exe"
+	if _, err := os.Stat(self); err != nil {
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("plugins: %w", err)
+		}
 	}
 	cache := h.cfg.wasmCache
 	if cache == "" {

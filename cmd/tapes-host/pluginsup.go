@@ -198,7 +198,13 @@ func (c *child) readReplies(r io.ReadCloser) {
 			c.badLine.Store(true)
 			return
 		}
-		c.replies <- rep
+		// Unasked replies from a process nobody reads any more (killed
+		// after a timeout) must not hold this goroutine forever.
+		select {
+		case c.replies <- rep:
+		case <-c.exited:
+			return
+		}
 	}
 	if sc.Err() != nil {
 		c.badLine.Store(true)
