@@ -1,0 +1,70 @@
+// Package expo turns a registry into the metric families every labelled
+// output writes (Prometheus text, protobuf and OpenMetrics, remote write,
+// OTLP): one place decides names, suffixes, labels, types and what is left
+// out, so the outputs cannot disagree about them.
+package expo
+
+import (
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/reporters/mapping"
+)
+
+// Type is a family's type as Prometheus and OTLP know it.
+type Type uint8
+
+const (
+	// Counter: a monotonic cumulative sum (tapes meters; counters only
+	// with Options.CountersMonotonic). Name ends in "_total".
+	Counter Type = iota + 1
+	// Gauge: a value that may go up and down (gauges, rates, and tapes
+	// counters, which can Dec: OpenTelemetry's UpDownCounter).
+	Gauge
+	// Histogram: a histogram or timer; Native holds its cumulative
+	// buckets, Snapshot its windowed statistics.
+	Histogram
+)
+
+// Sample is one series of a family.
+type Sample struct {
+	// Labels are sorted by name (the mapping's labels, and "worker" for a
+	// per-worker gauge).
+	Labels []mapping.Label
+	// Value of a Counter or Gauge sample.
+	Value float64
+	// Native (Histogram only): cumulative counts in the registry's own
+	// bucket layout; in seconds for timers.
+	Native *registry.NativeHistogram
+	// Snapshot (Histogram only): count and sum since start, quantiles
+	// and the rest over the recent window; in seconds for timers.
+	Snapshot *registry.HistogramSnapshot
+	// Source is the registry name the sample comes from.
+	Source string
+}
+
+// Family is a set of samples sharing a name, a type and a help text.
+type Family struct {
+	// Name is the full Prometheus name: a counter's ends in "_total", a
+	// timer's in "_seconds" (never doubled).
+	Name string
+	// Unit is "seconds" for timers, "" otherwise.
+	Unit string
+	Help string
+	Type Type
+	// Samples are sorted by labels; no two have the same labels.
+	Samples []Sample
+}
+
+// Options decides what Collect makes of a registry.
+type Options struct {
+	// Namespace prefixes every name, joined with '_'.
+	Namespace string
+	// Mapper, if not nil, names and labels the metrics it matches.
+	Mapper *mapping.Mapper
+	// Rates adds the m1/m5/m15/mean_rate gauges of meters and timers.
+	Rates bool
+	// CountersMonotonic exposes tapes counters as Counter ("_total")
+	// instead of Gauge: for users who never call Dec.
+	CountersMonotonic bool
+	// OnSkip is called for every metric left out, with the reason.
+	OnSkip func(name string, err error)
+}
