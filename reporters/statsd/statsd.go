@@ -27,10 +27,11 @@
 // refuses "x" beside "x.total", so no two metrics can meet that way).
 //
 // The names stay dotted: a mapping file (package mapping, tapes-host
-// -mapping) does not apply here. A statsd_exporter receiving this output
-// applies the same file itself and makes the same Prometheus names and
-// labels from it; timers arrive as its observers (histograms or summaries,
-// in seconds) and counters as counters.
+// -mapping) does not apply here, StatsD has no labels. A statsd_exporter
+// receiving this output can apply a mapping file itself: timers arrive
+// under their own names, as its observers (in seconds); counters, meters
+// and gauges under the names above, with their .total or .value segment,
+// which its rules must match (docs/fleet.md, Mapping).
 //
 // Timers go as StatsD timings, so that StatsD computes its percentiles,
 // counts and rates from the durations themselves, like for any timer it
