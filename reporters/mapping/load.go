@@ -3,6 +3,7 @@ package mapping
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"regexp"
@@ -101,7 +102,7 @@ func check(mp *sem.MetricMapping, def *sem.MapperConfigDefaults) error {
 	if !nameTmplRE.MatchString(mp.Name) {
 		return fmt.Errorf("name %q: only [a-zA-Z0-9_] and $n captures, not starting with a digit", mp.Name)
 	}
-	for k := range mp.Labels {
+	for _, k := range slices.Sorted(maps.Keys(mp.Labels)) { // the same error every time
 		if !labelNameRE.MatchString(k) {
 			return fmt.Errorf("label name %q: [a-zA-Z_][a-zA-Z0-9_]+ (at least 2 bytes, statsd_exporter's rule)", k)
 		}
@@ -250,16 +251,18 @@ func (m *matcher) compute(name string, t sem.MetricType) Result {
 	if len(labels) > 0 {
 		r.Labels = make([]Label, 0, len(labels))
 		for k, v := range labels {
-			if t == sem.MetricTypeObserver && (k == "le" || k == "quantile") {
-				// The exposition of a histogram or summary adds them.
-				return fail("label %q is reserved for the buckets and quantiles of timers and histograms", k)
-			}
-			if !utf8.ValidString(v) {
-				return fail("label %s: value is not UTF-8", k)
-			}
 			r.Labels = append(r.Labels, Label{k, v})
 		}
 		sort.Slice(r.Labels, func(i, j int) bool { return r.Labels[i].Name < r.Labels[j].Name })
+		for _, l := range r.Labels {
+			if t == sem.MetricTypeObserver && (l.Name == "le" || l.Name == "quantile") {
+				// The exposition of a histogram or summary adds them.
+				return fail("label %q is reserved for the buckets and quantiles of timers and histograms", l.Name)
+			}
+			if !utf8.ValidString(l.Value) {
+				return fail("label %s: value is not UTF-8", l.Name)
+			}
+		}
 	}
 	if t == sem.MetricTypeObserver {
 		r.Observer = Observer(mp.ObserverType)
