@@ -119,6 +119,7 @@ type Reporter struct {
 	sender *countingSender
 	last   map[string]*sent
 	timers map[string]*timerState
+	native registry.NativeHistogram // every timer's buckets in turn, memory reused
 	gen    uint64
 	closed bool
 }

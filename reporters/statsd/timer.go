@@ -37,9 +37,13 @@ type timerState struct {
 // statsd_exporter, which repeats a sample int(1/rate) times) count every
 // value and see their distribution.
 func (r *Reporter) timer(c *statsd.Client, name string, t *registry.Timer) error {
-	n := t.Native()
-	cur := &n
 	st := r.timers[name]
+	if st != nil && t.Count() == st.count {
+		st.gen = r.gen
+		return nil // nothing new: no need to read the buckets
+	}
+	cur := &r.native
+	t.Histogram().NativeInto(cur)
 	if st == nil || cur.Count < st.count || cur.Schema > st.schema {
 		// New, or gone and registered again since the last report (its
 		// counts restarted): everything it holds is new.
