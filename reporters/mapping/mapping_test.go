@@ -252,3 +252,16 @@ func BenchmarkMapCached(b *testing.B) {
 		}
 	})
 }
+
+// What the cache saves: matching a name through statsd_exporter's mapper.
+func BenchmarkMapUncached(b *testing.B) {
+	m, err := Load("testdata/fleet.yml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mt := m.m.(*matcher)
+	names := []string{"fleet.index.latency", "svc.api.200.calls", "unmapped.name", "db.users.read.bytes"}
+	for i := 0; b.Loop(); i++ {
+		mt.compute(names[i%len(names)], "counter")
+	}
+}
