@@ -55,64 +55,6 @@ const (
 	FuncInterruptCheck = "interrupt_check"
 )
 
-// Status is what a host function returns to the guest: 0 or a positive
-// result on success, one of the negative codes below on failure. The values
-// are part of the ABI and never change.
-type Status int32
-
-const (
-	StatusOK Status = 0
-	// StatusMemory: a pointer or length reaches outside the guest's memory.
-	StatusMemory Status = -1
-	// StatusInvalidName: the name (with the plugin's prefix) breaks the name
-	// rule of wire.ValidateName, or is longer than wire.MaxNameLen.
-	StatusInvalidName Status = -2
-	// StatusInvalidKind: the kind is not one of wire's five kinds.
-	StatusInvalidKind Status = -3
-	// StatusKindConflict: the name already exists with another kind.
-	StatusKindConflict Status = -4
-	// StatusPrefixConflict: the name is a path prefix of another metric or
-	// the other way round ("a.b" beside "a.b.c").
-	StatusPrefixConflict Status = -5
-	// StatusTooManyMetrics: the plugin's cap (WithMaxMetrics) or the
-	// registry's own limit is reached.
-	StatusTooManyMetrics Status = -6
-	// StatusUnknownID: no metric has this id in this plugin.
-	StatusUnknownID Status = -7
-	// StatusWrongKind: the id was defined with another kind than the
-	// function or record used.
-	StatusWrongKind Status = -8
-	// StatusBadRecord: a batch record's kind byte is invalid or its
-	// reserved bytes are not zero (wire.Decode failed).
-	StatusBadRecord Status = -9
-	// StatusBadValue: a timer duration is negative.
-	StatusBadValue Status = -10
-)
-
-var statusText = map[Status]string{
-	StatusOK:             "ok",
-	StatusMemory:         "pointer or length outside guest memory",
-	StatusInvalidName:    "invalid metric name",
-	StatusInvalidKind:    "invalid metric kind",
-	StatusKindConflict:   "name already used by a metric of another kind",
-	StatusPrefixConflict: "name conflicts with another metric's path",
-	StatusTooManyMetrics: "metric limit reached",
-	StatusUnknownID:      "unknown metric id",
-	StatusWrongKind:      "metric id has another kind",
-	StatusBadRecord:      "corrupt batch record",
-	StatusBadValue:       "invalid value",
-}
-
-func (s Status) String() string {
-	if t, ok := statusText[s]; ok {
-		return t
-	}
-	if s > 0 {
-		return fmt.Sprintf("result %d", int32(s))
-	}
-	return fmt.Sprintf("status(%d)", int32(s))
-}
-
 // DefaultMaxMetrics is the number of metrics a plugin may define unless
 // WithMaxMetrics says otherwise.
 const DefaultMaxMetrics = 4096
@@ -133,7 +75,7 @@ func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = pref
 
 // WithMaxMetrics caps how many distinct metrics the guests of this host
 // module may define (default DefaultMaxMetrics); define returns
-// StatusTooManyMetrics beyond it. n <= 0 means the default.
+// wire.StatusTooManyMetrics beyond it. n <= 0 means the default.
 func WithMaxMetrics(n int) Option { return func(c *config) { c.max = n } }
 
 // WithStats makes the host module count what its guests do into s, so the
@@ -147,11 +89,11 @@ type Stats struct {
 	Records  atomic.Uint64 // events applied (single calls and batch records)
 	Batches  atomic.Uint64 // batch calls that were in bounds
 	Rejected atomic.Uint64 // calls and batch records that failed with a status
-	// LastStatus is the most recent failure status (a negative Status).
+	// LastStatus is the most recent failure status (a negative wire.Status).
 	LastStatus atomic.Int32
 }
 
-func (s *Stats) reject(st Status) {
+func (s *Stats) reject(st wire.Status) {
 	s.Rejected.Add(1)
 	s.LastStatus.Store(int32(st))
 }
@@ -287,7 +229,7 @@ func interruptCheck(ctx context.Context, stack []uint64) {
 func (h *host) define(_ context.Context, mod api.Module, stack []uint64) {
 	kind, ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1]), api.DecodeU32(stack[2])
 	id, st := h.defineName(mod, kind, ptr, n)
-	if st != StatusOK {
+	if st != wire.StatusOK {
 		h.stats.reject(st)
 		ret(stack, int32(st))
 		return
@@ -296,41 +238,41 @@ func (h *host) define(_ context.Context, mod api.Module, stack []uint64) {
 	ret(stack, id)
 }
 
-func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
+func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, wire.Status) {
 	k := wire.Kind(kind)
 	if kind > 255 || !k.Valid() {
-		return 0, StatusInvalidKind
+		return 0, wire.StatusInvalidKind
 	}
 	mem := guestMemory(mod)
 	if mem == nil {
-		return 0, StatusMemory
+		return 0, wire.StatusMemory
 	}
 	b, ok := mem.Read(ptr, n)
 	if !ok {
-		return 0, StatusMemory
+		return 0, wire.StatusMemory
 	}
 	if n == 0 || n > wire.MaxNameLen {
-		return 0, StatusInvalidName
+		return 0, wire.StatusInvalidName
 	}
 	name := string(b) // copies: guest memory may change under us
 	if h.prefix != "" {
 		name = h.prefix + "." + name
 	}
 	if wire.ValidateName(name) != nil {
-		return 0, StatusInvalidName
+		return 0, wire.StatusInvalidName
 	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if id, ok := h.byName[name]; ok {
 		if (*h.ids.Load())[id].kind != k {
-			return 0, StatusKindConflict
+			return 0, wire.StatusKindConflict
 		}
-		return id, StatusOK
+		return id, wire.StatusOK
 	}
 	old := *h.ids.Load()
 	if len(old) >= h.max || len(old) >= math.MaxInt32 {
-		return 0, StatusTooManyMetrics
+		return 0, wire.StatusTooManyMetrics
 	}
 	m, err := h.sink.Define(k, name)
 	if err != nil {
@@ -338,7 +280,7 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	}
 	e, ok := newMetric(k, m)
 	if !ok {
-		return 0, StatusInvalidKind
+		return 0, wire.StatusInvalidKind
 	}
 	// Entries never change once published, so appending in place and
 	// publishing the longer slice is safe: readers holding the old slice
@@ -348,7 +290,7 @@ func (h *host) defineName(mod api.Module, kind, ptr, n uint32) (int32, Status) {
 	id := int32(len(old))
 	h.byName[name] = id
 	h.ids.Store(&ids)
-	return id, StatusOK
+	return id, wire.StatusOK
 }
 
 // newMetric is the id table entry for m, defined with kind k: false if m
@@ -387,18 +329,18 @@ func guestMemory(mod api.Module) api.Memory {
 	return m
 }
 
-func statusOf(err error) Status {
+func statusOf(err error) wire.Status {
 	switch {
 	case errors.Is(err, registry.ErrInvalidName):
-		return StatusInvalidName
+		return wire.StatusInvalidName
 	case errors.Is(err, registry.ErrKindConflict):
-		return StatusKindConflict
+		return wire.StatusKindConflict
 	case errors.Is(err, registry.ErrPrefixConflict):
-		return StatusPrefixConflict
+		return wire.StatusPrefixConflict
 	case errors.Is(err, registry.ErrTooManyMetrics):
-		return StatusTooManyMetrics
+		return wire.StatusTooManyMetrics
 	default:
-		return StatusInvalidKind
+		return wire.StatusInvalidKind
 	}
 }
 
@@ -406,7 +348,7 @@ func statusOf(err error) Status {
 func (h *host) one(stack []uint64, k wire.Kind) {
 	ids := *h.ids.Load()
 	st := apply(ids, api.DecodeU32(stack[0]), k, stack[1])
-	if st != StatusOK {
+	if st != wire.StatusOK {
 		h.stats.reject(st)
 	} else {
 		h.stats.Records.Add(1)
@@ -416,9 +358,9 @@ func (h *host) one(stack []uint64, k wire.Kind) {
 
 // apply records one event whose value bits are already in their final form
 // (int64 two's complement, or float64 bits, as in a wire.Record).
-func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
+func apply(ids []metric, id uint32, k wire.Kind, v uint64) wire.Status {
 	e, st := lookup(ids, id, k)
-	if st != StatusOK {
+	if st != wire.StatusOK {
 		return st
 	}
 	switch k {
@@ -428,7 +370,7 @@ func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
 		e.m.Mark(int64(v))
 	case wire.KindTimer:
 		if int64(v) < 0 {
-			return StatusBadValue
+			return wire.StatusBadValue
 		}
 		e.t.Update(time.Duration(v))
 	case wire.KindHistogram:
@@ -436,19 +378,19 @@ func apply(ids []metric, id uint32, k wire.Kind, v uint64) Status {
 	case wire.KindGauge:
 		e.g.Set(math.Float64frombits(v))
 	}
-	return StatusOK
+	return wire.StatusOK
 }
 
 // lookup finds the metric a record names, which must have the record's
 // kind.
-func lookup(ids []metric, id uint32, k wire.Kind) (*metric, Status) {
+func lookup(ids []metric, id uint32, k wire.Kind) (*metric, wire.Status) {
 	if uint64(id) >= uint64(len(ids)) {
-		return nil, StatusUnknownID
+		return nil, wire.StatusUnknownID
 	}
 	if e := &ids[id]; e.kind == k {
-		return e, StatusOK
+		return e, wire.StatusOK
 	}
-	return nil, StatusWrongKind
+	return nil, wire.StatusWrongKind
 }
 
 // sumSlot accumulates the records of one counter or meter within a batch.
@@ -463,7 +405,7 @@ type sumSlot struct {
 
 // apply applies the slot's sum (its first word was valid when it was
 // filled).
-func (s *sumSlot) apply(ids []metric) Status {
+func (s *sumSlot) apply(ids []metric) wire.Status {
 	return apply(ids, wire.WordID(s.w0), wire.WordKind(s.w0), s.sum)
 }
 
@@ -489,11 +431,11 @@ type valueRun struct {
 // indistinguishable, and a guest recording in a loop costs one atomic add
 // per counter per batch instead of one per event. Gauges are applied
 // record by record, in order.
-func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
+func applyBatch(ids []metric, buf []byte) (rejected int32, last wire.Status) {
 	var slots [sumSlots]sumSlot
 	var run valueRun
 	var prev uint64 // the previous record's first word
-	fail := func(n int32, st Status) {
+	fail := func(n int32, st wire.Status) {
 		rejected += n
 		last = st
 	}
@@ -501,7 +443,7 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 		w0 := binary.LittleEndian.Uint64(buf[wire.RecordIDOff:])
 		v := binary.LittleEndian.Uint64(buf[wire.RecordValueOff:])
 		if w0 == 0 { // kind 0: invalid, and it would match an empty slot or run
-			fail(1, StatusBadRecord)
+			fail(1, wire.StatusBadRecord)
 			continue
 		}
 		s := &slots[uint32(w0)%sumSlots]
@@ -531,13 +473,13 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 		}
 		r, err := wire.DecodeWords(w0, v)
 		if err != nil {
-			fail(1, StatusBadRecord)
+			fail(1, wire.StatusBadRecord)
 			continue
 		}
 		switch r.Kind {
 		case wire.KindCounter, wire.KindMeter:
 			if s.w0 != 0 {
-				if st := s.apply(ids); st != StatusOK {
+				if st := s.apply(ids); st != wire.StatusOK {
 					fail(s.n, st)
 				}
 			}
@@ -549,7 +491,7 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 			run.w0, run.n = w0, 1
 			run.v[0] = v
 		default:
-			if st := apply(ids, r.ID, r.Kind, r.Value); st != StatusOK {
+			if st := apply(ids, r.ID, r.Kind, r.Value); st != wire.StatusOK {
 				fail(1, st)
 			}
 		}
@@ -559,7 +501,7 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 	}
 	for i := range slots {
 		if s := &slots[i]; s.w0 != 0 {
-			if st := s.apply(ids); st != StatusOK {
+			if st := s.apply(ids); st != wire.StatusOK {
 				fail(s.n, st)
 			}
 		}
@@ -571,33 +513,33 @@ func applyBatch(ids []metric, buf []byte) (rejected int32, last Status) {
 // record word) and empties it. It returns how many of them were rejected
 // and why: all of them for an unknown id or a wrong kind, each negative
 // duration alone otherwise.
-func (run *valueRun) flush(ids []metric) (int32, Status) {
+func (run *valueRun) flush(ids []metric) (int32, wire.Status) {
 	n := run.n
 	if run.w0 == 0 || n == 0 {
-		return 0, StatusOK
+		return 0, wire.StatusOK
 	}
 	// run.w0 was valid when the run began.
 	id, k, vs := wire.WordID(run.w0), wire.WordKind(run.w0), run.v[:n]
 	run.w0, run.n = 0, 0
 	if n == 1 {
-		if st := apply(ids, id, k, vs[0]); st != StatusOK {
+		if st := apply(ids, id, k, vs[0]); st != wire.StatusOK {
 			return 1, st
 		}
-		return 0, StatusOK
+		return 0, wire.StatusOK
 	}
 	e, st := lookup(ids, id, k)
-	if st != StatusOK {
+	if st != wire.StatusOK {
 		return int32(n), st
 	}
 	if k == wire.KindHistogram {
 		if e.hm != nil {
 			e.hm.UpdateMany(wire.Floats(vs))
-			return 0, StatusOK
+			return 0, wire.StatusOK
 		}
 		for _, v := range vs {
 			e.h.Update(math.Float64frombits(v))
 		}
-		return 0, StatusOK
+		return 0, wire.StatusOK
 	}
 	var bad int
 	if e.tm != nil {
@@ -612,9 +554,9 @@ func (run *valueRun) flush(ids []metric) (int32, Status) {
 		}
 	}
 	if bad > 0 {
-		return int32(bad), StatusBadValue
+		return int32(bad), wire.StatusBadValue
 	}
-	return 0, StatusOK
+	return 0, wire.StatusOK
 }
 
 // batch: (ptr i32, n i32) -> number of rejected records (>= 0) or negative
@@ -625,14 +567,14 @@ func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 	size := uint64(n) * wire.RecordSize
 	mem := guestMemory(mod)
 	if mem == nil || size > math.MaxUint32 {
-		h.stats.reject(StatusMemory)
-		ret(stack, int32(StatusMemory))
+		h.stats.reject(wire.StatusMemory)
+		ret(stack, int32(wire.StatusMemory))
 		return
 	}
 	buf, ok := mem.Read(ptr, uint32(size))
 	if !ok {
-		h.stats.reject(StatusMemory)
-		ret(stack, int32(StatusMemory))
+		h.stats.reject(wire.StatusMemory)
+		ret(stack, int32(wire.StatusMemory))
 		return
 	}
 	// A batch's cost grows with its length, which the guest's fuel does
@@ -641,7 +583,7 @@ func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 	// over all of memory once ran 13 s past a 1 s deadline.
 	ids := *h.ids.Load()
 	var rejected int32
-	var last Status
+	var last wire.Status
 	for done := uint32(0); ; {
 		if err := ctx.Err(); err != nil {
 			h.countBatch(done, rejected, last)
@@ -666,7 +608,7 @@ func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 const batchCheck = 1 << 16
 
 // countBatch counts a batch of which n records were applied or rejected.
-func (h *host) countBatch(n uint32, rejected int32, last Status) {
+func (h *host) countBatch(n uint32, rejected int32, last wire.Status) {
 	h.stats.Batches.Add(1)
 	h.stats.Records.Add(uint64(int64(n) - int64(rejected)))
 	if rejected > 0 {

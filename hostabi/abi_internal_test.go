@@ -178,7 +178,7 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 				rejB++
 				continue
 			}
-			if apply(idb, rec.ID, rec.Kind, rec.Value) != StatusOK {
+			if apply(idb, rec.ID, rec.Kind, rec.Value) != wire.StatusOK {
 				rejB++
 			}
 		}

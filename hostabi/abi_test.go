@@ -11,6 +11,7 @@ import (
 
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // instantiate runs wasm in a fresh runtime with the tapes host module and
@@ -78,7 +79,7 @@ func TestCGuestEveryKind(t *testing.T) {
 	mod := instantiate(t, cGuest(t, "cguest"), r, hostabi.WithPrefix("plugins.cg"), hostabi.WithStats(&st))
 	for i := 0; i < 3; i++ {
 		if s := call(t, mod, "record_all"); s != 0 {
-			t.Fatalf("record_all = %d (%v)", s, hostabi.Status(s))
+			t.Fatalf("record_all = %d (%v)", s, wire.Status(s))
 		}
 		if n := call(t, mod, "pending"); n != 6 {
 			t.Fatalf("%d records buffered, want 6", n)

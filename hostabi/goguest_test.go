@@ -2,7 +2,6 @@ package hostabi_test
 
 import (
 	"context"
-	"errors"
 	"runtime"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/tapes-go/tapes/guest/tapesguest"
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 func goPlugin(t *testing.T, r *registry.Registry, pool int) *hostabi.Plugin {
@@ -72,7 +72,7 @@ func TestGoGuestZeroHandles(t *testing.T) {
 	if n := callP(t, p, "zero_handles"); n != 6 {
 		t.Errorf("the guest saw %d records rejected, want 6", n)
 	}
-	if st := p.Stats(); st.Rejected != 6 || st.Records != 0 || st.LastStatus != hostabi.StatusBadRecord {
+	if st := p.Stats(); st.Rejected != 6 || st.Records != 0 || st.LastStatus != wire.StatusBadRecord {
 		t.Errorf("stats %+v, want 6 rejected as bad records and none applied", st)
 	}
 	if r.Len() != 0 {
@@ -117,36 +117,6 @@ func TestGoGuestPanic(t *testing.T) {
 	checkEveryKind(t, r, "plugins.go.go.", 2)
 	if st := p.Stats(); st.Traps != 1 || st.Replaced != 1 || st.Instances != 1 {
 		t.Errorf("stats %+v", st)
-	}
-}
-
-// The SDKs' status codes are the host's.
-func TestStatusCodesAgree(t *testing.T) {
-	pairs := []struct {
-		g tapesguest.Status
-		h hostabi.Status
-	}{
-		{tapesguest.ErrMemory, hostabi.StatusMemory},
-		{tapesguest.ErrInvalidName, hostabi.StatusInvalidName},
-		{tapesguest.ErrInvalidKind, hostabi.StatusInvalidKind},
-		{tapesguest.ErrKindConflict, hostabi.StatusKindConflict},
-		{tapesguest.ErrPrefixConflict, hostabi.StatusPrefixConflict},
-		{tapesguest.ErrTooManyMetrics, hostabi.StatusTooManyMetrics},
-		{tapesguest.ErrUnknownID, hostabi.StatusUnknownID},
-		{tapesguest.ErrWrongKind, hostabi.StatusWrongKind},
-		{tapesguest.ErrBadRecord, hostabi.StatusBadRecord},
-		{tapesguest.ErrBadValue, hostabi.StatusBadValue},
-	}
-	for _, p := range pairs {
-		if int32(p.g) != int32(p.h) {
-			t.Errorf("guest %v = %d, host %v = %d", p.g, p.g, p.h, p.h)
-		}
-		if p.g.Error() != "tapes host: "+p.h.String() {
-			t.Errorf("guest says %q, host says %q", p.g.Error(), p.h.String())
-		}
-	}
-	if _, err := tapesguest.Define(1, "x"); !errors.Is(err, tapesguest.ErrNoHost) {
-		t.Errorf("Define outside wasm = %v", err)
 	}
 }
 

@@ -34,17 +34,17 @@ func TestHeaderConstants(t *testing.T) {
 		"TAPES_METER": int64(wire.KindMeter), "TAPES_TIMER": int64(wire.KindTimer),
 		"TAPES_HISTOGRAM":    int64(wire.KindHistogram),
 		"TAPES_MAX_NAME_LEN": wire.MaxNameLen, "TAPES_RECORD_SIZE": wire.RecordSize,
-		"TAPES_OK":                   int64(hostabi.StatusOK),
-		"TAPES_ERR_MEMORY":           int64(hostabi.StatusMemory),
-		"TAPES_ERR_INVALID_NAME":     int64(hostabi.StatusInvalidName),
-		"TAPES_ERR_INVALID_KIND":     int64(hostabi.StatusInvalidKind),
-		"TAPES_ERR_KIND_CONFLICT":    int64(hostabi.StatusKindConflict),
-		"TAPES_ERR_PREFIX_CONFLICT":  int64(hostabi.StatusPrefixConflict),
-		"TAPES_ERR_TOO_MANY_METRICS": int64(hostabi.StatusTooManyMetrics),
-		"TAPES_ERR_UNKNOWN_ID":       int64(hostabi.StatusUnknownID),
-		"TAPES_ERR_WRONG_KIND":       int64(hostabi.StatusWrongKind),
-		"TAPES_ERR_BAD_RECORD":       int64(hostabi.StatusBadRecord),
-		"TAPES_ERR_BAD_VALUE":        int64(hostabi.StatusBadValue),
+		"TAPES_OK":                   int64(wire.StatusOK),
+		"TAPES_ERR_MEMORY":           int64(wire.StatusMemory),
+		"TAPES_ERR_INVALID_NAME":     int64(wire.StatusInvalidName),
+		"TAPES_ERR_INVALID_KIND":     int64(wire.StatusInvalidKind),
+		"TAPES_ERR_KIND_CONFLICT":    int64(wire.StatusKindConflict),
+		"TAPES_ERR_PREFIX_CONFLICT":  int64(wire.StatusPrefixConflict),
+		"TAPES_ERR_TOO_MANY_METRICS": int64(wire.StatusTooManyMetrics),
+		"TAPES_ERR_UNKNOWN_ID":       int64(wire.StatusUnknownID),
+		"TAPES_ERR_WRONG_KIND":       int64(wire.StatusWrongKind),
+		"TAPES_ERR_BAD_RECORD":       int64(wire.StatusBadRecord),
+		"TAPES_ERR_BAD_VALUE":        int64(wire.StatusBadValue),
 	}
 	for name, v := range want {
 		got, ok := consts[name]
@@ -111,26 +111,26 @@ func TestSingleCallStatuses(t *testing.T) {
 	for _, c := range []struct {
 		fn     string
 		params []uint64
-		want   hostabi.Status
+		want   wire.Status
 	}{
-		{"timer", []uint64{uint64(tm), api.EncodeI64(-1)}, hostabi.StatusBadValue},
+		{"timer", []uint64{uint64(tm), api.EncodeI64(-1)}, wire.StatusBadValue},
 		{"timer", []uint64{uint64(tm), 5e6}, 0},
-		{"timer", []uint64{uint64(g), 5e6}, hostabi.StatusWrongKind},
+		{"timer", []uint64{uint64(g), 5e6}, wire.StatusWrongKind},
 		{"gauge", []uint64{uint64(g), f(math.NaN())}, 0},
 		{"gauge", []uint64{uint64(g), f(-3.5)}, 0},
-		{"gauge", []uint64{uint64(tm), f(1)}, hostabi.StatusWrongKind},
+		{"gauge", []uint64{uint64(tm), f(1)}, wire.StatusWrongKind},
 		{"histogram", []uint64{uint64(h), f(math.Inf(1))}, 0}, // dropped by the registry
 		{"histogram", []uint64{uint64(h), f(8)}, 0},
-		{"histogram", []uint64{77, f(8)}, hostabi.StatusUnknownID},
+		{"histogram", []uint64{77, f(8)}, wire.StatusUnknownID},
 		{"meter", []uint64{uint64(m), 4}, 0},
-		{"meter", []uint64{uint64(h), 4}, hostabi.StatusWrongKind},
-		{"add", []uint64{uint64(m), 4}, hostabi.StatusWrongKind},
+		{"meter", []uint64{uint64(h), 4}, wire.StatusWrongKind},
+		{"add", []uint64{uint64(m), 4}, wire.StatusWrongKind},
 	} {
 		res, err := mod.ExportedFunction(c.fn).Call(context.Background(), c.params...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := hostabi.Status(api.DecodeI32(res[0])); s != c.want {
+		if s := wire.Status(api.DecodeI32(res[0])); s != c.want {
 			t.Errorf("%s%v = %v, want %v", c.fn, c.params, s, c.want)
 		}
 	}

@@ -8,16 +8,17 @@ import (
 
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // defineName writes name into the guest's scratch buffer and defines it.
-func defineName(t *testing.T, mod api.Module, kind uint32, name string) hostabi.Status {
+func defineName(t *testing.T, mod api.Module, kind uint32, name string) wire.Status {
 	t.Helper()
 	ptr := uint32(call(t, mod, "scratch"))
 	if !mod.Memory().Write(ptr, []byte(name)) {
 		t.Fatal("cannot write scratch")
 	}
-	return hostabi.Status(call(t, mod, "define_raw", uint64(kind), uint64(ptr), uint64(len(name))))
+	return wire.Status(call(t, mod, "define_raw", uint64(kind), uint64(ptr), uint64(len(name))))
 }
 
 func TestHostileOutOfBounds(t *testing.T) {
@@ -40,14 +41,14 @@ func TestHostileOutOfBounds(t *testing.T) {
 		{"batch_raw", []uint64{16, size / 16}},            // one record too many
 		{"define_raw", []uint64{1, size - 1, 0x7FFFFFFF}}, // int32 overflow in ptr+len
 	} {
-		if s := hostabi.Status(call(t, mod, c.fn, c.params...)); s != hostabi.StatusMemory {
-			t.Errorf("%s%v = %v, want %v", c.fn, c.params, s, hostabi.StatusMemory)
+		if s := wire.Status(call(t, mod, c.fn, c.params...)); s != wire.StatusMemory {
+			t.Errorf("%s%v = %v, want %v", c.fn, c.params, s, wire.StatusMemory)
 		}
 	}
 	if r.Len() != 0 {
 		t.Errorf("registry has %d metrics after out-of-bounds calls", r.Len())
 	}
-	if st.Rejected.Load() != 10 || st.LastStatus.Load() != int32(hostabi.StatusMemory) {
+	if st.Rejected.Load() != 10 || st.LastStatus.Load() != int32(wire.StatusMemory) {
 		t.Errorf("stats: rejected %d last %d", st.Rejected.Load(), st.LastStatus.Load())
 	}
 	// A batch of the whole memory is in bounds: every record reads as
@@ -68,28 +69,28 @@ func TestHostileNames(t *testing.T) {
 	for _, c := range []struct {
 		kind uint32
 		name string
-		want hostabi.Status
+		want wire.Status
 	}{
-		{1, "", hostabi.StatusInvalidName},
-		{1, "a..b", hostabi.StatusInvalidName},
-		{1, ".a", hostabi.StatusInvalidName},
-		{1, "a.", hostabi.StatusInvalidName},
-		{1, "bad name", hostabi.StatusInvalidName},
-		{1, "caf\xc3\xa9", hostabi.StatusInvalidName},
-		{1, "nul\x00", hostabi.StatusInvalidName},
-		{1, strings.Repeat("x", 256), hostabi.StatusInvalidName},
-		{1, strings.Repeat("x", 255-len("plugins.h.")+1), hostabi.StatusInvalidName}, // too long with the prefix
-		{0, "k0", hostabi.StatusInvalidKind},
-		{6, "k6", hostabi.StatusInvalidKind},
-		{0x101, "k257", hostabi.StatusInvalidKind}, // would be counter if truncated to a byte
-		{1, "taken", hostabi.StatusKindConflict},
+		{1, "", wire.StatusInvalidName},
+		{1, "a..b", wire.StatusInvalidName},
+		{1, ".a", wire.StatusInvalidName},
+		{1, "a.", wire.StatusInvalidName},
+		{1, "bad name", wire.StatusInvalidName},
+		{1, "caf\xc3\xa9", wire.StatusInvalidName},
+		{1, "nul\x00", wire.StatusInvalidName},
+		{1, strings.Repeat("x", 256), wire.StatusInvalidName},
+		{1, strings.Repeat("x", 255-len("plugins.h.")+1), wire.StatusInvalidName}, // too long with the prefix
+		{0, "k0", wire.StatusInvalidKind},
+		{6, "k6", wire.StatusInvalidKind},
+		{0x101, "k257", wire.StatusInvalidKind}, // would be counter if truncated to a byte
+		{1, "taken", wire.StatusKindConflict},
 		{2, "taken", 0}, // same kind as the host's: shared, id 0
 		{1, "dup", 1},
 		{1, "dup", 1}, // the same name again: the same id
-		{2, "dup", hostabi.StatusKindConflict},
-		{1, "dup.sub", hostabi.StatusPrefixConflict},
+		{2, "dup", wire.StatusKindConflict},
+		{1, "dup.sub", wire.StatusPrefixConflict},
 		{3, "a.b", 2},
-		{3, "a", hostabi.StatusPrefixConflict},
+		{3, "a", wire.StatusPrefixConflict},
 		{1, strings.Repeat("x", 255-len("plugins.h.")), 3},
 	} {
 		if s := defineName(t, mod, c.kind, c.name); s != c.want {
@@ -119,7 +120,7 @@ func TestHostileMillionMetrics(t *testing.T) {
 		if n := call(t, mod, "define_many", 1_000_000); n != int32(c.cap) {
 			t.Errorf("defined %d metrics, want the cap %d", n, c.cap)
 		}
-		if s := hostabi.Status(call(t, mod, "last_status")); s != hostabi.StatusTooManyMetrics {
+		if s := wire.Status(call(t, mod, "last_status")); s != wire.StatusTooManyMetrics {
 			t.Errorf("status after the cap = %v", s)
 		}
 		if r.Len() != c.cap {
@@ -164,13 +165,13 @@ func TestHostileBatchRecords(t *testing.T) {
 	if st.Rejected.Load() != 4 || st.Records.Load() != 4 || st.Batches.Load() != 2 {
 		t.Errorf("stats: rejected %d records %d batches %d", st.Rejected.Load(), st.Records.Load(), st.Batches.Load())
 	}
-	if s := hostabi.Status(call(t, mod, "add", 99, 1)); s != hostabi.StatusUnknownID {
+	if s := wire.Status(call(t, mod, "add", 99, 1)); s != wire.StatusUnknownID {
 		t.Errorf("add to an unknown id = %v", s)
 	}
-	if s := hostabi.Status(call(t, mod, "add", 0xFFFFFFFF, 1)); s != hostabi.StatusUnknownID {
+	if s := wire.Status(call(t, mod, "add", 0xFFFFFFFF, 1)); s != wire.StatusUnknownID {
 		t.Errorf("add to id -1 = %v", s)
 	}
-	if s := hostabi.Status(call(t, mod, "batch_raw", 0, 0)); s != 0 {
+	if s := wire.Status(call(t, mod, "batch_raw", 0, 0)); s != 0 {
 		t.Errorf("empty batch = %v", s)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tapes-go/tapes/hostabi/internal/interrupt"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // Exports with a meaning to the plugin runner.
@@ -191,10 +192,10 @@ type PluginStats struct {
 	// recent instance took to instantiate and run _initialize.
 	Compile, InstanceStart time.Duration
 
-	Defines    uint64 // successful define calls
-	Records    uint64 // events applied
-	Rejected   uint64 // host calls and batch records refused with a status
-	LastStatus Status // the most recent refusal
+	Defines    uint64      // successful define calls
+	Records    uint64      // events applied
+	Rejected   uint64      // host calls and batch records refused with a status
+	LastStatus wire.Status // the most recent refusal
 }
 
 // Plugin runs one WebAssembly module: compiled once, with a pool of
@@ -583,7 +584,7 @@ func (p *Plugin) Stats() PluginStats {
 		Defines:       p.abi.Defines.Load(),
 		Records:       p.abi.Records.Load(),
 		Rejected:      p.abi.Rejected.Load(),
-		LastStatus:    Status(p.abi.LastStatus.Load()),
+		LastStatus:    wire.Status(p.abi.LastStatus.Load()),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 func newPlugin(t *testing.T, cfg hostabi.PluginConfig) *hostabi.Plugin {
@@ -158,7 +159,7 @@ func TestPluginRunStart(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Errorf("RunStart of a command exiting 3 = %v", err)
 	}
-	if st := fail.Stats(); st.Errors != 1 || st.Rejected != 1 || st.LastStatus != hostabi.StatusTooManyMetrics {
+	if st := fail.Stats(); st.Errors != 1 || st.Rejected != 1 || st.LastStatus != wire.StatusTooManyMetrics {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -24,7 +24,7 @@ type Sink interface {
 	// Set(float64) for a gauge. A timer or histogram may also have the
 	// registry's UpdateMany, used for runs of values in a batch. Errors
 	// wrapping registry.ErrInvalidName, ErrKindConflict, ErrPrefixConflict
-	// or ErrTooManyMetrics reach the guest as the matching Status.
+	// or ErrTooManyMetrics reach the guest as the matching wire.Status.
 	Define(k wire.Kind, name string) (any, error)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // A guest recording through ClientSink reaches a host registry through the
@@ -86,7 +87,7 @@ func TestNoMemoryModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := hostabi.Status(call(t, mod, "f")); s != hostabi.StatusMemory {
-		t.Errorf("define without memory = %v, want %v", s, hostabi.StatusMemory)
+	if s := wire.Status(call(t, mod, "f")); s != wire.StatusMemory {
+		t.Errorf("define without memory = %v, want %v", s, wire.StatusMemory)
 	}
 }

@@ -653,7 +653,7 @@ func TestRewriteDispatchRecursion(t *testing.T) {
 }
 
 // The Go guest's "events"(n) records n counter increments through a
-// tapes.CounterHandle interface: each event is one iteration of a Go loop
+// counter interface (tapes.CounterHandle's methods): each event is one iteration of a Go loop
 // (a forward and a backward jump through its function's dispatch loop)
 // and one call (Inc, dynamic, so not inlined). It pays two fuel checks:
 // the backward jump and the callee's entry. With a check at every loop
