@@ -23,8 +23,7 @@ func defineName(t *testing.T, mod api.Module, kind uint32, name string) wire.Sta
 
 func TestHostileOutOfBounds(t *testing.T) {
 	r := registry.New()
-	var st hostabi.Stats
-	mod := instantiate(t, cGuest(t, "hostile"), r, hostabi.WithPrefix("plugins.h"), hostabi.WithStats(&st))
+	mod, host := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h"})
 	size := uint64(mod.Memory().Size())
 	for _, c := range []struct {
 		fn     string
@@ -48,8 +47,8 @@ func TestHostileOutOfBounds(t *testing.T) {
 	if r.Len() != 0 {
 		t.Errorf("registry has %d metrics after out-of-bounds calls", r.Len())
 	}
-	if st.Rejected.Load() != 10 || st.LastStatus.Load() != int32(wire.StatusMemory) {
-		t.Errorf("stats: rejected %d last %d", st.Rejected.Load(), st.LastStatus.Load())
+	if st := host.Stats(); st.Rejected != 10 || st.LastStatus != wire.StatusMemory {
+		t.Errorf("stats: rejected %d last %d", st.Rejected, st.LastStatus)
 	}
 	// A batch of the whole memory is in bounds: every record reads as
 	// garbage or zeros and is rejected, nothing is applied, nothing panics.
@@ -65,7 +64,7 @@ func TestHostileOutOfBounds(t *testing.T) {
 func TestHostileNames(t *testing.T) {
 	r := registry.New()
 	r.Gauge("plugins.h.taken", nil) // the host's own metric under the prefix
-	mod := instantiate(t, cGuest(t, "hostile"), r, hostabi.WithPrefix("plugins.h"))
+	mod, _ := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h"})
 	for _, c := range []struct {
 		kind uint32
 		name string
@@ -109,14 +108,14 @@ func TestHostileNames(t *testing.T) {
 // exactly the cap.
 func TestHostileMillionMetrics(t *testing.T) {
 	for _, c := range []struct {
-		opts []hostabi.Option
-		cap  int
+		max int
+		cap int
 	}{
-		{nil, hostabi.DefaultMaxMetrics},
-		{[]hostabi.Option{hostabi.WithMaxMetrics(100)}, 100},
+		{0, 4096}, // the default
+		{100, 100},
 	} {
 		r := registry.New()
-		mod := instantiate(t, cGuest(t, "hostile"), r, append(c.opts, hostabi.WithPrefix("plugins.h"))...)
+		mod, _ := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h", MaxMetrics: c.max})
 		if n := call(t, mod, "define_many", 1_000_000); n != int32(c.cap) {
 			t.Errorf("defined %d metrics, want the cap %d", n, c.cap)
 		}
@@ -133,7 +132,7 @@ func TestHostileMillionMetrics(t *testing.T) {
 	}
 	// The registry's own limit is reported the same way.
 	r := registry.New(registry.WithMaxMetrics(7))
-	mod := instantiate(t, cGuest(t, "hostile"), r)
+	mod, _ := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{})
 	if n := call(t, mod, "define_many", 100); n != 7 {
 		t.Errorf("defined %d metrics under a registry limit of 7", n)
 	}
@@ -143,8 +142,7 @@ func TestHostileMillionMetrics(t *testing.T) {
 // around them are applied.
 func TestHostileBatchRecords(t *testing.T) {
 	r := registry.New()
-	var st hostabi.Stats
-	mod := instantiate(t, cGuest(t, "hostile"), r, hostabi.WithPrefix("plugins.h"), hostabi.WithStats(&st))
+	mod, host := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h"})
 	id := defineName(t, mod, 1, "c")
 	if id != 0 {
 		t.Fatalf("define = %v", id)
@@ -162,8 +160,8 @@ func TestHostileBatchRecords(t *testing.T) {
 	if v := c.Value(); v != 31 {
 		t.Errorf("counter = %d, want 31", v)
 	}
-	if st.Rejected.Load() != 4 || st.Records.Load() != 4 || st.Batches.Load() != 2 {
-		t.Errorf("stats: rejected %d records %d batches %d", st.Rejected.Load(), st.Records.Load(), st.Batches.Load())
+	if st := host.Stats(); st.Rejected != 4 || st.Records != 4 || st.Batches != 2 {
+		t.Errorf("stats: rejected %d records %d batches %d", st.Rejected, st.Records, st.Batches)
 	}
 	if s := wire.Status(call(t, mod, "add", 99, 1)); s != wire.StatusUnknownID {
 		t.Errorf("add to an unknown id = %v", s)

@@ -200,7 +200,7 @@ func TestRewriteTestdata(t *testing.T) {
 }
 
 // FuzzRewrite is the differential target: no input panics the rewriter,
-// and the rewriter and wazero (with CoreFeatures, as NewPlugin runs it)
+// and the rewriter and wazero (with CoreFeatures, as New runs it)
 // agree on every input the rewriter does not call malformed:
 //   - an input refused as ErrUnsupported (the fallback) is refused by
 //     wazero as well, so it never runs with wazero's weaker checks;
@@ -211,7 +211,7 @@ func TestRewriteTestdata(t *testing.T) {
 //     check inserted inside an instruction whose length the rewriter got
 //     wrong makes it invalid).
 //
-// Input the rewriter calls malformed never reaches wazero (NewPlugin
+// Input the rewriter calls malformed never reaches wazero (New
 // refuses it), which matters: wazero 1.12 runs out of memory on some of
 // it, and its compiler panics on some encodings its validator accepts
 // (see refusedModules). That every module wazero accepts is rewritten is

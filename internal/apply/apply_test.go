@@ -1,6 +1,7 @@
-package hostabi
+package apply
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -12,20 +13,37 @@ import (
 	"github.com/tapes-go/tapes/wire"
 )
 
-// entry is the id table entry define makes for m.
-func entry(k wire.Kind, m any) metric {
-	e, ok := newMetric(k, m)
+// entry is the table entry for m.
+func entry(k wire.Kind, m any) Entry {
+	e, ok := NewEntry(k, m)
 	if !ok {
-		panic("newMetric: " + k.String())
+		panic("NewEntry: " + k.String())
 	}
 	return e
 }
 
+// applyBatch applies buf as one batch, as hostabi's batch function does.
+func applyBatch(t Table, buf []byte) (int32, wire.Status) {
+	var b Batch
+	b.Apply(t, buf)
+	return b.Flush(t)
+}
+
+// addBatch applies buf as one batch record by record through Add, as a
+// reader of words (the shm host) would.
+func addBatch(t Table, buf []byte) (int32, wire.Status) {
+	var b Batch
+	for ; len(buf) >= wire.RecordSize; buf = buf[wire.RecordSize:] {
+		b.Add(t, binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]))
+	}
+	return b.Flush(t)
+}
+
 // BenchmarkApplyBatch is the host's share of a batched event: decoding one
-// record and adding it to a counter.
+// record and adding it to a counter (or a histogram).
 func BenchmarkApplyBatch(b *testing.B) {
 	r := registry.New()
-	ids := []metric{entry(wire.KindCounter, r.Counter("c")), entry(wire.KindHistogram, r.Histogram("h"))}
+	ids := Table{entry(wire.KindCounter, r.Counter("c")), entry(wire.KindHistogram, r.Histogram("h"))}
 	for _, k := range []wire.Kind{wire.KindCounter, wire.KindHistogram} {
 		b.Run(k.String(), func(b *testing.B) {
 			const n = 1024
@@ -57,7 +75,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 func TestApplyBatchRuns(t *testing.T) {
 	r := registry.New()
 	c, m, g := r.Counter("c"), r.Meter("m"), r.Gauge("g", nil)
-	ids := []metric{entry(wire.KindCounter, c), entry(wire.KindMeter, m), entry(wire.KindGauge, g)}
+	ids := Table{entry(wire.KindCounter, c), entry(wire.KindMeter, m), entry(wire.KindGauge, g)}
 	recs := []wire.Record{
 		wire.IntRecord(0, wire.KindCounter, 5),
 		wire.IntRecord(0, wire.KindCounter, -2),
@@ -91,7 +109,7 @@ func TestApplyBatchRuns(t *testing.T) {
 func TestApplyBatchSlotEviction(t *testing.T) {
 	r := registry.New()
 	const n = 3*sumSlots + 1
-	var ids []metric
+	var ids Table
 	for i := 0; i < n; i++ {
 		ids = append(ids, entry(wire.KindCounter, r.Counter("c"+string(rune('a'+i%26))+string(rune('a'+i/26)))))
 	}
@@ -116,7 +134,7 @@ func TestApplyBatchSlotEviction(t *testing.T) {
 	}
 }
 
-// applyBatch gives the registry the state, and the caller the rejection
+// A batch (through Apply, and through Add) gives the registry the state, and the caller the rejection
 // count, that applying each record alone does, for random batches that mix
 // every kind, runs, unknown ids, wrong kinds, negative durations and
 // garbage words.
@@ -125,14 +143,14 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 	// in the same order.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	kinds := []wire.Kind{wire.KindCounter, wire.KindMeter, wire.KindTimer, wire.KindHistogram, wire.KindGauge}
-	table := func(r *registry.Registry) []metric {
-		var ids []metric
+	table := func(r *registry.Registry) Table {
+		var ids Table
 		for i, k := range append(kinds, kinds...) {
 			m, err := r.GetOrCreate(k, fmt.Sprintf("m%d", i))
 			if err != nil {
 				t.Fatal(err)
 			}
-			e, ok := newMetric(k, m)
+			e, ok := NewEntry(k, m)
 			if !ok {
 				t.Fatalf("%T", m)
 			}
@@ -143,8 +161,8 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for round := range 200 {
 		clk := &fixedClock{t: time.Unix(1_700_000_000, 0)}
-		ra, rb := registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk))
-		ida, idb := table(ra), table(rb)
+		ra, rb, rc := registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk))
+		ida, idb, idc := table(ra), table(rb), table(rc)
 		n := rng.IntN(600)
 		buf := make([]byte, n*wire.RecordSize)
 		id, k := uint32(0), wire.KindCounter
@@ -171,6 +189,7 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 			}
 		}
 		rejA, _ := applyBatch(ida, buf)
+		rejC, _ := addBatch(idc, buf)
 		var rejB int32
 		for i := range n {
 			rec, err := wire.Decode(buf[i*wire.RecordSize:])
@@ -178,15 +197,18 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 				rejB++
 				continue
 			}
-			if apply(idb, rec.ID, rec.Kind, rec.Value) != wire.StatusOK {
+			if idb.One(rec.ID, rec.Kind, rec.Value) != wire.StatusOK {
 				rejB++
 			}
 		}
-		if rejA != rejB {
-			t.Fatalf("round %d: batch rejected %d, one by one %d", round, rejA, rejB)
+		if rejA != rejB || rejC != rejB {
+			t.Fatalf("round %d: Apply rejected %d, Add %d, one by one %d", round, rejA, rejC, rejB)
 		}
 		if a, b := ra.Stats(), rb.Stats(); !reflect.DeepEqual(a, b) {
-			t.Fatalf("round %d: registries differ\nbatch      %v\none by one %v", round, a, b)
+			t.Fatalf("round %d: registries differ\nApply      %v\none by one %v", round, a, b)
+		}
+		if c, b := rc.Stats(), rb.Stats(); !reflect.DeepEqual(c, b) {
+			t.Fatalf("round %d: registries differ\nAdd        %v\none by one %v", round, c, b)
 		}
 	}
 }

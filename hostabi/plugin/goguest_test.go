@@ -1,4 +1,4 @@
-package hostabi_test
+package plugin_test
 
 import (
 	"context"
@@ -7,13 +7,13 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/guest/tapesguest"
-	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
-func goPlugin(t *testing.T, r *registry.Registry, pool int) *hostabi.Plugin {
-	return newPlugin(t, hostabi.PluginConfig{
+func goPlugin(t *testing.T, r *registry.Registry, pool int) *plugin.Plugin {
+	return newPlugin(t, plugin.Config{
 		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go", PoolSize: pool,
 	})
 }
@@ -123,7 +123,7 @@ func TestGoGuestPanic(t *testing.T) {
 // A Go command module runs through RunStart and flushes before exiting.
 func TestGoCommand(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "gocmd", Wasm: goBuild(t, "hostabi/testdata/gocmd", "default"), Registry: r, Prefix: "plugins.gocmd",
 	})
 	if p.HasExport("_initialize") || !p.HasExport("_start") {
@@ -143,7 +143,7 @@ func TestGoCommand(t *testing.T) {
 // when memory.grow fails); the host and the next call are unaffected.
 func TestGoGuestMemoryLimit(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go",
 		MemoryLimitPages: 512, // 32 MiB
 	})
@@ -165,15 +165,15 @@ func TestGoGuestMemoryLimit(t *testing.T) {
 // call from a fresh instance.
 func TestGoGuestSpinDeadline(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go",
 		// The deadline also bounds the replacement instance's _initialize
 		// (record_all below), which took over 300 ms under -race on a
 		// loaded 2-vCPU machine.
 		CallTimeout: 2 * time.Second,
 	})
-	if m := p.Stats().Interrupt; m != hostabi.InterruptFuel {
-		t.Fatalf("interrupt mode %q, want %q", m, hostabi.InterruptFuel)
+	if m := p.Stats().Interrupt; m != plugin.InterruptFuel {
+		t.Fatalf("interrupt mode %q, want %q", m, plugin.InterruptFuel)
 	}
 	done := make(chan error, 1)
 	go func() {
