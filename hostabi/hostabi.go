@@ -314,8 +314,8 @@ func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 	}
 	// A batch's cost grows with its length, which the guest's fuel does
 	// not see (to it a call is one instruction), so the call's deadline
-	// is checked here, before each batchCheck records: a loop of calls
-	// over all of memory once ran 13 s past a 1 s deadline.
+	// is checked here, before each batchCheck records (docs/RATIONALE.md,
+	// "WebAssembly host").
 	ids := *h.ids.Load()
 	var b apply.Batch
 	var rejected int32

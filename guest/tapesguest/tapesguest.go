@@ -174,8 +174,8 @@ func Rejected() uint64 { return rejected }
 // Handles are values holding the records' first word (TimerHandle also a
 // pointer to its stopwatch's state, used by Time only), not pointers: a
 // handle kept in a variable then costs one load per event, where a pointer
-// would cost a nil check and a second, dependent load: 1.4 ns of a Go
-// guest's 7.9 ns per event (docs/guest-abi.md). The zero value of
+// would cost a nil check and a second, dependent load (measured in
+// docs/guest-abi.md). The zero value of
 // a handle names no metric: the host rejects its records (see Rejected).
 
 // CounterHandle is a counter in the host.
