@@ -38,14 +38,15 @@ type (
 // and its metric's record method, so that applying a record is a switch
 // and one call instead of a type assertion. The zero Entry names no metric.
 type Entry struct {
-	kind wire.Kind
-	c    Counter
-	g    Gauge
-	m    Meter
-	t    Timer
-	h    Histogram
-	tm   TimerMany
-	hm   HistogramMany
+	kind    wire.Kind
+	discard bool // see Discard
+	c       Counter
+	g       Gauge
+	m       Meter
+	t       Timer
+	h       Histogram
+	tm      TimerMany
+	hm      HistogramMany
 }
 
 // NewEntry is the entry for m, defined with kind k; false if m lacks the
@@ -69,6 +70,12 @@ func NewEntry(k wire.Kind, m any) (Entry, bool) {
 	}
 	return e, ok
 }
+
+// Discard is the entry of an id whose records are well-formed but go
+// nowhere: a definition its reader refused (the shm host refuses names in
+// its own tapes.* space, for one). A Batch accepts such records and counts
+// them (Discarded) instead of rejecting them; One answers StatusOK.
+func Discard(k wire.Kind) Entry { return Entry{kind: k, discard: true} }
 
 // Kind returns the kind the entry was defined with.
 func (e *Entry) Kind() wire.Kind { return e.kind }
@@ -101,6 +108,9 @@ func (t Table) One(id uint32, k wire.Kind, v uint64) wire.Status {
 }
 
 func (e *Entry) apply(k wire.Kind, v uint64) wire.Status {
+	if e.discard {
+		return wire.StatusOK
+	}
 	switch k {
 	case wire.KindCounter:
 		e.c.Add(int64(v))

@@ -33,10 +33,14 @@ func applyBatch(t Table, buf []byte) (int32, wire.Status) {
 // reader of words (the shm host) would.
 func addBatch(t Table, buf []byte) (int32, wire.Status) {
 	var b Batch
+	var bad int32
 	for ; len(buf) >= wire.RecordSize; buf = buf[wire.RecordSize:] {
-		b.Add(t, binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:]))
+		if b.Add(t, binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:])) != wire.StatusOK {
+			bad++
+		}
 	}
-	return b.Flush(t)
+	rej, last := b.Flush(t)
+	return rej + bad, last
 }
 
 // BenchmarkApplyBatch is the host's share of a batched event: decoding one
@@ -216,3 +220,45 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 type fixedClock struct{ t time.Time }
 
 func (c *fixedClock) Now() time.Time { return c.t }
+
+// A reader whose table lags its writer (the shm host loads definitions
+// lazily) learns of an unknown id from Add, extends the table and adds the
+// record again; records of a Discard entry are accepted and counted, never
+// applied.
+func TestAddUnknownThenExtend(t *testing.T) {
+	r := registry.New()
+	c0, c1 := r.Counter("c0"), r.Counter("c1")
+	tab := Table{entry(wire.KindCounter, c0)}
+	var b Batch
+	rec := wire.IntRecord(1, wire.KindCounter, 5)
+	w0 := wire.Word0(rec.ID, rec.Kind)
+	if st := b.Add(tab, w0, rec.Value); st != wire.StatusUnknownID {
+		t.Fatalf("Add of id 1 in a 1-entry table = %v, want %v", st, wire.StatusUnknownID)
+	}
+	tab = append(tab, entry(wire.KindCounter, c1), Discard(wire.KindTimer))
+	for range 3 {
+		if st := b.Add(tab, w0, rec.Value); st != wire.StatusOK {
+			t.Fatalf("Add after extending = %v", st)
+		}
+	}
+	if st := b.Add(tab, wire.Word0(1, wire.KindMeter), 1); st != wire.StatusWrongKind {
+		t.Errorf("a meter record for a counter id = %v", st)
+	}
+	for range 2 {
+		if st := b.Add(tab, wire.Word0(2, wire.KindTimer), 7); st != wire.StatusOK {
+			t.Errorf("Add for a Discard entry = %v", st)
+		}
+	}
+	if b.Discarded() != 2 {
+		t.Errorf("Discarded() = %d, want 2", b.Discarded())
+	}
+	if rej, _ := b.Flush(tab); rej != 0 {
+		t.Errorf("Flush rejected %d: Add's refusals are the caller's to count", rej)
+	}
+	if c1.Value() != 15 || c0.Value() != 0 || b.Discarded() != 0 {
+		t.Errorf("c0 %d c1 %d discarded after Flush %d; want 0 15 0", c0.Value(), c1.Value(), b.Discarded())
+	}
+	if st := tab.One(2, wire.KindTimer, 1); st != wire.StatusOK {
+		t.Errorf("One for a Discard entry = %v", st)
+	}
+}

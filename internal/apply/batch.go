@@ -19,11 +19,12 @@ import (
 // value): Apply reads them from bytes (a guest's batch), Add takes them
 // one at a time (a ring read word by word, as the shm host reads it).
 type Batch struct {
-	slots    [sumSlots]sumSlot
-	run      valueRun
-	prev     uint64 // the previous record's first word
-	rejected int32
-	last     wire.Status
+	slots     [sumSlots]sumSlot
+	run       valueRun
+	prev      uint64 // the previous record's first word
+	rejected  int32
+	last      wire.Status
+	discarded int // records of Discard entries since the last Flush
 }
 
 // sumSlot accumulates the records of one counter or meter. w0 is the
@@ -54,12 +55,12 @@ func (b *Batch) fail(n int32, st wire.Status) {
 }
 
 // Add gathers one record. It returns wire.StatusOK if the record was
-// applied or gathered, and otherwise why it was rejected (it is then also
-// counted for Flush): wire.StatusBadRecord (Decode's checks),
-// wire.StatusUnknownID (an id past the table: a reader whose table may be
-// behind its writer can extend the table and Add the record again) or
-// wire.StatusWrongKind. A negative timer duration in a run is found, and
-// counted, by Flush.
+// applied or gathered, and otherwise why it was rejected:
+// wire.StatusBadRecord (Decode's checks), wire.StatusUnknownID (an id past
+// the table: a reader whose table may be behind its writer can extend the
+// table and Add the record again) or wire.StatusWrongKind. Add does not
+// count what it returns (the caller decides, and may retry); a negative
+// timer duration in a run is found, and counted, by Flush.
 func (b *Batch) Add(t Table, w0, v uint64) wire.Status {
 	if w0 != 0 && w0 != b.prev {
 		if s := &b.slots[uint32(w0)%sumSlots]; s.w0 == w0 {
@@ -76,7 +77,6 @@ func (b *Batch) Add(t Table, w0, v uint64) wire.Status {
 // filled slot, or repeats the previous record's.
 func (b *Batch) add(t Table, w0, v uint64) wire.Status {
 	if w0 == 0 { // kind 0: invalid, and it would match an empty slot or run
-		b.fail(1, wire.StatusBadRecord)
 		return wire.StatusBadRecord
 	}
 	s := &b.slots[uint32(w0)%sumSlots]
@@ -93,13 +93,15 @@ func (b *Batch) add(t Table, w0, v uint64) wire.Status {
 	}
 	r, err := wire.DecodeWords(w0, v)
 	if err != nil {
-		b.fail(1, wire.StatusBadRecord)
 		return wire.StatusBadRecord
 	}
 	e, st := t.lookup(r.ID, r.Kind)
 	if st != wire.StatusOK {
-		b.fail(1, st)
 		return st
+	}
+	if e.discard { // never fills a slot or a run: each record comes here
+		b.discarded++
+		return wire.StatusOK
 	}
 	switch r.Kind {
 	case wire.KindCounter, wire.KindMeter:
@@ -112,23 +114,21 @@ func (b *Batch) add(t Table, w0, v uint64) wire.Status {
 		b.run.w0, b.run.n = w0, 1
 		b.run.v[0] = v
 	default:
-		if st := e.apply(r.Kind, r.Value); st != wire.StatusOK {
-			b.fail(1, st)
-			return st
-		}
+		return e.apply(r.Kind, r.Value)
 	}
 	return wire.StatusOK
 }
 
 // Apply gathers the records in buf (len(buf)/wire.RecordSize of them; a
-// shorter tail is ignored). The loop sums a run of one counter's records
-// in registers: that is a guest recording in a loop.
+// shorter tail is ignored), counting the ones it rejects for Flush. The
+// loop sums a run of one counter's records in registers: that is a guest
+// recording in a loop.
 func (b *Batch) Apply(t Table, buf []byte) {
 	for ; len(buf) >= wire.RecordSize; buf = buf[wire.RecordSize:] {
 		w0 := binary.LittleEndian.Uint64(buf[wire.RecordIDOff:])
 		v := binary.LittleEndian.Uint64(buf[wire.RecordValueOff:])
 		if w0 == 0 {
-			b.add(t, w0, v)
+			b.fail(1, wire.StatusBadRecord)
 			continue
 		}
 		s := &b.slots[uint32(w0)%sumSlots]
@@ -149,13 +149,19 @@ func (b *Batch) Apply(t Table, buf []byte) {
 			s.sum, s.n = sum, n
 			continue
 		}
-		b.add(t, w0, v)
+		if st := b.add(t, w0, v); st != wire.StatusOK {
+			b.fail(1, st)
+		}
 	}
 }
 
+// Discarded returns how many records of Discard entries the batch has
+// accepted since the last Flush (which resets it: read it first).
+func (b *Batch) Discarded() int { return b.discarded }
+
 // Flush applies everything gathered and returns how many records of the
-// batch were rejected (by Add, Apply or here) and the last reason, then
-// empties the batch.
+// batch were rejected (by Apply, or here: negative durations) and the last
+// reason, then empties the batch.
 func (b *Batch) Flush(t Table) (rejected int32, last wire.Status) {
 	b.flushRun(t)
 	for i := range b.slots {
@@ -165,7 +171,7 @@ func (b *Batch) Flush(t Table) (rejected int32, last wire.Status) {
 		}
 	}
 	rejected, last = b.rejected, b.last
-	b.prev, b.rejected, b.last = 0, 0, wire.StatusOK
+	b.prev, b.rejected, b.last, b.discarded = 0, 0, wire.StatusOK, 0
 	return rejected, last
 }
 
