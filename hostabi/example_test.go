@@ -19,11 +19,12 @@ func ExampleInstantiate() {
 	r := registry.New()
 
 	// WithCloseOnContextDone lets a context stop a guest stuck in a loop;
-	// AddInterruptChecks does it for less (see its example).
+	// hostabi/plugin's AddInterruptChecks does it for less (see its example).
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true))
 	defer rt.Close(ctx)
 	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
-	if _, err := hostabi.Instantiate(ctx, rt, hostabi.RegistrySink(r), hostabi.Config{Prefix: "plugins.demo", MaxMetrics: 100}); err != nil {
+	host, err := hostabi.Instantiate(ctx, rt, hostabi.RegistrySink(r), hostabi.Config{Prefix: "plugins.demo", MaxMetrics: 100})
+	if err != nil {
 		panic(err)
 	}
 
@@ -40,7 +41,10 @@ func ExampleInstantiate() {
 
 	fmt.Println(r.Counter("plugins.demo.c.requests").Value())
 	fmt.Println(r.Gauge("plugins.demo.c.temperature", nil).Value())
+	st := host.Stats() // what the guest did, including what it may have ignored
+	fmt.Println(st.Defines, st.Records, st.Rejected)
 	// Output:
 	// 7
 	// 42.5
+	// 5 11 0
 }
