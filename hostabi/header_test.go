@@ -19,7 +19,7 @@ import (
 	"github.com/tapes-go/tapes/wire"
 )
 
-// tapes.h restates wire's and hostabi's numbers for C; they must agree.
+// tapes.h restates wire's numbers and hostabi's function names for C; they must agree.
 func TestHeaderConstants(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "guest", "c", "tapes.h"))
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package tapesguest records tapes metrics from a Go program compiled to
 // WebAssembly (GOOS=wasip1 GOARCH=wasm) and run by a host that provides the
-// "tapes" module, such as package hostabi's plugin runner or tapes-host.
+// "tapes" module, such as package hostabi/plugin's runner or tapes-host.
 //
 // The package depends on package wire alone (the record format, the kinds
 // and the ABI status codes), not on the registry: a guest carries only what
@@ -22,7 +22,7 @@
 // Recording appends a 16-byte wire.Record to a buffer in guest memory (a few
 // nanoseconds); the buffer reaches the host in one call when it fills, when
 // Flush is called, and after every call the host makes into the guest: the
-// package exports "tapes_flush", which hostabi's runner calls after each
+// package exports "tapes_flush", which the hostabi/plugin runner calls after each
 // call (other hosts should do the same, or the guest calls Flush itself).
 // A command (a program with main, run through _start) must call Flush
 // before main returns.

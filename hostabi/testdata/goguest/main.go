@@ -1,7 +1,7 @@
 //go:build wasip1
 
 // Command goguest records every kind of metric through guest/tapesguest;
-// hostabi's tests check that the host registry holds exactly these values.
+// hostabi/plugin's tests check that the host registry holds exactly these values.
 // Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o goguest.wasm .
 package main
 
