@@ -317,7 +317,8 @@ func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 	// is checked here, before each batchCheck records (docs/RATIONALE.md,
 	// "WebAssembly host").
 	ids := *h.ids.Load()
-	var b apply.Batch
+	b := batches.Get().(*apply.Batch) // empty: Flush empties it
+	defer batches.Put(b)
 	var rejected int32
 	var last wire.Status
 	for done := uint32(0); ; {
@@ -339,6 +340,11 @@ func (h *host) batch(ctx context.Context, mod api.Module, stack []uint64) {
 	h.countBatch(n, rejected, last)
 	ret(stack, rejected)
 }
+
+// batches holds the Batch each batch call gathers its records in: the
+// records' values escape into the metrics' UpdateMany, so a Batch on the
+// call's stack would be a heap allocation per call.
+var batches = sync.Pool{New: func() any { return new(apply.Batch) }}
 
 // batchCheck is how many records a batch applies between checks of the
 // call's context: 1 MiB, well under a millisecond.
