@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/reportertest"
 	"github.com/tapes-go/tapes/internal/testenv"
-	"github.com/tapes-go/tapes/reporters/reportertest"
 )
 
 // tapes-host runs a Go collector plugin built from source on an interval,

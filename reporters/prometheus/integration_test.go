@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/reportertest"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters/prometheus"
-	"github.com/tapes-go/tapes/reporters/reportertest"
 )
 
 // TestRealPrometheusScrapesHandler has the Prometheus server scrape the

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/reportertest"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters"
-	"github.com/tapes-go/tapes/reporters/reportertest"
 )
 
 type fakeClock struct {

@@ -1,4 +1,4 @@
-package hostabi_test
+package plugin_test
 
 import (
 	"context"
@@ -12,16 +12,16 @@ import (
 
 	"github.com/tetratelabs/wazero"
 
-	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/hostabi/internal/interrupt"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 )
 
 // Guests that run until something stops them (issue 13, items 1, 2 and 5),
-// each in-process under NewPlugin's CallTimeout: every call must end with
+// each in-process under New's CallTimeout: every call must end with
 // a deadline exit within the timeout plus a bound, or the module must be
-// refused by NewPlugin. Without the rewriter's function-entry checks,
+// refused by New. Without the rewriter's function-entry checks,
 // length charges, exact decoding and batch's own context check, each of
 // them ran for seconds to forever past the deadline (and froze the
 // process at the next collection).
@@ -106,7 +106,7 @@ var runaways = []struct {
 	export string
 	params []uint64
 	pages  uint32
-	// refused: NewPlugin must refuse the module (an encoding the
+	// refused: New must refuse the module (an encoding the
 	// rewriter does not model); wazero itself accepts it.
 	refused string
 }{
@@ -205,7 +205,7 @@ func TestRunawayGuestsStopAtTheDeadline(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			wasm := c.wasm(t)
 			if c.refused != "" {
-				// The attack is real: wazero, with the features NewPlugin
+				// The attack is real: wazero, with the features New
 				// enables, accepts the module.
 				if err := wazeroCompile(wasm); err != nil {
 					t.Fatalf("wazero refuses the module (%v); the case tests nothing", err)
@@ -215,7 +215,7 @@ func TestRunawayGuestsStopAtTheDeadline(t *testing.T) {
 			if pages == 0 {
 				pages = 16
 			}
-			p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+			p, err := plugin.New(ctx, plugin.Config{
 				Name: "runaway", Wasm: wasm, Registry: registry.New(), Prefix: "plugins.runaway",
 				CallTimeout: runawayTimeout, MemoryLimitPages: pages, Cache: testCache,
 			})
@@ -223,10 +223,10 @@ func TestRunawayGuestsStopAtTheDeadline(t *testing.T) {
 				if err == nil {
 					defer p.Close(ctx)
 					stops(t, p, c.export, c.params...) // shows what accepting it costs
-					t.Fatalf("NewPlugin accepted the module (interrupt mode %q)", p.Stats().Interrupt)
+					t.Fatalf("New accepted the module (interrupt mode %q)", p.Stats().Interrupt)
 				}
 				if !strings.Contains(err.Error(), c.refused) {
-					t.Fatalf("NewPlugin: %v, want it refused for %q", err, c.refused)
+					t.Fatalf("New: %v, want it refused for %q", err, c.refused)
 				}
 				return
 			}
@@ -234,8 +234,8 @@ func TestRunawayGuestsStopAtTheDeadline(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close(ctx)
-			if m := p.Stats().Interrupt; m != hostabi.InterruptFuel {
-				t.Fatalf("interrupt mode %q, want %q", m, hostabi.InterruptFuel)
+			if m := p.Stats().Interrupt; m != plugin.InterruptFuel {
+				t.Fatalf("interrupt mode %q, want %q", m, plugin.InterruptFuel)
 			}
 			stops(t, p, c.export, c.params...)
 			// The plugin serves the next call with a fresh instance,
@@ -248,7 +248,7 @@ func TestRunawayGuestsStopAtTheDeadline(t *testing.T) {
 	}
 }
 
-// wazeroCompile compiles wasm with the features NewPlugin enables, and
+// wazeroCompile compiles wasm with the features New enables, and
 // reports wazero's error, nil if it accepts the module, and nil too if its
 // compiler panics: wazero 1.12's validator reads "select (ref null func)"
 // (0x1C 0x01 0x63 0x70) as one instruction, and its compiler skips two
@@ -269,7 +269,7 @@ func wazeroCompile(wasm []byte) (err error) {
 
 // stops calls export and requires it to end with a deadline exit within
 // the plugin's timeout plus runawayBound.
-func stops(t *testing.T, p *hostabi.Plugin, export string, params ...uint64) {
+func stops(t *testing.T, p *plugin.Plugin, export string, params ...uint64) {
 	t.Helper()
 	watchdog := time.AfterFunc(runawayWatchdog, func() {
 		panic(fmt.Sprintf("%s: %s ran %v past a %v deadline; nothing stops it", t.Name(), export, runawayWatchdog, runawayTimeout))

@@ -1,28 +1,28 @@
-package hostabi_test
+package plugin_test
 
 import (
 	"context"
 	"testing"
 
 	pluginc "github.com/tapes-go/tapes/examples/plugin-c"
-	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 )
 
 // The example plugins that tapes-host loads with -plugin record every kind.
 func TestExamplePlugins(t *testing.T) {
-	plugin := map[string]func(t *testing.T) []byte{
+	guests := map[string]func(t *testing.T) []byte{
 		"go": func(t *testing.T) []byte { return goGuest(t, "examples/plugin-go") },
 		"c": func(t *testing.T) []byte {
 			return builds.Bytes(t, "example-c.wasm", testenv.WasiC(testenv.WasiClang(t), "examples/plugin-c/src/plugin.c", true))
 		},
 	}
-	plugin["c-embedded"] = func(*testing.T) []byte { return pluginc.Wasm }
-	for lang, build := range plugin {
+	guests["c-embedded"] = func(*testing.T) []byte { return pluginc.Wasm }
+	for lang, build := range guests {
 		t.Run(lang, func(t *testing.T) {
 			r := registry.New()
-			p := newPlugin(t, hostabi.PluginConfig{
+			p := newPlugin(t, plugin.Config{
 				Name: "example", Wasm: build(t), Registry: r, Prefix: "plugins.example", PoolSize: 2, CallTimeout: 10e9,
 			})
 			ctx := context.Background()

@@ -1,19 +1,19 @@
-package hostabi_test
+package plugin_test
 
 import (
 	"context"
-	"errors"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/tapes-go/tapes/guest/tapesguest"
-	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
-func goPlugin(t *testing.T, r *registry.Registry, pool int) *hostabi.Plugin {
-	return newPlugin(t, hostabi.PluginConfig{
+func goPlugin(t *testing.T, r *registry.Registry, pool int) *plugin.Plugin {
+	return newPlugin(t, plugin.Config{
 		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go", PoolSize: pool,
 	})
 }
@@ -72,7 +72,7 @@ func TestGoGuestZeroHandles(t *testing.T) {
 	if n := callP(t, p, "zero_handles"); n != 6 {
 		t.Errorf("the guest saw %d records rejected, want 6", n)
 	}
-	if st := p.Stats(); st.Rejected != 6 || st.Records != 0 || st.LastStatus != hostabi.StatusBadRecord {
+	if st := p.Stats(); st.Rejected != 6 || st.Records != 0 || st.LastStatus != wire.StatusBadRecord {
 		t.Errorf("stats %+v, want 6 rejected as bad records and none applied", st)
 	}
 	if r.Len() != 0 {
@@ -120,40 +120,10 @@ func TestGoGuestPanic(t *testing.T) {
 	}
 }
 
-// The SDKs' status codes are the host's.
-func TestStatusCodesAgree(t *testing.T) {
-	pairs := []struct {
-		g tapesguest.Status
-		h hostabi.Status
-	}{
-		{tapesguest.ErrMemory, hostabi.StatusMemory},
-		{tapesguest.ErrInvalidName, hostabi.StatusInvalidName},
-		{tapesguest.ErrInvalidKind, hostabi.StatusInvalidKind},
-		{tapesguest.ErrKindConflict, hostabi.StatusKindConflict},
-		{tapesguest.ErrPrefixConflict, hostabi.StatusPrefixConflict},
-		{tapesguest.ErrTooManyMetrics, hostabi.StatusTooManyMetrics},
-		{tapesguest.ErrUnknownID, hostabi.StatusUnknownID},
-		{tapesguest.ErrWrongKind, hostabi.StatusWrongKind},
-		{tapesguest.ErrBadRecord, hostabi.StatusBadRecord},
-		{tapesguest.ErrBadValue, hostabi.StatusBadValue},
-	}
-	for _, p := range pairs {
-		if int32(p.g) != int32(p.h) {
-			t.Errorf("guest %v = %d, host %v = %d", p.g, p.g, p.h, p.h)
-		}
-		if p.g.Error() != "tapes host: "+p.h.String() {
-			t.Errorf("guest says %q, host says %q", p.g.Error(), p.h.String())
-		}
-	}
-	if _, err := tapesguest.Define(1, "x"); !errors.Is(err, tapesguest.ErrNoHost) {
-		t.Errorf("Define outside wasm = %v", err)
-	}
-}
-
 // A Go command module runs through RunStart and flushes before exiting.
 func TestGoCommand(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "gocmd", Wasm: goBuild(t, "hostabi/testdata/gocmd", "default"), Registry: r, Prefix: "plugins.gocmd",
 	})
 	if p.HasExport("_initialize") || !p.HasExport("_start") {
@@ -173,7 +143,7 @@ func TestGoCommand(t *testing.T) {
 // when memory.grow fails); the host and the next call are unaffected.
 func TestGoGuestMemoryLimit(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go",
 		MemoryLimitPages: 512, // 32 MiB
 	})
@@ -195,15 +165,15 @@ func TestGoGuestMemoryLimit(t *testing.T) {
 // call from a fresh instance.
 func TestGoGuestSpinDeadline(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "go", Wasm: goGuest(t, "hostabi/testdata/goguest"), Registry: r, Prefix: "plugins.go",
 		// The deadline also bounds the replacement instance's _initialize
 		// (record_all below), which took over 300 ms under -race on a
 		// loaded 2-vCPU machine.
 		CallTimeout: 2 * time.Second,
 	})
-	if m := p.Stats().Interrupt; m != hostabi.InterruptFuel {
-		t.Fatalf("interrupt mode %q, want %q", m, hostabi.InterruptFuel)
+	if m := p.Stats().Interrupt; m != plugin.InterruptFuel {
+		t.Fatalf("interrupt mode %q, want %q", m, plugin.InterruptFuel)
 	}
 	done := make(chan error, 1)
 	go func() {

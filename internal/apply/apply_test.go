@@ -1,6 +1,7 @@
-package hostabi
+package apply
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -12,20 +13,41 @@ import (
 	"github.com/tapes-go/tapes/wire"
 )
 
-// entry is the id table entry define makes for m.
-func entry(k wire.Kind, m any) metric {
-	e, ok := newMetric(k, m)
+// entry is the table entry for m.
+func entry(k wire.Kind, m any) Entry {
+	e, ok := NewEntry(k, m)
 	if !ok {
-		panic("newMetric: " + k.String())
+		panic("NewEntry: " + k.String())
 	}
 	return e
 }
 
+// applyBatch applies buf as one batch, as hostabi's batch function does.
+func applyBatch(t Table, buf []byte) (int32, wire.Status) {
+	var b Batch
+	b.Apply(t, buf)
+	return b.Flush(t)
+}
+
+// addBatch applies buf as one batch record by record through Add, as a
+// reader of words (the shm host) would.
+func addBatch(t Table, buf []byte) (int32, wire.Status) {
+	var b Batch
+	var bad int32
+	for ; len(buf) >= wire.RecordSize; buf = buf[wire.RecordSize:] {
+		if b.Add(t, binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:])) != wire.StatusOK {
+			bad++
+		}
+	}
+	rej, last := b.Flush(t)
+	return rej + bad, last
+}
+
 // BenchmarkApplyBatch is the host's share of a batched event: decoding one
-// record and adding it to a counter.
+// record and adding it to a counter (or a histogram).
 func BenchmarkApplyBatch(b *testing.B) {
 	r := registry.New()
-	ids := []metric{entry(wire.KindCounter, r.Counter("c")), entry(wire.KindHistogram, r.Histogram("h"))}
+	ids := Table{entry(wire.KindCounter, r.Counter("c")), entry(wire.KindHistogram, r.Histogram("h"))}
 	for _, k := range []wire.Kind{wire.KindCounter, wire.KindHistogram} {
 		b.Run(k.String(), func(b *testing.B) {
 			const n = 1024
@@ -57,7 +79,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 func TestApplyBatchRuns(t *testing.T) {
 	r := registry.New()
 	c, m, g := r.Counter("c"), r.Meter("m"), r.Gauge("g", nil)
-	ids := []metric{entry(wire.KindCounter, c), entry(wire.KindMeter, m), entry(wire.KindGauge, g)}
+	ids := Table{entry(wire.KindCounter, c), entry(wire.KindMeter, m), entry(wire.KindGauge, g)}
 	recs := []wire.Record{
 		wire.IntRecord(0, wire.KindCounter, 5),
 		wire.IntRecord(0, wire.KindCounter, -2),
@@ -91,7 +113,7 @@ func TestApplyBatchRuns(t *testing.T) {
 func TestApplyBatchSlotEviction(t *testing.T) {
 	r := registry.New()
 	const n = 3*sumSlots + 1
-	var ids []metric
+	var ids Table
 	for i := 0; i < n; i++ {
 		ids = append(ids, entry(wire.KindCounter, r.Counter("c"+string(rune('a'+i%26))+string(rune('a'+i/26)))))
 	}
@@ -116,7 +138,7 @@ func TestApplyBatchSlotEviction(t *testing.T) {
 	}
 }
 
-// applyBatch gives the registry the state, and the caller the rejection
+// A batch (through Apply, and through Add) gives the registry the state, and the caller the rejection
 // count, that applying each record alone does, for random batches that mix
 // every kind, runs, unknown ids, wrong kinds, negative durations and
 // garbage words.
@@ -125,14 +147,14 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 	// in the same order.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	kinds := []wire.Kind{wire.KindCounter, wire.KindMeter, wire.KindTimer, wire.KindHistogram, wire.KindGauge}
-	table := func(r *registry.Registry) []metric {
-		var ids []metric
+	table := func(r *registry.Registry) Table {
+		var ids Table
 		for i, k := range append(kinds, kinds...) {
 			m, err := r.GetOrCreate(k, fmt.Sprintf("m%d", i))
 			if err != nil {
 				t.Fatal(err)
 			}
-			e, ok := newMetric(k, m)
+			e, ok := NewEntry(k, m)
 			if !ok {
 				t.Fatalf("%T", m)
 			}
@@ -143,8 +165,8 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for round := range 200 {
 		clk := &fixedClock{t: time.Unix(1_700_000_000, 0)}
-		ra, rb := registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk))
-		ida, idb := table(ra), table(rb)
+		ra, rb, rc := registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk)), registry.New(registry.WithClock(clk))
+		ida, idb, idc := table(ra), table(rb), table(rc)
 		n := rng.IntN(600)
 		buf := make([]byte, n*wire.RecordSize)
 		id, k := uint32(0), wire.KindCounter
@@ -171,6 +193,7 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 			}
 		}
 		rejA, _ := applyBatch(ida, buf)
+		rejC, _ := addBatch(idc, buf)
 		var rejB int32
 		for i := range n {
 			rec, err := wire.Decode(buf[i*wire.RecordSize:])
@@ -178,15 +201,18 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 				rejB++
 				continue
 			}
-			if apply(idb, rec.ID, rec.Kind, rec.Value) != StatusOK {
+			if idb.One(rec.ID, rec.Kind, rec.Value) != wire.StatusOK {
 				rejB++
 			}
 		}
-		if rejA != rejB {
-			t.Fatalf("round %d: batch rejected %d, one by one %d", round, rejA, rejB)
+		if rejA != rejB || rejC != rejB {
+			t.Fatalf("round %d: Apply rejected %d, Add %d, one by one %d", round, rejA, rejC, rejB)
 		}
 		if a, b := ra.Stats(), rb.Stats(); !reflect.DeepEqual(a, b) {
-			t.Fatalf("round %d: registries differ\nbatch      %v\none by one %v", round, a, b)
+			t.Fatalf("round %d: registries differ\nApply      %v\none by one %v", round, a, b)
+		}
+		if c, b := rc.Stats(), rb.Stats(); !reflect.DeepEqual(c, b) {
+			t.Fatalf("round %d: registries differ\nAdd        %v\none by one %v", round, c, b)
 		}
 	}
 }
@@ -194,3 +220,45 @@ func TestApplyBatchEqualsOneByOne(t *testing.T) {
 type fixedClock struct{ t time.Time }
 
 func (c *fixedClock) Now() time.Time { return c.t }
+
+// A reader whose table lags its writer (the shm host loads definitions
+// lazily) learns of an unknown id from Add, extends the table and adds the
+// record again; records of a Discard entry are accepted and counted, never
+// applied.
+func TestAddUnknownThenExtend(t *testing.T) {
+	r := registry.New()
+	c0, c1 := r.Counter("c0"), r.Counter("c1")
+	tab := Table{entry(wire.KindCounter, c0)}
+	var b Batch
+	rec := wire.IntRecord(1, wire.KindCounter, 5)
+	w0 := wire.Word0(rec.ID, rec.Kind)
+	if st := b.Add(tab, w0, rec.Value); st != wire.StatusUnknownID {
+		t.Fatalf("Add of id 1 in a 1-entry table = %v, want %v", st, wire.StatusUnknownID)
+	}
+	tab = append(tab, entry(wire.KindCounter, c1), Discard(wire.KindTimer))
+	for range 3 {
+		if st := b.Add(tab, w0, rec.Value); st != wire.StatusOK {
+			t.Fatalf("Add after extending = %v", st)
+		}
+	}
+	if st := b.Add(tab, wire.Word0(1, wire.KindMeter), 1); st != wire.StatusWrongKind {
+		t.Errorf("a meter record for a counter id = %v", st)
+	}
+	for range 2 {
+		if st := b.Add(tab, wire.Word0(2, wire.KindTimer), 7); st != wire.StatusOK {
+			t.Errorf("Add for a Discard entry = %v", st)
+		}
+	}
+	if b.Discarded() != 2 {
+		t.Errorf("Discarded() = %d, want 2", b.Discarded())
+	}
+	if rej, _ := b.Flush(tab); rej != 0 {
+		t.Errorf("Flush rejected %d: Add's refusals are the caller's to count", rej)
+	}
+	if c1.Value() != 15 || c0.Value() != 0 || b.Discarded() != 0 {
+		t.Errorf("c0 %d c1 %d discarded after Flush %d; want 0 15 0", c0.Value(), c1.Value(), b.Discarded())
+	}
+	if st := tab.One(2, wire.KindTimer, 1); st != wire.StatusOK {
+		t.Errorf("One for a Discard entry = %v", st)
+	}
+}

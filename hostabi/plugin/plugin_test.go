@@ -1,4 +1,4 @@
-package hostabi_test
+package plugin_test
 
 import (
 	"context"
@@ -12,17 +12,18 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
 
-	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
-func newPlugin(t *testing.T, cfg hostabi.PluginConfig) *hostabi.Plugin {
+func newPlugin(t *testing.T, cfg plugin.Config) *plugin.Plugin {
 	t.Helper()
 	ctx := context.Background()
 	if cfg.Cache == nil {
 		cfg.Cache = testCache
 	}
-	p, err := hostabi.NewPlugin(ctx, cfg)
+	p, err := plugin.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +31,7 @@ func newPlugin(t *testing.T, cfg hostabi.PluginConfig) *hostabi.Plugin {
 	return p
 }
 
-func callP(t *testing.T, p *hostabi.Plugin, name string, params ...uint64) int32 {
+func callP(t *testing.T, p *plugin.Plugin, name string, params ...uint64) int32 {
 	t.Helper()
 	res, err := p.Call(context.Background(), name, params...)
 	if err != nil {
@@ -46,7 +47,7 @@ func callP(t *testing.T, p *hostabi.Plugin, name string, params ...uint64) int32
 // add up exactly, and the runner flushes each call's buffered events.
 func TestPluginPoolAddsUp(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{
+	p := newPlugin(t, plugin.Config{
 		Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg", PoolSize: 4,
 	})
 	const workers, each = 8, 25
@@ -85,7 +86,7 @@ func TestPluginPoolAddsUp(t *testing.T) {
 }
 
 func TestPluginCallErrors(t *testing.T) {
-	p := newPlugin(t, hostabi.PluginConfig{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: registry.New()})
+	p := newPlugin(t, plugin.Config{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: registry.New()})
 	ctx := context.Background()
 	if _, err := p.Call(ctx, "no_such_export"); err == nil {
 		t.Error("calling a missing export succeeded")
@@ -96,7 +97,7 @@ func TestPluginCallErrors(t *testing.T) {
 	if _, err := p.Call(ctx, "events", 1, 2); err == nil {
 		t.Error("calling with the wrong number of parameters succeeded")
 	}
-	if !p.HasExport("record_all") || p.HasExport("nope") || !p.HasExport(hostabi.FlushExport) {
+	if !p.HasExport("record_all") || p.HasExport("nope") || !p.HasExport(plugin.FlushExport) {
 		t.Error("HasExport is wrong")
 	}
 	if st := p.Stats(); st.Replaced != 0 || st.Instances != 1 {
@@ -107,7 +108,7 @@ func TestPluginCallErrors(t *testing.T) {
 	}
 	p.Close(ctx)
 	before := p.Stats()
-	if _, err := p.Call(ctx, "record_all"); !errors.Is(err, hostabi.ErrClosed) {
+	if _, err := p.Call(ctx, "record_all"); !errors.Is(err, plugin.ErrClosed) {
 		t.Errorf("call after Close: %v", err)
 	}
 	if st := p.Stats(); st.Errors != before.Errors+1 || st.Traps != before.Traps || st.Timeouts != before.Timeouts {
@@ -115,9 +116,9 @@ func TestPluginCallErrors(t *testing.T) {
 	}
 }
 
-func TestNewPluginErrors(t *testing.T) {
+func TestNewErrors(t *testing.T) {
 	ctx := context.Background()
-	for name, cfg := range map[string]hostabi.PluginConfig{
+	for name, cfg := range map[string]plugin.Config{
 		"no registry": {Wasm: cGuest(t, "cguest")},
 		"no wasm":     {Registry: registry.New()},
 		"bad path":    {Path: "/nonexistent.wasm", Registry: registry.New()},
@@ -125,9 +126,9 @@ func TestNewPluginErrors(t *testing.T) {
 		"bad prefix":  {Wasm: cGuest(t, "cguest"), Registry: registry.New(), Prefix: "a..b"},
 		"huge memory": {Wasm: cGuest(t, "cguest"), Registry: registry.New(), MemoryLimitPages: 65537},
 	} {
-		if p, err := hostabi.NewPlugin(ctx, cfg); err == nil {
+		if p, err := plugin.New(ctx, cfg); err == nil {
 			p.Close(ctx)
-			t.Errorf("%s: NewPlugin succeeded", name)
+			t.Errorf("%s: New succeeded", name)
 		}
 	}
 }
@@ -135,7 +136,7 @@ func TestNewPluginErrors(t *testing.T) {
 // A command module runs once through RunStart; exit code 0 is success.
 func TestPluginRunStart(t *testing.T) {
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{Name: "cmd", Wasm: cCommand(t, "ccmd"), Registry: r, Prefix: "plugins.cmd"})
+	p := newPlugin(t, plugin.Config{Name: "cmd", Wasm: cCommand(t, "ccmd"), Registry: r, Prefix: "plugins.cmd"})
 	if _, err := p.Call(context.Background(), "_start"); err == nil {
 		t.Error("Call on a command module succeeded")
 	}
@@ -151,20 +152,20 @@ func TestPluginRunStart(t *testing.T) {
 	if st := p.Stats(); st.Errors != 0 || st.Calls != 2 {
 		t.Errorf("stats %+v", st)
 	}
-	fail := newPlugin(t, hostabi.PluginConfig{Name: "cmdfail", Wasm: cCommand(t, "ccmd"), Registry: registry.New(),
+	fail := newPlugin(t, plugin.Config{Name: "cmdfail", Wasm: cCommand(t, "ccmd"), Registry: registry.New(),
 		Prefix: "plugins.cmd", MaxMetrics: 1})
 	err := fail.RunStart(context.Background())
 	var ee *sys.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Errorf("RunStart of a command exiting 3 = %v", err)
 	}
-	if st := fail.Stats(); st.Errors != 1 || st.Rejected != 1 || st.LastStatus != hostabi.StatusTooManyMetrics {
+	if st := fail.Stats(); st.Errors != 1 || st.Rejected != 1 || st.LastStatus != wire.StatusTooManyMetrics {
 		t.Errorf("stats %+v", st)
 	}
 }
 
 // timeoutPlugin is the hostile guest with a short deadline.
-func hostilePlugin(t *testing.T, r *registry.Registry, cfg hostabi.PluginConfig) *hostabi.Plugin {
+func hostilePlugin(t *testing.T, r *registry.Registry, cfg plugin.Config) *plugin.Plugin {
 	cfg.Name = "hostile"
 	cfg.Wasm = cGuest(t, "hostile")
 	cfg.Registry = r
@@ -180,12 +181,12 @@ func isDeadline(err error) bool {
 // An infinite loop is stopped by the deadline, its instance replaced, and
 // another plugin keeps serving calls while it spins.
 func TestHostileInfiniteLoop(t *testing.T) {
-	bad := hostilePlugin(t, registry.New(), hostabi.PluginConfig{CallTimeout: time.Second})
-	if m := bad.Stats().Interrupt; m != hostabi.InterruptFuel {
-		t.Fatalf("interrupt mode %q, want %q", m, hostabi.InterruptFuel)
+	bad := hostilePlugin(t, registry.New(), plugin.Config{CallTimeout: time.Second})
+	if m := bad.Stats().Interrupt; m != plugin.InterruptFuel {
+		t.Fatalf("interrupt mode %q, want %q", m, plugin.InterruptFuel)
 	}
 	r := registry.New()
-	good := newPlugin(t, hostabi.PluginConfig{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg"})
+	good := newPlugin(t, plugin.Config{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg"})
 
 	done := make(chan error, 1)
 	go func() {
@@ -231,7 +232,7 @@ func TestHostileInfiniteLoop(t *testing.T) {
 
 // A caller's own deadline also ends a spinning guest.
 func TestHostileCallerDeadline(t *testing.T) {
-	bad := hostilePlugin(t, registry.New(), hostabi.PluginConfig{})
+	bad := hostilePlugin(t, registry.New(), plugin.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, err := bad.Call(ctx, "spin")
@@ -248,7 +249,7 @@ func TestHostileCallerDeadline(t *testing.T) {
 // Go guest takes milliseconds).
 func TestCallExpiredContext(t *testing.T) {
 	p := goPlugin(t, registry.New(), 2)
-	before := p.Stats().Instances // NewPlugin starts one
+	before := p.Stats().Instances // New starts one
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for i := 0; i < 20; i++ { // acquire's select would pick the free slot half the time
@@ -265,7 +266,7 @@ func TestCallExpiredContext(t *testing.T) {
 
 // spinning starts a call of the Go guest's spin export, which holds an
 // instance until stop (which returns the call's error) ends it.
-func spinning(p *hostabi.Plugin) (stop func() error) {
+func spinning(p *plugin.Plugin) (stop func() error) {
 	calls := p.Stats().Calls
 	ctx, cancel := context.WithCancel(context.Background())
 	spun := make(chan error, 1)
@@ -342,7 +343,7 @@ func TestCallDeadlineWhileStarting(t *testing.T) {
 // guest sent before trapping stays applied.
 func TestHostileTrap(t *testing.T) {
 	r := registry.New()
-	bad := hostilePlugin(t, r, hostabi.PluginConfig{PoolSize: 2})
+	bad := hostilePlugin(t, r, plugin.Config{PoolSize: 2})
 	if n := callP(t, bad, "define_many", 1); n != 1 { // counter m.n0, id 0
 		t.Fatalf("define_many(1) = %d", n)
 	}
@@ -366,14 +367,14 @@ func TestHostileTrap(t *testing.T) {
 		t.Errorf("counter = %d, want 105", v)
 	}
 	st := bad.Stats()
-	if st.Traps != 2 || st.Replaced != 2 || st.Timeouts != 0 || st.Errors != 2 || bad.Errors() != 2 {
+	if st.Traps != 2 || st.Replaced != 2 || st.Timeouts != 0 || st.Errors != 2 {
 		t.Errorf("stats %+v", st)
 	}
 }
 
 // Memory cannot grow past MemoryLimitPages; the guest sees memory.grow fail.
 func TestHostileMemoryLimit(t *testing.T) {
-	bad := hostilePlugin(t, registry.New(), hostabi.PluginConfig{MemoryLimitPages: 8})
+	bad := hostilePlugin(t, registry.New(), plugin.Config{MemoryLimitPages: 8})
 	pages := callP(t, bad, "mem_pages")
 	if pages < 1 || pages > 8 {
 		t.Fatalf("guest starts with %d pages", pages)
@@ -390,7 +391,7 @@ func TestHostileMemoryLimit(t *testing.T) {
 	if n := callP(t, bad, "define_many", 3); n != 3 {
 		t.Errorf("define_many after the refused growth = %d", n)
 	}
-	if _, err := hostabi.NewPlugin(context.Background(), hostabi.PluginConfig{
+	if _, err := plugin.New(context.Background(), plugin.Config{
 		Wasm: cGuest(t, "hostile"), Registry: registry.New(), MemoryLimitPages: 1,
 	}); err == nil {
 		t.Error("a guest needing more than the limit at start was accepted")
@@ -399,14 +400,14 @@ func TestHostileMemoryLimit(t *testing.T) {
 
 func TestPluginNoInterrupt(t *testing.T) {
 	ctx := context.Background()
-	if p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+	if p, err := plugin.New(ctx, plugin.Config{
 		Wasm: cGuest(t, "cguest"), Registry: registry.New(), NoInterrupt: true, CallTimeout: time.Second,
 	}); err == nil {
 		p.Close(ctx)
 		t.Fatal("NoInterrupt with a CallTimeout was accepted")
 	}
 	r := registry.New()
-	p := newPlugin(t, hostabi.PluginConfig{Wasm: cGuest(t, "cguest"), Registry: r, NoInterrupt: true, PoolSize: 2})
+	p := newPlugin(t, plugin.Config{Wasm: cGuest(t, "cguest"), Registry: r, NoInterrupt: true, PoolSize: 2})
 	callP(t, p, "record_all")
 	checkEveryKind(t, r, "c.", 1)
 }
@@ -415,7 +416,7 @@ func TestPluginNoInterrupt(t *testing.T) {
 // result), nothing panics, and the race detector sees no race.
 func TestPluginCloseDuringCalls(t *testing.T) {
 	r := registry.New()
-	p, err := hostabi.NewPlugin(context.Background(), hostabi.PluginConfig{
+	p, err := plugin.New(context.Background(), plugin.Config{
 		Wasm: cGuest(t, "cguest"), Registry: r, PoolSize: 3, Cache: testCache,
 	})
 	if err != nil {
@@ -443,7 +444,7 @@ func TestPluginCloseDuringCalls(t *testing.T) {
 	close(errc)
 	closed := 0
 	for err := range errc {
-		if errors.Is(err, hostabi.ErrClosed) {
+		if errors.Is(err, plugin.ErrClosed) {
 			closed++
 		}
 	}
@@ -466,14 +467,14 @@ func TestPluginCacheDirKeepsRewrite(t *testing.T) {
 	r := registry.New()
 	for i := 0; i < 2; i++ {
 		ctx := context.Background()
-		p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg", CacheDir: dir})
+		p, err := plugin.New(ctx, plugin.Config{Name: "cg", Wasm: cGuest(t, "cguest"), Registry: r, Prefix: "plugins.cg", CacheDir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if s := callP(t, p, "record_all"); s != 0 {
 			t.Fatalf("record_all = %d", s)
 		}
-		if m := p.Stats().Interrupt; m != hostabi.InterruptFuel {
+		if m := p.Stats().Interrupt; m != plugin.InterruptFuel {
 			t.Errorf("interrupt mode %q", m)
 		}
 		p.Close(ctx)

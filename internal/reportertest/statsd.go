@@ -1,6 +1,6 @@
-// Package reportertest is test support, not for production code: it starts
-// the real servers that reporter integration tests run against, on loopback
-// ports, with temporary files, stopped when the test ends.
+// Package reportertest starts the real servers that this repository's
+// integration tests report to (the reporters' and tapes-host's), on
+// loopback ports, with temporary files, stopped when the test ends.
 //
 //   - StartStatsD: Etsy's StatsD daemon (node) with a JSON-lines backend, so
 //     a test reads back exactly what StatsD aggregated in each flush.
