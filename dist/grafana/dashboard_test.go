@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tapes-go/tapes/reporters/reportertest"
+	"github.com/tapes-go/tapes/internal/reportertest"
 )
 
 type target struct {
