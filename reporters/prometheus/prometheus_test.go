@@ -383,3 +383,26 @@ func BenchmarkWrite10kScalar(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWrite10kTimers is a scrape of 10,000 timers in the text format:
+// the snapshot of each (quantiles over the window) and its lines.
+func BenchmarkWrite10kTimers(b *testing.B) {
+	r := registry.New()
+	for i := 0; i < 10000; i++ {
+		t := r.Timer(fmt.Sprintf("svc%d.endpoint%d.latency", i%10, i))
+		for j := 1; j <= 20; j++ {
+			t.Update(time.Duration(i*j) * time.Microsecond)
+		}
+	}
+	var buf bytes.Buffer
+	Write(&buf, r, Options{Namespace: "tapes"})
+	b.SetBytes(int64(buf.Len()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		buf.Reset()
+		if err := Write(&buf, r, Options{Namespace: "tapes"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
