@@ -209,10 +209,15 @@ func (c *collector) native(h *registry.Histogram) *registry.NativeHistogram {
 
 var rateHelp = [...]string{"1-minute rate, events/s", "5-minute rate, events/s", "15-minute rate, events/s", "mean rate since start, events/s"}
 
-// outputs are the names a family's samples use in the text formats.
+// outputs are the names a family's samples use in the text formats, and
+// the family name OpenMetrics gives a counter (without "_total"), which a
+// gauge of that name would duplicate there.
 func outputs(name string, t Type) []string {
-	if t == Histogram {
+	switch t {
+	case Histogram:
 		return []string{name, name + "_sum", name + "_count", name + "_bucket"}
+	case Counter:
+		return []string{name, strings.TrimSuffix(name, "_total")}
 	}
 	return []string{name}
 }
