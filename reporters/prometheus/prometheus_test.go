@@ -341,17 +341,7 @@ func registry10k() *registry.Registry {
 
 func BenchmarkWrite10k(b *testing.B) {
 	r := registry10k()
-	var buf bytes.Buffer
-	Write(&buf, r, Options{Namespace: "tapes"})
-	b.SetBytes(int64(buf.Len()))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		buf.Reset()
-		if err := Write(&buf, r, Options{Namespace: "tapes"}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchEncode(b, r, Options{Namespace: "tapes"}, FormatText)
 }
 
 // BenchmarkWrite10kScalar leaves out histograms and timers, whose snapshots
@@ -370,22 +360,32 @@ func BenchmarkWrite10kScalar(b *testing.B) {
 			r.Meter(name).Mark(int64(i))
 		}
 	}
-	var buf bytes.Buffer
-	Write(&buf, r, Options{Namespace: "tapes"})
-	b.SetBytes(int64(buf.Len()))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		buf.Reset()
-		if err := Write(&buf, r, Options{Namespace: "tapes"}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchEncode(b, r, Options{Namespace: "tapes"}, FormatText)
 }
 
 // BenchmarkWrite10kTimers is a scrape of 10,000 timers in the text format:
 // the snapshot of each (quantiles over the window) and its lines.
-func BenchmarkWrite10kTimers(b *testing.B) {
+func BenchmarkWrite10kTimers(b *testing.B) { benchTimers(b, Options{Namespace: "tapes"}, FormatText) }
+
+// BenchmarkWrite10kTimersRates writes the rate gauges too, as the writer
+// before expo always did: the like-for-like comparison with it.
+func BenchmarkWrite10kTimersRates(b *testing.B) {
+	benchTimers(b, Options{Namespace: "tapes", Rates: true}, FormatText)
+}
+
+func BenchmarkWrite10kTimersClassic(b *testing.B) {
+	benchTimers(b, Options{Namespace: "tapes", ClassicBuckets: true}, FormatText)
+}
+
+func BenchmarkWrite10kTimersProtobuf(b *testing.B) {
+	benchTimers(b, Options{Namespace: "tapes"}, FormatProtobuf)
+}
+
+func BenchmarkWrite10kTimersOpenMetrics(b *testing.B) {
+	benchTimers(b, Options{Namespace: "tapes"}, FormatOpenMetrics)
+}
+
+func benchTimers(b *testing.B, o Options, f Format) {
 	r := registry.New()
 	for i := 0; i < 10000; i++ {
 		t := r.Timer(fmt.Sprintf("svc%d.endpoint%d.latency", i%10, i))
@@ -393,14 +393,18 @@ func BenchmarkWrite10kTimers(b *testing.B) {
 			t.Update(time.Duration(i*j) * time.Microsecond)
 		}
 	}
+	benchEncode(b, r, o, f)
+}
+
+func benchEncode(b *testing.B, r *registry.Registry, o Options, f Format) {
 	var buf bytes.Buffer
-	Write(&buf, r, Options{Namespace: "tapes"})
+	Encode(&buf, r, f, o)
 	b.SetBytes(int64(buf.Len()))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		buf.Reset()
-		if err := Write(&buf, r, Options{Namespace: "tapes"}); err != nil {
+		if err := Encode(&buf, r, f, o); err != nil {
 			b.Fatal(err)
 		}
 	}
