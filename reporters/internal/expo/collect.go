@@ -1,6 +1,7 @@
 package expo
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -43,7 +44,13 @@ func Collect(r *registry.Registry, o Options, dst []Family) ([]Family, error) {
 	if err != nil {
 		return dst[:0], err
 	}
-	c := collector{o: o, ns: ns, fams: dst[:0], idx: map[string]int{}, owner: map[string]string{}}
+	// Sized up front: growing a map of 10k names rehashes it a dozen
+	// times, which cost more than the rest of a scrape's bookkeeping.
+	n := r.Len()
+	if o.Rates {
+		n *= 2 // rate gauges: four more families per meter and timer
+	}
+	c := collector{o: o, ns: ns, fams: dst[:0], idx: make(map[string]int, n)}
 	r.Each(c.metric)
 	for i := range c.fams {
 		f := &c.fams[i]
@@ -77,9 +84,35 @@ type collector struct {
 	ns   string
 	fams []Family
 	idx  map[string]int // family name -> index in fams
-	// owner: every output name a family reserves (its own, and a
-	// histogram's _sum/_count/_bucket) -> the family that reserves it.
-	owner map[string]string
+	buf  []byte         // scratch for names looked up, not kept
+
+	// Slabs: one allocation per slabSize families or snapshots instead of
+	// one each.
+	samples []Sample
+	snaps   []registry.HistogramSnapshot
+}
+
+const slabSize = 256
+
+// newSamples returns an empty Samples slice for a new family.
+func (c *collector) newSamples() []Sample {
+	if len(c.samples) == 0 {
+		c.samples = make([]Sample, slabSize)
+	}
+	s := c.samples[:0:1]
+	c.samples = c.samples[1:]
+	return s
+}
+
+// snapshot stores s where a Sample can point to it.
+func (c *collector) snapshot(s registry.HistogramSnapshot) *registry.HistogramSnapshot {
+	if len(c.snaps) == 0 {
+		c.snaps = make([]registry.HistogramSnapshot, slabSize)
+	}
+	p := &c.snaps[0]
+	*p = s
+	c.snaps = c.snaps[1:]
+	return p
 }
 
 func (c *collector) skip(name string, err error) {
@@ -108,12 +141,11 @@ func (c *collector) metric(name string, m registry.Metric) {
 	// A help text from the mapping is the user's and is used as is; the
 	// default one says where the family comes from.
 	mine := help == ""
-	if mine {
-		help = path + " (" + kind.String() + ")"
-	}
+	kindName := kind.String()
+	// more builds a family's help text, in one allocation.
 	more := func(s string) string {
 		if mine {
-			return help + s
+			return path + " (" + kindName + ")" + s
 		}
 		return help
 	}
@@ -139,7 +171,11 @@ func (c *collector) metric(name string, m registry.Metric) {
 		for i, v := range [...]float64{s.M1, s.M5, s.M15, s.MeanRate} {
 			rs := src
 			rs.Value = v
-			add(stem+rateSuffixes[i], "", help+", "+rateHelp[i], Gauge, rs)
+			h := help + rateHelp[i]
+			if mine {
+				h = path + " (" + kindName + ")" + rateHelp[i]
+			}
+			add(stem+rateSuffixes[i], "", h, Gauge, rs)
 		}
 	}
 	switch m := m.(type) {
@@ -147,14 +183,14 @@ func (c *collector) metric(name string, m registry.Metric) {
 		s := src
 		s.Value = float64(m.Value())
 		if c.o.CountersMonotonic {
-			add(withSuffix(base, "_total"), "", help, Counter, s)
+			add(withSuffix(base, "_total"), "", more(""), Counter, s)
 		} else {
-			add(base, "", help, Gauge, s)
+			add(base, "", more(""), Gauge, s)
 		}
 	case *registry.Gauge:
 		s := src
 		s.Value = m.Value()
-		add(base, "", help, Gauge, s)
+		add(base, "", more(""), Gauge, s)
 	case *registry.Meter:
 		ms := m.Snapshot()
 		s := src
@@ -164,13 +200,12 @@ func (c *collector) metric(name string, m registry.Metric) {
 		rates(stem, ms)
 	case *registry.Histogram:
 		s := src
-		snap := m.Snapshot()
-		s.Snapshot, s.Native = &snap, c.native(m)
-		add(base, "", help, Histogram, s)
+		s.Snapshot, s.Native = c.snapshot(m.Snapshot()), c.native(m)
+		add(base, "", more(""), Histogram, s)
 	case *registry.Timer:
 		s := src
 		snap := m.Snapshot()
-		s.Snapshot, s.Native = &snap.HistogramSnapshot, c.native(m.Histogram())
+		s.Snapshot, s.Native = c.snapshot(snap.HistogramSnapshot), c.native(m.Histogram())
 		stem := strings.TrimSuffix(base, "_seconds")
 		add(stem+"_seconds", "seconds", more(": durations in seconds"), Histogram, s)
 		rates(stem, snap.Rates)
@@ -190,10 +225,7 @@ func (c *collector) metric(name string, m registry.Metric) {
 		if !ok {
 			i = len(c.fams)
 			c.idx[p.name] = i
-			c.fams = append(c.fams, Family{Name: p.name, Unit: p.unit, Help: p.help, Type: p.typ})
-			for _, o := range outputs(p.name, p.typ) {
-				c.owner[o] = p.name
-			}
+			c.fams = append(c.fams, Family{Name: p.name, Unit: p.unit, Help: p.help, Type: p.typ, Samples: c.newSamples()})
 		}
 		c.fams[i].Samples = append(c.fams[i].Samples, p.s)
 	}
@@ -207,19 +239,35 @@ func (c *collector) native(h *registry.Histogram) *registry.NativeHistogram {
 	return &n
 }
 
-var rateHelp = [...]string{"1-minute rate, events/s", "5-minute rate, events/s", "15-minute rate, events/s", "mean rate since start, events/s"}
+var rateHelp = [...]string{", 1-minute rate, events/s", ", 5-minute rate, events/s", ", 15-minute rate, events/s", ", mean rate since start, events/s"}
 
-// outputs are the names a family's samples use in the text formats, and
-// the family name OpenMetrics gives a counter (without "_total"), which a
-// gauge of that name would duplicate there.
-func outputs(name string, t Type) []string {
-	switch t {
-	case Histogram:
-		return []string{name, name + "_sum", name + "_count", name + "_bucket"}
-	case Counter:
-		return []string{name, strings.TrimSuffix(name, "_total")}
+// Reserved names: a family reserves the names its samples use in the text
+// formats (its own; a histogram's name_sum, name_count and name_bucket),
+// and a counter also the name OpenMetrics gives its family (without
+// "_total"), which a gauge of that name would duplicate there. Two
+// families' reserved names must not meet. They are not stored: whether a
+// name is reserved is read off the families by name (taken), without
+// allocating.
+var histSuffixes = [...]string{"_sum", "_count", "_bucket"}
+
+// taken reports which family, if any, reserves the output name o.
+func (c *collector) taken(o []byte) (string, bool) {
+	if i, ok := c.idx[string(o)]; ok {
+		return c.fams[i].Name, true
 	}
-	return []string{name}
+	for _, sfx := range histSuffixes {
+		if stem, ok := bytes.CutSuffix(o, []byte(sfx)); ok {
+			if i, ok := c.idx[string(stem)]; ok && c.fams[i].Type == Histogram {
+				return c.fams[i].Name, true
+			}
+		}
+	}
+	// Counter families end in "_total": a counter named o_total reserves o.
+	c.buf = append(append(c.buf[:0], o...), "_total"...)
+	if i, ok := c.idx[string(c.buf)]; ok && c.fams[i].Type == Counter {
+		return c.fams[i].Name, true
+	}
+	return "", false
 }
 
 // check reports why a sample with labels cannot join family name of type t.
@@ -236,9 +284,26 @@ func (c *collector) check(name string, t Type, labels []mapping.Label) error {
 		}
 		return nil
 	}
-	for _, o := range outputs(name, t) {
-		if other, ok := c.owner[o]; ok {
-			return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, o, other)
+	// A new family: none of the names it reserves may be reserved by
+	// another.
+	var scratch [128]byte
+	o := append(scratch[:0], name...)
+	if other, ok := c.taken(o); ok {
+		return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, name, other)
+	}
+	switch t {
+	case Histogram:
+		for _, sfx := range histSuffixes {
+			o = append(o[:len(name)], sfx...)
+			if other, ok := c.taken(o); ok {
+				return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, o, other)
+			}
+		}
+	case Counter:
+		if stem, ok := strings.CutSuffix(name, "_total"); ok {
+			if other, ok := c.taken(o[:len(stem)]); ok {
+				return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, stem, other)
+			}
 		}
 	}
 	return nil
@@ -262,11 +327,12 @@ func (c *collector) base(path string, kind wire.Kind) (string, []mapping.Label, 
 		}
 		return c.ns + res.Name, res.Labels, res.Help, nil
 	}
-	b := string(AppendSnake(nil, path))
-	if c.ns == "" && !validStart(b) {
+	// One allocation: the name is built in scratch space.
+	c.buf = AppendSnake(append(c.buf[:0], c.ns...), path)
+	if c.ns == "" && !validStart(c.buf) {
 		return "", nil, "", fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, path)
 	}
-	return c.ns + b, nil, "", nil
+	return string(c.buf), nil, "", nil
 }
 
 // splitWorker splits "name.pid-123" into "name" and "123".
@@ -364,11 +430,11 @@ func AppendSnake(dst []byte, name string) []byte {
 	return dst
 }
 
-func validStart(b string) bool {
+func validStart[S string | []byte](b S) bool {
 	if len(b) == 0 || b[0] >= '0' && b[0] <= '9' {
 		return false
 	}
-	return !strings.HasPrefix(b, "__")
+	return !(len(b) >= 2 && b[0] == '_' && b[1] == '_')
 }
 
 // ValidMetricName: [a-zA-Z_:][a-zA-Z0-9_:]*, not starting with "__".
