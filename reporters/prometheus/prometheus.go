@@ -253,9 +253,6 @@ func logSkip(name string, err error) {
 
 // collect runs expo.Collect into st.fams and applies Options.Help.
 func (st *state) collect(r *registry.Registry, o *Options, skipNative bool) error {
-	if err := o.Validate(); err != nil {
-		return err
-	}
 	fams, err := expo.Collect(r, o.expo(skipNative), st.fams)
 	st.fams = fams
 	if err != nil {
@@ -280,24 +277,34 @@ func Write(w io.Writer, r *registry.Registry, opts Options) error {
 
 // Encode writes every metric of r to w in format f.
 func Encode(w io.Writer, r *registry.Registry, f Format, opts Options) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
 	st := statePool.Get().(*state)
-	defer st.release()
+	defer func() {
+		st.reset()
+		statePool.Put(st)
+	}()
+	return st.encode(w, r, f, &opts)
+}
+
+func (st *state) encode(w io.Writer, r *registry.Registry, f Format, opts *Options) error {
 	switch f {
 	case FormatText:
-		if err := st.collect(r, &opts, !opts.ClassicBuckets); err != nil {
+		if err := st.collect(r, opts, !opts.ClassicBuckets); err != nil {
 			return err
 		}
-		return st.writeText(w, &opts)
+		return st.writeText(w, opts)
 	case FormatProtobuf:
-		if err := st.collect(r, &opts, false); err != nil {
+		if err := st.collect(r, opts, false); err != nil {
 			return err
 		}
-		return st.writeProto(w, &opts)
+		return st.writeProto(w, opts)
 	case FormatOpenMetrics:
-		if err := st.collect(r, &opts, !opts.ClassicBuckets); err != nil {
+		if err := st.collect(r, opts, !opts.ClassicBuckets); err != nil {
 			return err
 		}
-		return st.writeOpenMetrics(w, &opts)
+		return st.writeOpenMetrics(w, opts)
 	}
 	return fmt.Errorf("prometheus: unknown format %v", f)
 }
@@ -315,10 +322,19 @@ func Encode(w io.Writer, r *registry.Registry, f Format, opts Options) error {
 // OnSkip is called per render, not per scrape.
 func Handler(r *registry.Registry, opts Options) http.Handler {
 	h := &handler{}
+	invalid := opts.Validate()
 	for f := range numFormats {
+		// A cache never runs two renders at once, so each format keeps
+		// its own scratch state (the families of 10k metrics are
+		// megabytes; a sync.Pool loses them at every GC).
+		st := &state{}
 		h.caches[f] = rendercache.New(func(dst []byte) ([]byte, error) {
+			if invalid != nil {
+				return dst, invalid
+			}
 			w := &appender{dst}
-			err := Encode(w, r, f, opts)
+			err := st.encode(w, r, f, &opts)
+			st.reset()
 			return w.b, err
 		}, rendercache.Options{MaxAge: opts.MaxAge, OnRender: opts.OnRender})
 	}
@@ -399,11 +415,11 @@ type state struct {
 	cum    []uint64
 }
 
-func (st *state) release() {
-	// Drop the samples (snapshots, native buckets) before pooling: a pooled
-	// state must not keep a registry's data alive.
+// reset readies st for the next encode. It drops the samples (snapshots,
+// native buckets) but keeps the memory of the slices: a state kept between
+// renders must not keep a registry's data alive.
+func (st *state) reset() {
 	clear(st.fams)
 	st.fams = st.fams[:0]
 	st.buf = st.buf[:0]
-	statePool.Put(st)
 }
