@@ -409,3 +409,28 @@ func benchEncode(b *testing.B, r *registry.Registry, o Options, f Format) {
 		}
 	}
 }
+
+// BenchmarkHandler10kTimers is a scrape through Handler (MaxAge 0: a render
+// per request), which keeps its scratch state between renders.
+func BenchmarkHandler10kTimers(b *testing.B) {
+	r := registry.New()
+	for i := 0; i < 10000; i++ {
+		t := r.Timer(fmt.Sprintf("svc%d.endpoint%d.latency", i%10, i))
+		for j := 1; j <= 20; j++ {
+			t.Update(time.Duration(i*j) * time.Microsecond)
+		}
+	}
+	h := Handler(r, Options{Namespace: "tapes"})
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+		if i == 0 {
+			b.SetBytes(int64(rec.Body.Len()))
+		}
+	}
+}
