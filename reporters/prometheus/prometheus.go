@@ -3,17 +3,17 @@
 // scrape's Accept header:
 //
 //   - the text format 0.0.4 (the default, and what curl gets);
-//
 //   - the protobuf format (application/vnd.google.protobuf;
 //     proto=io.prometheus.client.MetricFamily; encoding=delimited), which a
 //     Prometheus started with --enable-feature=native-histograms asks for:
 //     it carries every histogram and timer as a native histogram with the
 //     registry's own schema and buckets, exactly, so that a fleet's
 //     histograms add up (histogram_quantile(0.99, sum(rate(x[1m]))));
-//
 //   - OpenMetrics 1.0 text, which Prometheus prefers to 0.0.4 otherwise.
 //
-//     http.Handle("/metrics", prometheus.Handler(reg, prometheus.Options{Namespace: "myapp"}))
+// Serve it with
+//
+//	http.Handle("/metrics", prometheus.Handler(reg, prometheus.Options{Namespace: "myapp"}))
 //
 // Every format is written from the same families (package expo names,
 // labels and types them for every labelled output), so the formats carry
@@ -21,26 +21,27 @@
 // with '.' and '-' turned into '_' and camelCase into snake_case (or the
 // name a mapping gives, with its labels):
 //
-//	counter  jobs.active       jobs_active 3                               gauge
-//	         (CountersMonotonic) jobs_active_total 3                       counter
-//	gauge    queue.depth       queue_depth 7                               gauge
-//	meter    http.requests     http_requests_total 120                     counter
-//	         (Rates)           http_requests_m1_rate 2.1 (also _m5_rate,   gauges, events/s
-//	                           _m15_rate, _mean_rate)
-//	histogram payload.size     text, OpenMetrics: a summary over the recent window
-//	                           payload_size{quantile="0.5"} 512 ... {quantile="0.999"}
-//	                           payload_size_sum 61440
-//	                           payload_size_count 120
-//	                           (ClassicBuckets) a histogram instead:
-//	                           payload_size_bucket{le="512"} 64 ... {le="+Inf"} 120
-//	                           protobuf: a native histogram payload_size (schema,
-//	                           zero bucket, spans and deltas: the registry's buckets),
-//	                           with the classic buckets too when ClassicBuckets is set
-//	timer    rpc.latency       rpc_latency_seconds, like a histogram, in seconds
-//	                           (a name already ending in "_seconds" keeps one suffix)
-//	         (Rates)           rpc_latency_m1_rate ... rpc_latency_mean_rate
-//	gauge of one worker
-//	         pool.busy.pid-12  pool_busy{worker="12"} 1                    gauge
+//	kind       registry name     written as                               type
+//	counter    jobs.active       jobs_active 3                            gauge
+//	           (CountersMonotonic) jobs_active_total 3                    counter
+//	gauge      queue.depth       queue_depth 7                            gauge
+//	meter      http.requests     http_requests_total 120                  counter
+//	           (Rates)           http_requests_m1_rate 2.1, _m5_rate,     gauges, events/s
+//	                             _m15_rate, _mean_rate
+//	histogram  payload.size      text, OpenMetrics: a summary over the recent window
+//	                             payload_size{quantile="0.5"} 512 ... {quantile="0.999"}
+//	                             payload_size_sum 61440
+//	                             payload_size_count 120
+//	                             (ClassicBuckets) a histogram instead:
+//	                             payload_size_bucket{le="512"} 64 ... {le="+Inf"} 120
+//	                             protobuf: a native histogram payload_size (schema,
+//	                             zero bucket, spans and deltas: the registry's buckets),
+//	                             with the classic buckets too when ClassicBuckets is set
+//	timer      rpc.latency       rpc_latency_seconds, like a histogram, in seconds
+//	                             (a name already ending in "_seconds" keeps one suffix)
+//	           (Rates)           rpc_latency_m1_rate ... rpc_latency_mean_rate
+//	per-worker pool.busy.pid-12  pool_busy{worker="12"} 1                 gauge
+//	gauge
 //
 // Counters are gauges by default because a tapes counter can go down (Dec)
 // and a Prometheus counter must not: rate() reads any decrease as a reset
