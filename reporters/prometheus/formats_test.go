@@ -518,7 +518,7 @@ func TestCacheKeysOnFormat(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	r := registry.New()
-	for _, o := range []Options{{Namespace: "no spaces"}, {ClassicBounds: []float64{1, 1}}, {ClassicBounds: []float64{math.NaN()}}} {
+	for _, o := range []Options{{Namespace: "no spaces"}, {ClassicBounds: []float64{1, 1}}, {ClassicBounds: []float64{math.NaN()}}, {ClassicBounds: []float64{1, math.Inf(1)}}} {
 		for _, f := range []Format{FormatText, FormatProtobuf, FormatOpenMetrics} {
 			var b bytes.Buffer
 			if err := Encode(&b, r, f, o); err == nil || b.Len() != 0 || strings.Count(err.Error(), "prometheus: ") != 1 {

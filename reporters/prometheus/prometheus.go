@@ -81,10 +81,10 @@
 package prometheus
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -213,15 +213,15 @@ type Options struct {
 }
 
 // Validate reports whether the options can be written: a valid namespace
-// and ascending, non-NaN ClassicBounds.
+// and ascending, finite ClassicBounds.
 func (o *Options) Validate() error {
 	if _, err := expo.Collect(registry.New(), expo.Options{Namespace: o.Namespace}, nil); err != nil {
 		return fmt.Errorf("prometheus: %w", err)
 	}
 	for i, b := range o.ClassicBounds {
 		switch {
-		case b != b:
-			return errors.New("prometheus: ClassicBounds: NaN")
+		case math.IsNaN(b) || math.IsInf(b, 0):
+			return fmt.Errorf("prometheus: ClassicBounds: %g: bounds must be finite (+Inf is implied)", b)
 		case i > 0 && b <= o.ClassicBounds[i-1]:
 			return fmt.Errorf("prometheus: ClassicBounds: %g after %g: bounds must ascend", b, o.ClassicBounds[i-1])
 		}
