@@ -81,6 +81,7 @@
 package prometheus
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -216,7 +217,7 @@ type Options struct {
 // and ascending, finite ClassicBounds.
 func (o *Options) Validate() error {
 	if _, err := expo.Collect(registry.New(), expo.Options{Namespace: o.Namespace}, nil); err != nil {
-		return fmt.Errorf("prometheus: %w", err)
+		return namespaceErr(err)
 	}
 	for i, b := range o.ClassicBounds {
 		switch {
@@ -244,6 +245,12 @@ func (o *Options) expo(skipNative bool) expo.Options {
 	}
 }
 
+// namespaceErr words expo's only error (an invalid namespace) in this
+// package's terms; Unwrap gives the reason.
+func namespaceErr(err error) error {
+	return fmt.Errorf("prometheus: invalid namespace: %w", errors.Unwrap(err))
+}
+
 var loggedSkips sync.Map
 
 func logSkip(name string, err error) {
@@ -257,7 +264,7 @@ func (st *state) collect(r *registry.Registry, o *Options, skipNative bool) erro
 	fams, err := expo.Collect(r, o.expo(skipNative), st.fams)
 	st.fams = fams
 	if err != nil {
-		return fmt.Errorf("prometheus: %w", err)
+		return namespaceErr(err)
 	}
 	if o.Help != nil {
 		for i := range fams {
@@ -392,7 +399,7 @@ func MetricName(namespace, name string) (string, error) {
 	var skipped error
 	fams, err := expo.Collect(r, expo.Options{Namespace: namespace, OnSkip: func(_ string, err error) { skipped = err }}, nil)
 	if err != nil {
-		return "", fmt.Errorf("prometheus: %w", err)
+		return "", namespaceErr(err)
 	}
 	if skipped != nil {
 		return "", fmt.Errorf("prometheus: %w", skipped)
