@@ -1,7 +1,6 @@
 package expo
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -44,13 +43,7 @@ func Collect(r *registry.Registry, o Options, dst []Family) ([]Family, error) {
 	if err != nil {
 		return dst[:0], err
 	}
-	// Sized up front: growing a map of 10k names rehashes it a dozen
-	// times, which cost more than the rest of a scrape's bookkeeping.
-	n := r.Len()
-	if o.Rates {
-		n *= 2 // rate gauges: four more families per meter and timer
-	}
-	c := collector{o: o, ns: ns, fams: dst[:0], idx: make(map[string]int, n)}
+	c := collector{o: o, ns: ns, fams: dst[:0], idx: map[string]int{}, owner: map[string]string{}}
 	r.Each(c.metric)
 	for i := range c.fams {
 		f := &c.fams[i]
@@ -84,35 +77,9 @@ type collector struct {
 	ns   string
 	fams []Family
 	idx  map[string]int // family name -> index in fams
-	buf  []byte         // scratch for names looked up, not kept
-
-	// Slabs: one allocation per slabSize families or snapshots instead of
-	// one each.
-	samples []Sample
-	snaps   []registry.HistogramSnapshot
-}
-
-const slabSize = 256
-
-// newSamples returns an empty Samples slice for a new family.
-func (c *collector) newSamples() []Sample {
-	if len(c.samples) == 0 {
-		c.samples = make([]Sample, slabSize)
-	}
-	s := c.samples[:0:1]
-	c.samples = c.samples[1:]
-	return s
-}
-
-// snapshot stores s where a Sample can point to it.
-func (c *collector) snapshot(s registry.HistogramSnapshot) *registry.HistogramSnapshot {
-	if len(c.snaps) == 0 {
-		c.snaps = make([]registry.HistogramSnapshot, slabSize)
-	}
-	p := &c.snaps[0]
-	*p = s
-	c.snaps = c.snaps[1:]
-	return p
+	// owner: every output name a family reserves (its own, and a
+	// histogram's _sum/_count/_bucket) -> the family that reserves it.
+	owner map[string]string
 }
 
 func (c *collector) skip(name string, err error) {
@@ -141,11 +108,12 @@ func (c *collector) metric(name string, m registry.Metric) {
 	// A help text from the mapping is the user's and is used as is; the
 	// default one says where the family comes from.
 	mine := help == ""
-	kindName := kind.String()
-	// more builds a family's help text, in one allocation.
+	if mine {
+		help = path + " (" + kind.String() + ")"
+	}
 	more := func(s string) string {
 		if mine {
-			return path + " (" + kindName + ")" + s
+			return help + s
 		}
 		return help
 	}
@@ -168,33 +136,10 @@ func (c *collector) metric(name string, m registry.Metric) {
 		if !c.o.Rates {
 			return
 		}
-		// The four names, and the four help texts, are each cut from one
-		// allocation: rates would otherwise double a scrape's garbage.
-		h := help
-		if mine {
-			h = path + " (" + kindName + ")"
-		}
-		var nb, hb strings.Builder
-		nb.Grow(4*len(stem) + len("_m1_rate_m5_rate_m15_rate_mean_rate"))
-		hb.Grow(4*len(h) + len(rateHelp[0]+rateHelp[1]+rateHelp[2]+rateHelp[3]))
-		var ne, he [len(rateSuffixes)]int
-		for i := range rateSuffixes {
-			nb.WriteString(stem)
-			nb.WriteString(rateSuffixes[i])
-			ne[i] = nb.Len()
-			hb.WriteString(h)
-			hb.WriteString(rateHelp[i])
-			he[i] = hb.Len()
-		}
-		names, helps := nb.String(), hb.String()
 		for i, v := range [...]float64{s.M1, s.M5, s.M15, s.MeanRate} {
 			rs := src
 			rs.Value = v
-			n0, h0 := 0, 0
-			if i > 0 {
-				n0, h0 = ne[i-1], he[i-1]
-			}
-			add(names[n0:ne[i]], "", helps[h0:he[i]], Gauge, rs)
+			add(stem+rateSuffixes[i], "", help+", "+rateHelp[i], Gauge, rs)
 		}
 	}
 	switch m := m.(type) {
@@ -202,14 +147,14 @@ func (c *collector) metric(name string, m registry.Metric) {
 		s := src
 		s.Value = float64(m.Value())
 		if c.o.CountersMonotonic {
-			add(withSuffix(base, "_total"), "", more(""), Counter, s)
+			add(withSuffix(base, "_total"), "", help, Counter, s)
 		} else {
-			add(base, "", more(""), Gauge, s)
+			add(base, "", help, Gauge, s)
 		}
 	case *registry.Gauge:
 		s := src
 		s.Value = m.Value()
-		add(base, "", more(""), Gauge, s)
+		add(base, "", help, Gauge, s)
 	case *registry.Meter:
 		ms := m.Snapshot()
 		s := src
@@ -219,12 +164,13 @@ func (c *collector) metric(name string, m registry.Metric) {
 		rates(stem, ms)
 	case *registry.Histogram:
 		s := src
-		s.Snapshot, s.Native = c.snapshot(m.Snapshot()), c.native(m)
-		add(base, "", more(""), Histogram, s)
+		snap := m.Snapshot()
+		s.Snapshot, s.Native = &snap, c.native(m)
+		add(base, "", help, Histogram, s)
 	case *registry.Timer:
 		s := src
 		snap := m.Snapshot()
-		s.Snapshot, s.Native = c.snapshot(snap.HistogramSnapshot), c.native(m.Histogram())
+		s.Snapshot, s.Native = &snap.HistogramSnapshot, c.native(m.Histogram())
 		stem := strings.TrimSuffix(base, "_seconds")
 		add(stem+"_seconds", "seconds", more(": durations in seconds"), Histogram, s)
 		rates(stem, snap.Rates)
@@ -244,7 +190,10 @@ func (c *collector) metric(name string, m registry.Metric) {
 		if !ok {
 			i = len(c.fams)
 			c.idx[p.name] = i
-			c.fams = append(c.fams, Family{Name: p.name, Unit: p.unit, Help: p.help, Type: p.typ, Samples: c.newSamples()})
+			c.fams = append(c.fams, Family{Name: p.name, Unit: p.unit, Help: p.help, Type: p.typ})
+			for _, o := range outputs(p.name, p.typ) {
+				c.owner[o] = p.name
+			}
 		}
 		c.fams[i].Samples = append(c.fams[i].Samples, p.s)
 	}
@@ -258,35 +207,14 @@ func (c *collector) native(h *registry.Histogram) *registry.NativeHistogram {
 	return &n
 }
 
-var rateHelp = [...]string{", 1-minute rate, events/s", ", 5-minute rate, events/s", ", 15-minute rate, events/s", ", mean rate since start, events/s"}
+var rateHelp = [...]string{"1-minute rate, events/s", "5-minute rate, events/s", "15-minute rate, events/s", "mean rate since start, events/s"}
 
-// Reserved names: a family reserves the names its samples use in the text
-// formats (its own; a histogram's name_sum, name_count and name_bucket),
-// and a counter also the name OpenMetrics gives its family (without
-// "_total"), which a gauge of that name would duplicate there. Two
-// families' reserved names must not meet. They are not stored: whether a
-// name is reserved is read off the families by name (taken), without
-// allocating.
-var histSuffixes = [...]string{"_sum", "_count", "_bucket"}
-
-// taken reports which family, if any, reserves the output name o.
-func (c *collector) taken(o []byte) (string, bool) {
-	if i, ok := c.idx[string(o)]; ok {
-		return c.fams[i].Name, true
+// outputs are the names a family's samples use in the text formats.
+func outputs(name string, t Type) []string {
+	if t == Histogram {
+		return []string{name, name + "_sum", name + "_count", name + "_bucket"}
 	}
-	for _, sfx := range histSuffixes {
-		if stem, ok := bytes.CutSuffix(o, []byte(sfx)); ok {
-			if i, ok := c.idx[string(stem)]; ok && c.fams[i].Type == Histogram {
-				return c.fams[i].Name, true
-			}
-		}
-	}
-	// Counter families end in "_total": a counter named o_total reserves o.
-	c.buf = append(append(c.buf[:0], o...), "_total"...)
-	if i, ok := c.idx[string(c.buf)]; ok && c.fams[i].Type == Counter {
-		return c.fams[i].Name, true
-	}
-	return "", false
+	return []string{name}
 }
 
 // check reports why a sample with labels cannot join family name of type t.
@@ -303,26 +231,9 @@ func (c *collector) check(name string, t Type, labels []mapping.Label) error {
 		}
 		return nil
 	}
-	// A new family: none of the names it reserves may be reserved by
-	// another.
-	var scratch [128]byte
-	o := append(scratch[:0], name...)
-	if other, ok := c.taken(o); ok {
-		return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, name, other)
-	}
-	switch t {
-	case Histogram:
-		for _, sfx := range histSuffixes {
-			o = append(o[:len(name)], sfx...)
-			if other, ok := c.taken(o); ok {
-				return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, o, other)
-			}
-		}
-	case Counter:
-		if stem, ok := strings.CutSuffix(name, "_total"); ok {
-			if other, ok := c.taken(o[:len(stem)]); ok {
-				return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, stem, other)
-			}
+	for _, o := range outputs(name, t) {
+		if other, ok := c.owner[o]; ok {
+			return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, o, other)
 		}
 	}
 	return nil
@@ -346,12 +257,11 @@ func (c *collector) base(path string, kind wire.Kind) (string, []mapping.Label, 
 		}
 		return c.ns + res.Name, res.Labels, res.Help, nil
 	}
-	// One allocation: the name is built in scratch space.
-	c.buf = AppendSnake(append(c.buf[:0], c.ns...), path)
-	if c.ns == "" && !validStart(c.buf) {
+	b := string(AppendSnake(nil, path))
+	if c.ns == "" && !validStart(b) {
 		return "", nil, "", fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, path)
 	}
-	return string(c.buf), nil, "", nil
+	return c.ns + b, nil, "", nil
 }
 
 // splitWorker splits "name.pid-123" into "name" and "123".
@@ -449,11 +359,11 @@ func AppendSnake(dst []byte, name string) []byte {
 	return dst
 }
 
-func validStart[S string | []byte](b S) bool {
+func validStart(b string) bool {
 	if len(b) == 0 || b[0] >= '0' && b[0] <= '9' {
 		return false
 	}
-	return !(len(b) >= 2 && b[0] == '_' && b[1] == '_')
+	return !strings.HasPrefix(b, "__")
 }
 
 // ValidMetricName: [a-zA-Z_:][a-zA-Z0-9_:]*, not starting with "__".
