@@ -261,7 +261,7 @@ func logSkip(name string, err error) {
 
 // collect runs expo.Collect into st.fams and applies Options.Help.
 func (st *state) collect(r *registry.Registry, o *Options, skipNative bool) error {
-	fams, err := expo.Collect(r, o.expo(skipNative), st.fams)
+	fams, err := st.col.Collect(r, o.expo(skipNative))
 	st.fams = fams
 	if err != nil {
 		return namespaceErr(err)
@@ -414,20 +414,18 @@ const flushAt = 32 << 10
 
 var statePool = sync.Pool{New: func() any { return &state{} }}
 
-// state is the reusable scratch space of one Encode; pooled so that steady
-// scrapes allocate little beyond what Collect needs.
+// state is the reusable scratch space of one Encode: pooled for Encode,
+// one per format in a Handler, so that steady scrapes allocate little.
 type state struct {
-	fams   []expo.Family
+	col    expo.Collector // keeps its memory between renders
+	fams   []expo.Family  // what col returned, valid until its next Collect
 	buf    []byte
 	bounds []float64
 	cum    []uint64
 }
 
-// reset readies st for the next encode. It drops the samples (snapshots,
-// native buckets) but keeps the memory of the slices: a state kept between
-// renders must not keep a registry's data alive.
+// reset readies st for the next encode, keeping its memory.
 func (st *state) reset() {
-	clear(st.fams)
-	st.fams = st.fams[:0]
+	st.fams = nil
 	st.buf = st.buf[:0]
 }

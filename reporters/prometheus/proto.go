@@ -46,7 +46,7 @@ func (st *state) writeOpenMetrics(w io.Writer, o *Options) error {
 // dtoFamily converts one family. native: histograms carry their native
 // buckets (protobuf); else they are summaries or classic histograms.
 func (st *state) dtoFamily(f *expo.Family, o *Options, native bool) *dto.MetricFamily {
-	mf := &dto.MetricFamily{Name: proto.String(f.Name), Help: proto.String(f.Help)}
+	mf := &dto.MetricFamily{Name: proto.String(f.Name), Help: proto.String(f.HelpText())}
 	if f.Unit != "" {
 		mf.Unit = proto.String(f.Unit)
 	}

@@ -48,7 +48,11 @@ func (st *state) family(f *expo.Family, o *Options) {
 	b := append(st.buf, "# HELP "...)
 	b = append(b, f.Name...)
 	b = append(b, ' ')
-	b = appendEscaped(b, f.Help, false)
+	if f.Help != "" {
+		b = appendEscaped(b, f.Help, false) // the user's: may hold \ or newlines
+	} else {
+		b = f.AppendHelp(b) // a registry name and a kind: nothing to escape
+	}
 	b = append(b, "\n# TYPE "...)
 	b = append(b, f.Name...)
 	b = append(b, ' ')
