@@ -65,7 +65,25 @@ func TestRealPrometheusScrapesHandler(t *testing.T) {
 	f := &formats{h: prometheus.Handler(r, prometheus.Options{Namespace: "tapes", Rates: true}), n: map[prometheus.Format]int{}}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
-	p := reportertest.StartPrometheus(t, srv.URL+"/metrics")
+	// A second target: classic histograms, names Prometheus' OpenMetrics
+	// parser must take (a gauge ending in _total, one ending in _count),
+	// labels with characters to escape.
+	r2 := registry.New()
+	r2.Counter("tapes.host.shm.dropped_total").Add(4)
+	r2.Gauge("queue.count", nil).Set(2)
+	h2 := r2.Histogram("payload.size")
+	for i := 1; i <= 64; i++ {
+		h2.Update(float64(i))
+	}
+	odd := mapping.Func(func(name string, k wire.Kind) (mapping.Result, bool) {
+		if name == "queue.count" {
+			return mapping.Result{Name: "queue_count", Labels: []mapping.Label{{Name: "q", Value: "a\"b\\c"}}}, true
+		}
+		return mapping.Result{}, false
+	})
+	srv2 := httptest.NewServer(prometheus.Handler(r2, prometheus.Options{ClassicBuckets: true, Mapper: odd}))
+	defer srv2.Close()
+	p := reportertest.StartPrometheus(t, srv.URL+"/metrics", srv2.URL+"/metrics")
 
 	one := func(s []reportertest.Sample) bool { return len(s) == 1 }
 	res := p.WaitFor("tapes_jobs_done", 30*time.Second, one)
@@ -90,6 +108,17 @@ func TestRealPrometheusScrapesHandler(t *testing.T) {
 
 	if up, err := p.Query(`up{job="target0"}`); err != nil || len(up) != 1 || up[0].Value != 1 {
 		t.Errorf("up = %v, %v; want one target up", up, err)
+	}
+	// OpenMetrics writes bounds as floats ("32.0"; text 0.0.4 has "32"):
+	// Prometheus 2.42 keeps the label as written.
+	if res := p.WaitFor(`payload_size_bucket{job="target1",le="32.0"}`, 10*time.Second, one); res[0].Value != 32 {
+		t.Errorf("payload_size_bucket{le=\"32.0\"} = %v, want 32", res[0].Value)
+	}
+	if res := p.WaitFor(`tapes_host_shm_dropped_total{job="target1"}`, 10*time.Second, one); res[0].Value != 4 {
+		t.Errorf("tapes_host_shm_dropped_total = %v, want 4", res[0].Value)
+	}
+	if res := p.WaitFor(`queue_count{job="target1"}`, 10*time.Second, one); res[0].Metric["q"] != "a\"b\\c" || res[0].Value != 2 {
+		t.Errorf("queue_count = %+v", res[0])
 	}
 
 	// Later scrapes see new values.
