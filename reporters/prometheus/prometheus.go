@@ -422,6 +422,7 @@ type state struct {
 	buf    []byte
 	bounds []float64
 	cum    []uint64
+	le     []byte
 }
 
 // reset readies st for the next encode, keeping its memory.

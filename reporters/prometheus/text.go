@@ -117,12 +117,11 @@ func (st *state) classicFamily(f *expo.Family, o *Options) {
 		n := s.Native
 		st.cum = cumulative(st.cum[:0], n, bounds)
 		b := st.buf
-		var le []byte
 		for j, ub := range bounds {
-			le = appendFloat(le[:0], ub)
+			st.le = appendFloat(st.le[:0], ub)
 			b = append(b, f.Name...)
 			b = append(b, "_bucket"...)
-			b = appendLabels(b, s.Labels, "le", string(le))
+			b = appendLabels(b, s.Labels, "le", st.le)
 			b = append(b, ' ')
 			b = strconv.AppendUint(b, st.cum[j], 10)
 			b = append(b, '\n')
@@ -140,7 +139,7 @@ func (st *state) classicFamily(f *expo.Family, o *Options) {
 // appendLabels appends {labels,extra="value"}, or nothing when there are
 // none. The extra label (quantile, le) comes last, as client libraries
 // write it.
-func appendLabels(b []byte, ls []mapping.Label, extra, value string) []byte {
+func appendLabels[V string | []byte](b []byte, ls []mapping.Label, extra string, value V) []byte {
 	if len(ls) == 0 && extra == "" {
 		return b
 	}
