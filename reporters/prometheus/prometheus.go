@@ -423,10 +423,12 @@ type state struct {
 	bounds []float64
 	cum    []uint64
 	le     []byte
+	arena  arena // protobuf and OpenMetrics messages, dropped by reset
 }
 
 // reset readies st for the next encode, keeping its memory.
 func (st *state) reset() {
 	st.fams = nil
 	st.buf = st.buf[:0]
+	st.arena = arena{}
 }
