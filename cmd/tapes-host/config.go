@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/reporters/httpserver"
+	"github.com/tapes-go/tapes/reporters/mapping"
 	"github.com/tapes-go/tapes/shm"
 	"github.com/tapes-go/tapes/wire"
 )
@@ -27,6 +28,13 @@ type config struct {
 
 	httpAddr  string
 	namespace string
+
+	// Prometheus exposition of /metrics (http.go; flags in promflags.go).
+	prom promFlags
+	// mapper names and labels metrics in every labelled output; nil: no
+	// mapping. Set from -mapping FILE (the statsd_exporter-format parser,
+	// branch map15); http.go passes it to the Prometheus options.
+	mapper *mapping.Mapper
 
 	// HTTP hardening (see httpserver.Options).
 	httpCache             time.Duration
@@ -130,6 +138,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted. With the histogram bucket cap, a histogram or timer holds at most ~80 KiB whatever its values (~200 KiB with 4 contention cells), so this bounds the registry's memory (docs/core.md, Memory)")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
+	c.prom.declare(fs)
 	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (and at most -interval; one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpserver.DefaultMaxConns, "most open HTTP connections (also capped at 3/4 of the fd limit); at the cap a new connection closes the longest-waiting idle or slow one")
 	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", httpserver.DefaultReadHeaderTimeout, "close a connection that has not sent complete request headers within this time (slowloris)")
@@ -269,6 +278,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("-max-metrics %d: must be at least 1", c.maxMetrics)
 	}
 	if err := c.validateHTTP(); err != nil {
+		return err
+	}
+	if err := c.prom.validate(); err != nil {
 		return err
 	}
 	if err := validatePlugins(c.plugins); err != nil {

@@ -48,6 +48,14 @@ const ScrapeInterval = time.Second
 // WaitFor.
 func StartPrometheus(t testing.TB, targets ...string) *Prometheus {
 	t.Helper()
+	return StartPrometheusWith(t, nil, targets...)
+}
+
+// StartPrometheusWith is StartPrometheus with more command-line flags, such
+// as "--enable-feature=native-histograms" (Prometheus then scrapes the
+// protobuf format).
+func StartPrometheusWith(t testing.TB, flags []string, targets ...string) *Prometheus {
+	t.Helper()
 	server, _ := testenv.Prometheus(t)
 	dir := t.TempDir()
 	var cfg strings.Builder
@@ -79,12 +87,12 @@ func StartPrometheus(t testing.TB, targets ...string) *Prometheus {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	p.cmd = exec.Command(server,
-		"--config.file="+config,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr,
+	p.cmd = exec.Command(server, append([]string{
+		"--config.file=" + config,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr,
 		"--log.level=warn",
-	)
+	}, flags...)...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {

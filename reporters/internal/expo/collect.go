@@ -1,6 +1,7 @@
 package expo
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -322,6 +323,20 @@ func (c *Collector) check(name []byte, t Type, labels []mapping.Label) error {
 		return nil
 	}
 	// A new family: none of its series may be another family's.
+	// OpenMetrics names a counter's family without "_total": a family of
+	// that name would be a second family of the same name there.
+	k := len(c.buf)
+	c.buf = append(append(c.buf, name...), "_total"...)
+	i, ok := c.idx[string(c.buf[k:])]
+	c.buf = c.buf[:k]
+	if ok && c.fams[i].Type == Counter {
+		return fmt.Errorf("%w: %s is the OpenMetrics family of counter %s", ErrCollision, name, c.fams[i].Name)
+	}
+	if stem, ok := bytes.CutSuffix(name, []byte("_total")); ok && t == Counter {
+		if _, ok := c.idx[string(stem)]; ok {
+			return fmt.Errorf("%w: %s is already a family, which OpenMetrics would name %s too", ErrCollision, stem, name)
+		}
+	}
 	for _, sfx := range histogramOutputs {
 		if len(name) > len(sfx) && string(name[len(name)-len(sfx):]) == sfx {
 			if i, ok := c.idx[string(name[:len(name)-len(sfx)])]; ok && c.fams[i].Type == Histogram {

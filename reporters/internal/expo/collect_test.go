@@ -202,3 +202,20 @@ func TestCollisionsSkipWhole(t *testing.T) {
 		t.Error("namespace 9 accepted")
 	}
 }
+
+// OpenMetrics names a counter's family without "_total": a gauge of that
+// name would be a second family of the same name there.
+func TestCounterStemCollidesWithGauge(t *testing.T) {
+	r := registry.New()
+	r.Gauge("a", func() float64 { return 1 })
+	r.Meter("a_total").Mark(1) // a_total counter, OpenMetrics family "a"
+	r.Meter("b.total").Mark(1)
+	r.Gauge("b_x", func() float64 { return 1 })
+	got, skips := collect(t, r, Options{})
+	if !errors.Is(skips["a_total"], ErrCollision) || len(skips) != 1 {
+		t.Errorf("skips %v, want a_total only", skips)
+	}
+	if want := "a gauge  1\nb_total counter  1\nb_x gauge  1\n"; got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
