@@ -5,7 +5,7 @@ import "github.com/tapes-go/tapes/wire"
 // Func returns a Mapper that asks f: a mapping written in Go instead of a
 // file. f must be safe for concurrent use and return labels sorted by name.
 func Func(f func(name string, kind wire.Kind) (Result, bool)) *Mapper {
-	return &Mapper{m: funcMapper(f)}
+	return newMapper(funcMapper(f))
 }
 
 type funcMapper func(name string, kind wire.Kind) (Result, bool)

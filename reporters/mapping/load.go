@@ -80,7 +80,7 @@ func parse(b []byte) (*Mapper, error) {
 	if err := mm.InitFromYAMLString(string(b)); err != nil {
 		return nil, err
 	}
-	return &Mapper{m: &matcher{mm: mm, max: cacheSize}}, nil
+	return newMapper(&matcher{mm: mm, max: cacheSize}), nil
 }
 
 // check applies statsd_exporter's rules and tapes' own to one mapping.

@@ -34,6 +34,8 @@
 package mapping
 
 import (
+	"sync/atomic"
+
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -92,10 +94,29 @@ type Result struct {
 	Err error
 }
 
-// Mapper maps registry names. A nil *Mapper matches nothing. It is safe
-// for concurrent use.
+// Mapper maps registry names. A nil or zero Mapper matches nothing. It is
+// safe for concurrent use, and Replace changes what it maps while outputs
+// hold it (a reloaded file).
 type Mapper struct {
-	m mapper
+	p atomic.Pointer[holder]
+}
+
+type holder struct{ m mapper }
+
+func newMapper(m mapper) *Mapper {
+	mp := &Mapper{}
+	mp.p.Store(&holder{m})
+	return mp
+}
+
+// Replace makes m map as other does from now on (nil: match nothing), so
+// that every output holding m follows a reloaded file at its next report.
+func (m *Mapper) Replace(other *Mapper) {
+	var h *holder
+	if other != nil {
+		h = other.p.Load()
+	}
+	m.p.Store(h)
 }
 
 // mapper is the matcher behind a Mapper.
@@ -108,8 +129,12 @@ type mapper interface {
 // name as without a mapping). A matched result with Drop set, or with Err
 // set, is to be left out.
 func (m *Mapper) Map(name string, kind wire.Kind) (Result, bool) {
-	if m == nil || m.m == nil {
+	if m == nil {
 		return Result{}, false
 	}
-	return m.m.mapName(name, kind)
+	h := m.p.Load()
+	if h == nil {
+		return Result{}, false
+	}
+	return h.m.mapName(name, kind)
 }

@@ -187,7 +187,7 @@ func TestBadFiles(t *testing.T) {
 // small enough to evict all the time, get what a fresh mapper computes.
 func TestConcurrentMapping(t *testing.T) {
 	m := load(t, "testdata/fleet.yml")
-	m.m.(*matcher).max = 8
+	m.p.Load().m.(*matcher).max = 8
 	var names []string
 	for i := range 50 {
 		names = append(names, fmt.Sprintf("fleet.r%d.latency", i), fmt.Sprintf("svc.s%d.%d.calls", i, i), "debug.x.y", "none.x")
@@ -227,7 +227,7 @@ func TestConcurrentMapping(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	mt := m.m.(*matcher)
+	mt := m.p.Load().m.(*matcher)
 	n := 0
 	for i := range mt.cache {
 		mt.cache[i].Range(func(_, _ any) bool { n++; return true })
@@ -259,9 +259,35 @@ func BenchmarkMapUncached(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mt := m.m.(*matcher)
+	mt := m.p.Load().m.(*matcher)
 	names := []string{"fleet.index.latency", "svc.api.200.calls", "unmapped.name", "db.users.read.bytes"}
 	for i := 0; b.Loop(); i++ {
 		mt.compute(names[i%len(names)], "counter")
+	}
+}
+
+func TestReplaceSwapsWhatOutputsHold(t *testing.T) {
+	a, err := Parse([]byte("mappings:\n  - match: \"a.*\"\n    name: \"a_v1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte("mappings:\n  - match: \"a.*\"\n    name: \"a_v2\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := &Mapper{} // what an output was given at start: matches nothing yet
+	if _, ok := held.Map("a.x", wire.KindCounter); ok {
+		t.Fatal("a zero Mapper matched")
+	}
+	for _, next := range []*Mapper{a, b} {
+		held.Replace(next)
+		want, _ := next.Map("a.x", wire.KindCounter)
+		if got, ok := held.Map("a.x", wire.KindCounter); !ok || got.Name != want.Name {
+			t.Errorf("after Replace: %q, %v; want %q", got.Name, ok, want.Name)
+		}
+	}
+	held.Replace(nil)
+	if _, ok := held.Map("a.x", wire.KindCounter); ok {
+		t.Error("Replace(nil) still maps")
 	}
 }
