@@ -65,6 +65,10 @@ type Options struct {
 	// CountersMonotonic exposes tapes counters as Counter ("_total")
 	// instead of Gauge: for users who never call Dec.
 	CountersMonotonic bool
+	// SkipNative leaves Sample.Native nil: for outputs that write only
+	// the windowed statistics (text summaries), which then skip the
+	// bucket export.
+	SkipNative bool
 	// OnSkip is called for every metric left out, with the reason.
 	OnSkip func(name string, err error)
 }
