@@ -363,7 +363,6 @@ func kv(k, v string) *commonpb.KeyValue {
 	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
 }
 
-
 // checkResponse reads an ExportMetricsServiceResponse: a partial_success
 // (field 1) with rejected_data_points (1) > 0 fails the request. Only the
 // fields it needs are read; anything unreadable is ignored, as the status
