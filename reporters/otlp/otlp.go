@@ -117,8 +117,8 @@ type Reporter struct {
 	start uint64 // unix nanoseconds
 	res   *resourcepb.Resource
 
-	mu   sync.Mutex // one Report at a time: it reuses fams
-	fams []expo.Family
+	mu   sync.Mutex // one Report at a time: it reuses col's memory
+	col  expo.Collector
 }
 
 var headers = http.Header{
@@ -205,15 +205,14 @@ func (r *Reporter) Encode(now time.Time) ([]byte, error) {
 func (r *Reporter) Collect(now time.Time) (*metricspb.MetricsData, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var err error
-	r.fams, err = expo.Collect(r.reg, r.eo, r.fams)
+	fams, err := r.col.Collect(r.reg, r.eo)
 	if err != nil {
 		return nil, fmt.Errorf("otlp: %w", err)
 	}
 	t := uint64(now.UnixNano())
 	sm := &metricspb.ScopeMetrics{Scope: &commonpb.InstrumentationScope{Name: ScopeName}}
-	for i := range r.fams {
-		if m := r.metric(&r.fams[i], r.start, t); m != nil {
+	for i := range fams {
+		if m := r.metric(&fams[i], r.start, t); m != nil {
 			sm.Metrics = append(sm.Metrics, m)
 		}
 	}
@@ -242,7 +241,7 @@ func (r *Reporter) kindOf(s *expo.Sample) wire.Kind {
 }
 
 func (r *Reporter) metric(f *expo.Family, start, t uint64) *metricspb.Metric {
-	m := &metricspb.Metric{Name: f.Name, Description: f.Help}
+	m := &metricspb.Metric{Name: f.Name, Description: f.HelpText()}
 	if f.Unit == "seconds" {
 		m.Unit = "s"
 	}

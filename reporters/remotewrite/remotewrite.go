@@ -88,8 +88,8 @@ type Reporter struct {
 	eo   expo.Options
 	push *push.Pusher
 
-	mu   sync.Mutex // one Report at a time: it reuses the buffers below
-	fams []expo.Family
+	mu   sync.Mutex // one Report at a time: they reuse the memory below
+	col  expo.Collector
 	enc  encoder
 }
 
@@ -157,12 +157,11 @@ func (r *Reporter) Report(ctx context.Context) error {
 func (r *Reporter) Encode(now time.Time) ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var err error
-	r.fams, err = expo.Collect(r.reg, r.eo, r.fams)
+	fams, err := r.col.Collect(r.reg, r.eo)
 	if err != nil {
 		return nil, fmt.Errorf("remote write: %w", err)
 	}
-	req := r.enc.request(r.fams, now.UnixMilli())
+	req := r.enc.request(fams, now.UnixMilli())
 	raw, err := req.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("remote write: encoding: %w", err)
@@ -192,7 +191,7 @@ func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
 	for i := range fams {
 		f := &fams[i]
 		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
-			Type: metaType(f.Type), MetricFamilyName: f.Name, Help: f.Help, Unit: f.Unit})
+			Type: metaType(f.Type), MetricFamilyName: f.Name, Help: f.HelpText(), Unit: f.Unit})
 		for j := range f.Samples {
 			s := &f.Samples[j]
 			switch f.Type {
