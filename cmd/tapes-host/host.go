@@ -153,7 +153,7 @@ func (h *host) startPush(ctx context.Context) error {
 		h.closers = append(h.closers, rep)
 		h.startPushReporter(ctx, rep, "statsd")
 	}
-	return nil
+	return h.startRemotePush(ctx)
 }
 
 // shutdown stops in the order that loses nothing: stop plugins (their

@@ -117,8 +117,8 @@ type Reporter struct {
 	start uint64 // unix nanoseconds
 	res   *resourcepb.Resource
 
-	mu   sync.Mutex // one Report at a time: it reuses col's memory
-	col  expo.Collector
+	mu  sync.Mutex // one Report at a time: it reuses col's memory
+	col expo.Collector
 }
 
 var headers = http.Header{

@@ -81,6 +81,23 @@ type Options struct {
 	CloseTimeout time.Duration
 }
 
+// The sender's defaults, for Options.Push's zero fields.
+const (
+	DefaultQueue       = push.DefaultQueue
+	DefaultTimeout     = push.DefaultTimeout
+	DefaultMaxAttempts = push.DefaultMaxAttempts
+)
+
+// CheckLabels reports the first label whose name Prometheus would refuse.
+func CheckLabels(ls []mapping.Label) error {
+	for _, l := range ls {
+		if !expo.ValidLabelName(l.Name) {
+			return fmt.Errorf("label name %q: want [a-zA-Z_][a-zA-Z0-9_]*, not starting with __", l.Name)
+		}
+	}
+	return nil
+}
+
 // Reporter is a reporters.Reporter pushing r on every Report.
 type Reporter struct {
 	reg  *registry.Registry
@@ -88,9 +105,9 @@ type Reporter struct {
 	eo   expo.Options
 	push *push.Pusher
 
-	mu   sync.Mutex // one Report at a time: they reuse the memory below
-	col  expo.Collector
-	enc  encoder
+	mu  sync.Mutex // one Report at a time: they reuse the memory below
+	col expo.Collector
+	enc encoder
 }
 
 // Headers every remote write 1.0 request carries.
@@ -106,10 +123,8 @@ func New(r *registry.Registry, o Options) (*Reporter, error) {
 	if o.URL == "" {
 		return nil, fmt.Errorf("remote write: no URL")
 	}
-	for _, l := range o.Labels {
-		if !expo.ValidLabelName(l.Name) {
-			return nil, fmt.Errorf("remote write: label name %q: want [a-zA-Z_][a-zA-Z0-9_]*, not starting with __", l.Name)
-		}
+	if err := CheckLabels(o.Labels); err != nil {
+		return nil, fmt.Errorf("remote write: %w", err)
 	}
 	eo := expo.Options{Namespace: o.Namespace, Mapper: o.Mapper, Rates: o.Rates,
 		CountersMonotonic: o.CountersMonotonic, OnSkip: o.OnSkip}
