@@ -1,75 +1,21 @@
 package otlp
 
 import (
-	"bufio"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters/mapping"
+	"github.com/tapes-go/tapes/reporters/reportertest"
 )
 
 var builds testenv.Builds
 
 func TestMain(m *testing.M) { os.Exit(builds.Run(m)) }
-
-// startCollector builds (once per test binary; go's build cache makes it
-// ~3 s after the first ~70 s) and starts tests/otlpreceiver: the
-// Collector's OTLP receiver writing what it accepts as JSON lines to the
-// returned file.
-func startCollector(t *testing.T) (url, out string) {
-	t.Helper()
-	bin := builds.Path(t, "otlpreceiver", testenv.GoBuild("tests/otlpreceiver", "."))
-	out = filepath.Join(t.TempDir(), "metrics.jsonl")
-	cmd := exec.Command(bin, "-out", out)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
-				addr <- a
-			}
-		}
-		cmd.Wait()
-		close(done)
-	}()
-	select {
-	case a := <-addr:
-		return "http://" + a + "/v1/metrics", out
-	case <-done:
-		t.Fatalf("otlpreceiver exited: %s", stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatal("otlpreceiver not listening within 60s")
-	}
-	return "", ""
-}
 
 // The pdata JSON of what the test reads (OTLP/JSON: 64-bit integers as
 // strings).
@@ -130,7 +76,8 @@ type jsonMetric struct {
 }
 
 func TestRealCollectorReceiver(t *testing.T) {
-	url, out := startCollector(t)
+	rcv := reportertest.StartOTLPReceiver(t, builds.Path(t, "otlpreceiver", reportertest.OTLPReceiverBuild()))
+	url := rcv.URL
 	reg := registry.New()
 	reg.Counter("jobs.done").Add(12)
 	reg.Counter("jobs.done").Dec()
@@ -156,16 +103,15 @@ func TestRealCollectorReceiver(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	data, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
+	var lines [][]byte
+	for lines = rcv.Requests(t); len(lines) == 0 && time.Now().Before(deadline); lines = rcv.Requests(t) {
+		time.Sleep(10 * time.Millisecond) // written before it answered; polled to be sure
 	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 	if len(lines) != 1 {
 		t.Fatalf("receiver wrote %d lines, want 1", len(lines))
 	}
 	var got jsonMetrics
-	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+	if err := json.Unmarshal(lines[0], &got); err != nil {
 		t.Fatal(err)
 	}
 	rm := got.ResourceMetrics[0]
