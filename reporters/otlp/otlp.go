@@ -41,6 +41,8 @@
 package otlp
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"maps"
@@ -121,9 +123,13 @@ type Reporter struct {
 	col expo.Collector
 }
 
+// The body is gzipped (BestSpeed), as the OTLP exporters do by default:
+// histograms' bucket counts compress well (1.4 MB -> 0.1 MB for 1000
+// timers of ~700 buckets: BenchmarkEncode1000Timers).
 var headers = http.Header{
-	"Content-Type": {"application/x-protobuf"},
-	"User-Agent":   {"tapes-otlp"},
+	"Content-Encoding": {"gzip"},
+	"Content-Type":     {"application/x-protobuf"},
+	"User-Agent":       {"tapes-otlp"},
 }
 
 // New checks o and starts the sender. Close stops it.
@@ -185,7 +191,8 @@ func (r *Reporter) Report(ctx context.Context) error {
 	return nil
 }
 
-// Encode returns the request body Report would send at now.
+// Encode returns the request body Report would send at now: the
+// gzipped protobuf.
 func (r *Reporter) Encode(now time.Time) ([]byte, error) {
 	md, err := r.Collect(now)
 	if err != nil {
@@ -195,7 +202,11 @@ func (r *Reporter) Encode(now time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("otlp: encoding: %w", err)
 	}
-	return b, nil
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed) // a valid level: no error
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes(), nil
 }
 
 // Collect returns what Report would send at now. It is a MetricsData,

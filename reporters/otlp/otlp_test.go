@@ -1,10 +1,13 @@
 package otlp
 
 import (
+	"bytes"
+	"compress/gzip"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -182,7 +185,15 @@ func TestEncodeIsExportRequest(t *testing.T) {
 	reg := registry.New()
 	reg.Gauge("g", func() float64 { return 1 })
 	r := newReporter(t, reg, Options{})
-	b, err := r.Encode(time.Now())
+	z, err := r.Encode(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(z))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,4 +240,30 @@ func keys(m map[string]*metricspb.Metric) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// BenchmarkEncode1000Timers: one report's work (collect, encode) for 1000
+// timers with ~100 buckets each.
+func BenchmarkEncode1000Timers(b *testing.B) {
+	reg := registry.New()
+	for i := range 1000 {
+		tm := reg.Timer("svc.t" + strconv.Itoa(i))
+		for j := 1; j <= 1000; j++ {
+			tm.Update(time.Duration(j*j) * time.Microsecond)
+		}
+	}
+	r, err := New(reg, Options{URL: "http://127.0.0.1:1/", Push: PushOptions{Logger: quiet}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	var size int
+	for b.Loop() {
+		body, err := r.Encode(time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(body)
+	}
+	b.ReportMetric(float64(size), "body-bytes")
 }

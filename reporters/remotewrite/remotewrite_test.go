@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -307,4 +308,30 @@ func keys(m map[string]prompb.TimeSeries) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// BenchmarkEncode1000Timers: one report's work (collect, encode, compress)
+// for 1000 timers with ~100 buckets each.
+func BenchmarkEncode1000Timers(b *testing.B) {
+	reg := registry.New()
+	for i := range 1000 {
+		tm := reg.Timer("svc.t" + strconv.Itoa(i))
+		for j := 1; j <= 1000; j++ {
+			tm.Update(time.Duration(j*j) * time.Microsecond)
+		}
+	}
+	r, err := New(reg, Options{URL: "http://127.0.0.1:1/", Push: PushOptions{Logger: quiet}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	var size int
+	for b.Loop() {
+		body, err := r.Encode(time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(body)
+	}
+	b.ReportMetric(float64(size), "body-bytes")
 }
