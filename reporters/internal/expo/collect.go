@@ -351,6 +351,9 @@ func (c *Collector) base(path string, kind wire.Kind) (int, []mapping.Label, str
 		if res.Drop {
 			return 0, nil, "", errDropped
 		}
+		if res.Err != nil {
+			return 0, nil, "", fmt.Errorf("%w: %w", ErrUnexpressible, res.Err)
+		}
 		if !ValidMetricName(res.Name) {
 			return 0, nil, "", fmt.Errorf("%w: the mapping gives %q", ErrUnexpressible, res.Name)
 		}

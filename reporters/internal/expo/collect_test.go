@@ -135,6 +135,8 @@ func TestMappingMergesIntoLabels(t *testing.T) {
 			return mapping.Result{Drop: true}, true
 		case p[0] == "bad":
 			return mapping.Result{Name: "9bad"}, true
+		case p[0] == "failed":
+			return mapping.Result{Err: errors.New("rule 3 puts le on a histogram")}, true
 		case p[0] == "badlabel":
 			return mapping.Result{Name: "ok", Labels: []mapping.Label{{Name: "le", Value: "1"}}}, true
 		}
@@ -146,6 +148,7 @@ func TestMappingMergesIntoLabels(t *testing.T) {
 	r.Counter("noise.x").Inc()
 	r.Counter("bad.x").Inc()
 	r.Counter("badlabel.x").Inc()
+	r.Counter("failed.x").Inc()
 	r.Counter("plain").Inc()
 	fams, err := Collect(r, Options{Mapper: m, SkipNative: true, OnSkip: func(string, error) {}}, nil)
 	if err != nil {
@@ -161,12 +164,15 @@ plain gauge  1
 		t.Errorf("help %q unit %q", fams[0].Help, fams[0].Unit)
 	}
 	_, skips := collect(t, r, Options{Mapper: m})
+	if err := skips["failed.x"]; !errors.Is(err, ErrUnexpressible) || !strings.Contains(err.Error(), "rule 3 puts le") {
+		t.Errorf("failed.x: skip %v, want the mapping's reason", err)
+	}
 	for _, n := range []string{"bad.x", "badlabel.x"} {
 		if !errors.Is(skips[n], ErrUnexpressible) {
 			t.Errorf("%s: skip %v, want ErrUnexpressible", n, skips[n])
 		}
 	}
-	if _, ok := skips["noise.x"]; ok || len(skips) != 2 {
+	if _, ok := skips["noise.x"]; ok || len(skips) != 3 {
 		t.Errorf("skips %v: a dropped metric is not a skip", skips)
 	}
 }
