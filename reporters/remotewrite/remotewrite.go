@@ -68,8 +68,13 @@ type Options struct {
 	Rates bool
 	// ClassicBuckets adds name_bucket, name_sum and name_count series
 	// for every histogram and timer, for receivers without native
-	// histograms. See ClassicBounds for where the buckets are.
+	// histograms, at ClassicBounds (see ClassicCounts), or without them
+	// at DerivedBounds: the rule of the scrape exposition.
 	ClassicBuckets bool
+	// ClassicBounds are the classic buckets' upper bounds, ascending and
+	// finite (+Inf is implied), in seconds for timers. Fixed bounds add up
+	// across a fleet; derived ones span each host's own values.
+	ClassicBounds []float64
 	// Labels are added to every series that has no label of that name.
 	Labels []mapping.Label
 	// OnSkip is called for every metric left out, with the reason.
@@ -126,6 +131,14 @@ func New(r *registry.Registry, o Options) (*Reporter, error) {
 	if err := CheckLabels(o.Labels); err != nil {
 		return nil, fmt.Errorf("remote write: %w", err)
 	}
+	for i, b := range o.ClassicBounds {
+		switch {
+		case math.IsInf(b, 0) || math.IsNaN(b):
+			return nil, fmt.Errorf("remote write: ClassicBounds: %g: bounds must be finite (+Inf is implied)", b)
+		case i > 0 && b <= o.ClassicBounds[i-1]:
+			return nil, fmt.Errorf("remote write: ClassicBounds: %g after %g: bounds must ascend", b, o.ClassicBounds[i-1])
+		}
+	}
 	eo := expo.Options{Namespace: o.Namespace, Mapper: o.Mapper, Rates: o.Rates,
 		CountersMonotonic: o.CountersMonotonic, OnSkip: o.OnSkip}
 	// A bad namespace is a configuration error: say so now, not per report.
@@ -152,6 +165,7 @@ func New(r *registry.Registry, o Options) (*Reporter, error) {
 	rep.enc.external = slices.Clone(o.Labels)
 	slices.SortFunc(rep.enc.external, func(a, b mapping.Label) int { return cmp.Compare(a.Name, b.Name) })
 	rep.enc.classic = o.ClassicBuckets
+	rep.enc.bounds = slices.Clone(o.ClassicBounds)
 	return rep, nil
 }
 
@@ -199,6 +213,7 @@ func (r *Reporter) Close() error {
 type encoder struct {
 	external []mapping.Label // sorted
 	classic  bool
+	bounds   []float64 // Options.ClassicBounds
 }
 
 func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
@@ -207,6 +222,19 @@ func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
 		f := &fams[i]
 		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
 			Type: metaType(f.Type), MetricFamilyName: f.Name, Help: f.HelpText(), Unit: f.Unit})
+		var les []float64
+		if f.Type == expo.Histogram && e.classic {
+			les = e.bounds
+			if len(les) == 0 {
+				ns := make([]*registry.NativeHistogram, 0, len(f.Samples))
+				for j := range f.Samples {
+					if f.Samples[j].Native != nil {
+						ns = append(ns, f.Samples[j].Native)
+					}
+				}
+				les = DerivedBounds(ns)
+			}
+		}
 		for j := range f.Samples {
 			s := &f.Samples[j]
 			switch f.Type {
@@ -224,7 +252,7 @@ func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
 					Histograms: []prompb.Histogram{nativeHistogram(s.Native, ts)},
 				})
 				if e.classic {
-					req.Timeseries = e.appendClassic(req.Timeseries, f.Name, s, ts)
+					req.Timeseries = e.appendClassic(req.Timeseries, f.Name, s, les, ts)
 				}
 			}
 		}
@@ -299,58 +327,93 @@ func deltas(counts []uint64) []int64 {
 	return out
 }
 
-// ClassicBounds are the upper bounds of the classic buckets written for n
-// (+Inf last), with their cumulative counts: every power of two (at
-// schemas below 0, every boundary of the schema, a power of 2^(2^-schema))
-// from the lowest positive bucket's upper bound to the highest's. Each is a
-// native bucket boundary, so every count is exact: the values <= le, the
-// negative ones and the zero bucket included. No bound at or below zero is
-// written: the native buckets cannot say exactly how many values are <= a
-// negative bound, and the zero bucket holds tiny positive values too.
-func ClassicBounds(n *registry.NativeHistogram) (les []float64, counts []uint64) {
-	below := n.ZeroCount
-	for _, c := range n.NegativeCounts {
-		below += c
-	}
-	// Classic bound k is native boundary k*step (index at n.Schema),
-	// i.e. 2^k at schema >= 0, base^k below it.
-	step := int32(1)
-	base := 2.0
-	if n.Schema > 0 {
-		step = 1 << n.Schema
-	} else {
-		base = math.Exp2(math.Exp2(float64(-n.Schema)))
-	}
-	cum := below
-	first := true
-	k := int32(0)
-	idx := int32(0)
-	ci := 0
-	for _, sp := range n.PositiveSpans {
-		idx += sp.Offset
-		for range sp.Length {
-			// Bucket idx covers (b^(idx-1), b^idx]; it is under the
-			// classic bound ceil(idx/step).
-			kb := ceilDiv(idx, step)
-			if first {
-				k, first = kb, false
-			}
-			for ; k < kb; k++ {
-				les = append(les, math.Pow(base, float64(k)))
-				counts = append(counts, cum)
-			}
-			cum += n.PositiveCounts[ci]
-			ci++
-			idx++
+// DerivedBounds are the classic bounds written for a family whose
+// samples have the native histograms ns when Options.ClassicBounds is
+// empty: every power of two (at schemas below 0, every boundary of the
+// lowest schema, a power of 2^(2^-schema)) from the lowest positive bucket
+// in use by any sample to the highest, as the scrape exposition derives
+// them. Each is a native bucket boundary, so every count is exact.
+func DerivedBounds(ns []*registry.NativeHistogram) []float64 {
+	schema := int32(math.MaxInt32)
+	for _, n := range ns {
+		if len(n.PositiveSpans) > 0 {
+			schema = min(schema, n.Schema)
 		}
 	}
-	if !first {
-		les = append(les, math.Pow(base, float64(k)))
-		counts = append(counts, cum)
+	if schema == math.MaxInt32 {
+		return nil
 	}
-	les = append(les, math.Inf(1))
-	counts = append(counts, n.Count)
-	return les, counts
+	// Classic bound k is base^k: native index k*step at the sample's
+	// schema (step = 2^(schema-lowest)).
+	base := math.Exp2(math.Exp2(float64(-min(schema, 0))))
+	lo, hi := int32(math.MaxInt32), int32(math.MinInt32)
+	for _, n := range ns {
+		if len(n.PositiveSpans) == 0 {
+			continue
+		}
+		step := int32(1) << (n.Schema - min(schema, 0))
+		first := n.PositiveSpans[0].Offset
+		last := first - 1
+		for i, sp := range n.PositiveSpans {
+			if i > 0 {
+				last += sp.Offset
+			}
+			last += int32(sp.Length)
+		}
+		// Bucket i holds (b^(i-1), b^i]: its classic bound is ceil(i/step).
+		lo, hi = min(lo, ceilDiv(first, step)), max(hi, ceilDiv(last, step))
+	}
+	les := make([]float64, 0, hi-lo+1)
+	for k := lo; k <= hi; k++ {
+		les = append(les, math.Pow(base, float64(k)))
+	}
+	return les
+}
+
+// ClassicCounts are n's cumulative counts at the bounds les (ascending,
+// finite), then at +Inf: at each bound, the values of the native buckets
+// that lie wholly at or below it, so a bound inside a native bucket counts
+// that bucket above it, and the zero bucket (|v| <= ZeroThreshold) counts
+// above any bound below ZeroThreshold.
+func ClassicCounts(n *registry.NativeHistogram, les []float64) []uint64 {
+	counts := make([]uint64, len(les)+1)
+	add := func(upper float64, c uint64) {
+		for i, le := range les {
+			if upper <= le {
+				counts[i] += c
+			}
+		}
+	}
+	each(n.NegativeSpans, n.NegativeCounts, func(i int32, c uint64) {
+		add(-bucketBound(i-1, n.Schema), c) // holds [-b^i, -b^(i-1))
+	})
+	add(n.ZeroThreshold, n.ZeroCount)
+	each(n.PositiveSpans, n.PositiveCounts, func(i int32, c uint64) {
+		add(bucketBound(i, n.Schema), c)
+	})
+	counts[len(les)] = n.Count
+	return counts
+}
+
+// bucketBound is b^i at schema s: 2^(i*2^-s), exact at powers of two.
+func bucketBound(i, s int32) float64 {
+	if s <= 0 {
+		return math.Exp2(float64(i) * math.Exp2(float64(-s)))
+	}
+	return math.Exp2(float64(i) / float64(int32(1)<<s))
+}
+
+// each calls f with every bucket's index and count.
+func each(spans []registry.BucketSpan, counts []uint64, f func(i int32, c uint64)) {
+	idx, ci := int32(0), 0
+	for _, sp := range spans {
+		idx += sp.Offset
+		for range sp.Length {
+			f(idx, counts[ci])
+			idx++
+			ci++
+		}
+	}
 }
 
 func ceilDiv(a, b int32) int32 {
@@ -361,13 +424,18 @@ func ceilDiv(a, b int32) int32 {
 	return q
 }
 
-func (e *encoder) appendClassic(ts []prompb.TimeSeries, name string, s *expo.Sample, t int64) []prompb.TimeSeries {
+// appendClassic writes s's classic series at the bounds les.
+func (e *encoder) appendClassic(ts []prompb.TimeSeries, name string, s *expo.Sample, les []float64, t int64) []prompb.TimeSeries {
 	n := s.Native
-	les, counts := ClassicBounds(n)
-	for i, le := range les {
+	counts := ClassicCounts(n, les)
+	for i, c := range counts {
+		le := math.Inf(1)
+		if i < len(les) {
+			le = les[i]
+		}
 		ts = append(ts, prompb.TimeSeries{
 			Labels:  e.labels(name+"_bucket", s.Labels, prompb.Label{Name: "le", Value: formatLe(le)}),
-			Samples: []prompb.Sample{{Value: float64(counts[i]), Timestamp: t}},
+			Samples: []prompb.Sample{{Value: float64(c), Timestamp: t}},
 		})
 	}
 	ts = append(ts,

@@ -187,37 +187,58 @@ func TestNegativeAndZeroBuckets(t *testing.T) {
 func TestClassicBounds(t *testing.T) {
 	reg := registry.New()
 	h := reg.Histogram("h")
-	vals := []float64{-3, 0, 0.3, 0.5, 0.7, 1, 3, 3, 1000}
+	vals := []float64{-3, -1, 0, 0.3, 0.5, 0.7, 1, 3, 3, 1000}
 	for _, v := range vals {
 		h.Update(v)
 	}
 	n := h.Native()
-	les, counts := ClassicBounds(&n)
-	if les[len(les)-1] != math.Inf(1) || counts[len(counts)-1] != uint64(len(vals)) {
-		t.Fatalf("last bucket %v %v", les[len(les)-1], counts[len(counts)-1])
-	}
-	if les[0] != 0.5 || les[len(les)-2] != 1024 {
+	les := DerivedBounds([]*registry.NativeHistogram{&n})
+	if les[0] != 0.5 || les[len(les)-1] != 1024 {
 		t.Errorf("bounds %v, want 0.5 (the lowest positive value's power of two) .. 1024", les)
 	}
-	for i, le := range les {
-		want := uint64(0)
-		for _, v := range vals {
-			if v <= le {
-				want++
-			}
-		}
-		if counts[i] != want {
-			t.Errorf("le=%v: %d, want %d (exact)", le, counts[i], want)
-		}
-		if i > 0 && !math.IsInf(le, 1) && le != 2*les[i-1] {
+	for i := 1; i < len(les); i++ {
+		if les[i] != 2*les[i-1] {
 			t.Errorf("bounds %v: not every power of two", les)
 		}
 	}
-	// At a lowered schema the bounds are that schema's boundaries.
+	// Derived bounds and fixed positive ones on bucket boundaries are
+	// exact.
+	for _, les := range [][]float64{les, {1, 4, 2048}} {
+		counts := ClassicCounts(&n, les)
+		if len(counts) != len(les)+1 || counts[len(les)] != uint64(len(vals)) {
+			t.Fatalf("counts %v for %v", counts, les)
+		}
+		for i, le := range les {
+			want := uint64(0)
+			for _, v := range vals {
+				if v <= le {
+					want++
+				}
+			}
+			if counts[i] != want {
+				t.Errorf("le=%v: %d, want %d (exact)", le, counts[i], want)
+			}
+		}
+	}
+	// A bound inside a native bucket counts that bucket above it; one
+	// below the zero threshold counts the zero bucket above it.
+	if c := ClassicCounts(&n, []float64{0, 2.999}); c[0] != 2 || c[1] != 7 {
+		t.Errorf("le 0, 2.999: %v, want 2 (the negatives) and 7 (3 and 3 above)", c)
+	}
+	// A negative bucket holds [-b^i, -b^(i-1)): le=-1 lies in the one
+	// holding -1, which counts above it.
+	if c := ClassicCounts(&n, []float64{-4, -1}); c[0] != 0 || c[1] != 1 {
+		t.Errorf("le -4, -1: %v, want 0 and 1 (-3; -1's bucket above)", c)
+	}
+	// A family's bounds span every sample; a lowered schema gives that
+	// schema's boundaries.
 	n2 := registry.NativeHistogram{Schema: -1, Count: 3, PositiveSpans: []registry.BucketSpan{{Offset: 1, Length: 2}}, PositiveCounts: []uint64{1, 2}}
-	les, counts = ClassicBounds(&n2)
-	if len(les) != 3 || les[0] != 4 || les[1] != 16 || counts[0] != 1 || counts[1] != 3 {
-		t.Errorf("schema -1: %v %v, want le 4: 1, 16: 3, +Inf: 3", les, counts)
+	les = DerivedBounds([]*registry.NativeHistogram{&n, &n2})
+	if len(les) != 6 || les[0] != 1 || les[1] != 4 || les[5] != 1024 {
+		t.Errorf("family bounds %v, want the powers of 4 from 1 (0.3 is in (0.25, 1]) to 1024", les)
+	}
+	if c := ClassicCounts(&n2, []float64{4, 16}); c[0] != 1 || c[1] != 3 || c[2] != 3 {
+		t.Errorf("schema -1: %v, want le 4: 1, 16: 3, +Inf: 3", c)
 	}
 }
 
@@ -248,6 +269,8 @@ func TestBadOptions(t *testing.T) {
 		{URL: "http://x", Namespace: "bad name"},
 		{URL: "http://x", Labels: []mapping.Label{{Name: "__name__", Value: "x"}}},
 		{URL: "http://x", Labels: []mapping.Label{{Name: "a-b", Value: "x"}}},
+		{URL: "http://x", ClassicBounds: []float64{1, 1}},
+		{URL: "http://x", ClassicBounds: []float64{1, math.Inf(1)}},
 	} {
 		if r, err := New(reg, o); err == nil {
 			r.Close()
