@@ -4,10 +4,14 @@ package tests
 
 import (
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -221,4 +225,47 @@ func TestPushDeadReceiversCostNothing(t *testing.T) {
 	if !strings.Contains(h.stderr(), "push") {
 		t.Errorf("no push failure logged:\n%s", h.stderr())
 	}
+}
+
+// countingReceiver answers 204 to every request and counts them.
+func countingReceiver(t *testing.T) (string, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		n.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &n
+}
+
+// SIGHUP moves the pushers to a new receiver: the old one stops getting
+// requests, the new one gets them, the host keeps its self-metrics.
+func TestPushReloadOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	a, na := countingReceiver(t)
+	b, nb := countingReceiver(t)
+	cfg := filepath.Join(dir, "c.json")
+	writeFile(t, cfg, `{"interval": "50ms", "remote-write-url": "`+a+`/api/v1/write"}`)
+	h := startHost(t, "-config", cfg, "-shm", filepath.Join(dir, "t.shm"), "-http", "127.0.0.1:0")
+	waitFor(t, 20*time.Second, "pushes to the first receiver", func() bool { return na.Load() >= 3 }, h.stderr)
+
+	writeFile(t, cfg, `{"interval": "50ms", "remote-write-url": "`+b+`/api/v1/write", "otlp-url": "`+b+`/v1/metrics"}`)
+	if err := h.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "pushers restarted", func() bool {
+		return strings.Contains(h.stderr(), "SIGHUP: pushers restarted")
+	}, h.stderr)
+	waitFor(t, 20*time.Second, "pushes to the second receiver", func() bool { return nb.Load() >= 6 }, h.stderr)
+	before := na.Load()
+	time.Sleep(300 * time.Millisecond) // six intervals
+	if after := na.Load(); after != before {
+		t.Errorf("the old receiver still got %d requests after the reload", after-before)
+	}
+	h.waitStat("tapes.host.push.otlp.sent.value", func(v float64) bool { return v >= 1 }, "OTLP pusher started by the reload")
+	if !strings.Contains(h.stderr(), "applied=\"otlp-url=") {
+		t.Errorf("reload log lacks the applied push settings:\n%s", h.stderr())
+	}
+	h.stop(syscall.SIGTERM)
 }

@@ -50,6 +50,7 @@ type host struct {
 	pushReps []pushRep // what each of push runs, to restart it on reload
 	pushCtx  context.Context
 	closers  []io.Closer // sinks to close after the last report
+	remote   *remotePush // push.go: remote write and OTLP
 
 	health  *health             // health.go
 	runtime *runtimemetrics.Set // tapes.host.go.*, tapes.host.process.*

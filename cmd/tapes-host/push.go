@@ -111,6 +111,46 @@ func (h *host) pushInstance() string {
 	return name
 }
 
+// remotePush holds the running remote write and OTLP reporters, so that
+// a reload can replace them and shutdown closes whichever run last.
+type remotePush struct {
+	mu     sync.Mutex
+	rw     *remotewrite.Reporter
+	ot     *otlp.Reporter
+	gauges map[string]bool // the queued gauges registered
+}
+
+// take returns the running reporters as one closer and forgets them.
+func (rp *remotePush) take() pushClosers {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	var pc pushClosers
+	if rp.rw != nil {
+		pc = append(pc, rp.rw)
+	}
+	if rp.ot != nil {
+		pc = append(pc, rp.ot)
+	}
+	rp.rw, rp.ot = nil, nil
+	return pc
+}
+
+// Close flushes and stops the running reporters (after their last report).
+func (rp *remotePush) Close() error { return rp.take().Close() }
+
+// queued reads a pusher's queue length; 0 while none runs.
+func (rp *remotePush) queued(name string) float64 {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	switch {
+	case name == "remote_write" && rp.rw != nil:
+		return float64(rp.rw.Stats().Queued)
+	case name == "otlp" && rp.ot != nil:
+		return float64(rp.ot.Stats().Queued)
+	}
+	return 0
+}
+
 // startRemotePush starts the remote write and OTLP reporters the flags
 // ask for, each on the push schedule, with self-metrics under
 // tapes.host.push.<name>: sent, failed, retries, dropped (counters) and
@@ -120,6 +160,11 @@ func (h *host) startRemotePush(ctx context.Context) error {
 	if p.remoteWriteURL == "" && p.otlpURL == "" {
 		return nil
 	}
+	if h.remote == nil {
+		h.remote = &remotePush{gauges: map[string]bool{}}
+		h.closers = append(h.closers, h.remote)
+	}
+	rp := h.remote
 	labels := labelList{{Name: "instance", Value: h.pushInstance()}}
 	for _, l := range p.labels {
 		if l.Name == "instance" {
@@ -130,13 +175,16 @@ func (h *host) startRemotePush(ctx context.Context) error {
 	}
 	po := func(name string) remotewrite.PushOptions {
 		pre := selfPrefix + ".push." + name + "."
+		if !rp.gauges[name] {
+			rp.gauges[name] = true
+			h.reg.Gauge(pre+"queued", func() float64 { return rp.queued(name) })
+		}
 		return remotewrite.PushOptions{Name: name, Timeout: p.timeout, Queue: p.queue, MaxAttempts: p.attempts, Logger: h.log,
 			Metrics: remotewrite.PushMetrics{Sent: h.reg.Counter(pre + "sent"), Failed: h.reg.Counter(pre + "failed"),
 				Retries: h.reg.Counter(pre + "retries"), Dropped: h.reg.Counter(pre + "dropped")}}
 	}
 	// Shutdown waits this long for queued requests; both pushers at once.
 	closeWait := min(p.timeout, 5*time.Second)
-	var closers pushClosers
 	if p.remoteWriteURL != "" {
 		rep, err := remotewrite.New(h.reg, remotewrite.Options{URL: p.remoteWriteURL, Namespace: h.cfg.namespace,
 			ClassicBuckets: p.classic, Labels: labels, Push: po("remote_write"), CloseTimeout: closeWait,
@@ -144,8 +192,9 @@ func (h *host) startRemotePush(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		h.reg.Gauge(selfPrefix+".push.remote_write.queued", func() float64 { return float64(rep.Stats().Queued) })
-		closers = append(closers, rep)
+		rp.mu.Lock()
+		rp.rw = rep
+		rp.mu.Unlock()
 		h.startPushReporter(ctx, rep, "remote_write")
 	}
 	if p.otlpURL != "" {
@@ -161,12 +210,48 @@ func (h *host) startRemotePush(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		h.reg.Gauge(selfPrefix+".push.otlp.queued", func() float64 { return float64(rep.Stats().Queued) })
-		closers = append(closers, rep)
+		rp.mu.Lock()
+		rp.ot = rep
+		rp.mu.Unlock()
 		h.startPushReporter(ctx, rep, "otlp")
 	}
-	h.closers = append(h.closers, closers)
 	return nil
+}
+
+// pushSettings are the reloadable settings that restart the pushers.
+var pushSettings = map[string]bool{"remote-write-url": true, "otlp-url": true, "push-timeout": true,
+	"push-queue": true, "push-attempts": true, "remote-write-classic": true, "push-label": true,
+	"otlp-service-name": true}
+
+// reloadPush replaces the remote write and OTLP reporters with ones for
+// p (validated with the rest of the configuration). The old ones stop
+// reporting now and send what they queued in the background, within
+// their close bound; the new ones report at once.
+func (h *host) reloadPush(p pushFlags) {
+	kept := h.push[:0]
+	keptReps := h.pushReps[:0]
+	for i, s := range h.push {
+		if n := h.pushReps[i].name; n == "remote_write" || n == "otlp" {
+			s.Stop()
+			continue
+		}
+		kept, keptReps = append(kept, s), append(keptReps, h.pushReps[i])
+	}
+	h.push, h.pushReps = kept, keptReps
+	if h.remote != nil {
+		old := h.remote.take()
+		go old.Close()
+	}
+	h.cfg.push = p
+	ctx := h.pushCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := h.startRemotePush(ctx); err != nil {
+		h.log.Error("SIGHUP: pushers not restarted", "err", err)
+		return
+	}
+	h.log.Info("SIGHUP: pushers restarted", "remote_write", p.remoteWriteURL, "otlp", p.otlpURL)
 }
 
 // onPushSkip logs a metric a pusher leaves out, once per name: it is
