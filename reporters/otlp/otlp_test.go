@@ -267,3 +267,25 @@ func BenchmarkEncode1000Timers(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "body-bytes")
 }
+
+func TestMappingLabelsBecomeAttributes(t *testing.T) {
+	m, err := mapping.Parse([]byte("mappings:\n- match: \"fleet.*.latency\"\n  name: \"fleet_latency\"\n  labels:\n    route: \"$1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New()
+	reg.Timer("fleet.index.latency").Update(time.Millisecond)
+	reg.Timer("fleet.search.latency").Update(2 * time.Millisecond)
+	r := newReporter(t, reg, Options{Mapper: m})
+	md, _ := r.Collect(time.Now())
+	h := byName(md)["fleet_latency_seconds"].GetExponentialHistogram()
+	if h == nil || len(h.DataPoints) != 2 {
+		t.Fatalf("%v", byName(md))
+	}
+	for i, route := range []string{"index", "search"} {
+		a := h.DataPoints[i].Attributes
+		if len(a) != 1 || a[0].Key != "route" || a[0].Value.GetStringValue() != route || h.DataPoints[i].Count != 1 {
+			t.Errorf("point %d: %v", i, h.DataPoints[i])
+		}
+	}
+}

@@ -110,3 +110,46 @@ func TestRealPrometheus(t *testing.T) {
 		}
 	}
 }
+
+// TestRealPrometheusMapping: a statsd_exporter-format mapping file turns
+// dotted names into one family with a label, and Prometheus computes the
+// quantile across the labelled series from the native histograms.
+func TestRealPrometheusMapping(t *testing.T) {
+	prom := reportertest.StartRemoteWriteReceiver(t)
+	m, err := mapping.Parse([]byte("mappings:\n- match: \"fleet.*.latency\"\n  name: \"fleet_latency\"\n  labels:\n    route: \"$1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New()
+	var all []float64
+	for r, route := range []string{"index", "search"} {
+		tm := reg.Timer("fleet." + route + ".latency")
+		for i := 1; i <= 500; i++ {
+			d := time.Duration(i*(r+1)) * time.Millisecond // index 1..500ms, search 2..1000ms
+			tm.Update(d)
+			all = append(all, d.Seconds())
+		}
+	}
+	rep := newReporter(t, reg, Options{URL: prom.URL + "/api/v1/write", Mapper: m,
+		Labels: []mapping.Label{{Name: "instance", Value: "h"}}})
+	if err := rep.Report(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); rep.Stats().Sent == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) || rep.Stats().Failed > 0 {
+			t.Fatalf("push: %+v", rep.Stats())
+		}
+	}
+	got := query(t, prom, "histogram_count(fleet_latency_seconds)")
+	if got[`{instance="h",route="index"}`] != 500 || got[`{instance="h",route="search"}`] != 500 || len(got) != 2 {
+		t.Errorf("per route counts %v", got)
+	}
+	// The pooled p99 over both routes, from summed native histograms.
+	sort.Float64s(all)
+	exact := all[int(math.Ceil(0.99*float64(len(all))))-1]
+	q := query(t, prom, "histogram_quantile(0.99, sum(fleet_latency_seconds))")["{}"]
+	if math.Abs(q-exact)/exact > 0.015 {
+		t.Errorf("pooled p99 %v, exact %v: beyond 1.5%%", q, exact)
+	}
+	t.Logf("pooled p99 from Prometheus %v, exact %v", q, exact)
+}
