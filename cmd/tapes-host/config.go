@@ -50,6 +50,7 @@ type config struct {
 	interval     time.Duration
 
 	stream string
+	push   pushFlags // push.go: remote write and OTLP
 
 	plugins        pluginList
 	pluginInterval time.Duration
@@ -149,6 +150,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.statsdAddr, "statsd", "", "push to this StatsD server (host:port, UDP); empty disables")
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
 	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report (reloaded on SIGHUP)")
+	addPushFlags(fs, &c.push)
 	fs.StringVar(&c.stream, "stream", "", "write one JSON document per interval: '-' for stdout or a file path; empty disables")
 	fs.Var(&c.plugins, "plugin", "run a WebAssembly plugin in its own process: path.wasm[=prefix] (repeatable; default prefix plugins.<file name>; prefixes must be distinct, neither under another nor under tapes); self-metrics under tapes.host.plugins.<prefix with _ for .>")
 	fs.DurationVar(&c.pluginInterval, "plugin-interval", 10*time.Second, "how often collector plugins' tapes_collect export is called")
@@ -284,6 +286,9 @@ func (c *config) validate() error {
 		return err
 	}
 	if err := validatePlugins(c.plugins); err != nil {
+		return err
+	}
+	if err := c.push.validate(); err != nil {
 		return err
 	}
 	if c.statsdAddr != "" {
