@@ -31,10 +31,11 @@ type config struct {
 
 	// Prometheus exposition of /metrics (http.go; flags in promflags.go).
 	prom promFlags
-	// mapper names and labels metrics in every labelled output; nil: no
-	// mapping. Set from -mapping FILE (the statsd_exporter-format parser,
-	// branch map15); http.go passes it to the Prometheus options.
-	mapper *mapping.Mapper
+	// mapping is -mapping FILE; mapper (never nil once validated) names
+	// and labels metrics in every labelled output (/metrics, remote write,
+	// OTLP), and a SIGHUP re-reads the file into it (Mapper.Replace).
+	mapping string
+	mapper  *mapping.Mapper
 
 	// HTTP hardening (see httpserver.Options).
 	httpCache             time.Duration
@@ -139,6 +140,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted. With the histogram bucket cap, a histogram or timer holds at most ~80 KiB whatever its values (~200 KiB with 4 contention cells), so this bounds the registry's memory (docs/core.md, Memory)")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
+	fs.StringVar(&c.mapping, "mapping", "", "a prometheus/statsd_exporter mapping file (YAML: glob or regex matches on the dotted names, name, labels with $1 captures, help, action: drop, match_metric_type) that names and labels metrics in /metrics, remote write and OTLP; unmatched names keep their names; re-read on SIGHUP")
 	c.prom.declare(fs)
 	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (and at most -interval; one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpserver.DefaultMaxConns, "most open HTTP connections (also capped at 3/4 of the fd limit); at the cap a new connection closes the longest-waiting idle or slow one")

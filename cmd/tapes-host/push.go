@@ -187,6 +187,7 @@ func (h *host) startRemotePush(ctx context.Context) error {
 	closeWait := min(p.timeout, 5*time.Second)
 	if p.remoteWriteURL != "" {
 		rep, err := remotewrite.New(h.reg, remotewrite.Options{URL: p.remoteWriteURL, Namespace: h.cfg.namespace,
+			Mapper: h.cfg.mapper, CountersMonotonic: h.cfg.prom.counters == "counter", Rates: h.cfg.prom.rates,
 			ClassicBuckets: p.classic, Labels: labels, Push: po("remote_write"), CloseTimeout: closeWait,
 			OnSkip: h.onPushSkip("remote_write")})
 		if err != nil {
@@ -206,6 +207,7 @@ func (h *host) startRemotePush(ctx context.Context) error {
 			res = append(res, l)
 		}
 		rep, err := otlp.New(h.reg, otlp.Options{URL: p.otlpURL, Namespace: h.cfg.namespace, ServiceName: p.service,
+			Mapper: h.cfg.mapper, CountersMonotonic: h.cfg.prom.counters == "counter", Rates: h.cfg.prom.rates,
 			Resource: res, Push: po("otlp"), CloseTimeout: closeWait, OnSkip: h.onPushSkip("otlp")})
 		if err != nil {
 			return err

@@ -18,7 +18,7 @@ import (
 // change to those is logged as needing a restart. Plugins can be swapped:
 // each is a process recording through its own slot, so stopping them all
 // and starting the new set loses nothing they committed.
-var reloadable = map[string]bool{"log-level": true, "interval": true,
+var reloadable = map[string]bool{"log-level": true, "interval": true, "mapping": true,
 	"plugin": true, "plugin-interval": true, "plugin-timeout": true, "plugin-memory": true, "wasm-cache": true,
 	// push.go's pushSettings:
 	"remote-write-url": true, "otlp-url": true, "push-timeout": true, "push-queue": true, "push-attempts": true,
@@ -69,6 +69,15 @@ func (rl *reloader) reload() {
 		}
 		applied = append(applied, f.Name+"="+f.Value.String())
 	})
+	// The mapping file is re-read even under an unchanged path: editing it
+	// and sending SIGHUP is how statsd_exporter users reload theirs. parse
+	// loaded it (a file that no longer parses refused the whole reload).
+	if ncfg.mapping != "" || rl.cfg.mapping != ncfg.mapping {
+		rl.cfg.mapper.Replace(ncfg.mapper)
+		if rl.cfg.mapping == ncfg.mapping {
+			applied = append(applied, "mapping="+ncfg.mapping+" (re-read)")
+		}
+	}
 	restartPlugins, restartPush := false, false
 	for _, a := range applied {
 		switch name, _, _ := strings.Cut(a, "="); name {
