@@ -4,11 +4,10 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
-	"github.com/tapes-go/tapes/tests/internal/fleetdata"
+	"github.com/tapes-go/tapes/internal/fleetdata"
 )
 
 // TestFleetQuantilesInPrometheus is the fleet of docs/fleet.md: three
@@ -20,7 +19,7 @@ import (
 // (schema 6 buckets are 1.09% wide).
 func TestFleetQuantilesInPrometheus(t *testing.T) {
 	const hosts, workersPerHost, n = 3, 2, 20000
-	mapping := filepath.Join("testdata", "fleet-mapping.yml")
+	mapping := filepath.Join("..", "examples", "fleet", "mapping.yml")
 	var targets []string
 	pooled := map[string][]time.Duration{}
 	seed := uint64(1)
@@ -42,13 +41,7 @@ func TestFleetQuantilesInPrometheus(t *testing.T) {
 	}
 
 	p := startNativePrometheus(t, targets...)
-	routes := slices.Sorted(func(yield func(string) bool) {
-		for r := range fleetdata.Routes {
-			if !yield(r) {
-				return
-			}
-		}
-	})
+	routes := fleetdata.SortedRoutes()
 	// Every host's histograms must be in before the quantiles mean anything.
 	p.WaitFor(`sum by (route) (histogram_count(fleet_latency_seconds))`, 60*time.Second, func(s []promSample) bool {
 		if len(s) != len(routes) {

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/fleetdata"
 	"github.com/tapes-go/tapes/shm"
-	"github.com/tapes-go/tapes/tests/internal/fleetdata"
 )
 
 func main() {

@@ -19,6 +19,16 @@ var Routes = map[string]time.Duration{
 	"search": 120 * time.Millisecond,
 }
 
+// SortedRoutes are the names of Routes in order.
+func SortedRoutes() []string {
+	rs := make([]string, 0, len(Routes))
+	for r := range Routes {
+		rs = append(rs, r)
+	}
+	slices.Sort(rs)
+	return rs
+}
+
 // Values returns the n latencies that the worker with seed records for
 // route. Different seeds (hosts) scale the median differently, so that the
 // fleet's quantiles are not any one host's.
