@@ -31,7 +31,8 @@ var rateSuffixes = [...]string{"_m1_rate", "_m5_rate", "_m15_rate", "_mean_rate"
 
 // Collect appends r's families to dst[:0] in name order and returns it.
 // It fails only when o.Namespace is invalid; a metric that cannot be
-// written is left out whole and reported to o.OnSkip.
+// written is left out whole and reported to o.OnSkip. A Collector does the
+// same reusing its memory from call to call.
 //
 // Names: without a mapping, the namespace, '_', and the registry name with
 // '.' and '-' turned into '_' and camelCase into snake_case; with one, the
@@ -39,15 +40,77 @@ var rateSuffixes = [...]string{"_m1_rate", "_m5_rate", "_m15_rate", "_mean_rate"
 // name already ends in it: "_total" for Counter families, "_seconds" for
 // timers. Histogram families reserve name_sum, name_count and name_bucket.
 func Collect(r *registry.Registry, o Options, dst []Family) ([]Family, error) {
+	c := Collector{fams: dst[:0]}
+	return c.Collect(r, o)
+}
+
+// Collector collects families like Collect, keeping its memory for the
+// next call: a scrape loop that keeps one allocates little more than the
+// families' names. What a call returns (families, samples and the
+// snapshots and buckets they point to) is valid until the next call.
+// A Collector is not safe for concurrent use.
+type Collector struct {
+	o       Options
+	ns      string
+	fams    []Family
+	info    []famInfo
+	idx     map[string]int32  // family name -> index in fams
+	names   map[string]string // the last calls' family names, reused
+	flat    []flatSample      // samples in registry order
+	samples []Sample          // the same, grouped by family
+	snaps   []registry.HistogramSnapshot
+	nats    []registry.NativeHistogram
+	buf     []byte
+}
+
+type famInfo struct {
+	n         int32             // samples so far
+	unlabeled string            // the source of the unlabeled sample, if any
+	labelled  map[string]string // label string -> source, for labelled samples
+}
+
+type flatSample struct {
+	fam int32
+	s   Sample
+}
+
+// Collect is the package's Collect on c's memory.
+func (c *Collector) Collect(r *registry.Registry, o Options) ([]Family, error) {
 	ns, err := namespace(o.Namespace)
 	if err != nil {
-		return dst[:0], err
+		return c.fams[:0], err
 	}
-	c := collector{o: o, ns: ns, fams: dst[:0], idx: map[string]int{}, owner: map[string]string{}}
+	c.o, c.ns = o, ns
+	if c.names == nil || len(c.names) > 2*len(c.fams)+1024 {
+		c.names = map[string]string{} // forget the names of removed metrics
+	}
+	c.fams, c.info, c.flat, c.snaps, c.nats = c.fams[:0], c.info[:0], c.flat[:0], c.snaps[:0], c.nats[:0]
+	if c.idx == nil {
+		c.idx = map[string]int32{}
+	}
+	clear(c.idx)
 	r.Each(c.metric)
+
+	// Group the samples by family, in registry order within each.
+	starts := make([]int32, len(c.fams)+1)
+	for _, f := range c.flat {
+		starts[f.fam+1]++
+	}
+	for i := 1; i < len(starts); i++ {
+		starts[i] += starts[i-1]
+	}
+	c.samples = slices.Grow(c.samples[:0], len(c.flat))[:len(c.flat)]
+	next := slices.Clone(starts[:len(c.fams)])
+	for _, f := range c.flat {
+		c.samples[next[f.fam]] = f.s
+		next[f.fam]++
+	}
 	for i := range c.fams {
-		f := &c.fams[i]
-		slices.SortStableFunc(f.Samples, func(a, b Sample) int { return compareLabels(a.Labels, b.Labels) })
+		ss := c.samples[starts[i]:starts[i+1]:starts[i+1]]
+		if len(ss) > 1 {
+			slices.SortStableFunc(ss, func(a, b Sample) int { return compareLabels(a.Labels, b.Labels) })
+		}
+		c.fams[i].Samples = ss
 	}
 	slices.SortFunc(c.fams, func(a, b Family) int { return cmp.Compare(a.Name, b.Name) })
 	return c.fams, nil
@@ -72,26 +135,44 @@ func namespace(ns string) (string, error) {
 	return b + "_", nil
 }
 
-type collector struct {
-	o    Options
-	ns   string
-	fams []Family
-	idx  map[string]int // family name -> index in fams
-	// owner: every output name a family reserves (its own, and a
-	// histogram's _sum/_count/_bucket) -> the family that reserves it.
-	owner map[string]string
-}
-
-func (c *collector) skip(name string, err error) {
+func (c *Collector) skip(name string, err error) {
 	if c.o.OnSkip != nil {
 		c.o.OnSkip(name, err)
 	}
 }
 
-func (c *collector) metric(name string, m registry.Metric) {
+// Default help tails, after the registry name: constant, so that families
+// without a help text from the mapping cost no allocation for it.
+var (
+	kindTail = [...]string{
+		registry.KindCounter:   " (counter)",
+		registry.KindGauge:     " (gauge)",
+		registry.KindMeter:     " (meter): events marked",
+		registry.KindTimer:     " (timer): durations in seconds",
+		registry.KindHistogram: " (histogram)",
+	}
+	rateTail = [2][4]string{
+		{" (meter), 1-minute rate, events/s", " (meter), 5-minute rate, events/s", " (meter), 15-minute rate, events/s", " (meter), mean rate since start, events/s"},
+		{" (timer), 1-minute rate, events/s", " (timer), 5-minute rate, events/s", " (timer), 15-minute rate, events/s", " (timer), mean rate since start, events/s"},
+	}
+	rateHelp = [...]string{", 1-minute rate, events/s", ", 5-minute rate, events/s", ", 15-minute rate, events/s", ", mean rate since start, events/s"}
+)
+
+// part is one family a metric writes; its name is buf[off:end].
+type part struct {
+	off, end int
+	unit     string
+	help     string // the user's, or ""
+	tail     string // the default help's tail
+	typ      Type
+	s        Sample
+}
+
+func (c *Collector) metric(name string, m registry.Metric) {
 	kind := m.Kind()
 	path, worker := splitWorker(name)
-	base, labels, help, err := c.base(path, kind)
+	c.buf = c.buf[:0]
+	stem, labels, help, err := c.base(path, kind)
 	if err != nil {
 		if !errors.Is(err, errDropped) {
 			c.skip(name, err)
@@ -105,41 +186,33 @@ func (c *collector) metric(name string, m registry.Metric) {
 		}
 		labels = insertLabel(labels, mapping.Label{Name: WorkerLabel, Value: worker})
 	}
-	// A help text from the mapping is the user's and is used as is; the
-	// default one says where the family comes from.
-	mine := help == ""
-	if mine {
-		help = path + " (" + kind.String() + ")"
-	}
-	more := func(s string) string {
-		if mine {
-			return help + s
-		}
-		return help
-	}
 
 	// Plan every family the metric writes before adding any, so that it is
-	// written whole or not at all.
-	type part struct {
-		name, unit, help string
-		typ              Type
-		s                Sample
-	}
+	// written whole or not at all. c.buf[:stem] is the name stem.
 	var parts [1 + len(rateSuffixes)]part
 	n := 0
-	add := func(name, unit, help string, typ Type, s Sample) {
-		parts[n] = part{name, unit, help, typ, s}
+	add := func(trim, sfx, unit, tail string, typ Type, s Sample) {
+		off := len(c.buf)
+		b := c.buf[:stem]
+		if trim != "" && len(b) > len(trim) && string(b[len(b)-len(trim):]) == trim {
+			b = b[:len(b)-len(trim)]
+		}
+		c.buf = append(append(c.buf, b...), sfx...)
+		parts[n] = part{off: off, end: len(c.buf), unit: unit, help: help, tail: tail, typ: typ, s: s}
 		n++
 	}
 	src := Sample{Labels: labels, Source: name}
-	rates := func(stem string, s registry.MeterSnapshot) {
+	rates := func(trim string, timer int, s registry.MeterSnapshot) {
 		if !c.o.Rates {
 			return
 		}
 		for i, v := range [...]float64{s.M1, s.M5, s.M15, s.MeanRate} {
 			rs := src
 			rs.Value = v
-			add(stem+rateSuffixes[i], "", help+", "+rateHelp[i], Gauge, rs)
+			add(trim, rateSuffixes[i], "", rateTail[timer][i], Gauge, rs)
+			if help != "" {
+				parts[n-1].help = help + rateHelp[i]
+			}
 		}
 	}
 	switch m := m.(type) {
@@ -147,93 +220,122 @@ func (c *collector) metric(name string, m registry.Metric) {
 		s := src
 		s.Value = float64(m.Value())
 		if c.o.CountersMonotonic {
-			add(withSuffix(base, "_total"), "", help, Counter, s)
+			add("_total", "_total", "", kindTail[kind], Counter, s)
 		} else {
-			add(base, "", help, Gauge, s)
+			add("", "", "", kindTail[kind], Gauge, s)
 		}
 	case *registry.Gauge:
 		s := src
 		s.Value = m.Value()
-		add(base, "", help, Gauge, s)
+		add("", "", "", kindTail[kind], Gauge, s)
 	case *registry.Meter:
 		ms := m.Snapshot()
 		s := src
 		s.Value = float64(ms.Count)
-		stem := strings.TrimSuffix(base, "_total")
-		add(stem+"_total", "", more(": events marked"), Counter, s)
-		rates(stem, ms)
+		add("_total", "_total", "", kindTail[kind], Counter, s)
+		rates("_total", 0, ms)
 	case *registry.Histogram:
 		s := src
-		snap := m.Snapshot()
-		s.Snapshot, s.Native = &snap, c.native(m)
-		add(base, "", help, Histogram, s)
+		c.snaps = append(c.snaps, m.Snapshot())
+		s.Snapshot, s.Native = &c.snaps[len(c.snaps)-1], c.native(m)
+		add("", "", "", kindTail[kind], Histogram, s)
 	case *registry.Timer:
 		s := src
-		snap := m.Snapshot()
-		s.Snapshot, s.Native = &snap.HistogramSnapshot, c.native(m.Histogram())
-		stem := strings.TrimSuffix(base, "_seconds")
-		add(stem+"_seconds", "seconds", more(": durations in seconds"), Histogram, s)
-		rates(stem, snap.Rates)
+		ts := m.Snapshot()
+		c.snaps = append(c.snaps, ts.HistogramSnapshot)
+		s.Snapshot, s.Native = &c.snaps[len(c.snaps)-1], c.native(m.Histogram())
+		add("_seconds", "_seconds", "seconds", kindTail[kind], Histogram, s)
+		rates("_seconds", 1, ts.Rates)
 	default:
 		c.skip(name, fmt.Errorf("%w: unknown kind %v", ErrUnexpressible, kind))
 		return
 	}
 
 	for _, p := range parts[:n] {
-		if err := c.check(p.name, p.typ, labels); err != nil {
+		if err := c.check(c.buf[p.off:p.end], p.typ, labels); err != nil {
 			c.skip(name, err)
 			return
 		}
 	}
 	for _, p := range parts[:n] {
-		i, ok := c.idx[p.name]
+		fname := c.buf[p.off:p.end]
+		i, ok := c.idx[string(fname)]
 		if !ok {
-			i = len(c.fams)
-			c.idx[p.name] = i
-			c.fams = append(c.fams, Family{Name: p.name, Unit: p.unit, Help: p.help, Type: p.typ})
-			for _, o := range outputs(p.name, p.typ) {
-				c.owner[o] = p.name
+			i = int32(len(c.fams))
+			fn, seen := c.names[string(fname)]
+			if !seen {
+				fn = string(fname)
+				c.names[fn] = fn
 			}
+			f := Family{Name: fn, Unit: p.unit, Help: p.help, Type: p.typ, src: path, tail: p.tail}
+			c.idx[f.Name] = i
+			c.fams = append(c.fams, f)
+			c.info = append(c.info, famInfo{})
 		}
-		c.fams[i].Samples = append(c.fams[i].Samples, p.s)
+		in := &c.info[i]
+		in.n++
+		if len(labels) == 0 {
+			in.unlabeled = name
+		} else {
+			if in.labelled == nil {
+				in.labelled = map[string]string{}
+			}
+			in.labelled[labelString(labels)] = name
+		}
+		c.flat = append(c.flat, flatSample{fam: i, s: p.s})
 	}
 }
 
-func (c *collector) native(h *registry.Histogram) *registry.NativeHistogram {
+func (c *Collector) native(h *registry.Histogram) *registry.NativeHistogram {
 	if c.o.SkipNative {
 		return nil
 	}
-	n := h.Native()
-	return &n
-}
-
-var rateHelp = [...]string{"1-minute rate, events/s", "5-minute rate, events/s", "15-minute rate, events/s", "mean rate since start, events/s"}
-
-// outputs are the names a family's samples use in the text formats.
-func outputs(name string, t Type) []string {
-	if t == Histogram {
-		return []string{name, name + "_sum", name + "_count", name + "_bucket"}
+	if len(c.nats) < cap(c.nats) {
+		c.nats = c.nats[:len(c.nats)+1] // reuse the last call's bucket slices
+	} else {
+		c.nats = append(c.nats, registry.NativeHistogram{})
 	}
-	return []string{name}
+	n := &c.nats[len(c.nats)-1]
+	h.NativeInto(n)
+	return n
 }
+
+// Suffixes of the series a histogram family writes besides its own name.
+var histogramOutputs = [...]string{"_sum", "_count", "_bucket"}
 
 // check reports why a sample with labels cannot join family name of type t.
-func (c *collector) check(name string, t Type, labels []mapping.Label) error {
-	if i, ok := c.idx[name]; ok {
-		f := &c.fams[i]
+func (c *Collector) check(name []byte, t Type, labels []mapping.Label) error {
+	if i, ok := c.idx[string(name)]; ok {
+		f, in := &c.fams[i], &c.info[i]
 		if f.Type != t {
-			return fmt.Errorf("%w: %s is already a %s family (from %q)", ErrCollision, name, typeName(f.Type), f.Samples[0].Source)
+			return fmt.Errorf("%w: %s is already a %s family (from %q)", ErrCollision, name, typeName(f.Type), f.src)
 		}
-		for _, s := range f.Samples {
-			if compareLabels(s.Labels, labels) == 0 {
-				return fmt.Errorf("%w: %s%s is already written for %q", ErrCollision, name, labelString(labels), s.Source)
+		if len(labels) == 0 && in.unlabeled != "" {
+			return fmt.Errorf("%w: %s is already written for %q", ErrCollision, name, in.unlabeled)
+		}
+		if len(labels) > 0 {
+			ls := labelString(labels)
+			if src, dup := in.labelled[ls]; dup {
+				return fmt.Errorf("%w: %s%s is already written for %q", ErrCollision, name, ls, src)
 			}
 		}
 		return nil
 	}
-	for _, o := range outputs(name, t) {
-		if other, ok := c.owner[o]; ok {
-			return fmt.Errorf("%w: %s is already written by family %s", ErrCollision, o, other)
+	// A new family: none of its series may be another family's.
+	for _, sfx := range histogramOutputs {
+		if len(name) > len(sfx) && string(name[len(name)-len(sfx):]) == sfx {
+			if i, ok := c.idx[string(name[:len(name)-len(sfx)])]; ok && c.fams[i].Type == Histogram {
+				return fmt.Errorf("%w: %s is a series of histogram family %s", ErrCollision, name, c.fams[i].Name)
+			}
+		}
+		if t == Histogram {
+			k := len(c.buf)
+			c.buf = append(append(c.buf, name...), sfx...)
+			_, ok := c.idx[string(c.buf[k:])]
+			c.buf = c.buf[:k]
+			if ok {
+				return fmt.Errorf("%w: %s%s is already a family of its own", ErrCollision, name, sfx)
+			}
 		}
 	}
 	return nil
@@ -241,27 +343,30 @@ func (c *collector) check(name string, t Type, labels []mapping.Label) error {
 
 var errDropped = errors.New("dropped by the mapping")
 
-// base is the family name stem of a registry path, its labels and help.
-func (c *collector) base(path string, kind wire.Kind) (string, []mapping.Label, string, error) {
+// base appends the family name stem of a registry path to c.buf (empty on
+// entry) and returns its length, the labels and the mapping's help.
+func (c *Collector) base(path string, kind wire.Kind) (int, []mapping.Label, string, error) {
+	c.buf = append(c.buf, c.ns...)
 	if res, ok := c.o.Mapper.Map(path, kind); ok {
 		if res.Drop {
-			return "", nil, "", errDropped
+			return 0, nil, "", errDropped
 		}
 		if !ValidMetricName(res.Name) {
-			return "", nil, "", fmt.Errorf("%w: the mapping gives %q", ErrUnexpressible, res.Name)
+			return 0, nil, "", fmt.Errorf("%w: the mapping gives %q", ErrUnexpressible, res.Name)
 		}
 		for _, l := range res.Labels {
 			if !ValidLabelName(l.Name) || l.Name == "le" || l.Name == "quantile" {
-				return "", nil, "", fmt.Errorf("%w: the mapping gives label name %q", ErrUnexpressible, l.Name)
+				return 0, nil, "", fmt.Errorf("%w: the mapping gives label name %q", ErrUnexpressible, l.Name)
 			}
 		}
-		return c.ns + res.Name, res.Labels, res.Help, nil
+		c.buf = append(c.buf, res.Name...)
+		return len(c.buf), res.Labels, res.Help, nil
 	}
-	b := string(AppendSnake(nil, path))
-	if c.ns == "" && !validStart(b) {
-		return "", nil, "", fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, path)
+	c.buf = AppendSnake(c.buf, path)
+	if c.ns == "" && !validStart(string(c.buf)) {
+		return 0, nil, "", fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, path)
 	}
-	return c.ns + b, nil, "", nil
+	return len(c.buf), nil, "", nil
 }
 
 // splitWorker splits "name.pid-123" into "name" and "123".
@@ -275,13 +380,6 @@ func splitWorker(name string) (string, string) {
 		return name, ""
 	}
 	return name[:i], pid
-}
-
-func withSuffix(name, sfx string) string {
-	if strings.HasSuffix(name, sfx) {
-		return name
-	}
-	return name + sfx
 }
 
 func insertLabel(ls []mapping.Label, l mapping.Label) []mapping.Label {

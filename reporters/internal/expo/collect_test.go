@@ -66,6 +66,24 @@ app_tapes_host_shm_dropped_total gauge  1
 		t.Errorf("skips: %v", skips)
 	}
 
+	fams, _ := Collect(r, Options{Rates: true}, nil)
+	help := map[string]string{}
+	for i := range fams {
+		help[fams[i].Name] = fams[i].HelpText()
+	}
+	for name, want := range map[string]string{
+		"rpc_latency_seconds":   "rpc.latency_seconds (timer): durations in seconds",
+		"rpc_latency_m5_rate":   "rpc.latency_seconds (timer), 5-minute rate, events/s",
+		"http_requests_total":   "http.requests (meter): events marked",
+		"http_requests_m1_rate": "http.requests (meter), 1-minute rate, events/s",
+		"jobs_active":           "jobs.active (counter)",
+		"size":                  "size (histogram)",
+	} {
+		if help[name] != want {
+			t.Errorf("help of %s = %q, want %q", name, help[name], want)
+		}
+	}
+
 	got, _ = collect(t, r, Options{CountersMonotonic: true, SkipNative: true})
 	for _, line := range []string{"jobs_active_total counter  3\n", "tapes_host_shm_dropped_total counter  1\n", "size histogram  n=1 native=false\n"} {
 		if !strings.Contains(got, line) {

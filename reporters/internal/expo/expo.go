@@ -48,10 +48,31 @@ type Family struct {
 	Name string
 	// Unit is "seconds" for timers, "" otherwise.
 	Unit string
+	// Help is the help text the mapping gives, or "": see HelpText.
 	Help string
 	Type Type
 	// Samples are sorted by labels; no two have the same labels.
 	Samples []Sample
+
+	src  string // the registry name (without a worker suffix) that created the family
+	tail string // the default help text after src
+}
+
+// HelpText is the family's help: the mapping's, or one naming the registry
+// metric it comes from and its kind.
+func (f *Family) HelpText() string {
+	if f.Help != "" {
+		return f.Help
+	}
+	return f.src + f.tail
+}
+
+// AppendHelp appends HelpText to dst without building it as a string.
+func (f *Family) AppendHelp(dst []byte) []byte {
+	if f.Help != "" {
+		return append(dst, f.Help...)
+	}
+	return append(append(dst, f.src...), f.tail...)
 }
 
 // Options decides what Collect makes of a registry.
