@@ -38,7 +38,7 @@ seed=1
 for i in 1 2 3; do
 	port=$((base + i))
 	"$tmp/tapes-host" -shm "$tmp/h$i.shm" -http "127.0.0.1:$port" -ring 65536 \
-		-mapping examples/fleet/mapping.yml -log-level warn &
+		-mapping examples/fleet/mapping.yml -log-level warn >"$tmp/h$i.log" 2>&1 &
 	pids+=($!)
 	wait_http "http://127.0.0.1:$port/readyz"
 	for _ in 1 2; do
