@@ -5,6 +5,7 @@ import (
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/reporters/internal/expo"
+	"github.com/tapes-go/tapes/reporters/mapping"
 )
 
 // upperBound is the upper bound of native bucket i at schema s:
@@ -19,11 +20,28 @@ func upperBound(i, s int32) float64 {
 	return math.Exp2(float64(i) / float64(int32(1)<<s))
 }
 
-// familyBounds returns the classic bounds of a family: o.ClassicBounds, or
+// classic reports whether a histogram family gets classic buckets: its
+// mapping's observer_type decides for the families it names, the options
+// for the rest.
+func classic(f *expo.Family, o *Options) bool {
+	switch f.Observer {
+	case mapping.ObserverHistogram:
+		return true
+	case mapping.ObserverSummary:
+		return false
+	}
+	return o.ClassicBuckets
+}
+
+// familyBounds returns the classic bounds of a family: the mapping's
+// buckets (histogram_options), o.ClassicBounds, or
 // the powers of two from the lowest to the highest positive bucket any of
 // its samples uses (at schema >= 0 each is a native bucket boundary, so the
 // counts below them are exact).
 func (st *state) familyBounds(f *expo.Family, o *Options) []float64 {
+	if f.Observer == mapping.ObserverHistogram && len(f.Buckets) > 0 {
+		return f.Buckets
+	}
 	if o.ClassicBounds != nil {
 		return o.ClassicBounds
 	}

@@ -527,3 +527,83 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// A mapping's observer_type decides, per family, what the outputs that
+// write either give: classic buckets at its histogram_options.buckets, or a
+// summary of its summary_options.quantiles; other families follow Options.
+func TestMappingObserverOptions(t *testing.T) {
+	m, err := mapping.Parse([]byte(`mappings:
+  - match: "api.*.latency"
+    name: "api_latency"
+    observer_type: histogram
+    histogram_options:
+      buckets: [0.01, 0.1, 1]
+    labels:
+      route: "$1"
+  - match: "db.*.latency"
+    name: "db_latency"
+    observer_type: summary
+    summary_options:
+      quantiles:
+        - quantile: 0.9
+          error: 0.01
+    labels:
+      table: "$1"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := registry.New()
+	for i := 1; i <= 100; i++ {
+		r.Timer("api.index.latency").Update(time.Duration(i) * 10 * time.Millisecond) // 0.01 .. 1 s
+		r.Timer("db.users.latency").Update(time.Duration(i) * time.Millisecond)
+		r.Timer("plain.latency").Update(time.Duration(i) * time.Millisecond)
+	}
+	o := Options{Mapper: m, OnSkip: func(n string, err error) { t.Errorf("skipped %s: %v", n, err) }}
+	text := string(encode(t, r, FormatText, o))
+	for _, want := range []string{
+		"# TYPE api_latency_seconds histogram\n",
+		// A bound inside a native bucket counts that bucket above it
+		// (package doc): 0.01 and 0.1 s are, 1 s is a bucket boundary.
+		`api_latency_seconds_bucket{route="index",le="0.01"} 0` + "\n",
+		`api_latency_seconds_bucket{route="index",le="0.1"} 9` + "\n",
+		`api_latency_seconds_bucket{route="index",le="1"} 100` + "\n",
+		`api_latency_seconds_bucket{route="index",le="+Inf"} 100` + "\n",
+		"# TYPE db_latency_seconds summary\n",
+		`db_latency_seconds{table="users",quantile="0.9"} 0.0898`, // 90 ms, within 0.54%
+		"# TYPE plain_latency_seconds summary\n",
+		`plain_latency_seconds{quantile="0.99"}`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, `db_latency_seconds{table="users",quantile="0.5"}`) {
+		t.Errorf("the summary writes quantiles the mapping did not ask for:\n%s", text)
+	}
+	_, promtool := testenv.Prometheus(t)
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool: %v\n%s", err, msg)
+	}
+
+	// Protobuf: native buckets for all, and the mapping's classic ones
+	// beside them for api_latency only.
+	fams := decode(t, encode(t, r, FormatProtobuf, o), FormatProtobuf)
+	api := fams["api_latency_seconds"].GetMetric()[0].GetHistogram()
+	if got := len(api.GetBucket()); got != 3 || api.GetSchema() != 6 {
+		t.Errorf("api_latency_seconds: %d classic buckets, schema %d; want 3 beside the native ones", got, api.GetSchema())
+	}
+	if got := len(fams["plain_latency_seconds"].GetMetric()[0].GetHistogram().GetBucket()); got != 0 {
+		t.Errorf("plain_latency_seconds: %d classic buckets without asking", got)
+	}
+	// OpenMetrics follows the mapping like the text format.
+	om := decode(t, encode(t, r, FormatOpenMetrics, o), FormatOpenMetrics)
+	if om["api_latency_seconds"].GetType() != dto.MetricType_HISTOGRAM || om["db_latency_seconds"].GetType() != dto.MetricType_SUMMARY {
+		t.Errorf("OpenMetrics types: api %v db %v", om["api_latency_seconds"].GetType(), om["db_latency_seconds"].GetType())
+	}
+	if qs := om["db_latency_seconds"].GetMetric()[0].GetSummary().GetQuantile(); len(qs) != 1 || qs[0].GetQuantile() != 0.9 {
+		t.Errorf("OpenMetrics db quantiles: %v", qs)
+	}
+}

@@ -122,13 +122,13 @@ func (st *state) dtoFamily(f *expo.Family, o *Options, native bool) *dto.MetricF
 		typ = dto.MetricType_COUNTER
 	case expo.Histogram:
 		typ = dto.MetricType_HISTOGRAM
-		if !native && !o.ClassicBuckets {
+		if !native && !classic(f, o) {
 			typ = dto.MetricType_SUMMARY
 		}
 	}
 	mf.Type = typ.Enum()
 	var bounds []float64
-	if f.Type == expo.Histogram && o.ClassicBuckets {
+	if f.Type == expo.Histogram && classic(f, o) {
 		bounds = st.familyBounds(f, o)
 	}
 	mets := take(&a.mets, len(f.Samples))
@@ -143,9 +143,9 @@ func (st *state) dtoFamily(f *expo.Family, o *Options, native bool) *dto.MetricF
 		case dto.MetricType_GAUGE:
 			m.Gauge = &dto.Gauge{Value: a.float64(s.Value)}
 		case dto.MetricType_SUMMARY:
-			m.Summary = a.summary(s.Snapshot)
+			m.Summary = a.summary(s.Snapshot, f.Quantiles, s.Quantiles)
 		case dto.MetricType_HISTOGRAM:
-			m.Histogram = st.dtoHistogram(s.Native, bounds, native, o.ClassicBuckets)
+			m.Histogram = st.dtoHistogram(s.Native, bounds, native, classic(f, o))
 		}
 		mf.Metric[i] = m
 	}
@@ -165,11 +165,16 @@ func (a *arena) labels(ls []mapping.Label) []*dto.LabelPair {
 	return out
 }
 
-func (a *arena) summary(s *registry.HistogramSnapshot) *dto.Summary {
-	q := take(&a.qptrs, len(registry.Quantiles))
-	qs := take(&a.qs, len(registry.Quantiles))
-	for i, at := range registry.Quantiles {
-		v := s.Quantiles[i]
+// summary converts a window's quantiles: the registry's own, or at (with
+// their values vals) when the family's mapping names its quantiles.
+func (a *arena) summary(s *registry.HistogramSnapshot, at, vals []float64) *dto.Summary {
+	if at == nil {
+		at, vals = registry.Quantiles[:], s.Quantiles[:]
+	}
+	q := take(&a.qptrs, len(at))
+	qs := take(&a.qs, len(at))
+	for i, at := range at {
+		v := vals[i]
 		if s.WindowCount == 0 {
 			v = math.NaN()
 		}

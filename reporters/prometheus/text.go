@@ -42,7 +42,7 @@ func (st *state) writeText(w io.Writer, o *Options) error {
 
 func (st *state) family(f *expo.Family, o *Options) {
 	typ := f.Type.String()
-	if f.Type == expo.Histogram && !o.ClassicBuckets {
+	if f.Type == expo.Histogram && !classic(f, o) {
 		typ = "summary"
 	}
 	b := append(st.buf, "# HELP "...)
@@ -72,7 +72,7 @@ func (st *state) family(f *expo.Family, o *Options) {
 		}
 		return
 	}
-	if o.ClassicBuckets {
+	if classic(f, o) {
 		st.classicFamily(f, o)
 		return
 	}
@@ -80,13 +80,21 @@ func (st *state) family(f *expo.Family, o *Options) {
 		s := &f.Samples[i]
 		snap := s.Snapshot
 		b = st.buf
-		for q, l := range quantileValues {
-			v := snap.Quantiles[q]
+		qs, vs := quantileValues[:], snap.Quantiles[:]
+		if f.Quantiles != nil { // the mapping's summary_options
+			qs, vs = nil, s.Quantiles
+		}
+		for q, v := range vs {
 			if snap.WindowCount == 0 {
 				v = math.NaN()
 			}
 			b = append(b, f.Name...)
-			b = appendLabels(b, s.Labels, "quantile", l)
+			if qs != nil {
+				b = appendLabels(b, s.Labels, "quantile", qs[q])
+			} else {
+				st.le = strconv.AppendFloat(st.le[:0], f.Quantiles[q], 'g', -1, 64)
+				b = appendLabels(b, s.Labels, "quantile", st.le)
+			}
 			b = append(b, ' ')
 			b = appendFloat(b, v)
 			b = append(b, '\n')

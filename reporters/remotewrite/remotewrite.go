@@ -223,8 +223,15 @@ func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
 		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
 			Type: metaType(f.Type), MetricFamilyName: f.Name, Help: f.HelpText(), Unit: f.Unit})
 		var les []float64
-		if f.Type == expo.Histogram && e.classic {
+		// The mapping's observer_type decides for the families it names
+		// (classic buckets at its buckets, or none), the options for the
+		// rest; native buckets are always sent.
+		classic := e.classic && f.Observer != mapping.ObserverSummary || f.Observer == mapping.ObserverHistogram
+		if f.Type == expo.Histogram && classic {
 			les = e.bounds
+			if f.Observer == mapping.ObserverHistogram && len(f.Buckets) > 0 {
+				les = f.Buckets
+			}
 			if len(les) == 0 {
 				ns := make([]*registry.NativeHistogram, 0, len(f.Samples))
 				for j := range f.Samples {
@@ -251,7 +258,7 @@ func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
 					Labels:     e.labels(f.Name, s.Labels),
 					Histograms: []prompb.Histogram{nativeHistogram(s.Native, ts)},
 				})
-				if e.classic {
+				if classic {
 					req.Timeseries = e.appendClassic(req.Timeseries, f.Name, s, les, ts)
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/reporters/internal/expo"
 	"github.com/tapes-go/tapes/reporters/mapping"
 )
 
@@ -357,4 +359,40 @@ func BenchmarkEncode1000Timers(b *testing.B) {
 		size = len(body)
 	}
 	b.ReportMetric(float64(size), "body-bytes")
+}
+
+// A mapping asking for observer_type histogram gets classic series at its
+// buckets beside the native histogram, without ClassicBuckets.
+func TestMappingObserverHistogramAddsClassic(t *testing.T) {
+	m, err := mapping.Parse([]byte("mappings:\n  - match: \"api.*.latency\"\n    name: \"api_latency\"\n    observer_type: histogram\n    histogram_options:\n      buckets: [0.5, 1]\n    labels:\n      route: \"$1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := registry.New()
+	r.Timer("api.index.latency").Update(time.Second)
+	r.Timer("other.latency").Update(time.Second)
+	fams, err := expo.Collect(r, expo.Options{Mapper: m}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := (&encoder{}).request(fams, 1)
+	var names []string
+	for _, ts := range req.Timeseries {
+		for _, l := range ts.Labels {
+			if l.Name == "__name__" {
+				le := ""
+				for _, l2 := range ts.Labels {
+					if l2.Name == "le" {
+						le = "{le=" + l2.Value + "}"
+					}
+				}
+				names = append(names, l.Value+le)
+			}
+		}
+	}
+	got := strings.Join(names, " ")
+	want := "api_latency_seconds api_latency_seconds_bucket{le=0.5} api_latency_seconds_bucket{le=1} api_latency_seconds_bucket{le=+Inf} api_latency_seconds_sum api_latency_seconds_count other_latency_seconds"
+	if got != want {
+		t.Errorf("series:\n got %s\nwant %s", got, want)
+	}
 }

@@ -173,7 +173,8 @@ func (c *Collector) metric(name string, m registry.Metric) {
 	kind := m.Kind()
 	path, worker := splitWorker(name)
 	c.buf = c.buf[:0]
-	stem, labels, help, err := c.base(path, kind)
+	stem, res, err := c.base(path, kind)
+	labels, help := res.Labels, res.Help
 	if err != nil {
 		if !errors.Is(err, errDropped) {
 			c.skip(name, err)
@@ -238,13 +239,15 @@ func (c *Collector) metric(name string, m registry.Metric) {
 	case *registry.Histogram:
 		s := src
 		c.snaps = append(c.snaps, m.Snapshot())
-		s.Snapshot, s.Native = &c.snaps[len(c.snaps)-1], c.native(m)
+		s.Snapshot, s.Native = &c.snaps[len(c.snaps)-1], c.native(m, &res)
+		s.Quantiles = quantiles(m, &res)
 		add("", "", "", kindTail[kind], Histogram, s)
 	case *registry.Timer:
 		s := src
 		ts := m.Snapshot()
 		c.snaps = append(c.snaps, ts.HistogramSnapshot)
-		s.Snapshot, s.Native = &c.snaps[len(c.snaps)-1], c.native(m.Histogram())
+		s.Snapshot, s.Native = &c.snaps[len(c.snaps)-1], c.native(m.Histogram(), &res)
+		s.Quantiles = quantiles(m.Histogram(), &res)
 		add("_seconds", "_seconds", "seconds", kindTail[kind], Histogram, s)
 		rates("_seconds", 1, ts.Rates)
 	default:
@@ -269,6 +272,9 @@ func (c *Collector) metric(name string, m registry.Metric) {
 				c.names[fn] = fn
 			}
 			f := Family{Name: fn, Unit: p.unit, Help: p.help, Type: p.typ, src: path, tail: p.tail}
+			if p.typ == Histogram {
+				f.Observer, f.Buckets, f.Quantiles = res.Observer, res.Buckets, res.Quantiles
+			}
 			c.idx[f.Name] = i
 			c.fams = append(c.fams, f)
 			c.info = append(c.info, famInfo{})
@@ -287,8 +293,24 @@ func (c *Collector) metric(name string, m registry.Metric) {
 	}
 }
 
-func (c *Collector) native(h *registry.Histogram) *registry.NativeHistogram {
-	if c.o.SkipNative {
+// quantiles are the window's quantiles a mapping asks a summary for, or
+// nil for the registry's own (Snapshot.Quantiles).
+func quantiles(h *registry.Histogram, res *mapping.Result) []float64 {
+	if res.Observer != mapping.ObserverSummary || len(res.Quantiles) == 0 {
+		return nil
+	}
+	sk := h.Sketch()
+	out := make([]float64, len(res.Quantiles))
+	for i, q := range res.Quantiles {
+		out[i] = sk.Quantile(q)
+	}
+	return out
+}
+
+func (c *Collector) native(h *registry.Histogram, res *mapping.Result) *registry.NativeHistogram {
+	// A mapping asking for classic buckets needs the native ones to count
+	// them, whatever the output otherwise writes.
+	if c.o.SkipNative && res.Observer != mapping.ObserverHistogram {
 		return nil
 	}
 	if len(c.nats) < cap(c.nats) {
@@ -359,32 +381,33 @@ func (c *Collector) check(name []byte, t Type, labels []mapping.Label) error {
 var errDropped = errors.New("dropped by the mapping")
 
 // base appends the family name stem of a registry path to c.buf (empty on
-// entry) and returns its length, the labels and the mapping's help.
-func (c *Collector) base(path string, kind wire.Kind) (int, []mapping.Label, string, error) {
+// entry) and returns its length and what the mapping gives it (labels,
+// help, observer options; the zero Result without a mapping).
+func (c *Collector) base(path string, kind wire.Kind) (int, mapping.Result, error) {
 	c.buf = append(c.buf, c.ns...)
 	if res, ok := c.o.Mapper.Map(path, kind); ok {
 		if res.Drop {
-			return 0, nil, "", errDropped
+			return 0, res, errDropped
 		}
 		if res.Err != nil {
-			return 0, nil, "", fmt.Errorf("%w: %w", ErrUnexpressible, res.Err)
+			return 0, res, fmt.Errorf("%w: %w", ErrUnexpressible, res.Err)
 		}
 		if !ValidMetricName(res.Name) {
-			return 0, nil, "", fmt.Errorf("%w: the mapping gives %q", ErrUnexpressible, res.Name)
+			return 0, res, fmt.Errorf("%w: the mapping gives %q", ErrUnexpressible, res.Name)
 		}
 		for _, l := range res.Labels {
 			if !ValidLabelName(l.Name) || l.Name == "le" || l.Name == "quantile" {
-				return 0, nil, "", fmt.Errorf("%w: the mapping gives label name %q", ErrUnexpressible, l.Name)
+				return 0, res, fmt.Errorf("%w: the mapping gives label name %q", ErrUnexpressible, l.Name)
 			}
 		}
 		c.buf = append(c.buf, res.Name...)
-		return len(c.buf), res.Labels, res.Help, nil
+		return len(c.buf), res, nil
 	}
 	c.buf = AppendSnake(c.buf, path)
 	if c.ns == "" && !validStart(string(c.buf)) {
-		return 0, nil, "", fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, path)
+		return 0, mapping.Result{}, fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, path)
 	}
-	return len(c.buf), nil, "", nil
+	return len(c.buf), mapping.Result{}, nil
 }
 
 // splitWorker splits "name.pid-123" into "name" and "123".

@@ -37,6 +37,10 @@ type Sample struct {
 	// Snapshot (Histogram only): count and sum since start, quantiles
 	// and the rest over the recent window; in seconds for timers.
 	Snapshot *registry.HistogramSnapshot
+	// Quantiles (Histogram only), when the family's mapping asks for a
+	// summary of its own quantiles (Family.Quantiles): their values over
+	// the recent window; nil otherwise.
+	Quantiles []float64
 	// Source is the registry name the sample comes from.
 	Source string
 }
@@ -53,6 +57,15 @@ type Family struct {
 	Type Type
 	// Samples are sorted by labels; no two have the same labels.
 	Samples []Sample
+
+	// Observer, Buckets and Quantiles (Histogram only) are what the
+	// mapping asks for this family (statsd_exporter's observer_type,
+	// histogram_options.buckets, summary_options.quantiles): classic
+	// buckets at Buckets, or a summary of Quantiles, in the outputs that
+	// write either; ObserverDefault leaves it to the output's options.
+	Observer  mapping.Observer
+	Buckets   []float64
+	Quantiles []float64
 
 	src  string // the registry name (without a worker suffix) that created the family
 	tail string // the default help text after src
