@@ -40,7 +40,7 @@ type Histogram struct {
 	clock  Clock
 	window time.Duration
 
-	epoch  atomic.Int64            // current half-window number (>= 1); 0 before first use
+	end    atomic.Int64            // end of the current half-window (ns, see endAt); 0 before first use
 	cells  atomic.Pointer[[]*cell] // nil until writers collide; then cells[0] is &base
 	schema int32                   // changed only with every cell locked (see shrink)
 
@@ -94,7 +94,7 @@ func (h *Histogram) Update(v float64) {
 }
 
 // record is the whole record path of Histogram.Update and Timer.Update
-// (which passes its rates to tick). It calls nanosOf and epochAt only when
+// (which passes its rates to tick). It calls nanosOf and endAt only when
 // their inlinable fast paths say so: the compiler inlines neither.
 func (h *Histogram) record(v float64, r *rates) {
 	now, ok := nanosFast(h.clock)
@@ -102,14 +102,14 @@ func (h *Histogram) record(v float64, r *rates) {
 		now = nanosOf(h.clock)
 	}
 	if r != nil && r.due(now) {
-		r.tick(now, int64(h.Count()))
+		r.tick(now, int64(h.tickCount()))
 	}
-	ep, ok := h.epochFast(now)
+	end, ok := h.endFast(now)
 	if !ok {
-		ep = h.epochAt(now)
+		end = h.endAt(now)
 	}
-	if !push(h, v, ep) {
-		pushSlow(h, v, ep)
+	if !push(h, v, end) {
+		pushSlow(h, v, end)
 	}
 }
 
@@ -121,8 +121,10 @@ const (
 )
 
 // apply records vs (finite values) into a cell, taking its lock once per
-// manyChunk values: what a ring's drain and UpdateMany do.
-func (h *Histogram) apply(vs []float64, ep int64) {
+// manyChunk values: what a ring's drain and UpdateMany do. end is the end
+// of their half-window (see endAt).
+func (h *Histogram) apply(vs []float64, end int64) {
+	ep := end / h.half()
 	for len(vs) > 0 {
 		part := vs[:min(len(vs), manyChunk)]
 		c := &h.base
@@ -221,17 +223,17 @@ func (h *Histogram) recordMany(vs []float64, r *rates) {
 		now = nanosOf(h.clock)
 	}
 	if r != nil && r.due(now) {
-		r.tick(now, int64(h.Count()))
+		r.tick(now, int64(h.tickCount()))
 	}
 	drainMine()
-	h.apply(vs, h.epochAt(now))
+	h.apply(vs, h.endAt(now))
 }
 
-// epochFast is epochAt's common case (now is in the current half-window),
-// small enough to inline; ok is false when the caller must call epochAt.
-func (h *Histogram) epochFast(now int64) (int64, bool) {
-	ep := h.epoch.Load()
-	return ep, ep != 0 && now < ep*h.half()
+// endFast is endAt's common case (now is in the current half-window),
+// small enough to inline; ok is false when the caller must call endAt.
+func (h *Histogram) endFast(now int64) (int64, bool) {
+	end := h.end.Load()
+	return end, end != 0 && now < end
 }
 
 func (h *Histogram) half() int64 {
@@ -242,21 +244,27 @@ func (h *Histogram) half() int64 {
 	return int64(w / 2)
 }
 
-// epochAt maps a time to its half-window number, never going back: a caller
-// whose timestamp is a little stale gets the current half-window. The
-// number is one word, advanced by CAS, so racing callers can never pair one
-// half-window's number with another's end.
-func (h *Histogram) epochAt(now int64) int64 {
-	if ep, ok := h.epochFast(now); ok {
-		return ep
+// epochAt maps a time to its half-window number (>= 1), never going back.
+func (h *Histogram) epochAt(now int64) int64 { return h.endAt(now) / h.half() }
+
+// endAt maps a time to the end of its half-window, ep*half for half-window
+// number ep, never going back: a caller whose timestamp is a little stale
+// gets the current half-window. The record path keeps the end, not the
+// number, so that checking a time against it is one comparison (not a
+// multiplication whose result the comparison waits for). It is one word,
+// advanced by CAS, so racing callers can never pair one half-window's
+// number with another's end.
+func (h *Histogram) endAt(now int64) int64 {
+	if end, ok := h.endFast(now); ok {
+		return end
 	}
-	ep := h.epoch.Load()
-	want := max(now/h.half()+1, 1) // injected clocks before 1970 share the first half-window
+	ep := h.end.Load()
+	want := max(now/h.half()+1, 1) * h.half() // injected clocks before 1970 share the first half-window
 	for {
 		if ep >= want {
 			return ep
 		}
-		if h.epoch.CompareAndSwap(ep, want) {
+		if h.end.CompareAndSwap(ep, want) {
 			// Values of the old half-windows may still sit in other Ps'
 			// rings (rings drain when full or read). Applied after a value
 			// of this new one, they would land in it, since a cell keeps
@@ -264,7 +272,7 @@ func (h *Histogram) epochAt(now int64) int64 {
 			drainAll()
 			return want
 		}
-		ep = h.epoch.Load()
+		ep = h.end.Load()
 	}
 }
 
@@ -399,6 +407,28 @@ func (h *Histogram) Schema() int32 {
 // Count returns the number of values recorded since creation.
 func (h *Histogram) Count() uint64 {
 	n, _ := h.collect(nil, 0, nil, nil)
+	return n
+}
+
+// tickCount is the count a timer's rate tick (every 5 s) uses: values
+// applied since creation after applying the current P's ring, so that one
+// goroutine's own values are all counted (TestEWMAReference needs that),
+// but not every P's ring, as Count does: a record would otherwise pay for
+// a pass over the whole process's rings and take other cores' ring locks.
+// Values still in other Ps' rings are counted at the next tick (or by a
+// read, which drains them all).
+func (h *Histogram) tickCount() uint64 {
+	drainMine()
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	cs := h.lockAll()
+	defer h.unlockAll(cs)
+	n := h.cumN
+	for _, c := range cs {
+		for i := range c.win {
+			n += c.win[i].n
+		}
+	}
 	return n
 }
 

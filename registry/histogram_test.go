@@ -548,7 +548,7 @@ func TestBucketSpill(t *testing.T) {
 	h.Update(5)
 	h.Count() // applies the pending value
 	i := index6(math.Float64bits(5))
-	w := &h.base.win[h.epoch.Load()&1]
+	w := &h.base.win[h.end.Load()/h.half()&1]
 	*w.st.pos.at(i) = math.MaxUint32 - 1 // as if 2^32-2 fives had been recorded
 	w.n += math.MaxUint32 - 2
 	w.sum = 0

@@ -9,33 +9,51 @@ import (
 // Per-P write-combining rings. A lock per record costs a locked CAS, which
 // on the VMs tapes targets is 10 ns by itself (it waits for the store
 // buffer to drain); the record path instead pins its P (runtime.procPin,
-// as sync.Pool does), appends (histogram, value, half-window) to that P's
-// ring with plain stores, and unpins. A full ring is applied in runs: the
-// consecutive entries of one histogram take its cell lock once. Every
-// reader (Snapshot, Count, Native, ...) drains every ring first, so reads
-// are exact: a value recorded before a read is in it.
+// as sync.Pool does), appends the value to that P's ring with plain
+// stores, and unpins. Every reader (Snapshot, Count, Native, ...) drains
+// every ring first, so reads are exact: a value recorded before a read is
+// in it.
 //
-// The rings belong to the process, not to histograms: 256 entries of 24
-// bytes per P that recorded (6 KiB), whatever the number of histograms, so
-// a histogram's memory does not grow with the core count.
+// A ring holds values and, beside them, runs: (histogram, half-window,
+// first value) for each stretch of consecutive values of one histogram and
+// half-window. The common case, a P recording into the histogram it
+// recorded into last, stores one float64 and the tail: no pointer (so no
+// write barrier), and the drain applies the values where they lie, without
+// sorting them out first. A value of another histogram starts a run.
+//
+// The rings belong to the process, not to histograms: 256 values and 256
+// runs per P that recorded (8 KiB), whatever the number of histograms, so
+// a histogram's memory does not grow with the core count. A ring keeps the
+// histogram of its last run reachable (it may still be appended to) until
+// that P records into another one: at most one histogram per P.
 const (
 	ringBits = 8
 	ringLen  = 1 << ringBits
 )
 
-type pending struct {
-	h  *Histogram
-	v  float64
-	ep int64
+type run struct {
+	h     *Histogram
+	end   int64  // of the values' half-window (Histogram.endAt)
+	start uint64 // index of the run's first value
 }
 
 type ring struct {
-	_    [64]byte
-	tail atomic.Uint64 // written only by the goroutine that has the P pinned
-	_    [56]byte
-	head atomic.Uint64 // written under mu
-	mu   sync.Mutex    // held while applying
-	e    [ringLen]pending
+	_ [64]byte
+	// The producer's: written only by the goroutine that has the P pinned.
+	tail   atomic.Uint64 // values pushed
+	rtail  atomic.Uint64 // runs started
+	lim    atomic.Uint64 // tail may grow up to lim without loading head
+	rlim   atomic.Uint64 // rtail may grow up to rlim without loading rhead
+	curH   histPtr       // runs[rtail-1]'s: a push of it appends to that run
+	curEnd atomic.Int64
+	_      [16]byte
+	// The consumer's, written under mu.
+	head  atomic.Uint64 // values applied
+	rhead atomic.Uint64 // runs[rhead] is the run values[head] belongs to
+	mu    sync.Mutex
+	_     [40]byte
+	vals  [ringLen]float64
+	runs  [ringLen]run
 }
 
 var (
@@ -44,18 +62,30 @@ var (
 )
 
 // push appends to the current P's ring; false when the caller must call
-// pushSlow (no ring yet for this P, or the ring is full).
-func push(h *Histogram, v float64, ep int64) bool {
+// pushSlow (no ring yet for this P, or a limit reached). It is put written
+// out: a call more costs ~1 ns a record.
+func push(h *Histogram, v float64, end int64) bool {
 	pid := procPin()
 	if rs := rings.Load(); rs != nil && pid < len(*rs) {
 		if r := (*rs)[pid]; r != nil {
 			t := r.tail.Load()
-			if t-r.head.Load() < ringLen {
-				e := &r.e[t&(ringLen-1)]
-				e.h, e.v, e.ep = h, v, ep
-				stRelaxed(&r.tail, t+1)
-				procUnpin()
-				return true
+			if t < r.lim.Load() {
+				if h == r.curH.load() && end == r.curEnd.Load() {
+					r.vals[t&(ringLen-1)] = v
+					stRelaxed(&r.tail, t+1)
+					procUnpin()
+					return true
+				}
+				if rt := r.rtail.Load(); rt < r.rlim.Load() {
+					r.runs[rt&(ringLen-1)] = run{h: h, end: end, start: t}
+					stRelaxed(&r.rtail, rt+1)
+					r.curH.store(h)
+					stRelaxedInt(&r.curEnd, end)
+					r.vals[t&(ringLen-1)] = v
+					stRelaxed(&r.tail, t+1)
+					procUnpin()
+					return true
+				}
 			}
 		}
 	}
@@ -63,21 +93,52 @@ func push(h *Histogram, v float64, ep int64) bool {
 	return false
 }
 
-// pushSlow makes room (creating this P's ring, or applying its entries)
-// and pushes; it never waits with the P pinned, so a goroutine waiting
-// for a lock cannot hold up a stop-the-world.
-func pushSlow(h *Histogram, v float64, ep int64) {
-	for !push(h, v, ep) {
+// put appends with the P pinned; false when a limit is reached. The
+// producer's fields are on one cache line, which stays on this core: head
+// and rhead, written by readers, are loaded only when a cached limit is
+// reached (see pushSlow).
+func (r *ring) put(h *Histogram, v float64, end int64) bool {
+	t := r.tail.Load()
+	if t >= r.lim.Load() {
+		return false
+	}
+	if h != r.curH.load() || end != r.curEnd.Load() {
+		rt := r.rtail.Load()
+		if rt >= r.rlim.Load() {
+			return false
+		}
+		r.runs[rt&(ringLen-1)] = run{h: h, end: end, start: t}
+		stRelaxed(&r.rtail, rt+1)
+		r.curH.store(h)
+		stRelaxedInt(&r.curEnd, end)
+	}
+	r.vals[t&(ringLen-1)] = v
+	stRelaxed(&r.tail, t+1)
+	return true
+}
+
+// pushSlow makes room (creating this P's ring, refreshing its limits, or
+// applying its values) and pushes; it never waits with the P pinned, so a
+// goroutine waiting for a lock cannot hold up a stop-the-world.
+func pushSlow(h *Histogram, v float64, end int64) {
+	for {
 		pid := procPin()
-		procUnpin()
 		var r *ring
 		if rs := rings.Load(); rs != nil && pid < len(*rs) {
 			r = (*rs)[pid]
 		}
 		if r == nil {
+			procUnpin()
 			addRing(pid)
 			continue
 		}
+		stRelaxed(&r.lim, r.head.Load()+ringLen)
+		stRelaxed(&r.rlim, r.rhead.Load()+ringLen)
+		if r.put(h, v, end) {
+			procUnpin()
+			return
+		}
+		procUnpin()
 		r.drain()
 	}
 }
@@ -98,59 +159,101 @@ func addRing(pid int) {
 	rings.Store(&rs)
 }
 
-// drain applies the ring's entries to their histograms.
+// drain applies the ring's values to their histograms.
 func (r *ring) drain() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h0, t := r.head.Load(), r.tail.Load()
-	// Each apply takes a cell lock (a locked CAS, ~10 ns here), so values
-	// are applied per histogram and half-window, not per run of the ring:
-	// a service recording into a few timers in turn writes runs of one
-	// value. Gathering a group scans the rest of the ring, so only the
-	// first maxGroups groups are gathered; past them a ring holding many
-	// distinct histograms is applied run by run, as cheap as the scans it
-	// saves. Order within a histogram is kept; across histograms it does
-	// not matter.
+	h0 := r.head.Load()
+	t := r.tail.Load()
+	rt := r.rtail.Load() // after tail: every value below t has its run below rt
+	k0 := r.rhead.Load()
+	if h0 == t {
+		return
+	}
+	// The runs holding values in [h0, t): k0 up to (excluding) k1.
+	k1 := k0 + 1
+	for k1 != rt && r.runs[k1&(ringLen-1)].start < t {
+		k1++
+	}
+	if k1 == k0+1 {
+		// One histogram since the last drain (the common case): apply the
+		// values where they lie.
+		rn := &r.runs[k0&(ringLen-1)]
+		i, j := h0&(ringLen-1), t&(ringLen-1)
+		if j <= i { // wrapped (or full)
+			rn.h.apply(r.vals[i:], rn.end)
+			rn.h.apply(r.vals[:j], rn.end)
+		} else {
+			rn.h.apply(r.vals[i:j], rn.end)
+		}
+	} else {
+		r.gather(h0, t, k0, k1)
+	}
+	// runs[k1-1] may still be appended to: keep it unless a run started
+	// at t already follows it. The ring keeps no other histogram alive.
+	keep := k1 - 1
+	if k1 != rt && r.runs[k1&(ringLen-1)].start == t {
+		keep = k1
+	}
+	for k := k0; k != keep; k++ {
+		r.runs[k&(ringLen-1)] = run{}
+	}
+	r.rhead.Store(keep)
+	r.head.Store(t)
+}
+
+// gather applies values [h0, t) held in runs k0..k1-1 per histogram and
+// half-window, not per run: each apply takes a cell lock (a locked CAS,
+// ~10 ns here), and a service recording into a few timers in turn writes
+// runs of one value. Gathering a group scans the rest of the runs, so only
+// the first maxGroups groups are gathered; past them a ring holding many
+// distinct histograms is applied run by run, as cheap as the scans it
+// saves. Order within a histogram is kept; across histograms it does not
+// matter.
+func (r *ring) gather(h0, t, k0, k1 uint64) {
 	const maxGroups = 16
 	var buf [ringLen]float64 // one array, not one per group: each is zeroed
 	var done [ringLen / 64]uint64
+	// values of run k: [max(start, h0), stop(k))
+	stop := func(k uint64) uint64 {
+		if k+1 == k1 {
+			return t
+		}
+		return r.runs[(k+1)&(ringLen-1)].start
+	}
 	groups := 0
-	for i := h0; i != t; i++ {
-		k := i & (ringLen - 1)
-		if done[k/64]&(1<<(k%64)) != 0 {
+	for k := k0; k != k1; k++ {
+		x := k & (ringLen - 1)
+		if done[x/64]&(1<<(x%64)) != 0 {
 			continue
 		}
-		e := &r.e[k]
-		h, ep := e.h, e.ep
-		buf[0] = e.v
-		n := 1
+		rn := &r.runs[x]
+		h, end := rn.h, rn.end
+		n := r.copyVals(buf[:0], max(rn.start, h0), stop(k))
 		gather := groups < maxGroups
 		groups++
-		for j := i + 1; j != t; j++ {
-			kj := j & (ringLen - 1)
-			f := &r.e[kj]
-			if f.h != h || f.ep != ep || done[kj/64]&(1<<(kj%64)) != 0 {
+		for q := k + 1; q != k1; q++ {
+			y := q & (ringLen - 1)
+			f := &r.runs[y]
+			if f.h != h || f.end != end || done[y/64]&(1<<(y%64)) != 0 {
 				if gather {
 					continue
 				}
 				break
 			}
-			done[kj/64] |= 1 << (kj % 64)
-			buf[n] = f.v
-			n++
+			done[y/64] |= 1 << (y % 64)
+			n = r.copyVals(n, f.start, stop(q))
 		}
-		h.apply(buf[:n], ep)
+		h.apply(n, end)
 	}
-	hd := t
-	// The ring keeps no histogram alive: clear what was applied (one
-	// bulk clear is cheaper than a nil store per entry).
-	if i, j := h0&(ringLen-1), hd&(ringLen-1); hd-h0 == ringLen || j < i {
-		clear(r.e[i:])
-		clear(r.e[:j])
-	} else {
-		clear(r.e[i:j])
+}
+
+// copyVals appends values [from, to) to dst.
+func (r *ring) copyVals(dst []float64, from, to uint64) []float64 {
+	for i := from; i != to; i++ {
+		dst = append(dst, r.vals[i&(ringLen-1)])
 	}
-	r.head.Store(hd)
+	return dst
 }
 
 // drainAll applies every ring; readers call it so that they see every
