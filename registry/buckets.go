@@ -25,6 +25,7 @@ const (
 	ZeroThreshold = 0x1p-128
 
 	zeroThresholdBits = (1023 - 128) << 52
+	infBits           = 0x7ff << 52 // +Inf; NaNs are above
 )
 
 // RelativeError is the largest relative error of a reported quantile at

@@ -287,31 +287,37 @@ func (c *cell) window(h *Histogram, ep int64) (w *hwindow, st int) {
 }
 
 // recordMany records a prefix of vs and returns its length: all of vs
-// unless a value's bucket would pass a cap (recShrink). It is the loop
-// every value goes through (a ring's drain, UpdateMany), so the common
-// case is written out: the bucket's block exists and its count does not
-// overflow, and the moments stay in registers.
+// unless a value's bucket would pass a cap (recShrink). NaN and ±Inf are
+// ignored. It is the loop every value goes through (a ring's drain,
+// UpdateMany): the buckets first (whose rare slow path is a call, so
+// nothing else should be live across it), then the moments, in registers.
 func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st int) {
 	w, st := c.window(h, ep)
 	schema := MaxSchema + h.schema
 	d := MaxSchema - schema
-	adj := int32(1)<<d - 1
-	// Two passes, as two tight loops: the buckets (whose rare slow path
-	// is a call, so nothing else should be live across it), then the
-	// moments, in registers.
-	done = w.st.addMany(vs, schema, d, adj)
+	done, bad := w.st.addMany(vs, schema, d, int32(1)<<d-1)
 	if done < len(vs) {
 		st = recShrink
 	}
-	n, lo, hi, shift, sum, sumsq := w.n, w.min, w.max, w.shift, w.sum, w.sumsq
-	for _, v := range vs[:done] {
-		if v-v != 0 { // NaN or ±Inf
-			continue
-		}
-		if n == 0 {
-			shift, lo, hi = v, v, v
-		}
-		n++
+	if bad == 0 {
+		w.moments(vs[:done])
+	} else {
+		w.momentsFinite(vs[:done])
+	}
+	return done, st
+}
+
+// moments adds vs (all finite) to the half-window's moments.
+func (w *hwindow) moments(vs []float64) {
+	if len(vs) == 0 {
+		return
+	}
+	if w.n == 0 {
+		w.shift, w.min, w.max = vs[0], vs[0], vs[0]
+	}
+	w.n += uint64(len(vs))
+	lo, hi, shift, sum, sumsq := w.min, w.max, w.shift, w.sum, w.sumsq
+	for _, v := range vs {
 		if v < lo {
 			lo = v
 		}
@@ -322,8 +328,16 @@ func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st in
 		sum += dv
 		sumsq += dv * dv
 	}
-	w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
-	return done, st
+	w.min, w.max, w.sum, w.sumsq = lo, hi, sum, sumsq
+}
+
+// momentsFinite is moments for values some of which are NaN or ±Inf.
+func (w *hwindow) momentsFinite(vs []float64) {
+	for _, v := range vs {
+		if v-v == 0 {
+			w.moments([]float64{v})
+		}
+	}
 }
 
 // retire folds a half-window into the cumulative counts and empties it,

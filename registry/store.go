@@ -258,13 +258,79 @@ func (w *wstore) add(b uint64, schema int32, n uint32) bool {
 }
 
 // addMany counts the finite values of vs at schema (d = MaxSchema-schema,
-// adj = 2^d-1) and returns how many it took: all, unless a value's bucket
-// would pass a cap. The common case, an existing block and no overflow,
-// is written out.
-func (w *wstore) addMany(vs []float64, schema, d, adj int32) int {
+// adj = 2^d-1) and returns how many it took (all, unless a value's bucket
+// would pass a cap) and how many of those it ignored as NaN or ±Inf.
+//
+// It is the loop every recorded value goes through (a ring's drain,
+// UpdateMany), so its common case is written out for schema 6: a normal
+// value whose block exists and whose count does not overflow, with the
+// spans' headers in registers (reloaded only after the slow path, the one
+// call that may change them) and one comparison for "zero, NaN or ±Inf".
+func (w *wstore) addMany(vs []float64, schema, d, adj int32) (done, bad int) {
+	if d != 0 {
+		return w.addManyAt(vs, schema, d, adj)
+	}
+	for i := 0; i < len(vs); i++ {
+		b := math.Float64bits(vs[i])
+		ab := b &^ (1 << 63)
+		// ab-lo < hi-lo is lo <= ab < hi: above the zero bucket, finite.
+		if ab-(zeroThresholdBits+1) < infBits-(zeroThresholdBits+1) {
+			// j, plus 1 when m is above the slice's boundary: the sign bit
+			// of boundary-m (both < 2^52), not a branch, which random
+			// values would mispredict often.
+			m := ab & mantMask
+			t := mantTable[m>>(52-7)]
+			idx := (int32(ab>>52)-1023)<<6 + int32(t>>57) + int32((t&mantMask-m)>>63)
+			sp := &w.pos
+			if b != ab {
+				sp = &w.neg
+			}
+			if k := uint32(idx>>blockBits - sp.lo); k < uint32(len(sp.dir)) {
+				if x := sp.dir[k]; x != 0 {
+					p := &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
+					if *p != math.MaxUint32 {
+						*p++
+						continue
+					}
+				}
+			}
+		}
+		// Only i is live into the slow path: the compiler keeps fewer
+		// values on the stack on the fast one.
+		switch w.addSlow(vs[i], schema) {
+		case slowBad:
+			bad++
+		case slowCap:
+			return i, bad
+		}
+	}
+	return len(vs), bad
+}
+
+const (
+	slowOK  = iota
+	slowBad // NaN or ±Inf: ignored
+	slowCap // not counted: its bucket would pass a cap
+)
+
+// addSlow counts v at schema, allocating its block; addMany calls it
+// for what its fast path does not count.
+func (w *wstore) addSlow(v float64, schema int32) int {
+	if v-v != 0 {
+		return slowBad
+	}
+	if !w.add(math.Float64bits(v), schema, 1) {
+		return slowCap
+	}
+	return slowOK
+}
+
+// addManyAt is addMany below schema 6.
+func (w *wstore) addManyAt(vs []float64, schema, d, adj int32) (done, bad int) {
 	pos, neg := &w.pos, &w.neg
 	for i, v := range vs {
 		if v-v != 0 { // NaN or ±Inf
+			bad++
 			continue
 		}
 		b := math.Float64bits(v)
@@ -273,32 +339,20 @@ func (w *wstore) addMany(vs []float64, schema, d, adj int32) int {
 			w.zero++
 			continue
 		}
-		m := ab & mantMask
-		t := mantTable[m>>(52-7)]
-		j := int32(t >> 57)
-		if m > t&mantMask {
-			j++
-		}
-		idx := ((int32(ab>>52)-1023)<<6 + j + adj) >> d
+		idx := (index6(ab) + adj) >> d
 		sp := pos
 		if b != ab {
 			sp = neg
 		}
-		k := uint32(idx>>blockBits - sp.lo)
-		if k < uint32(len(sp.dir)) {
-			if x := sp.dir[k]; x != 0 {
-				p := &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
-				if *p != math.MaxUint32 {
-					*p++
-					continue
-				}
-			}
+		if c := sp.at(idx); c != nil && *c != math.MaxUint32 {
+			*c++
+			continue
 		}
 		if !w.add(b, schema, 1) {
-			return i
+			return i, bad
 		}
 	}
-	return len(vs)
+	return len(vs), bad
 }
 
 func (w *wstore) spill(i int32, neg bool, c *uint32, n uint32) {
