@@ -61,42 +61,10 @@ var (
 	ringsMu sync.Mutex
 )
 
-// push appends to the current P's ring; false when the caller must call
-// pushSlow (no ring yet for this P, or a limit reached). It is put written
-// out: a call more costs ~1 ns a record.
-func push(h *Histogram, v float64, end int64) bool {
-	pid := procPin()
-	if rs := rings.Load(); rs != nil && pid < len(*rs) {
-		if r := (*rs)[pid]; r != nil {
-			t := r.tail.Load()
-			if t < r.lim.Load() {
-				if h == r.curH.load() && end == r.curEnd.Load() {
-					r.vals[t&(ringLen-1)] = v
-					stRelaxed(&r.tail, t+1)
-					procUnpin()
-					return true
-				}
-				if rt := r.rtail.Load(); rt < r.rlim.Load() {
-					r.runs[rt&(ringLen-1)] = run{h: h, end: end, start: t}
-					stRelaxed(&r.rtail, rt+1)
-					r.curH.store(h)
-					stRelaxedInt(&r.curEnd, end)
-					r.vals[t&(ringLen-1)] = v
-					stRelaxed(&r.tail, t+1)
-					procUnpin()
-					return true
-				}
-			}
-		}
-	}
-	procUnpin()
-	return false
-}
-
-// put appends with the P pinned; false when a limit is reached. The
-// producer's fields are on one cache line, which stays on this core: head
-// and rhead, written by readers, are loaded only when a cached limit is
-// reached (see pushSlow).
+// put appends with the P pinned (Histogram.record writes its common case
+// out); false when a limit is reached. The producer's fields are on one
+// cache line, which stays on this core: head and rhead, written by
+// readers, are loaded only when a cached limit is reached (see pushSlow).
 func (r *ring) put(h *Histogram, v float64, end int64) bool {
 	t := r.tail.Load()
 	if t >= r.lim.Load() {
