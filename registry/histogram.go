@@ -94,7 +94,8 @@ func (h *Histogram) Update(v float64) { h.record(v, nil) }
 // (which passes its rates to tick). It calls nanosOf and endAt only when
 // their inlinable fast paths say so: the compiler inlines neither. The
 // common case of a push to the current P's ring (see ring.go) is written
-// out here: a call more costs ~1 ns a record.
+// out here: a call to a push function would spill the arguments around
+// procPin once more (docs/core.md has the measurements).
 func (h *Histogram) record(v float64, r *rates) {
 	now, ok := nanosFast(h.clock)
 	if !ok {
