@@ -272,21 +272,22 @@ func (w *wstore) addMany(vs []float64, schema, d, adj int32) (done, bad int) {
 	}
 	for i := 0; i < len(vs); i++ {
 		b := math.Float64bits(vs[i])
-		ab := b &^ (1 << 63)
-		// ab-lo < hi-lo is lo <= ab < hi: above the zero bucket, finite.
-		if ab-(zeroThresholdBits+1) < infBits-(zeroThresholdBits+1) {
+		// e-896 < 2047-896 is 896 <= e < 2047 (unsigned): above the
+		// zero bucket (|v| >= 2^-127; 2^-128 < |v| < 2^-127 take the slow
+		// path) and finite, with small constants.
+		if e := b >> 52 & 0x7ff; e-896 < 2047-896 {
 			// j, plus 1 when m is above the slice's boundary: the sign bit
 			// of boundary-m (both < 2^52), not a branch, which random
 			// values would mispredict often.
-			m := ab & mantMask
-			t := mantTable[m>>(52-7)]
-			idx := (int32(ab>>52)-1023)<<6 + int32(t>>57) + int32((t&mantMask-m)>>63)
+			k := b >> (52 - 7) & 127
+			m := b & mantMask
+			idx := int32(e-1023)<<6 + mantJ[k] + int32((mantBound[k]-m)>>63)
 			sp := &w.pos
-			if b != ab {
+			if int64(b) < 0 {
 				sp = &w.neg
 			}
-			if k := uint32(idx>>blockBits - sp.lo); k < uint32(len(sp.dir)) {
-				if x := sp.dir[k]; x != 0 {
+			if d := uint(uint32(idx>>blockBits - sp.lo)); d < uint(len(sp.dir)) {
+				if x := sp.dir[d]; x != 0 {
 					p := &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
 					if *p != math.MaxUint32 {
 						*p++
