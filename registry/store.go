@@ -149,12 +149,31 @@ func (s *span[T]) block(b int32) []T {
 
 // addSpan adds src's counts to dst (same schema), a block at a time.
 func addSpan[S, D count](dst *span[D], src *span[S]) {
+	if len(dst.pool) == 0 {
+		// An empty destination (a snapshot's first half-window): copy the
+		// directory and convert the counts in one pass, instead of
+		// finding and allocating block by block.
+		dst.lo = src.lo
+		dst.dir = append(dst.dir[:0], src.dir...)
+		dp := slices.Grow(dst.pool[:0], len(src.pool))[:len(src.pool)]
+		for i, c := range src.pool {
+			dp[i] = D(c)
+		}
+		dst.pool = dp
+		return
+	}
 	for d, p := range src.dir {
 		if p == 0 {
 			continue
 		}
-		from := src.pool[int(p-1)<<blockBits:][:blockLen]
-		to := dst.block(src.lo + int32(d))
+		from := (*[blockLen]S)(src.pool[int(p-1)<<blockBits:])
+		b := src.lo + int32(d)
+		var to *[blockLen]D
+		if k := uint(uint32(b - dst.lo)); k < uint(len(dst.dir)) && dst.dir[k] != 0 {
+			to = (*[blockLen]D)(dst.pool[int(dst.dir[k]-1)<<blockBits:])
+		} else {
+			to = (*[blockLen]D)(dst.block(b))
+		}
 		for x, c := range from {
 			to[x] += D(c)
 		}
