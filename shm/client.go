@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +63,7 @@ type Client struct {
 	pid      uint32
 	gen      uint32
 	defCount *uint64
-	names    *registry.Registry // same errors as the host's registry, at the worker
+	names    *wire.Names // the name rule and the host registry's kind and path checks, at the worker
 	defs     map[string]def
 	modes    map[string]GaugeMode // declared by GaugeMode before definition
 	handles  map[string]any
@@ -164,7 +163,7 @@ func Open(path string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{
 		f: f, m: m, g: g,
-		names:    registry.New(registry.WithMaxMetrics(g.maxDefs)),
+		names:    wire.NewNames(g.maxDefs),
 		defs:     map[string]def{},
 		modes:    map[string]GaugeMode{},
 		handles:  map[string]any{},
@@ -364,7 +363,7 @@ const ReservedPrefix = "tapes"
 var ErrReservedName = errors.New("shm: names under \"tapes.\" are reserved for the host's own metrics")
 
 func reservedName(name string) bool {
-	return name == ReservedPrefix || strings.HasPrefix(name, ReservedPrefix+".")
+	return wire.Under(name, ReservedPrefix)
 }
 
 // ErrModeConflict: a gauge is defined again with another combine mode.
@@ -372,7 +371,7 @@ var ErrModeConflict = errors.New("shm: gauge already defined with another mode")
 
 // Define publishes a metric definition in this worker's table and returns
 // its id, the index records carry. It is the error-returning form behind
-// every handle method; errors are the registry's *registry.NameError values
+// every handle method; errors are *wire.NameError values (the registry's)
 // (invalid name, kind conflict, prefix conflict, too many metrics: the
 // table holds Config.MaxMetrics names per worker), ErrModeConflict or
 // ErrClosed. Defining a name again returns the same id.
@@ -398,7 +397,7 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 	}
 	if d, ok := c.defs[name]; ok {
 		if d.kind != k {
-			return 0, &registry.NameError{Name: name, Kind: k, Existing: d.kind, Err: registry.ErrKindConflict}
+			return 0, &wire.NameError{Name: name, Kind: k, Existing: d.kind, Err: wire.ErrKindConflict}
 		}
 		if k == wire.KindGauge && d.mode != mode {
 			return 0, fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, d.mode, mode)
@@ -411,9 +410,9 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 	if reservedName(name) {
 		return 0, fmt.Errorf("%w: %q", ErrReservedName, name)
 	}
-	// The scratch registry applies wire.ValidateName and the prefix rule and
-	// returns exactly the registry's errors, before anything is written.
-	if _, err := c.names.GetOrCreate(k, name); err != nil {
+	// The same table the host's registry keeps: a worker is refused exactly
+	// what the host would refuse, before anything is written.
+	if _, err := c.names.Add(k, name); err != nil {
 		return 0, err
 	}
 	id := uint32(len(c.defs))

@@ -326,7 +326,7 @@ func validatePlugins(ps []pluginSpec) error {
 		if err := wire.ValidateName(p.prefix); err != nil {
 			return fmt.Errorf("-plugin %s: prefix: %w", p.path, err)
 		}
-		if under(p.prefix, shm.ReservedPrefix) {
+		if wire.Under(p.prefix, shm.ReservedPrefix) {
 			return fmt.Errorf("-plugin %s: prefix %q: tapes.* is reserved for the host's own metrics", p.path, p.prefix)
 		}
 		if longest := pluginMetricName(pluginSegment(p.prefix), longestPluginMetric); len(longest) > wire.MaxNameLen {
@@ -339,7 +339,7 @@ func validatePlugins(ps []pluginSpec) error {
 				return fmt.Errorf("-plugin %s and %s: both get the default prefix %q from their file name; give one an explicit prefix (path.wasm=prefix)", q.path, p.path, p.prefix)
 			case p.prefix == q.prefix:
 				return fmt.Errorf("-plugin %s and %s: both use the prefix %q; each plugin needs its own", q.path, p.path, p.prefix)
-			case under(p.prefix, q.prefix) || under(q.prefix, p.prefix):
+			case wire.Under(p.prefix, q.prefix) || wire.Under(q.prefix, p.prefix):
 				return fmt.Errorf("-plugin %s (%q) and %s (%q): one prefix is under the other; their metrics would mix", q.path, q.prefix, p.path, p.prefix)
 			}
 		}
@@ -353,10 +353,6 @@ func validatePlugins(ps []pluginSpec) error {
 }
 
 // under reports whether name is root or a path below it.
-func under(name, root string) bool {
-	return name == root || strings.HasPrefix(name, root+".")
-}
-
 // validateHTTP checks the HTTP hardening flags: each must be set to a real
 // bound (a flag cannot switch a guard off).
 func (c *config) validateHTTP() error {
