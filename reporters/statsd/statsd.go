@@ -22,8 +22,8 @@
 //	           <name>.m1_rate, .m5_rate, .m15_rate, .mean_rate  |g  events/s
 //
 // A name whose last segment is already the suffix is not given it twice:
-// tapes-host's counter tapes.host.shm.dropped.total goes out as
-// tapes.host.shm.dropped.total, a gauge x.value as x.value (the registry
+// a counter jobs.done.total goes out as jobs.done.total, a gauge x.value
+// as x.value (the registry
 // refuses "x" beside "x.total", so no two metrics can meet that way).
 //
 // The names stay dotted: a mapping file (package mapping, tapes-host
@@ -289,8 +289,8 @@ func (r *Reporter) delta(c *statsd.Client, name string, count int64) error {
 }
 
 // suffixed returns name.suffix, or name if its last segment is already
-// suffix: tapes-host's tapes.host.shm.dropped.total goes out as
-// ".dropped.total", not ".dropped.total.total". No other metric can have
+// suffix: a counter jobs.done.total goes out as "jobs.done.total", not
+// "jobs.done.total.total". No other metric can have
 // that name: the registry refuses a name that is both a metric and the
 // path to another ("x" and "x.total").
 func suffixed(name, suffix string) string {
