@@ -12,14 +12,14 @@ import (
 
 // The example plugins that tapes-host loads with -plugin record every kind.
 func TestExamplePlugins(t *testing.T) {
-	guests := map[string]func(t *testing.T) []byte{
+	plugins := map[string]func(t *testing.T) []byte{
 		"go": func(t *testing.T) []byte { return goGuest(t, "examples/plugin-go") },
 		"c": func(t *testing.T) []byte {
-			return builds.Bytes(t, "example-c.wasm", testenv.WasiC(testenv.WasiClang(t), "examples/plugin-c/src/plugin.c", true))
+			return guests.Build(t, "example-c.wasm", testenv.WasiC(testenv.WasiClang(t), "examples/plugin-c/src/plugin.c", true))
 		},
 	}
-	guests["c-embedded"] = func(*testing.T) []byte { return pluginc.Wasm }
-	for lang, build := range guests {
+	plugins["c-embedded"] = func(*testing.T) []byte { return pluginc.Wasm }
+	for lang, build := range plugins {
 		t.Run(lang, func(t *testing.T) {
 			r := registry.New()
 			p := newPlugin(t, plugin.Config{

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tapes-go/tapes/guest/tapesguest"
 	"github.com/tapes-go/tapes/hostabi/plugin"
+	"github.com/tapes-go/tapes/internal/guesttest"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
@@ -30,7 +31,7 @@ func TestGoGuestEveryKind(t *testing.T) {
 			t.Fatalf("%d events still buffered after a call; the runner should have flushed them", b)
 		}
 	}
-	checkEveryKind(t, r, "plugins.go.go.", n)
+	guesttest.CheckEveryKind(t, r, "plugins.go.go.", n)
 	if g := r.Gauge("plugins.go.go.calls", nil).Value(); g != n {
 		t.Errorf("function gauge = %v, want %d", g, n)
 	}
@@ -99,7 +100,7 @@ func TestGoGuestPool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkEveryKind(t, r, "plugins.go.go.", workers*each)
+	guesttest.CheckEveryKind(t, r, "plugins.go.go.", workers*each)
 	if st := p.Stats(); st.Instances < 1 || st.Instances > 3 || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
@@ -114,7 +115,7 @@ func TestGoGuestPanic(t *testing.T) {
 		t.Fatal("a guest panic returned no error")
 	}
 	callP(t, p, "record_all")
-	checkEveryKind(t, r, "plugins.go.go.", 2)
+	guesttest.CheckEveryKind(t, r, "plugins.go.go.", 2)
 	if st := p.Stats(); st.Traps != 1 || st.Replaced != 1 || st.Instances != 1 {
 		t.Errorf("stats %+v", st)
 	}
@@ -154,7 +155,7 @@ func TestGoGuestMemoryLimit(t *testing.T) {
 		t.Fatal("allocating 64 MiB under a 32 MiB limit succeeded")
 	}
 	callP(t, p, "record_all")
-	checkEveryKind(t, r, "plugins.go.go.", 1)
+	guesttest.CheckEveryKind(t, r, "plugins.go.go.", 1)
 	if st := p.Stats(); st.Traps != 1 || st.Replaced != 1 {
 		t.Errorf("stats %+v", st)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/tapes-go/tapes/hostabi/plugin"
+	"github.com/tapes-go/tapes/internal/guesttest"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
@@ -21,7 +22,7 @@ func newPlugin(t *testing.T, cfg plugin.Config) *plugin.Plugin {
 	t.Helper()
 	ctx := context.Background()
 	if cfg.Cache == nil {
-		cfg.Cache = testCache
+		cfg.Cache = guests.Cache
 	}
 	p, err := plugin.New(ctx, cfg)
 	if err != nil {
@@ -71,7 +72,7 @@ func TestPluginPoolAddsUp(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	checkEveryKind(t, r, "plugins.cg.c.", workers*each)
+	guesttest.CheckEveryKind(t, r, "plugins.cg.c.", workers*each)
 	st := p.Stats()
 	if st.Instances < 1 || st.Instances > 4 {
 		t.Errorf("%d instances alive, pool size is 4", st.Instances)
@@ -203,7 +204,7 @@ func TestHostileInfiniteLoop(t *testing.T) {
 			if calls == 0 {
 				t.Fatal("the good plugin served no call while the bad one spun")
 			}
-			checkEveryKind(t, r, "plugins.cg.c.", calls)
+			guesttest.CheckEveryKind(t, r, "plugins.cg.c.", calls)
 			st := bad.Stats()
 			if st.Timeouts != 1 || st.Replaced != 1 || st.Errors != 1 || st.Traps != 0 || st.Instances != 0 {
 				t.Errorf("stats after the timeout: %+v", st)
@@ -409,7 +410,7 @@ func TestPluginNoInterrupt(t *testing.T) {
 	r := registry.New()
 	p := newPlugin(t, plugin.Config{Wasm: cGuest(t, "cguest"), Registry: r, NoInterrupt: true, PoolSize: 2})
 	callP(t, p, "record_all")
-	checkEveryKind(t, r, "c.", 1)
+	guesttest.CheckEveryKind(t, r, "c.", 1)
 }
 
 // Close while calls are in flight: every call returns (an error or a
@@ -417,7 +418,7 @@ func TestPluginNoInterrupt(t *testing.T) {
 func TestPluginCloseDuringCalls(t *testing.T) {
 	r := registry.New()
 	p, err := plugin.New(context.Background(), plugin.Config{
-		Wasm: cGuest(t, "cguest"), Registry: r, PoolSize: 3, Cache: testCache,
+		Wasm: cGuest(t, "cguest"), Registry: r, PoolSize: 3, Cache: guests.Cache,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -483,5 +484,5 @@ func TestPluginCacheDirKeepsRewrite(t *testing.T) {
 			t.Fatalf("start %d: rewritten modules in the cache: %v", i+1, kept)
 		}
 	}
-	checkEveryKind(t, r, "plugins.cg.c.", 2)
+	guesttest.CheckEveryKind(t, r, "plugins.cg.c.", 2)
 }

@@ -217,7 +217,7 @@ func TestRunawayGuestsStopAtTheDeadline(t *testing.T) {
 			}
 			p, err := plugin.New(ctx, plugin.Config{
 				Name: "runaway", Wasm: wasm, Registry: registry.New(), Prefix: "plugins.runaway",
-				CallTimeout: runawayTimeout, MemoryLimitPages: pages, Cache: testCache,
+				CallTimeout: runawayTimeout, MemoryLimitPages: pages, Cache: guests.Cache,
 			})
 			if c.refused != "" {
 				if err == nil {
@@ -292,7 +292,7 @@ func stops(t *testing.T, p *plugin.Plugin, export string, params ...uint64) {
 func cGuestO0(t *testing.T, name string) []byte {
 	t.Helper()
 	clang := testenv.WasiClang(t)
-	return builds.Bytes(t, "c-O0-"+name+".wasm", func(out string) error {
+	return guests.Build(t, "c-O0-"+name+".wasm", func(out string) error {
 		root := testenv.RepoRoot()
 		cmd := exec.Command(clang, "--target=wasm32-wasi", "-O0", "-mexec-model=reactor",
 			"-I", filepath.Join(root, "guest", "c"), "-o", out, filepath.Join(root, "hostabi", "testdata", name+".c"))

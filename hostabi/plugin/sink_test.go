@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tapes-go/tapes/hostabi/plugin"
+	"github.com/tapes-go/tapes/internal/guesttest"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
@@ -45,7 +46,7 @@ func TestClientSinkEveryKind(t *testing.T) {
 	}
 	// Gauges are a live worker's values: the host drops them when the
 	// worker leaves, so read them before closing.
-	checkEveryKind(t, r, "plugins.s.c.", n)
+	guesttest.CheckEveryKind(t, r, "plugins.s.c.", n)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
