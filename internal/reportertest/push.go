@@ -2,12 +2,9 @@ package reportertest
 
 import (
 	"bufio"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,61 +21,7 @@ import (
 // the prometheus binary the test skips, or fails in CI.
 func StartRemoteWriteReceiver(t testing.TB) *Prometheus {
 	t.Helper()
-	server, _ := testenv.Prometheus(t)
-	dir := t.TempDir()
-	config := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(config, []byte("global:\n  evaluation_interval: 1s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
-	p := &Prometheus{URL: "http://" + addr, t: t, done: make(chan struct{}), logPath: filepath.Join(dir, "prometheus.log")}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	p.cmd = exec.Command(server, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--web.enable-remote-write-receiver",
-		"--enable-feature=native-histograms", "--log.level=warn")
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting prometheus: %v", err)
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(p.logPath)
-			t.Logf("Prometheus log:\n%s", log)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.URL + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-p.done:
-			log, _ := os.ReadFile(p.logPath)
-			t.Fatalf("prometheus exited at start; log:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready on %s within 30s", addr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return StartPrometheusWith(t, []string{"--web.enable-remote-write-receiver", "--enable-feature=native-histograms"})
 }
 
 // OTLPReceiverBuild is the build step of the OTLP receiver
