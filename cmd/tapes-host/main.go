@@ -42,12 +42,14 @@ Usage:
   tapes-host version                             print the version and build information
 
 Workers find the host through the environment variable TAPES_SHM (printed at start).
-Endpoints: http://ADDR/metrics (Prometheus text 0.0.4), http://ADDR/stats (JSON),
+Endpoints: http://ADDR/metrics (Prometheus text 0.0.4, OpenMetrics, or protobuf with native
+histograms, by the scraper's Accept header), http://ADDR/stats (JSON),
 /healthz and /-/healthy (200 while draining works), /readyz and /-/ready (200 once
 draining, plugins loaded and the shm file intact).
 
 Signals: SIGTERM/SIGINT stop cleanly (drain everything, report one last time, exit 0).
-SIGHUP re-reads -config: -log-level and -interval take effect at once; a change to
+SIGHUP re-reads -config and the -mapping file: -log-level, -interval and the mapping take
+effect at once; a change to
 -plugin, -plugin-interval, -plugin-timeout, -plugin-memory or -wasm-cache restarts the
 plugins on the new settings, one to -remote-write-url, -otlp-url or their push settings
 restarts the pushers; a change to any other setting is logged as needing a restart and ignored; an invalid file is logged
