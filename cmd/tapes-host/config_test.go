@@ -105,7 +105,7 @@ func TestHelpNamesReloadableSettings(t *testing.T) {
 	if code := mainCode(context.Background(), []string{"-h"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("-h: exit %d", code)
 	}
-	for _, want := range []string{"SIGHUP", "-log-level and -interval", "/healthz", "/readyz", "-log-format", "-version"} {
+	for _, want := range []string{"SIGHUP", "-log-level, -interval and the mapping", "/healthz", "/readyz", "-log-format", "-version"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("-h lacks %q", want)
 		}
