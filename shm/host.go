@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm/internal/relay"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -134,6 +135,12 @@ type Host struct {
 	bells   int // doorbell words that cover the file's slots
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
+	// relay waits on hostWait for the host outside the Go scheduler (see
+	// package relay); nil before the first sleep, without cgo, or when it
+	// could not start (noRelay is then set, and tests set it to take the
+	// plain futex path).
+	relay    *relay.Relay
+	noRelay  bool
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
 	shown    int           // the workers gauge's value, -1 before the first pass
 	pidfds   int           // open pidfds (hslot.pidfd)
@@ -452,8 +459,9 @@ func (h *Host) Close() error {
 	for i := range h.slots {
 		h.unwatch(&h.slots[i])
 	}
-	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
-	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
+	// A Drain asleep returns ErrClosed now, not at its timeout.
+	h.wakeLocked()
+	h.stopRelay()
 	err := h.m.Unmap()
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
@@ -506,17 +514,25 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	for _, o := range opts {
 		o(h)
 	}
-	wait := u32(h.m, hdrWait)
 	h.mu.Unlock()
 	// Cancellation must not wait for the futex timeout.
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		if !h.closed {
-			futexWakeAll(wait)
+			h.wakeLocked()
 		}
 		h.mu.Unlock()
 	})
 	defer stop()
+	// The relay's thread lives while Drain runs (Close stops it too).
+	defer func() {
+		h.mu.Lock()
+		if !h.closed {
+			h.wakeLocked()
+			h.stopRelay()
+		}
+		h.mu.Unlock()
+	}()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	nap := func(d time.Duration) {
@@ -528,8 +544,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	}
 	coalescing := false
 	lastPass := time.Now()
-	var lastBig time.Time     // the last pass that found a backlog
-	quiet := time.Duration(0) // the coalescing nap: the window, doubled per empty pass
+	var lastBig time.Time // the last pass that found a backlog
 	pendNap := time.Duration(0)
 	var spinTill time.Time
 	for {
@@ -569,7 +584,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		// A worker whose rate since the last pass would fill a quarter of
 		// its ring during a nap is starting a burst: no nap (a 1 ms nap
 		// against a worker writing flat out dropped events).
-		if busiest > 0 && time.Duration(busiest)*maxQuietNap > since*time.Duration(h.g.ringRecs/4) {
+		if busiest > 0 && time.Duration(busiest)*burstHorizon > since*time.Duration(h.g.ringRecs/4) {
 			continue
 		}
 		if pending {
@@ -592,24 +607,18 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		pendNap, spinTill = 0, time.Time{}
 		if coalescing {
 			// Events came back to back: let the next ones gather for a
-			// window, with the wake flag down. A window with none doubles
-			// the next, up to maxQuietNap before the futex: going to sleep
-			// and being woken costs the host more than a few timer naps
-			// (the Go runtime's monitor polls at 20 µs for a while after
-			// a goroutine returns from a long system call), and at a
-			// thousand events a second a third of 1 ms windows are empty.
-			switch {
-			case n > 0:
-				quiet = h.coalesce
-			case quiet < maxQuietNap:
-				quiet *= 2
-			default:
-				coalescing = false
-			}
-			if coalescing {
-				nap(quiet)
+			// window, with the wake flag down, so that workers make no
+			// system calls, for as long as windows find events. The first
+			// window with none ends it: below about one event per window
+			// a futex wake-up per event costs less than the windows.
+			// (Doubling the nap after an empty window, as before, kept a
+			// host serving one worker at 100 events/s in timer naps,
+			// about three wake-ups per event.)
+			if n > 0 {
+				nap(h.coalesce)
 				continue
 			}
+			coalescing = false
 		}
 		if !haveFutex {
 			nap(time.Millisecond)
@@ -624,7 +633,6 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		// than one wake-up each is worth. Gather them until a window
 		// passes with none.
 		coalescing = woken && time.Since(t0) < h.coalesce
-		quiet = h.coalesce
 	}
 }
 
@@ -641,10 +649,12 @@ const idleCheckEvery = time.Second
 // defaultCoalesce is how long a host woken back to back lets events gather
 // before its next pass: the latency an event may wait under a steady
 // trickle, traded for one pass and no wake-up system calls per window.
-// maxQuietNap is the longest nap while coalescing passes find nothing.
+// burstHorizon is how long a ring must last at its worker's latest rate
+// (the burst rule in Drain): longer than a window or a pending nap, since
+// on a loaded machine the host's next pass may come late.
 const (
 	defaultCoalesce = time.Millisecond
-	maxQuietNap     = 8 * time.Millisecond
+	burstHorizon    = 8 * time.Millisecond
 )
 
 // pendingSpin is how long the host passes back to back over a slot that
@@ -708,14 +718,30 @@ func (h *Host) wait() (woken bool, err error) {
 		h.mu.Unlock()
 		return true, err
 	}
-	h.mu.Unlock()
-	// A futex call on a page that is gone fails with EFAULT; it raises no
-	// signal.
-	futexSleep(w, 1, d)
+	if h.relay == nil && !h.noRelay && relay.Available {
+		if h.relay, err = relay.Start(w); err != nil {
+			h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up)", "err", err)
+			h.noRelay, err = true, nil
+		}
+	}
+	if rl := h.relay; rl != nil {
+		// Armed under the lock: Close stops the relay under it too.
+		rl.Arm(d)
+		h.mu.Unlock()
+		err = rl.Await()
+	} else {
+		h.mu.Unlock()
+		// A futex call on a page that is gone fails with EFAULT; it raises
+		// no signal.
+		futexSleep(w, 1, d)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return false, ErrClosed
+	}
+	if err != nil {
+		return false, fmt.Errorf("shm: waiting for workers: %w", err)
 	}
 	err = h.protect(func() {
 		// A worker that wakes the host clears the word first; a timeout
@@ -726,6 +752,24 @@ func (h *Host) wait() (woken bool, err error) {
 		err = h.damaged(err)
 	}
 	return woken, err
+}
+
+// wakeLocked makes a host asleep in wait return now: like a worker, it
+// takes the word down before it wakes it, so that a wait about to start
+// (the relay's, or futexSleep just after wait unlocked) returns at once
+// instead of sleeping to its timeout. The caller holds h.mu.
+func (h *Host) wakeLocked() {
+	w := u32(h.m, hdrWait)
+	_ = h.protect(func() { atomic.StoreUint32(w, 0) }) // a fault is damage the next pass reports
+	futexWakeAll(w)
+}
+
+// stopRelay ends the relay's thread, after wakeLocked. The caller holds h.mu.
+func (h *Host) stopRelay() {
+	if h.relay != nil {
+		h.relay.Stop()
+		h.relay = nil
+	}
 }
 
 // unseen reports whether slot i has work the host's next pass will visit:
