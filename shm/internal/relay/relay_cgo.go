@@ -24,7 +24,7 @@ struct relay {
 	int efd;        // eventfd, nonblocking; the thread writes 1 per answered request
 	uint32_t seq;   // requests made; the thread waits on it (private futex)
 	uint32_t stop;  // set once, by relay_stop
-	int64_t ns;     // the timeout of the latest request
+	int64_t ns;     // the latest request: a timeout, or minus a tick period
 	int32_t tid;    // the thread's id, for tests
 	pthread_t th;
 };
@@ -33,9 +33,16 @@ static long tapes_futex(uint32_t *addr, int op, uint32_t val, const struct times
 	return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
 
+static void tapes_relay_answer(struct relay *r) {
+	uint64_t one = 1;
+	while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR) {
+	}
+}
+
 static void *tapes_relay_main(void *p) {
 	struct relay *r = p;
 	uint32_t seen = 0;
+	int64_t tick = 0; // > 0: answer every tick nanoseconds until the next request
 	__atomic_store_n(&r->tid, (int32_t)syscall(SYS_gettid), __ATOMIC_SEQ_CST);
 	for (;;) {
 		uint32_t s = __atomic_load_n(&r->seq, __ATOMIC_SEQ_CST);
@@ -44,20 +51,29 @@ static void *tapes_relay_main(void *p) {
 		if (s == seen) {
 			// relay_stop stores stop before it bumps seq, so a stop that
 			// this load missed makes the wait return at once.
-			tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL);
+			if (tick > 0) {
+				struct timespec ts = {tick / 1000000000, tick % 1000000000};
+				if (tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, &ts) < 0 && errno == ETIMEDOUT)
+					tapes_relay_answer(r);
+			} else {
+				tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL);
+			}
 			continue;
 		}
 		seen = s;
 		int64_t ns = __atomic_load_n(&r->ns, __ATOMIC_SEQ_CST);
+		if (ns < 0) {
+			tick = -ns;
+			continue;
+		}
+		tick = 0;
 		struct timespec ts = {ns / 1000000000, ns % 1000000000};
 		// Not private: the word is in a shared file mapping, and workers
 		// wake it from other processes. It returns at once unless the
 		// word is still 1 (the host's "asleep"); Close and a cancelled
 		// Drain store 0 before they wake it.
 		tapes_futex(r->word, FUTEX_WAIT, 1, &ts);
-		uint64_t one = 1;
-		while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR) {
-		}
+		tapes_relay_answer(r);
 	}
 	return NULL;
 }
@@ -168,16 +184,26 @@ func Start(word *uint32) (*Relay, error) {
 // Arm asks the thread to sleep on the word for at most d. It does not block;
 // the host calls it under its lock, so that Close cannot free the relay
 // in between.
-func (r *Relay) Arm(d time.Duration) {
-	atomic.StoreInt64(r.ns, int64(d))
+func (r *Relay) Arm(d time.Duration) { r.request(max(int64(d), 0)) }
+
+// Tick asks the thread to answer every d, without looking at the word,
+// until the next request: the host's coalescing windows, two thread
+// wake-ups each (this one's timeout, the netpoller's), where a Go timer
+// costs the runtime a few more (netpollBreak, spinning Ms). Answers that
+// Await has not read add up to one.
+func (r *Relay) Tick(d time.Duration) { r.request(-max(int64(d), 1)) }
+
+func (r *Relay) request(ns int64) {
+	atomic.StoreInt64(r.ns, ns)
 	atomic.AddUint32(r.seq, 1)
 	syscall.RawSyscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(r.seq)), futexWakePrivate, 1, 0, 0, 0)
 }
 
 const futexWakePrivate = 1 | 128 // FUTEX_WAKE | FUTEX_PRIVATE_FLAG
 
-// Await blocks until the thread answers the request Arm made: the word was
-// woken, or the timeout passed. It fails once stop has closed the eventfd.
+// Await blocks until the thread answers the request Arm made (the word was
+// woken, or the timeout passed) or Tick's next tick. It fails
+// (os.ErrClosed) once Stop has closed the eventfd.
 func (r *Relay) Await() error {
 	var errno syscall.Errno
 	err := r.rc.Read(func(fd uintptr) bool {

@@ -20,6 +20,9 @@ func Start(*uint32) (*Relay, error) { return nil, errors.New("wake-up relay: nee
 // Arm does nothing in this build.
 func (*Relay) Arm(time.Duration) {}
 
+// Tick does nothing in this build.
+func (*Relay) Tick(time.Duration) {}
+
 // Await does nothing in this build.
 func (*Relay) Await() error { return errors.New("wake-up relay: needs cgo on Linux") }
 

@@ -123,3 +123,55 @@ func TestRelayStopWakesWait(t *testing.T) {
 		t.Fatal("Stop did not return")
 	}
 }
+
+// TestRelayTick: Tick answers every period without a wake-up of the word,
+// and the next Arm ends the ticking.
+func TestRelayTick(t *testing.T) {
+	w := word(t)
+	atomic.StoreUint32(w, 0) // the host is awake while it ticks
+	r, err := Start(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	r.Tick(5 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		got := make(chan error, 1)
+		go func() { got <- r.Await() }()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tick %d never came", i)
+		}
+	}
+	atomic.StoreUint32(w, 1)
+	r.Arm(time.Hour)
+	// A tick may have been answered just before the Arm: read it, then
+	// nothing may come until the word is woken.
+	got := make(chan error, 1)
+	go func() { got <- r.Await() }()
+	select {
+	case <-got:
+		go func() { got <- r.Await() }()
+	case <-time.After(50 * time.Millisecond):
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("an answer after Arm with nobody waking the word (%v): still ticking", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	wake(w)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// Answered, and not asked again: nothing more.
+	go func() { got <- r.Await() }()
+	select {
+	case err := <-got:
+		t.Fatalf("an answer with no request outstanding (%v): still ticking", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
