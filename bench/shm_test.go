@@ -15,6 +15,7 @@ import (
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
+	_ "github.com/tapes-go/tapes/shm/relay" // the host's waits as tapes-host makes them
 )
 
 // shmHost creates a host on a file in /dev/shm (tmpfs, where DefaultPath

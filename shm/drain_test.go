@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/registry"
-	"github.com/tapes-go/tapes/shm/internal/relay"
+	"github.com/tapes-go/tapes/shm/relay"
 )
 
 // TestDrainWakesOnRecord makes polling useless (hour-long idle sleeps and

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapes-go/tapes/registry"
-	"github.com/tapes-go/tapes/shm/internal/relay"
+	"github.com/tapes-go/tapes/shm/internal/relayhook"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -137,10 +137,11 @@ type Host struct {
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
 	// relay waits on hostWait for the host outside the Go scheduler (see
-	// package relay); nil before the first sleep, without cgo, or when it
+	// package shm/relay); nil before the first sleep, when the program
+	// does not link shm/relay (or was built without cgo), or when it
 	// could not start (noRelay is then set, and tests set it to take the
 	// plain futex path).
-	relay    *relay.Relay
+	relay    relayhook.Relay
 	noRelay  bool
 	ticking  bool          // the relay answers every coalescing window (see window)
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
@@ -505,7 +506,11 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // drains at once when woken after a quiet period, and when wake-ups come
 // back to back it lets the events of a coalescing window (1 ms) gather,
 // with the wake flag down so that workers make no system calls, before its
-// next pass. Liveness checks, slot reclaim and the file's damage checks
+// next pass, until a window finds none. In a program that imports package
+// shm/relay built with cgo (tapes-host), the host makes these waits in a
+// thread of its own, which the Go runtime's scheduler does not see: a
+// goroutine blocked in futex(2) costs the process several runtime wake-ups
+// per event. Liveness checks, slot reclaim and the file's damage checks
 // run on their own cadence (WithLivenessInterval); a sleep never outlasts
 // WithMaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
 // core". It returns an error only if the file becomes unusable (a
@@ -765,10 +770,10 @@ func (h *Host) wakeLocked() {
 
 // startRelay returns the relay, started at the first call; nil without one.
 // The caller holds h.mu.
-func (h *Host) startRelay() *relay.Relay {
-	if h.relay == nil && !h.noRelay && relay.Available {
+func (h *Host) startRelay() relayhook.Relay {
+	if h.relay == nil && !h.noRelay && relayhook.Start != nil {
 		var err error
-		if h.relay, err = relay.Start(u32(h.m, hdrWait)); err != nil {
+		if h.relay, err = relayhook.Start(u32(h.m, hdrWait)); err != nil {
 			h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up)", "err", err)
 			h.noRelay = true
 		}

@@ -16,6 +16,11 @@ import (
 	"github.com/tapes-go/tapes/reporters/stream"
 	"github.com/tapes-go/tapes/runtimemetrics"
 	"github.com/tapes-go/tapes/shm"
+
+	// The drain waits for workers in a thread of its own (cgo builds),
+	// a fraction of the CPU per wake-up (docs/RATIONALE.md, "Polling
+	// without burning a core").
+	_ "github.com/tapes-go/tapes/shm/relay"
 )
 
 // selfPrefix is where the host reports on itself.
