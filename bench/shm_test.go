@@ -15,6 +15,7 @@ import (
 
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
+	_ "github.com/tapes-go/tapes/shm/relay" // the host's waits as tapes-host makes them
 )
 
 // shmHost creates a host on a file in /dev/shm (tmpfs, where DefaultPath
@@ -282,11 +283,10 @@ func benchLatency(b *testing.B, load int) {
 			// Gosched holds one of this process's Ps (two on the project's
 			// machine) and delayed the host's goroutine by ~1 ms (p50
 			// 1.1-1.7 ms against 59 µs), which no separate worker process
-			// does. The sleep makes the figures pessimistic: it asks for
-			// 20 µs, takes ~50 µs here, and the runtime may round a short
-			// sleep up to a millisecond.
+			// does. pollPause sleeps in the kernel (20 µs asked, ~60-100
+			// µs taken here), the resolution of these figures.
 			for rc.Value() < want {
-				time.Sleep(20 * time.Microsecond)
+				pollPause()
 			}
 			lat = append(lat, time.Since(t0))
 		}

@@ -3,19 +3,33 @@ package shm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm/relay"
 )
 
 // TestDrainWakesOnRecord makes polling useless (hour-long idle sleeps and
 // liveness interval), so the host sees an event only if the worker's
 // futex wake-up reaches it; then checks that cancelling and closing end a
-// sleeping Drain.
+// sleeping Drain. It runs with the relay thread (cgo builds) and with the
+// futex wait from the goroutine (the build without cgo, and a host whose
+// relay could not start).
 func TestDrainWakesOnRecord(t *testing.T) {
+	if relay.Available {
+		t.Run("relay", func(t *testing.T) { testDrainWakesOnRecord(t, false) })
+	}
+	t.Run("futex", func(t *testing.T) { testDrainWakesOnRecord(t, true) })
+}
+
+func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	h.noRelay = noRelay
 	c, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +41,17 @@ func TestDrainWakesOnRecord(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	for i := 1; i <= 5; i++ {
-		time.Sleep(20 * time.Millisecond) // the host is asleep by now
+		if haveFutex {
+			waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+		h.mu.Lock()
+		withRelay := h.relay != nil
+		h.mu.Unlock()
+		if withRelay == noRelay {
+			t.Fatalf("host asleep with relay %v, want %v", withRelay, !noRelay)
+		}
 		ctr.Inc()
 		waitFor(t, "the event", 10*time.Second, func() bool { return r.Counter("wake.n").Value() == int64(i) })
 	}
@@ -252,5 +276,145 @@ func TestPassDrainsOneRing(t *testing.T) {
 	}
 	if d := c.Dropped(); d != 0 {
 		t.Fatalf("dropped %d", d)
+	}
+}
+
+// TestTrickleOnePassPerEvent: events that trickle in (one every 10 ms, as
+// a lightly loaded service records them) cost the host about one pass
+// each, made when the worker wakes it. A coalescing nap that doubled after
+// each empty window kept such a host in timer naps for good (1, 2, 4 ms:
+// a window always found the next event before the ladder ended), three to
+// four passes per event; coalescing now ends with the first empty window.
+func TestTrickleOnePassPerEvent(t *testing.T) {
+	if !haveFutex {
+		t.Skip("without futexes the host polls every millisecond") // only where haveFutex is false (not Linux)
+	}
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("trickle.n")
+	r := registry.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	// Start coalescing, as a burst of events does: the host is woken
+	// again within a window of going to sleep.
+	// (Spaced by spinning: a sleep that short is rounded up to a
+	// millisecond or more.)
+	const burst = 20
+	for i := 0; i < burst; i++ {
+		ctr.Inc()
+		for t0 := time.Now(); time.Since(t0) < 500*time.Microsecond; {
+			runtime.Gosched()
+		}
+	}
+	const events = 60
+	p0 := h.Passes()
+	for i := 0; i < events; i++ {
+		time.Sleep(10 * time.Millisecond)
+		ctr.Inc()
+	}
+	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("trickle.n").Value() == events+burst })
+	passes := h.Passes() - p0
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if passes > 2*events {
+		t.Fatalf("%d passes for %d events 10 ms apart, want at most 2 per event", passes, events)
+	}
+	t.Logf("%d passes for %d events", passes, events)
+}
+
+// TestRelayEndsWithDrain: the relay's thread, started by the first sleep,
+// ends when Drain returns (its context cancelled) and when the host is
+// closed under a sleeping Drain, without waiting for the sleep's timeout.
+func TestRelayEndsWithDrain(t *testing.T) {
+	if !relay.Available {
+		t.Skip("no relay in this build (cgo off or not Linux)") // TestDrainWakesOnRecord covers the futex path
+	}
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := registry.New()
+	sleeping := func() int {
+		var tid int
+		waitFor(t, "the host to sleep through its relay", 10*time.Second, func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.relay != nil && atomic.LoadUint32(u32(h.m, hdrWait)) == 1 {
+				tid = h.relay.TID()
+			}
+			return tid != 0
+		})
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err != nil {
+			t.Fatalf("relay thread %d: %v", tid, err)
+		}
+		return tid
+	}
+	gone := func(tid int) {
+		waitFor(t, "the relay thread to end", 10*time.Second, func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+			return os.IsNotExist(err)
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	tid := sleeping()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	gone(tid)
+
+	go func() {
+		done <- h.Drain(context.Background(), r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour))
+	}()
+	tid = sleeping()
+	h.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Drain after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return after Close")
+	}
+	gone(tid)
+}
+
+// TestFullScanCadenceFollowsSlots: a pass that reads every slot's state
+// touches a page of each, so a file of 4096 slots is scanned 16 times
+// less often than one of 64 (issue 19: at the same cadence the scans
+// alone were 0.03-0.2% of a core on an idle host). A small file keeps the
+// cadence of 40 liveness intervals.
+func TestFullScanCadenceFollowsSlots(t *testing.T) {
+	scans := func(slots int) uint64 {
+		h := newHost(t, Config{Slots: slots, RingRecords: 64})
+		c, err := Open(h.Path()) // an attached worker: liveness checks every interval
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.Drain(ctx, registry.New(), WithLivenessInterval(time.Millisecond)) }()
+		time.Sleep(400 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return h.fullScans.Load()
+	}
+	// 40 ms apart at 64 slots; 640 ms apart at 4096 (plus the first pass,
+	// and the last one Drain makes after its context ends).
+	if n := scans(4096); n > 3 {
+		t.Errorf("4096 slots: %d full scans in 400 ms at a 1 ms liveness interval, want at most 3", n)
+	}
+	if n := scans(64); n < 4 {
+		t.Errorf("64 slots: %d full scans in 400 ms at a 1 ms liveness interval, want about 10", n)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm/internal/relayhook"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -114,7 +115,8 @@ type Host struct {
 	lastLive  time.Time
 	lastFull  time.Time // the last pass that read every slot's state
 
-	passes atomic.Uint64 // completed drain passes (Passes)
+	passes    atomic.Uint64 // completed drain passes (Passes)
+	fullScans atomic.Uint64 // passes that read every slot's state
 
 	reg   *registry.Registry
 	self  selfMetrics
@@ -134,6 +136,14 @@ type Host struct {
 	bells   int // doorbell words that cover the file's slots
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
+	// relay waits on hostWait for the host outside the Go scheduler (see
+	// package shm/relay); nil before the first sleep, when the program
+	// does not link shm/relay (or was built without cgo), or when it
+	// could not start (noRelay is then set, and tests set it to take the
+	// plain futex path).
+	relay    relayhook.Relay
+	noRelay  bool
+	ticking  bool          // the relay answers every coalescing window (see window)
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
 	shown    int           // the workers gauge's value, -1 before the first pass
 	pidfds   int           // open pidfds (hslot.pidfd)
@@ -452,8 +462,9 @@ func (h *Host) Close() error {
 	for i := range h.slots {
 		h.unwatch(&h.slots[i])
 	}
-	// A Drain asleep in futex wait returns ErrClosed now, not at its timeout.
-	_ = h.protect(func() { futexWakeAll(u32(h.m, hdrWait)) })
+	// A Drain asleep returns ErrClosed now, not at its timeout.
+	h.wakeLocked()
+	h.stopRelay()
 	err := h.m.Unmap()
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
@@ -495,7 +506,11 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // drains at once when woken after a quiet period, and when wake-ups come
 // back to back it lets the events of a coalescing window (1 ms) gather,
 // with the wake flag down so that workers make no system calls, before its
-// next pass. Liveness checks, slot reclaim and the file's damage checks
+// next pass, until a window finds none. In a program that imports package
+// shm/relay built with cgo (tapes-host), the host makes these waits in a
+// thread of its own, which the Go runtime's scheduler does not see: a
+// goroutine blocked in futex(2) costs the process several runtime wake-ups
+// per event. Liveness checks, slot reclaim and the file's damage checks
 // run on their own cadence (WithLivenessInterval); a sleep never outlasts
 // WithMaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
 // core". It returns an error only if the file becomes unusable (a
@@ -506,17 +521,25 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	for _, o := range opts {
 		o(h)
 	}
-	wait := u32(h.m, hdrWait)
 	h.mu.Unlock()
 	// Cancellation must not wait for the futex timeout.
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		if !h.closed {
-			futexWakeAll(wait)
+			h.wakeLocked()
 		}
 		h.mu.Unlock()
 	})
 	defer stop()
+	// The relay's thread lives while Drain runs (Close stops it too).
+	defer func() {
+		h.mu.Lock()
+		if !h.closed {
+			h.wakeLocked()
+			h.stopRelay()
+		}
+		h.mu.Unlock()
+	}()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	nap := func(d time.Duration) {
@@ -528,8 +551,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	}
 	coalescing := false
 	lastPass := time.Now()
-	var lastBig time.Time     // the last pass that found a backlog
-	quiet := time.Duration(0) // the coalescing nap: the window, doubled per empty pass
+	var lastBig time.Time // the last pass that found a backlog
 	pendNap := time.Duration(0)
 	var spinTill time.Time
 	for {
@@ -569,7 +591,7 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		// A worker whose rate since the last pass would fill a quarter of
 		// its ring during a nap is starting a burst: no nap (a 1 ms nap
 		// against a worker writing flat out dropped events).
-		if busiest > 0 && time.Duration(busiest)*maxQuietNap > since*time.Duration(h.g.ringRecs/4) {
+		if busiest > 0 && time.Duration(busiest)*burstHorizon > since*time.Duration(h.g.ringRecs/4) {
 			continue
 		}
 		if pending {
@@ -592,24 +614,20 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		pendNap, spinTill = 0, time.Time{}
 		if coalescing {
 			// Events came back to back: let the next ones gather for a
-			// window, with the wake flag down. A window with none doubles
-			// the next, up to maxQuietNap before the futex: going to sleep
-			// and being woken costs the host more than a few timer naps
-			// (the Go runtime's monitor polls at 20 µs for a while after
-			// a goroutine returns from a long system call), and at a
-			// thousand events a second a third of 1 ms windows are empty.
-			switch {
-			case n > 0:
-				quiet = h.coalesce
-			case quiet < maxQuietNap:
-				quiet *= 2
-			default:
-				coalescing = false
-			}
-			if coalescing {
-				nap(quiet)
+			// window, with the wake flag down, so that workers make no
+			// system calls, for as long as windows find events. The first
+			// window with none ends it: below about one event per window
+			// a futex wake-up per event costs less than the windows.
+			// (Doubling the nap after an empty window, as before, kept a
+			// host serving one worker at 100 events/s in timer naps,
+			// about three wake-ups per event.)
+			if n > 0 {
+				if err := h.window(nap); err != nil {
+					return err
+				}
 				continue
 			}
+			coalescing = false
 		}
 		if !haveFutex {
 			nap(time.Millisecond)
@@ -624,7 +642,6 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 		// than one wake-up each is worth. Gather them until a window
 		// passes with none.
 		coalescing = woken && time.Since(t0) < h.coalesce
-		quiet = h.coalesce
 	}
 }
 
@@ -641,10 +658,12 @@ const idleCheckEvery = time.Second
 // defaultCoalesce is how long a host woken back to back lets events gather
 // before its next pass: the latency an event may wait under a steady
 // trickle, traded for one pass and no wake-up system calls per window.
-// maxQuietNap is the longest nap while coalescing passes find nothing.
+// burstHorizon is how long a ring must last at its worker's latest rate
+// (the burst rule in Drain): longer than a window or a pending nap, since
+// on a loaded machine the host's next pass may come late.
 const (
 	defaultCoalesce = time.Millisecond
-	maxQuietNap     = 8 * time.Millisecond
+	burstHorizon    = 8 * time.Millisecond
 )
 
 // pendingSpin is how long the host passes back to back over a slot that
@@ -708,14 +727,25 @@ func (h *Host) wait() (woken bool, err error) {
 		h.mu.Unlock()
 		return true, err
 	}
-	h.mu.Unlock()
-	// A futex call on a page that is gone fails with EFAULT; it raises no
-	// signal.
-	futexSleep(w, 1, d)
+	if rl := h.startRelay(); rl != nil {
+		// Armed under the lock: Close stops the relay under it too.
+		rl.Arm(d)
+		h.ticking = false
+		h.mu.Unlock()
+		err = rl.Await()
+	} else {
+		h.mu.Unlock()
+		// A futex call on a page that is gone fails with EFAULT; it raises
+		// no signal.
+		futexSleep(w, 1, d)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return false, ErrClosed
+	}
+	if err != nil {
+		return false, fmt.Errorf("shm: waiting for workers: %w", err)
 	}
 	err = h.protect(func() {
 		// A worker that wakes the host clears the word first; a timeout
@@ -726,6 +756,69 @@ func (h *Host) wait() (woken bool, err error) {
 		err = h.damaged(err)
 	}
 	return woken, err
+}
+
+// wakeLocked makes a host asleep in wait return now: like a worker, it
+// takes the word down before it wakes it, so that a wait about to start
+// (the relay's, or futexSleep just after wait unlocked) returns at once
+// instead of sleeping to its timeout. The caller holds h.mu.
+func (h *Host) wakeLocked() {
+	w := u32(h.m, hdrWait)
+	_ = h.protect(func() { atomic.StoreUint32(w, 0) }) // a fault is damage the next pass reports
+	futexWakeAll(w)
+}
+
+// startRelay returns the relay, started at the first call; nil without one.
+// The caller holds h.mu.
+func (h *Host) startRelay() relayhook.Relay {
+	if h.relay == nil && !h.noRelay && relayhook.Start != nil {
+		var err error
+		if h.relay, err = relayhook.Start(u32(h.m, hdrWait)); err != nil {
+			h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up)", "err", err)
+			h.noRelay = true
+		}
+	}
+	return h.relay
+}
+
+// window sleeps for a coalescing window, with hostWait left 0. With the
+// relay it waits for the relay's next tick, which goes on every window
+// until the next wait: two thread wake-ups a window, where a Go timer
+// reset and fired a window costs the runtime a few more (netpollBreak
+// and spinning Ms: 200 workers at 100 events/s, ~1000 windows a second).
+func (h *Host) window(nap func(time.Duration)) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	rl := h.startRelay()
+	if rl != nil && !h.ticking {
+		rl.Tick(h.coalesce)
+		h.ticking = true
+	}
+	h.mu.Unlock()
+	if rl == nil {
+		nap(h.coalesce)
+		return nil
+	}
+	if err := rl.Await(); err != nil {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("shm: waiting for workers: %w", err)
+	}
+	return nil
+}
+
+// stopRelay ends the relay's thread, after wakeLocked. The caller holds h.mu.
+func (h *Host) stopRelay() {
+	if h.relay != nil {
+		h.relay.Stop()
+		h.relay, h.ticking = nil, false
+	}
 }
 
 // unseen reports whether slot i has work the host's next pass will visit:
@@ -784,12 +877,13 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 		if live {
 			h.lastLive, h.seenWaits = now, w
 			h.countRefused()
-			if now.Sub(h.lastFull) >= fullScanEvery*h.liveEvery {
+			if now.Sub(h.lastFull) >= h.fullScanInterval() {
 				full = true
 			}
 		}
 		if full {
 			h.lastFull = now
+			h.fullScans.Add(1)
 		}
 		n = h.pass(live, full)
 	})
@@ -1096,7 +1190,19 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 // slot touches one page of each, 1-5 µs apiece on a VM: 4096 slots every
 // 250 ms would be most of an idle host's cost. A worker waiting for a slot
 // (claimWaits) gets a full scan at once.
-const fullScanEvery = 40
+//
+// Files of more than fullScanSlots slots are scanned proportionally less
+// often (4096 slots: every 160 s), so that the scans cost an idle host
+// the same whatever its size: at 10 s, 3-20 ms per scan of 4096 slots
+// were 0.03-0.2% of a core, the idle target being 0.1% in all.
+const (
+	fullScanEvery = 40
+	fullScanSlots = 256
+)
+
+func (h *Host) fullScanInterval() time.Duration {
+	return fullScanEvery * h.liveEvery * time.Duration(max(1, h.g.slots/fullScanSlots))
+}
 
 // pass drains the slots whose doorbell rang and those the last pass left
 // pending. With live (a liveness check) it also visits every bound slot

@@ -16,6 +16,11 @@ import (
 	"github.com/tapes-go/tapes/reporters/stream"
 	"github.com/tapes-go/tapes/runtimemetrics"
 	"github.com/tapes-go/tapes/shm"
+
+	// The drain waits for workers in a thread of its own (cgo builds),
+	// a fraction of the CPU per wake-up (docs/RATIONALE.md, "Polling
+	// without burning a core").
+	_ "github.com/tapes-go/tapes/shm/relay"
 )
 
 // selfPrefix is where the host reports on itself.
@@ -56,11 +61,23 @@ type host struct {
 	runtime *runtimemetrics.Set // tapes.host.go.*, tapes.host.process.*
 }
 
+// wallClock reads time.Now.
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
 // startHost opens the shm file and starts draining, serving, plugins and
 // push reporters. The caller must call shutdown.
 func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer) (h *host, err error) {
 	h = &host{cfg: cfg, log: log, out: out, health: newHealth()}
-	h.reg = registry.New(registry.WithMaxMetrics(cfg.maxMetrics))
+	// A precise clock, not the registry's default coarse one: the coarse
+	// clock's goroutine ticks 100 times a second for 10 s after each
+	// read, and the runtime metrics' timers, sampled every 10 s, read it
+	// often enough to keep it ticking for good, the largest part of a
+	// lightly loaded host's CPU (docs/RATIONALE.md, "Polling without
+	// burning a core"). The host applies records in batches, one clock
+	// read per metric and pass.
+	h.reg = registry.New(registry.WithMaxMetrics(cfg.maxMetrics), registry.WithClock(wallClock{}))
 	start := time.Now()
 	h.reg.Gauge(selfPrefix+".uptime_seconds", func() float64 { return time.Since(start).Seconds() })
 	defer func() {

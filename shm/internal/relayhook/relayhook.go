@@ -1,0 +1,21 @@
+// Package relayhook connects package shm to package shm/relay without an
+// import: shm/relay uses cgo, and a Go worker importing shm must stay a
+// pure Go program (statically linked, built without a C compiler). A
+// program that imports shm/relay (tapes-host does) sets Start from its
+// init; without it the host waits in futex(2) from its goroutine.
+package relayhook
+
+import "time"
+
+// Relay is what shm needs of a *relay.Relay.
+type Relay interface {
+	Arm(d time.Duration)
+	Tick(d time.Duration)
+	Await() error
+	Stop()
+	TID() int
+}
+
+// Start starts a relay waiting on word; nil while shm/relay is not linked
+// in (or was built without cgo).
+var Start func(word *uint32) (Relay, error)

@@ -1,0 +1,177 @@
+//go:build linux && cgo
+
+package relay
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// word maps a page outside the Go heap (the thread keeps the pointer, which
+// cgo's rules forbid for Go memory) and returns its first word, set to 1:
+// "asleep".
+func word(t *testing.T) *uint32 {
+	m, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_ANON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Munmap(m) })
+	w := (*uint32)(unsafe.Pointer(&m[0]))
+	atomic.StoreUint32(w, 1)
+	return w
+}
+
+func wake(w *uint32) {
+	atomic.StoreUint32(w, 0)
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(w)), 1, 1, 0, 0, 0)
+}
+
+func alive(tid int) bool {
+	_, err := os.Stat("/proc/self/task/" + strconv.Itoa(tid))
+	return err == nil
+}
+
+// TestRelay: an armed relay answers a futex wake-up at once and a timeout
+// at its end, and Stop ends its thread and any Await.
+func TestRelay(t *testing.T) {
+	w := word(t)
+	r, err := Start(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.TID() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	tid := r.TID()
+	if !alive(tid) {
+		t.Fatalf("thread %d not in /proc/self/task", tid)
+	}
+	for i := 0; i < 3; i++ {
+		atomic.StoreUint32(w, 1)
+		r.Arm(time.Hour)
+		got := make(chan error, 1)
+		go func() { got <- r.Await() }()
+		select {
+		case err := <-got:
+			t.Fatalf("Await returned before the wake-up: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		wake(w)
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a wake-up of the word did not end Await")
+		}
+	}
+	// A timeout answers too (the word stays 1: nobody woke it).
+	atomic.StoreUint32(w, 1)
+	t0 := time.Now()
+	r.Arm(30 * time.Millisecond)
+	if err := r.Await(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 25*time.Millisecond {
+		t.Fatalf("Await returned after %v, before its 30ms timeout", d)
+	}
+
+	// Stop ends the thread, and an Await with no request outstanding.
+	got := make(chan error, 1)
+	go func() { got <- r.Await() }()
+	time.Sleep(20 * time.Millisecond)
+	r.Stop()
+	select {
+	case err := <-got:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Await after Stop: %v, want os.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end Await")
+	}
+	// pthread_join has returned: the thread is gone.
+	for t0 := time.Now(); alive(tid); time.Sleep(time.Millisecond) {
+		if time.Since(t0) > 10*time.Second {
+			t.Fatalf("thread %d still in /proc/self/task after Stop", tid)
+		}
+	}
+}
+
+// TestRelayStopWakesWait: Stop with the thread asleep on the word ends it
+// once the caller has woken the word, not at the wait's timeout.
+func TestRelayStopWakesWait(t *testing.T) {
+	w := word(t)
+	r, err := Start(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Arm(time.Hour)
+	time.Sleep(20 * time.Millisecond) // asleep by now
+	wake(w)
+	done := make(chan struct{})
+	go func() { r.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+}
+
+// TestRelayTick: Tick answers every period without a wake-up of the word,
+// and the next Arm ends the ticking.
+func TestRelayTick(t *testing.T) {
+	w := word(t)
+	atomic.StoreUint32(w, 0) // the host is awake while it ticks
+	r, err := Start(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	r.Tick(5 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		got := make(chan error, 1)
+		go func() { got <- r.Await() }()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tick %d never came", i)
+		}
+	}
+	atomic.StoreUint32(w, 1)
+	r.Arm(time.Hour)
+	// A tick may have been answered just before the Arm: read it, then
+	// nothing may come until the word is woken.
+	got := make(chan error, 1)
+	go func() { got <- r.Await() }()
+	select {
+	case <-got:
+		go func() { got <- r.Await() }()
+	case <-time.After(50 * time.Millisecond):
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("an answer after Arm with nobody waking the word (%v): still ticking", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	wake(w)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// Answered, and not asked again: nothing more.
+	go func() { got <- r.Await() }()
+	select {
+	case err := <-got:
+		t.Fatalf("an answer with no request outstanding (%v): still ticking", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
