@@ -2,8 +2,9 @@
 // as many worker processes, or with untrusted WebAssembly plugins. This
 // package holds convenience functions over the default registry and the
 // small handle interfaces that let application code run unchanged against
-// the in-process registry, the shared-memory worker client (package shm) and
-// the Go guest SDK (package guest/tapesguest).
+// the in-process registry and the shared-memory worker client (package shm);
+// the Go guest SDK (package guest/tapesguest) has handles with the same
+// methods but, to depend on package wire alone, its own Stopwatch.
 //
 //	defer tapes.Timer("my.http.latency").Time().Stop()
 //	tapes.Counter("my.jobs.queued").Inc()
@@ -68,8 +69,8 @@ type (
 )
 
 // Recorder hands out metric handles by name. The in-process registry (via
-// On or Default), the shm worker client and the Go guest SDK implement it,
-// so code written against Recorder runs in all three. Its methods panic on
+// On or Default) and the shm worker client implement it, so code written
+// against Recorder runs in both. Its methods panic on
 // invalid names, as the registry's convenience methods do.
 type Recorder interface {
 	Counter(name string) CounterHandle

@@ -318,3 +318,20 @@ func BenchmarkHistogramUpdateMany(b *testing.B) {
 	}
 	b.Run("lib=tapes", func(b *testing.B) { coreSeq(b, func(int) { th.UpdateMany(values[:]) }) })
 }
+
+// BenchmarkHistogramUpdateRoundRobin records into 8 histograms in turn, as
+// a service timing a few operations does: each P's ring then holds runs of
+// one value, so what a drain costs per run (not per value) shows.
+func BenchmarkHistogramUpdateRoundRobin(b *testing.B) {
+	r := registry.New()
+	var hs [8]*registry.Histogram
+	for i := range hs {
+		hs[i] = r.Histogram(fmt.Sprintf("h%d", i))
+	}
+	var values [1024]float64
+	for i, d := range coreLatencies {
+		values[i] = d.Seconds()
+	}
+	b.Run("lib=tapes", func(b *testing.B) { coreSeq(b, func(i int) { hs[i&7].Update(values[i&1023]) }) })
+	b.Run("par/lib=tapes", func(b *testing.B) { corePar(b, func(i int) { hs[i&7].Update(values[i&1023]) }) })
+}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
@@ -15,7 +15,7 @@ import (
 // BenchmarkWasmEventsIsolation compares, in one run and on one thread, a
 // guest's batched event as tapes-host records it now (the guest in a plugin
 // process: no fuel checks, events into a shm ring through
-// hostabi.ClientSink, drained by a host on another thread) with the
+// plugin.ClientSink, drained by a host on another thread) with the
 // in-process runner (fuel checks, events into the registry). Each op is
 // one call of each, in turns, recording perCall counter increments; the
 // figures are the benchmark thread's CPU per event, which is the guest's
@@ -49,8 +49,8 @@ func BenchmarkWasmEventsIsolation(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			child, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
-				Name: g.name, Wasm: wasm, Sink: hostabi.ClientSink(c), Prefix: "plugins." + g.name,
+			child, err := plugin.New(ctx, plugin.Config{
+				Name: g.name, Wasm: wasm, Sink: plugin.ClientSink(c), Prefix: "plugins." + g.name,
 				CacheDir: filepath.Join(builds.Dir(b), "cache"), NoInterrupt: true,
 			})
 			if err != nil {
@@ -63,7 +63,7 @@ func BenchmarkWasmEventsIsolation(b *testing.B) {
 				defer lockThread()()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					for j, p := range []*hostabi.Plugin{inproc, child} {
+					for j, p := range []*plugin.Plugin{inproc, child} {
 						t0 := threadCPU()
 						if _, err := p.Call(ctx, "record", perCall); err != nil {
 							b.Fatal(err)

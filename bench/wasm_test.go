@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 )
@@ -25,12 +25,12 @@ func cWasm(tb testing.TB, file string) []byte {
 }
 
 // benchPlugin runs wasm with the plugin runner; noInterrupt drops the
-// deadline checks (see hostabi.PluginConfig.NoInterrupt). Compiled code is
+// deadline checks (see plugin.Config.NoInterrupt). Compiled code is
 // shared through one on-disk cache per benchmark binary.
-func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, noInterrupt bool) *hostabi.Plugin {
+func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, noInterrupt bool) *plugin.Plugin {
 	b.Helper()
 	ctx := context.Background()
-	p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+	p, err := plugin.New(ctx, plugin.Config{
 		Name: name, Wasm: wasm, Registry: r, Prefix: "plugins." + name,
 		CacheDir: filepath.Join(builds.Dir(b), "cache"), NoInterrupt: noInterrupt,
 	})
@@ -49,7 +49,7 @@ func benchPlugin(b *testing.B, name string, wasm []byte, r *registry.Registry, n
 // guest recording perCall events, then the runner's flush; ns/event (wall)
 // and cpu-ns/event (the benchmark thread's CPU time, steadier on a shared
 // machine) are the figures to read. "-nointerrupt" variants run without
-// the deadline checks (hostabi.PluginConfig.NoInterrupt).
+// the deadline checks (plugin.Config.NoInterrupt).
 func BenchmarkWasmEvents(b *testing.B) {
 	const perCall = 10000
 	guests := []struct {
@@ -111,7 +111,7 @@ func BenchmarkWasmEvents(b *testing.B) {
 func BenchmarkWasmEventsPaired(b *testing.B) {
 	const perCall = 10000
 	rg, rc := registry.New(), registry.New()
-	guests := []*hostabi.Plugin{
+	guests := []*plugin.Plugin{
 		benchPlugin(b, "go", goWasm(b, "bench", "testdata/wasm/goguest"), rg, false),
 		benchPlugin(b, "c", cWasm(b, "bench/testdata/wasm/cguest.c"), rc, false),
 	}
@@ -185,7 +185,7 @@ func BenchmarkWasmCall(b *testing.B) {
 	}
 }
 
-// BenchmarkWasmStart measures NewPlugin for the Go example plugin with a
+// BenchmarkWasmStart measures New for the Go example plugin with a
 // warm on-disk compilation cache: compile (from the cache) plus the first
 // instance. compile-ms and start-ms report the two parts; ns/op and
 // cpu-ms/op also count closing the plugin.
@@ -193,8 +193,8 @@ func BenchmarkWasmStart(b *testing.B) {
 	wasm := goWasm(b, ".", "examples/plugin-go")
 	dir := b.TempDir()
 	ctx := context.Background()
-	open := func() *hostabi.Plugin {
-		p, err := hostabi.NewPlugin(ctx, hostabi.PluginConfig{
+	open := func() *plugin.Plugin {
+		p, err := plugin.New(ctx, plugin.Config{
 			Name: "example", Wasm: wasm, Registry: registry.New(), Prefix: "plugins.example", CacheDir: dir,
 		})
 		if err != nil {

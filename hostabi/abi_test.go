@@ -11,24 +11,26 @@ import (
 
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // instantiate runs wasm in a fresh runtime with the tapes host module and
-// WASI, and returns the guest module.
-func instantiate(t *testing.T, wasm []byte, r *registry.Registry, opts ...hostabi.Option) api.Module {
+// WASI, and returns the guest module and the host module.
+func instantiate(t *testing.T, wasm []byte, r *registry.Registry, cfg hostabi.Config) (api.Module, *hostabi.Module) {
 	t.Helper()
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	t.Cleanup(func() { rt.Close(ctx) })
 	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
-	if _, err := hostabi.Instantiate(ctx, rt, r, opts...); err != nil {
+	host, err := hostabi.Instantiate(ctx, rt, hostabi.RegistrySink(r), cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	mod, err := rt.InstantiateWithConfig(ctx, wasm, wazero.NewModuleConfig().WithStartFunctions("_initialize"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mod
+	return mod, host
 }
 
 func call(t *testing.T, mod api.Module, name string, params ...uint64) int32 {
@@ -74,11 +76,10 @@ func checkEveryKind(t *testing.T, r *registry.Registry, prefix string, n int) {
 
 func TestCGuestEveryKind(t *testing.T) {
 	r := registry.New()
-	var st hostabi.Stats
-	mod := instantiate(t, cGuest(t, "cguest"), r, hostabi.WithPrefix("plugins.cg"), hostabi.WithStats(&st))
+	mod, host := instantiate(t, cGuest(t, "cguest"), r, hostabi.Config{Prefix: "plugins.cg"})
 	for i := 0; i < 3; i++ {
 		if s := call(t, mod, "record_all"); s != 0 {
-			t.Fatalf("record_all = %d (%v)", s, hostabi.Status(s))
+			t.Fatalf("record_all = %d (%v)", s, wire.Status(s))
 		}
 		if n := call(t, mod, "pending"); n != 6 {
 			t.Fatalf("%d records buffered, want 6", n)
@@ -91,7 +92,7 @@ func TestCGuestEveryKind(t *testing.T) {
 	if r.Len() != 5 {
 		t.Errorf("registry has %d metrics, want 5", r.Len())
 	}
-	if st.Defines.Load() != 5 || st.Rejected.Load() != 0 || st.Batches.Load() != 3 || st.Records.Load() != 3*11 {
-		t.Errorf("stats: defines %d rejected %d batches %d records %d", st.Defines.Load(), st.Rejected.Load(), st.Batches.Load(), st.Records.Load())
+	if st := host.Stats(); st.Defines != 5 || st.Rejected != 0 || st.Batches != 3 || st.Records != 3*11 {
+		t.Errorf("stats: defines %d rejected %d batches %d records %d", st.Defines, st.Rejected, st.Batches, st.Records)
 	}
 }

@@ -8,22 +8,22 @@ import (
 
 	"github.com/tapes-go/tapes/hostabi"
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // defineName writes name into the guest's scratch buffer and defines it.
-func defineName(t *testing.T, mod api.Module, kind uint32, name string) hostabi.Status {
+func defineName(t *testing.T, mod api.Module, kind uint32, name string) wire.Status {
 	t.Helper()
 	ptr := uint32(call(t, mod, "scratch"))
 	if !mod.Memory().Write(ptr, []byte(name)) {
 		t.Fatal("cannot write scratch")
 	}
-	return hostabi.Status(call(t, mod, "define_raw", uint64(kind), uint64(ptr), uint64(len(name))))
+	return wire.Status(call(t, mod, "define_raw", uint64(kind), uint64(ptr), uint64(len(name))))
 }
 
 func TestHostileOutOfBounds(t *testing.T) {
 	r := registry.New()
-	var st hostabi.Stats
-	mod := instantiate(t, cGuest(t, "hostile"), r, hostabi.WithPrefix("plugins.h"), hostabi.WithStats(&st))
+	mod, host := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h"})
 	size := uint64(mod.Memory().Size())
 	for _, c := range []struct {
 		fn     string
@@ -40,15 +40,15 @@ func TestHostileOutOfBounds(t *testing.T) {
 		{"batch_raw", []uint64{16, size / 16}},            // one record too many
 		{"define_raw", []uint64{1, size - 1, 0x7FFFFFFF}}, // int32 overflow in ptr+len
 	} {
-		if s := hostabi.Status(call(t, mod, c.fn, c.params...)); s != hostabi.StatusMemory {
-			t.Errorf("%s%v = %v, want %v", c.fn, c.params, s, hostabi.StatusMemory)
+		if s := wire.Status(call(t, mod, c.fn, c.params...)); s != wire.StatusMemory {
+			t.Errorf("%s%v = %v, want %v", c.fn, c.params, s, wire.StatusMemory)
 		}
 	}
 	if r.Len() != 0 {
 		t.Errorf("registry has %d metrics after out-of-bounds calls", r.Len())
 	}
-	if st.Rejected.Load() != 10 || st.LastStatus.Load() != int32(hostabi.StatusMemory) {
-		t.Errorf("stats: rejected %d last %d", st.Rejected.Load(), st.LastStatus.Load())
+	if st := host.Stats(); st.Rejected != 10 || st.LastStatus != wire.StatusMemory {
+		t.Errorf("stats: rejected %d last %d", st.Rejected, st.LastStatus)
 	}
 	// A batch of the whole memory is in bounds: every record reads as
 	// garbage or zeros and is rejected, nothing is applied, nothing panics.
@@ -64,32 +64,32 @@ func TestHostileOutOfBounds(t *testing.T) {
 func TestHostileNames(t *testing.T) {
 	r := registry.New()
 	r.Gauge("plugins.h.taken", nil) // the host's own metric under the prefix
-	mod := instantiate(t, cGuest(t, "hostile"), r, hostabi.WithPrefix("plugins.h"))
+	mod, _ := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h"})
 	for _, c := range []struct {
 		kind uint32
 		name string
-		want hostabi.Status
+		want wire.Status
 	}{
-		{1, "", hostabi.StatusInvalidName},
-		{1, "a..b", hostabi.StatusInvalidName},
-		{1, ".a", hostabi.StatusInvalidName},
-		{1, "a.", hostabi.StatusInvalidName},
-		{1, "bad name", hostabi.StatusInvalidName},
-		{1, "caf\xc3\xa9", hostabi.StatusInvalidName},
-		{1, "nul\x00", hostabi.StatusInvalidName},
-		{1, strings.Repeat("x", 256), hostabi.StatusInvalidName},
-		{1, strings.Repeat("x", 255-len("plugins.h.")+1), hostabi.StatusInvalidName}, // too long with the prefix
-		{0, "k0", hostabi.StatusInvalidKind},
-		{6, "k6", hostabi.StatusInvalidKind},
-		{0x101, "k257", hostabi.StatusInvalidKind}, // would be counter if truncated to a byte
-		{1, "taken", hostabi.StatusKindConflict},
+		{1, "", wire.StatusInvalidName},
+		{1, "a..b", wire.StatusInvalidName},
+		{1, ".a", wire.StatusInvalidName},
+		{1, "a.", wire.StatusInvalidName},
+		{1, "bad name", wire.StatusInvalidName},
+		{1, "caf\xc3\xa9", wire.StatusInvalidName},
+		{1, "nul\x00", wire.StatusInvalidName},
+		{1, strings.Repeat("x", 256), wire.StatusInvalidName},
+		{1, strings.Repeat("x", 255-len("plugins.h.")+1), wire.StatusInvalidName}, // too long with the prefix
+		{0, "k0", wire.StatusInvalidKind},
+		{6, "k6", wire.StatusInvalidKind},
+		{0x101, "k257", wire.StatusInvalidKind}, // would be counter if truncated to a byte
+		{1, "taken", wire.StatusKindConflict},
 		{2, "taken", 0}, // same kind as the host's: shared, id 0
 		{1, "dup", 1},
 		{1, "dup", 1}, // the same name again: the same id
-		{2, "dup", hostabi.StatusKindConflict},
-		{1, "dup.sub", hostabi.StatusPrefixConflict},
+		{2, "dup", wire.StatusKindConflict},
+		{1, "dup.sub", wire.StatusPrefixConflict},
 		{3, "a.b", 2},
-		{3, "a", hostabi.StatusPrefixConflict},
+		{3, "a", wire.StatusPrefixConflict},
 		{1, strings.Repeat("x", 255-len("plugins.h.")), 3},
 	} {
 		if s := defineName(t, mod, c.kind, c.name); s != c.want {
@@ -108,18 +108,18 @@ func TestHostileNames(t *testing.T) {
 // exactly the cap.
 func TestHostileMillionMetrics(t *testing.T) {
 	for _, c := range []struct {
-		opts []hostabi.Option
-		cap  int
+		max int
+		cap int
 	}{
-		{nil, hostabi.DefaultMaxMetrics},
-		{[]hostabi.Option{hostabi.WithMaxMetrics(100)}, 100},
+		{0, 4096}, // the default
+		{100, 100},
 	} {
 		r := registry.New()
-		mod := instantiate(t, cGuest(t, "hostile"), r, append(c.opts, hostabi.WithPrefix("plugins.h"))...)
+		mod, _ := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h", MaxMetrics: c.max})
 		if n := call(t, mod, "define_many", 1_000_000); n != int32(c.cap) {
 			t.Errorf("defined %d metrics, want the cap %d", n, c.cap)
 		}
-		if s := hostabi.Status(call(t, mod, "last_status")); s != hostabi.StatusTooManyMetrics {
+		if s := wire.Status(call(t, mod, "last_status")); s != wire.StatusTooManyMetrics {
 			t.Errorf("status after the cap = %v", s)
 		}
 		if r.Len() != c.cap {
@@ -132,7 +132,7 @@ func TestHostileMillionMetrics(t *testing.T) {
 	}
 	// The registry's own limit is reported the same way.
 	r := registry.New(registry.WithMaxMetrics(7))
-	mod := instantiate(t, cGuest(t, "hostile"), r)
+	mod, _ := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{})
 	if n := call(t, mod, "define_many", 100); n != 7 {
 		t.Errorf("defined %d metrics under a registry limit of 7", n)
 	}
@@ -142,8 +142,7 @@ func TestHostileMillionMetrics(t *testing.T) {
 // around them are applied.
 func TestHostileBatchRecords(t *testing.T) {
 	r := registry.New()
-	var st hostabi.Stats
-	mod := instantiate(t, cGuest(t, "hostile"), r, hostabi.WithPrefix("plugins.h"), hostabi.WithStats(&st))
+	mod, host := instantiate(t, cGuest(t, "hostile"), r, hostabi.Config{Prefix: "plugins.h"})
 	id := defineName(t, mod, 1, "c")
 	if id != 0 {
 		t.Fatalf("define = %v", id)
@@ -161,16 +160,16 @@ func TestHostileBatchRecords(t *testing.T) {
 	if v := c.Value(); v != 31 {
 		t.Errorf("counter = %d, want 31", v)
 	}
-	if st.Rejected.Load() != 4 || st.Records.Load() != 4 || st.Batches.Load() != 2 {
-		t.Errorf("stats: rejected %d records %d batches %d", st.Rejected.Load(), st.Records.Load(), st.Batches.Load())
+	if st := host.Stats(); st.Rejected != 4 || st.Records != 4 || st.Batches != 2 {
+		t.Errorf("stats: rejected %d records %d batches %d", st.Rejected, st.Records, st.Batches)
 	}
-	if s := hostabi.Status(call(t, mod, "add", 99, 1)); s != hostabi.StatusUnknownID {
+	if s := wire.Status(call(t, mod, "add", 99, 1)); s != wire.StatusUnknownID {
 		t.Errorf("add to an unknown id = %v", s)
 	}
-	if s := hostabi.Status(call(t, mod, "add", 0xFFFFFFFF, 1)); s != hostabi.StatusUnknownID {
+	if s := wire.Status(call(t, mod, "add", 0xFFFFFFFF, 1)); s != wire.StatusUnknownID {
 		t.Errorf("add to id -1 = %v", s)
 	}
-	if s := hostabi.Status(call(t, mod, "batch_raw", 0, 0)); s != 0 {
+	if s := wire.Status(call(t, mod, "batch_raw", 0, 0)); s != 0 {
 		t.Errorf("empty batch = %v", s)
 	}
 }

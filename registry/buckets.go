@@ -25,6 +25,7 @@ const (
 	ZeroThreshold = 0x1p-128
 
 	zeroThresholdBits = (1023 - 128) << 52
+	infBits           = 0x7ff << 52 // +Inf; NaNs are above
 )
 
 // RelativeError is the largest relative error of a reported quantile at
@@ -84,6 +85,15 @@ var boundMant = [64]uint64{
 }
 
 const mantMask = 1<<52 - 1
+
+// mantJ and mantBound are mantTable's two halves, for the drain's loop
+// (wstore.addMany): two loads instead of a load and two masks.
+var mantJ, mantBound = func() (j [128]int32, b [128]uint64) {
+	for k, t := range mantTable {
+		j[k], b[k] = int32(t>>57), t&mantMask
+	}
+	return j, b
+}()
 
 // midMant[r] is the middle of (2^(r/64), 2^((r+1)/64)], the schema-6
 // bucket 64e+r+1 divided by 2^e.

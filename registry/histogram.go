@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 // Histogram summarises a stream of float64 values: cumulative bucket counts,
@@ -40,7 +39,7 @@ type Histogram struct {
 	clock  Clock
 	window time.Duration
 
-	epoch  atomic.Int64            // current half-window number (>= 1); 0 before first use
+	end    atomic.Int64            // end of the current half-window (ns, see endAt); 0 before first use
 	cells  atomic.Pointer[[]*cell] // nil until writers collide; then cells[0] is &base
 	schema int32                   // changed only with every cell locked (see shrink)
 
@@ -85,32 +84,49 @@ type hwindow struct {
 // cells (trying each in turn), so memory never grows with the core count.
 var maxCells = min(4, 1<<bits.Len(uint(max(runtime.NumCPU(), 2)-1)))
 
-// Update records v.
-func (h *Histogram) Update(v float64) {
-	if v-v != 0 { // NaN or ±Inf
-		return
-	}
-	h.record(v, nil)
-}
+// Update records v. NaN and ±Inf are dropped where the ring is drained
+// (see wstore.addMany), not here, where every value would pay for the
+// check.
+func (h *Histogram) Update(v float64) { h.record(v, nil) }
 
 // record is the whole record path of Histogram.Update and Timer.Update
-// (which passes its rates to tick). It calls nanosOf and epochAt only when
-// their inlinable fast paths say so: the compiler inlines neither.
+// (which passes its rates to tick). It calls nanosOf and endAt only when
+// their inlinable fast paths say so: the compiler inlines neither. The
+// common case of a push to the current P's ring (see ring.go) is written
+// out here: a call to a push function would spill the arguments around
+// procPin once more (docs/core.md has the measurements).
 func (h *Histogram) record(v float64, r *rates) {
 	now, ok := nanosFast(h.clock)
 	if !ok {
 		now = nanosOf(h.clock)
 	}
 	if r != nil && r.due(now) {
-		r.tick(now, int64(h.Count()))
+		r.tick(now, int64(h.tickCount()))
 	}
-	ep, ok := h.epochFast(now)
+	end, ok := h.endFast(now)
 	if !ok {
-		ep = h.epochAt(now)
+		end = h.endAt(now)
 	}
-	if !push(h, v, ep) {
-		pushSlow(h, v, ep)
+	pid := procPin()
+	if rs := rings.Load(); rs != nil && pid < len(*rs) {
+		if g := (*rs)[pid]; g != nil {
+			// The producer's fields are on one cache line, which stays on
+			// this core: head, written by readers, is loaded only when
+			// the cached limit is reached.
+			if t := g.tail.Load(); t < g.lim.Load() && h == g.curH.load() && end == g.curEnd.Load() {
+				g.vals[t&(ringLen-1)] = v
+				stRelaxed(&g.tail, t+1)
+				procUnpin()
+				return
+			}
+			if g.put(h, v, end) {
+				procUnpin()
+				return
+			}
+		}
 	}
+	procUnpin()
+	pushSlow(h, v, end)
 }
 
 // Outcomes of cell.record.
@@ -121,8 +137,10 @@ const (
 )
 
 // apply records vs (finite values) into a cell, taking its lock once per
-// manyChunk values: what a ring's drain and UpdateMany do.
-func (h *Histogram) apply(vs []float64, ep int64) {
+// manyChunk values: what a ring's drain and UpdateMany do. end is the end
+// of their half-window (see endAt).
+func (h *Histogram) apply(vs []float64, end int64) {
+	ep := end / h.half()
 	for len(vs) > 0 {
 		part := vs[:min(len(vs), manyChunk)]
 		c := &h.base
@@ -221,17 +239,17 @@ func (h *Histogram) recordMany(vs []float64, r *rates) {
 		now = nanosOf(h.clock)
 	}
 	if r != nil && r.due(now) {
-		r.tick(now, int64(h.Count()))
+		r.tick(now, int64(h.tickCount()))
 	}
 	drainMine()
-	h.apply(vs, h.epochAt(now))
+	h.apply(vs, h.endAt(now))
 }
 
-// epochFast is epochAt's common case (now is in the current half-window),
-// small enough to inline; ok is false when the caller must call epochAt.
-func (h *Histogram) epochFast(now int64) (int64, bool) {
-	ep := h.epoch.Load()
-	return ep, ep != 0 && now < ep*h.half()
+// endFast is endAt's common case (now is in the current half-window),
+// small enough to inline; ok is false when the caller must call endAt.
+func (h *Histogram) endFast(now int64) (int64, bool) {
+	end := h.end.Load()
+	return end, end != 0 && now < end
 }
 
 func (h *Histogram) half() int64 {
@@ -242,21 +260,27 @@ func (h *Histogram) half() int64 {
 	return int64(w / 2)
 }
 
-// epochAt maps a time to its half-window number, never going back: a caller
-// whose timestamp is a little stale gets the current half-window. The
-// number is one word, advanced by CAS, so racing callers can never pair one
-// half-window's number with another's end.
-func (h *Histogram) epochAt(now int64) int64 {
-	if ep, ok := h.epochFast(now); ok {
-		return ep
+// epochAt maps a time to its half-window number (>= 1), never going back.
+func (h *Histogram) epochAt(now int64) int64 { return h.endAt(now) / h.half() }
+
+// endAt maps a time to the end of its half-window, ep*half for half-window
+// number ep, never going back: a caller whose timestamp is a little stale
+// gets the current half-window. The record path keeps the end, not the
+// number, so that checking a time against it is one comparison (not a
+// multiplication whose result the comparison waits for). It is one word,
+// advanced by CAS, so racing callers can never pair one half-window's
+// number with another's end.
+func (h *Histogram) endAt(now int64) int64 {
+	if end, ok := h.endFast(now); ok {
+		return end
 	}
-	ep := h.epoch.Load()
-	want := max(now/h.half()+1, 1) // injected clocks before 1970 share the first half-window
+	ep := h.end.Load()
+	want := max(now/h.half()+1, 1) * h.half() // injected clocks before 1970 share the first half-window
 	for {
 		if ep >= want {
 			return ep
 		}
-		if h.epoch.CompareAndSwap(ep, want) {
+		if h.end.CompareAndSwap(ep, want) {
 			// Values of the old half-windows may still sit in other Ps'
 			// rings (rings drain when full or read). Applied after a value
 			// of this new one, they would land in it, since a cell keeps
@@ -264,7 +288,7 @@ func (h *Histogram) epochAt(now int64) int64 {
 			drainAll()
 			return want
 		}
-		ep = h.epoch.Load()
+		ep = h.end.Load()
 	}
 }
 
@@ -279,31 +303,37 @@ func (c *cell) window(h *Histogram, ep int64) (w *hwindow, st int) {
 }
 
 // recordMany records a prefix of vs and returns its length: all of vs
-// unless a value's bucket would pass a cap (recShrink). It is the loop
-// every value goes through (a ring's drain, UpdateMany), so the common
-// case is written out: the bucket's block exists and its count does not
-// overflow, and the moments stay in registers.
+// unless a value's bucket would pass a cap (recShrink). NaN and ±Inf are
+// ignored. It is the loop every value goes through (a ring's drain,
+// UpdateMany): the buckets first (whose rare slow path is a call, so
+// nothing else should be live across it), then the moments, in registers.
 func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st int) {
 	w, st := c.window(h, ep)
 	schema := MaxSchema + h.schema
 	d := MaxSchema - schema
-	adj := int32(1)<<d - 1
-	// Two passes, as two tight loops: the buckets (whose rare slow path
-	// is a call, so nothing else should be live across it), then the
-	// moments, in registers.
-	done = w.st.addMany(vs, schema, d, adj)
+	done, bad := w.st.addMany(vs, schema, d, int32(1)<<d-1)
 	if done < len(vs) {
 		st = recShrink
 	}
-	n, lo, hi, shift, sum, sumsq := w.n, w.min, w.max, w.shift, w.sum, w.sumsq
-	for _, v := range vs[:done] {
-		if v-v != 0 { // NaN or ±Inf
-			continue
-		}
-		if n == 0 {
-			shift, lo, hi = v, v, v
-		}
-		n++
+	if bad == 0 {
+		w.moments(vs[:done])
+	} else {
+		w.momentsFinite(vs[:done])
+	}
+	return done, st
+}
+
+// moments adds vs (all finite) to the half-window's moments.
+func (w *hwindow) moments(vs []float64) {
+	if len(vs) == 0 {
+		return
+	}
+	if w.n == 0 {
+		w.shift, w.min, w.max = vs[0], vs[0], vs[0]
+	}
+	w.n += uint64(len(vs))
+	lo, hi, shift, sum, sumsq := w.min, w.max, w.shift, w.sum, w.sumsq
+	for _, v := range vs {
 		if v < lo {
 			lo = v
 		}
@@ -314,8 +344,16 @@ func (c *cell) recordMany(h *Histogram, vs []float64, ep int64) (done int, st in
 		sum += dv
 		sumsq += dv * dv
 	}
-	w.n, w.min, w.max, w.shift, w.sum, w.sumsq = n, lo, hi, shift, sum, sumsq
-	return done, st
+	w.min, w.max, w.sum, w.sumsq = lo, hi, sum, sumsq
+}
+
+// momentsFinite is moments for values some of which are NaN or ±Inf.
+func (w *hwindow) momentsFinite(vs []float64) {
+	for _, v := range vs {
+		if v-v == 0 {
+			w.moments([]float64{v})
+		}
+	}
 }
 
 // retire folds a half-window into the cumulative counts and empties it,
@@ -385,171 +423,4 @@ func (h *Histogram) shrink(force bool, seen int32) {
 		}
 		h.schema--
 	}
-}
-
-// Schema returns the histogram's bucket schema: MaxSchema unless its
-// buckets passed the caps.
-func (h *Histogram) Schema() int32 {
-	drainAll() // values still in rings may lower it
-	h.rmu.Lock()
-	defer h.rmu.Unlock()
-	return MaxSchema + h.schema
-}
-
-// Count returns the number of values recorded since creation.
-func (h *Histogram) Count() uint64 {
-	n, _ := h.collect(nil, 0, nil, nil)
-	return n
-}
-
-// Sum returns the sum of the values recorded since creation.
-func (h *Histogram) Sum() float64 {
-	_, sum := h.collect(nil, 0, nil, nil)
-	return sum
-}
-
-// collect returns the cumulative count and sum; if sk is not nil it folds
-// the half-windows cur-1 and cur into sk (and, if out is not nil, fills
-// out's window values from them), and if all is not nil every bucket count
-// since creation into all. It holds every cell meanwhile, so what it reads
-// is one consistent state.
-func (h *Histogram) collect(sk *Sketch, cur int64, all *cstore, out *HistogramSnapshot) (n uint64, sum float64) {
-	drainAll()
-	h.rmu.Lock()
-	defer h.rmu.Unlock()
-	cs := h.lockAll()
-	defer h.unlockAll(cs)
-	if sk != nil {
-		sk.reset(MaxSchema + h.schema)
-	}
-	n, sum = h.cumN, h.cumS
-	if all != nil {
-		all.addC(&h.cum)
-	}
-	var one *wstore // the only half-window in the window, if so
-	live := 0
-	for _, c := range cs {
-		for i := range c.win {
-			w := &c.win[i]
-			if w.n == 0 {
-				continue
-			}
-			n += w.n
-			sum += w.sum + float64(w.n)*w.shift
-			if all != nil {
-				all.addW(&w.st)
-			}
-			if sk != nil && (w.epoch == cur || w.epoch == cur-1) {
-				if live++; live == 1 && out != nil {
-					one = &w.st // merged below only if another one follows
-				} else {
-					if one != nil {
-						sk.b.addW(one)
-						one = nil
-					}
-					sk.b.addW(&w.st)
-				}
-				mean := w.sum / float64(w.n)
-				m2 := max(w.sumsq-w.sum*mean, 0)
-				sk.mergeMoments(w.n, w.min, w.max, w.shift+mean, m2)
-			}
-		}
-	}
-	if out != nil {
-		out.WindowCount = sk.Count()
-		out.Min, out.Max, out.Mean, out.Stddev = sk.Min(), sk.Max(), sk.Mean(), sk.Stddev()
-		if one != nil {
-			sk.windowQuantiles(one, Quantiles[:], out.Quantiles[:])
-		} else {
-			sk.quantiles(Quantiles[:], out.Quantiles[:])
-		}
-	}
-	return n, sum
-}
-
-// Sketch returns the values of the current window as a mergeable Sketch.
-func (h *Histogram) Sketch() *Sketch {
-	sk := &Sketch{}
-	h.collect(sk, h.epochAt(nanosOf(h.clock)), nil, nil)
-	return sk
-}
-
-// HistogramSnapshot holds what a histogram reports.
-type HistogramSnapshot struct {
-	Count uint64  // cumulative, since creation
-	Sum   float64 // cumulative, since creation
-
-	// Over the current window; all 0 when it holds no values.
-	WindowCount uint64
-	Min, Max    float64
-	Mean        float64
-	Stddev      float64
-	Quantiles   [NumQuantiles]float64 // at Quantiles
-}
-
-// Snapshot reads the histogram.
-func (h *Histogram) Snapshot() HistogramSnapshot {
-	return h.snapshotAt(nanosOf(h.clock))
-}
-
-func (h *Histogram) snapshotAt(now int64) HistogramSnapshot {
-	sk := sketchPool.Get().(*Sketch)
-	var s HistogramSnapshot
-	s.Count, s.Sum = h.collect(sk, h.epochAt(now), nil, &s)
-	sketchPool.Put(sk)
-	return s
-}
-
-// sketchPool recycles the sketches snapshots merge cells into, so that
-// reading a metric allocates nothing once warmed up.
-var sketchPool = sync.Pool{New: func() any { return new(Sketch) }}
-
-// Kind returns KindHistogram.
-func (h *Histogram) Kind() Kind { return KindHistogram }
-
-func (h *Histogram) stats() map[string]any { return h.Snapshot().stats(nil) }
-
-func (s HistogramSnapshot) stats(into map[string]any) map[string]any {
-	if into == nil {
-		into = make(map[string]any, 11)
-	}
-	into["count"] = s.Count
-	into["min"] = s.Min
-	into["max"] = s.Max
-	into["mean"] = s.Mean
-	into["stddev"] = s.Stddev
-	for i, k := range QuantileKeys {
-		into[k] = s.Quantiles[i]
-	}
-	return into
-}
-
-// Bytes returns the memory the histogram holds, for capacity planning: the
-// histogram with its first cell, further cells, and their bucket blocks
-// and directories (capacities, as allocated).
-func (h *Histogram) Bytes() int {
-	drainAll()
-	h.rmu.Lock()
-	defer h.rmu.Unlock()
-	cs := h.lockAll()
-	defer h.unlockAll(cs)
-	n := int(unsafe.Sizeof(*h)) + h.cum.bytes()
-	if len(cs) > 1 {
-		n += 8*cap(cs) + int(unsafe.Sizeof(cell{}))*(len(cs)-1)
-	}
-	for _, c := range cs {
-		for i := range c.win {
-			n += c.win[i].st.bytes()
-		}
-	}
-	return n
-}
-
-// Cells returns how many cells the histogram has grown (1 until writers on
-// different cores collided on it).
-func (h *Histogram) Cells() int {
-	if p := h.cells.Load(); p != nil {
-		return len(*p)
-	}
-	return 1
 }

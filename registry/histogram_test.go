@@ -548,7 +548,7 @@ func TestBucketSpill(t *testing.T) {
 	h.Update(5)
 	h.Count() // applies the pending value
 	i := index6(math.Float64bits(5))
-	w := &h.base.win[h.epoch.Load()&1]
+	w := &h.base.win[h.end.Load()/h.half()&1]
 	*w.st.pos.at(i) = math.MaxUint32 - 1 // as if 2^32-2 fives had been recorded
 	w.n += math.MaxUint32 - 2
 	w.sum = 0
@@ -707,6 +707,63 @@ func TestOldRingValuesStayOld(t *testing.T) {
 		h.UpdateMany([]float64{1})
 		if s := h.Snapshot(); s.WindowCount != 1 || s.Max != 1 {
 			t.Fatalf("trial %d: window holds %d values, max %v; want only the new value", trial, s.WindowCount, s.Max)
+		}
+	}
+}
+
+// TestRingRunsInterleaved: one goroutine records into many histograms in
+// an irregular order (runs of 1..5 values, more distinct histograms than a
+// drain groups, half-windows changing), with reads draining part-filled
+// rings now and then; every histogram ends with exactly its own values.
+// Exercises the drain's grouping (and its overflow past maxGroups), the
+// run kept across drains and the ring's wrap.
+func TestRingRunsInterleaved(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	clk := newFakeClock()
+	r := New(WithClock(clk), WithWindow(10*time.Second))
+	const n = 40
+	hs := make([]*Histogram, n)
+	type want struct {
+		n             uint64
+		sum, min, max float64
+	}
+	ws := make([]want, n)
+	for i := range hs {
+		hs[i] = r.Histogram(fmt.Sprintf("h%d", i))
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for step := range 20000 {
+		i := rng.IntN(n)
+		if step%3 == 0 {
+			i = rng.IntN(4) // a few busy histograms among many quiet ones
+		}
+		for range 1 + rng.IntN(5) {
+			v := float64(i*1000 + rng.IntN(1000))
+			hs[i].Update(v)
+			w := &ws[i]
+			if w.n == 0 || v < w.min {
+				w.min = v
+			}
+			if w.n == 0 || v > w.max {
+				w.max = v
+			}
+			w.n++
+			w.sum += v
+		}
+		switch rng.IntN(500) {
+		case 0:
+			hs[rng.IntN(n)].Count() // drains a part-filled ring
+		case 1:
+			clk.Add(3 * time.Second) // a new half-window now and then
+		}
+	}
+	for i, h := range hs {
+		s, w := h.Snapshot(), ws[i]
+		if s.Count != w.n || s.Sum != w.sum {
+			t.Fatalf("h%d: count %d sum %v, want %d and %v", i, s.Count, s.Sum, w.n, w.sum)
+		}
+		if s.WindowCount > 0 && (s.Min < w.min || s.Max > w.max) {
+			t.Fatalf("h%d: window min %v max %v outside [%v, %v]", i, s.Min, s.Max, w.min, w.max)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"maps"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -316,4 +317,49 @@ func TestCellsAdaptToContention(t *testing.T) {
 		t.Fatalf("concurrent writers: %d cells (cap %d), count %d", c, maxCells, h.Count())
 	}
 	t.Logf("%d cells after concurrent writers (cap %d)", h.Cells(), maxCells)
+}
+
+// TestNativeZeroEdges: values at the edges of the drain loop's fast path
+// (normal values from 2^-127 up) and of the zero bucket land where
+// Prometheus puts them, whichever path counts them.
+func TestNativeZeroEdges(t *testing.T) {
+	h := New().Histogram("h")
+	want := map[int64]uint64{}
+	var zero uint64
+	for _, v := range []float64{ZeroThreshold, math.Nextafter(ZeroThreshold, 1), 0x1p-127,
+		math.Nextafter(0x1p-127, 0), math.Nextafter(0x1p-127, 1), 5e-324, 0x1p-1022, 0x1p-100, 0x1.8p-100, ZeroThreshold} {
+		for _, v := range []float64{v, -v, v} {
+			h.Update(v)
+			if math.Abs(v) <= ZeroThreshold {
+				zero++
+			} else {
+				want[overKey(refIndex(v), v < 0)]++
+			}
+		}
+	}
+	nh := h.Native()
+	if nh.Schema != MaxSchema || nh.ZeroCount != zero || nh.Count != 30 {
+		t.Fatalf("schema %d zero %d (want %d) count %d", nh.Schema, nh.ZeroCount, zero, nh.Count)
+	}
+	got := map[int64]uint64{}
+	for neg, sc := range [][]uint64{nh.PositiveCounts, nh.NegativeCounts} {
+		spans := nh.PositiveSpans
+		if neg == 1 {
+			spans = nh.NegativeSpans
+		}
+		i, k := int32(0), 0
+		for _, sp := range spans {
+			i += sp.Offset
+			for range sp.Length {
+				if sc[k] != 0 {
+					got[overKey(i, neg == 1)] = sc[k]
+				}
+				i++
+				k++
+			}
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("buckets %v, want %v", got, want)
+	}
 }

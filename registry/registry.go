@@ -35,7 +35,7 @@ type Registry struct {
 	byName sync.Map // string -> Metric
 
 	mu     sync.Mutex
-	nodes  map[string]int          // internal path -> number of metrics below it
+	names  *wire.Names             // the name rule, kinds and paths of every metric
 	all    []entry                 // guarded by mu, in creation order
 	n      atomic.Int64            // len(all), for Len without the lock
 	sorted atomic.Pointer[[]entry] // all sorted by name, built by Each on demand; nil when stale
@@ -72,10 +72,11 @@ func WithMaxMetrics(n int) Option { return func(r *Registry) { r.max = n } }
 
 // New returns an empty registry.
 func New(opts ...Option) *Registry {
-	r := &Registry{window: DefaultWindow, nodes: map[string]int{}}
+	r := &Registry{window: DefaultWindow}
 	for _, o := range opts {
 		o(r)
 	}
+	r.names = wire.NewNames(r.max)
 	return r
 }
 
@@ -198,22 +199,10 @@ func (r *Registry) getOrCreateLocked(k Kind, name string, fn func() float64) (m 
 	if m, err := r.existing(k, name); m != nil || err != nil { // or lost a race with another creator
 		return m, false, err
 	}
-	if !k.Valid() {
-		return nil, false, &NameError{Name: name, Kind: k, Err: ErrInvalidKind}
-	}
-	if err := wire.ValidateName(name); err != nil {
-		return nil, false, &NameError{Name: name, Kind: k, Err: ErrInvalidName, detail: err}
-	}
-	if err := r.checkPathLocked(k, name); err != nil {
+	if _, err := r.names.Add(k, name); err != nil {
 		return nil, false, err
 	}
-	if r.max > 0 && len(r.all) >= r.max {
-		return nil, false, &NameError{Name: name, Kind: k, Err: ErrTooManyMetrics}
-	}
 	m = r.newMetric(k, fn)
-	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
-		r.nodes[name[:i]]++
-	}
 	// Creation appends and invalidates the sorted view instead of keeping
 	// it sorted: copying a sorted slice per creation made 10,000 metrics
 	// cost O(n²) (1.5 GB of garbage); Each re-sorts once per change batch.
@@ -222,35 +211,6 @@ func (r *Registry) getOrCreateLocked(k Kind, name string, fn func() float64) (m 
 	r.sorted.Store(nil)
 	r.byName.Store(name, m)
 	return m, true, nil
-}
-
-func next(name string, i int) int {
-	j := strings.IndexByte(name[i+1:], '.')
-	if j < 0 {
-		return -1
-	}
-	return i + 1 + j
-}
-
-// checkPathLocked rejects a leaf that would sit on another leaf's path or
-// above other leaves.
-func (r *Registry) checkPathLocked(k Kind, name string) error {
-	if r.nodes[name] > 0 {
-		other := ""
-		for _, e := range r.sortedLocked() {
-			if strings.HasPrefix(e.name, name+".") {
-				other = e.name
-				break
-			}
-		}
-		return &NameError{Name: name, Kind: k, Other: other, Err: ErrPrefixConflict}
-	}
-	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
-		if _, ok := r.byName.Load(name[:i]); ok {
-			return &NameError{Name: name, Kind: k, Other: name[:i], Err: ErrPrefixConflict}
-		}
-	}
-	return nil
 }
 
 func (r *Registry) newMetric(k Kind, fn func() float64) Metric {
@@ -285,11 +245,7 @@ func (r *Registry) removeLocked(name string) bool {
 	if _, ok := r.byName.LoadAndDelete(name); !ok {
 		return false
 	}
-	for i := strings.IndexByte(name, '.'); i >= 0; i = next(name, i) {
-		if r.nodes[name[:i]]--; r.nodes[name[:i]] == 0 {
-			delete(r.nodes, name[:i])
-		}
-	}
+	r.names.Remove(name)
 	i := slices.IndexFunc(r.all, func(e entry) bool { return e.name == name })
 	r.all = slices.Delete(r.all, i, i+1)
 	r.n.Store(int64(len(r.all)))

@@ -34,3 +34,28 @@ func unlock(a *atomic.Uint32) {
 	}
 	a.Store(lkFree)
 }
+
+func stRelaxedInt(a *atomic.Int64, v int64) {
+	if runtime.GOARCH == "amd64" {
+		*(*int64)(unsafe.Pointer(a)) = v
+		return
+	}
+	a.Store(v)
+}
+
+// histPtr is a *Histogram only its ring's producer stores, and only that
+// producer loads: an atomic for the race detector's sake (goroutines that
+// pin the same P in turn are ordered, but it cannot see that), a plain
+// store elsewhere on amd64 (the compiler still adds the GC's write barrier
+// to a typed pointer store).
+type histPtr struct{ p atomic.Pointer[Histogram] }
+
+func (a *histPtr) load() *Histogram { return a.p.Load() }
+
+func (a *histPtr) store(h *Histogram) {
+	if runtime.GOARCH == "amd64" {
+		*(**Histogram)(unsafe.Pointer(&a.p)) = h
+		return
+	}
+	a.p.Store(h)
+}

@@ -149,12 +149,31 @@ func (s *span[T]) block(b int32) []T {
 
 // addSpan adds src's counts to dst (same schema), a block at a time.
 func addSpan[S, D count](dst *span[D], src *span[S]) {
+	if len(dst.pool) == 0 {
+		// An empty destination (a snapshot's first half-window): copy the
+		// directory and convert the counts in one pass, instead of
+		// finding and allocating block by block.
+		dst.lo = src.lo
+		dst.dir = append(dst.dir[:0], src.dir...)
+		dp := slices.Grow(dst.pool[:0], len(src.pool))[:len(src.pool)]
+		for i, c := range src.pool {
+			dp[i] = D(c)
+		}
+		dst.pool = dp
+		return
+	}
 	for d, p := range src.dir {
 		if p == 0 {
 			continue
 		}
-		from := src.pool[int(p-1)<<blockBits:][:blockLen]
-		to := dst.block(src.lo + int32(d))
+		from := (*[blockLen]S)(src.pool[int(p-1)<<blockBits:])
+		b := src.lo + int32(d)
+		var to *[blockLen]D
+		if k := uint(uint32(b - dst.lo)); k < uint(len(dst.dir)) && dst.dir[k] != 0 {
+			to = (*[blockLen]D)(dst.pool[int(dst.dir[k]-1)<<blockBits:])
+		} else {
+			to = (*[blockLen]D)(dst.block(b))
+		}
 		for x, c := range from {
 			to[x] += D(c)
 		}
@@ -258,13 +277,80 @@ func (w *wstore) add(b uint64, schema int32, n uint32) bool {
 }
 
 // addMany counts the finite values of vs at schema (d = MaxSchema-schema,
-// adj = 2^d-1) and returns how many it took: all, unless a value's bucket
-// would pass a cap. The common case, an existing block and no overflow,
-// is written out.
-func (w *wstore) addMany(vs []float64, schema, d, adj int32) int {
+// adj = 2^d-1) and returns how many it took (all, unless a value's bucket
+// would pass a cap) and how many of those it ignored as NaN or ±Inf.
+//
+// It is the loop every recorded value goes through (a ring's drain,
+// UpdateMany), so its common case is written out for schema 6: a normal
+// value whose block exists and whose count does not overflow, with the
+// spans' headers in registers (reloaded only after the slow path, the one
+// call that may change them) and one comparison for "zero, NaN or ±Inf".
+func (w *wstore) addMany(vs []float64, schema, d, adj int32) (done, bad int) {
+	if d != 0 {
+		return w.addManyAt(vs, schema, d, adj)
+	}
+	for i := 0; i < len(vs); i++ {
+		b := math.Float64bits(vs[i])
+		// e-896 < 2047-896 is 896 <= e < 2047 (unsigned): above the
+		// zero bucket (|v| >= 2^-127; 2^-128 < |v| < 2^-127 take the slow
+		// path) and finite, with small constants.
+		if e := b >> 52 & 0x7ff; e-896 < 2047-896 {
+			// j, plus 1 when m is above the slice's boundary: the sign bit
+			// of boundary-m (both < 2^52), not a branch, which random
+			// values would mispredict often.
+			k := b >> (52 - 7) & 127
+			m := b & mantMask
+			idx := int32(e-1023)<<6 + mantJ[k] + int32((mantBound[k]-m)>>63)
+			sp := &w.pos
+			if int64(b) < 0 {
+				sp = &w.neg
+			}
+			if d := uint(uint32(idx>>blockBits - sp.lo)); d < uint(len(sp.dir)) {
+				if x := sp.dir[d]; x != 0 {
+					p := &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
+					if *p != math.MaxUint32 {
+						*p++
+						continue
+					}
+				}
+			}
+		}
+		// Only i is live into the slow path: the compiler keeps fewer
+		// values on the stack on the fast one.
+		switch w.addSlow(vs[i], schema) {
+		case slowBad:
+			bad++
+		case slowCap:
+			return i, bad
+		}
+	}
+	return len(vs), bad
+}
+
+const (
+	slowOK  = iota
+	slowBad // NaN or ±Inf: ignored
+	slowCap // not counted: its bucket would pass a cap
+)
+
+// addSlow counts v at schema, allocating its block; addMany calls it
+// for what its fast path does not count.
+func (w *wstore) addSlow(v float64, schema int32) int {
+	if v-v != 0 {
+		return slowBad
+	}
+	if !w.add(math.Float64bits(v), schema, 1) {
+		return slowCap
+	}
+	return slowOK
+}
+
+// addManyAt is addMany below schema 6.
+func (w *wstore) addManyAt(vs []float64, schema, d, adj int32) (done, bad int) {
 	pos, neg := &w.pos, &w.neg
 	for i, v := range vs {
 		if v-v != 0 { // NaN or ±Inf
+			bad++
 			continue
 		}
 		b := math.Float64bits(v)
@@ -273,32 +359,20 @@ func (w *wstore) addMany(vs []float64, schema, d, adj int32) int {
 			w.zero++
 			continue
 		}
-		m := ab & mantMask
-		t := mantTable[m>>(52-7)]
-		j := int32(t >> 57)
-		if m > t&mantMask {
-			j++
-		}
-		idx := ((int32(ab>>52)-1023)<<6 + j + adj) >> d
+		idx := (index6(ab) + adj) >> d
 		sp := pos
 		if b != ab {
 			sp = neg
 		}
-		k := uint32(idx>>blockBits - sp.lo)
-		if k < uint32(len(sp.dir)) {
-			if x := sp.dir[k]; x != 0 {
-				p := &sp.pool[int(x-1)<<blockBits|int(idx&(blockLen-1))]
-				if *p != math.MaxUint32 {
-					*p++
-					continue
-				}
-			}
+		if c := sp.at(idx); c != nil && *c != math.MaxUint32 {
+			*c++
+			continue
 		}
 		if !w.add(b, schema, 1) {
-			return i
+			return i, bad
 		}
 	}
-	return len(vs)
+	return len(vs), bad
 }
 
 func (w *wstore) spill(i int32, neg bool, c *uint32, n uint32) {

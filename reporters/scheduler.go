@@ -6,7 +6,6 @@
 //   - httpserver: a standalone server with both, for programs without an HTTP stack.
 //   - stream: one JSON document per line on an io.Writer (a Reporter).
 //   - statsd: StatsD over UDP (a Reporter).
-//   - reportertest: real StatsD and Prometheus servers for integration tests.
 //
 // A push reporter is anything with a Report method; Start runs one in its
 // own goroutine:

@@ -3,11 +3,9 @@ package shm
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +13,6 @@ import (
 
 	mmap "github.com/edsrzf/mmap-go"
 
-	"github.com/tapes-go/tapes"
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -64,7 +60,7 @@ type Client struct {
 	pid      uint32
 	gen      uint32
 	defCount *uint64
-	names    *registry.Registry // same errors as the host's registry, at the worker
+	names    *wire.Names // the name rule and the host registry's kind and path checks, at the worker
 	defs     map[string]def
 	modes    map[string]GaugeMode // declared by GaugeMode before definition
 	handles  map[string]any
@@ -164,7 +160,7 @@ func Open(path string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{
 		f: f, m: m, g: g,
-		names:    registry.New(registry.WithMaxMetrics(g.maxDefs)),
+		names:    wire.NewNames(g.maxDefs),
 		defs:     map[string]def{},
 		modes:    map[string]GaugeMode{},
 		handles:  map[string]any{},
@@ -354,208 +350,6 @@ func (c *Client) Slot() int { return c.slot }
 // ring was full.
 func (c *Client) Dropped() uint64 { return atomic.LoadUint64(c.dropped) }
 
-// ReservedPrefix is the namespace of the host's own metrics: a worker may
-// not define a name equal to it or under it ("tapes.host.shm.dropped" would
-// otherwise add into the host's counter). The host refuses and counts such
-// definitions too (<prefix>.rejected), whichever client wrote them.
-const ReservedPrefix = "tapes"
-
-// ErrReservedName: a worker defined a name under ReservedPrefix.
-var ErrReservedName = errors.New("shm: names under \"tapes.\" are reserved for the host's own metrics")
-
-func reservedName(name string) bool {
-	return name == ReservedPrefix || strings.HasPrefix(name, ReservedPrefix+".")
-}
-
-// ErrModeConflict: a gauge is defined again with another combine mode.
-var ErrModeConflict = errors.New("shm: gauge already defined with another mode")
-
-// Define publishes a metric definition in this worker's table and returns
-// its id, the index records carry. It is the error-returning form behind
-// every handle method; errors are the registry's *registry.NameError values
-// (invalid name, kind conflict, prefix conflict, too many metrics: the
-// table holds Config.MaxMetrics names per worker), ErrModeConflict or
-// ErrClosed. Defining a name again returns the same id.
-func (c *Client) Define(k wire.Kind, name string) (uint32, error) {
-	return c.define(k, name, 0)
-}
-
-func (c *Client) define(k wire.Kind, name string, mode GaugeMode) (uint32, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.defineLocked(k, name, mode)
-}
-
-func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32, error) {
-	if c.closed.Load() {
-		return 0, ErrClosed
-	}
-	if k == wire.KindGauge && mode == 0 {
-		mode = c.modes[name]
-		if mode == 0 {
-			mode = DefaultGaugeMode
-		}
-	}
-	if d, ok := c.defs[name]; ok {
-		if d.kind != k {
-			return 0, &registry.NameError{Name: name, Kind: k, Existing: d.kind, Err: registry.ErrKindConflict}
-		}
-		if k == wire.KindGauge && d.mode != mode {
-			return 0, fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, d.mode, mode)
-		}
-		return d.id, nil
-	}
-	if k == wire.KindGauge && !mode.Valid() {
-		return 0, fmt.Errorf("shm: gauge %q: invalid mode %d", name, mode)
-	}
-	if reservedName(name) {
-		return 0, fmt.Errorf("%w: %q", ErrReservedName, name)
-	}
-	// The scratch registry applies wire.ValidateName and the prefix rule and
-	// returns exactly the registry's errors, before anything is written.
-	if _, err := c.names.GetOrCreate(k, name); err != nil {
-		return 0, err
-	}
-	id := uint32(len(c.defs))
-	e := c.m[c.base+c.g.defOffset+int(id)*DefSize:][:DefSize]
-	clear(e)
-	e[defKind] = byte(k)
-	if k == wire.KindGauge {
-		e[defMode] = byte(mode)
-	}
-	e[defNameLen] = byte(len(name))
-	copy(e[defName:], name)
-	// Publishing the count is the release: the host reads entries only
-	// below the count it loaded. The doorbell makes the host read them
-	// now, so that the metric appears in its registry before any event.
-	atomic.StoreUint64(c.defCount, uint64(id)+1)
-	c.ringBell()
-	c.defs[name] = def{id: id, kind: k, mode: mode}
-	return id, nil
-}
-
-// GaugeMode declares the combine mode of the gauge called name before it is
-// defined, so that library code calling Gauge(name, fn) through a
-// tapes.Recorder gets it. Declaring another mode for an already defined
-// gauge returns ErrModeConflict.
-func (c *Client) GaugeMode(name string, mode GaugeMode) error {
-	if !mode.Valid() {
-		return fmt.Errorf("shm: gauge %q: invalid mode %d", name, mode)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d, ok := c.defs[name]; ok && d.kind == wire.KindGauge && d.mode != mode {
-		return fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, d.mode, mode)
-	}
-	c.modes[name] = mode
-	return nil
-}
-
-func handle[T any](c *Client, k wire.Kind, name string, mk func(id uint32) *T) (*T, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if h, ok := c.handles[name].(*T); ok {
-		return h, nil
-	}
-	id, err := c.defineLocked(k, name, 0)
-	if err != nil {
-		return nil, err
-	}
-	h := mk(id)
-	c.handles[name] = h
-	return h, nil
-}
-
-func must[T any](h *T, err error) *T {
-	if err != nil {
-		panic(err)
-	}
-	return h
-}
-
-// GetCounter is the error-returning form of Counter.
-func (c *Client) GetCounter(name string) (*Counter, error) {
-	return handle(c, wire.KindCounter, name, func(id uint32) *Counter {
-		return &Counter{c: c, w0: wire.Word0(id, wire.KindCounter)}
-	})
-}
-
-// GetMeter is the error-returning form of Meter.
-func (c *Client) GetMeter(name string) (*Meter, error) {
-	return handle(c, wire.KindMeter, name, func(id uint32) *Meter {
-		return &Meter{c: c, w0: wire.Word0(id, wire.KindMeter)}
-	})
-}
-
-// GetTimer is the error-returning form of Timer.
-func (c *Client) GetTimer(name string) (*Timer, error) {
-	return handle(c, wire.KindTimer, name, func(id uint32) *Timer {
-		return &Timer{c: c, w0: wire.Word0(id, wire.KindTimer)}
-	})
-}
-
-// GetHistogram is the error-returning form of Histogram.
-func (c *Client) GetHistogram(name string) (*Histogram, error) {
-	return handle(c, wire.KindHistogram, name, func(id uint32) *Histogram {
-		return &Histogram{c: c, w0: wire.Word0(id, wire.KindHistogram)}
-	})
-}
-
-// GetGauge is the error-returning form of Gauge with an explicit mode (0
-// means the mode declared with GaugeMode, else DefaultGaugeMode). A non-nil
-// fn is sampled by the client's background loop, on Flush and on Close; the
-// first fn given for a name stays.
-func (c *Client) GetGauge(name string, mode GaugeMode, fn func() float64) (*Gauge, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if h, ok := c.handles[name].(*Gauge); ok {
-		if mode != 0 && mode != c.defs[name].mode {
-			return nil, fmt.Errorf("%w: %q is %v, asked for %v", ErrModeConflict, name, c.defs[name].mode, mode)
-		}
-		return h, nil
-	}
-	id, err := c.defineLocked(wire.KindGauge, name, mode)
-	if err != nil {
-		return nil, err
-	}
-	e := c.base + c.g.defOffset + int(id)*DefSize
-	h := &Gauge{c: c, w0: wire.Word0(id, wire.KindGauge), set: u32(c.m, e+defGaugeSet), val: u64(c.m, e+defGaugeVal), fn: fn}
-	c.handles[name] = h
-	if fn != nil {
-		c.funcs = append(c.funcs, h)
-		if c.stop == nil {
-			c.stop, c.done = make(chan struct{}), make(chan struct{})
-			go c.sampler(c.stop, c.done)
-		}
-		h.record(fn())
-	}
-	return h, nil
-}
-
-// Counter returns a handle to the counter called name, defining it if
-// needed. It panics on an invalid name or a kind conflict, as the
-// registry's accessors do; use GetCounter for names from elsewhere.
-func (c *Client) Counter(name string) tapes.CounterHandle { return must(c.GetCounter(name)) }
-
-// Meter returns a handle to the meter called name; it panics like Counter.
-func (c *Client) Meter(name string) tapes.MeterHandle { return must(c.GetMeter(name)) }
-
-// Timer returns a handle to the timer called name; it panics like Counter.
-func (c *Client) Timer(name string) tapes.TimerHandle { return must(c.GetTimer(name)) }
-
-// Histogram returns a handle to the histogram called name; it panics like Counter.
-func (c *Client) Histogram(name string) tapes.HistogramHandle {
-	return must(c.GetHistogram(name))
-}
-
-// Gauge returns a handle to the gauge called name with the mode declared by
-// GaugeMode, else DefaultGaugeMode (sum). A non-nil fn makes it a function
-// gauge, sampled in the background (see WithSampleInterval). It panics like
-// Counter.
-func (c *Client) Gauge(name string, fn func() float64) tapes.GaugeHandle {
-	return must(c.GetGauge(name, 0, fn))
-}
-
 func (c *Client) sampler(stop, done chan struct{}) {
 	defer close(done)
 	t := time.NewTicker(c.every)
@@ -640,98 +434,5 @@ func faultErr(f func() error) (err error) {
 	}()
 	return f()
 }
-
-// Counter is a worker's handle to a counter. Methods cost one ring record.
-type Counter struct {
-	c  *Client
-	w0 uint64
-}
-
-// Inc adds 1.
-func (h *Counter) Inc() { h.c.put(h.w0, 1) }
-
-// Dec subtracts 1.
-func (h *Counter) Dec() { h.c.put(h.w0, math.MaxUint64) }
-
-// Add adds n, which may be negative.
-func (h *Counter) Add(n int64) { h.c.put(h.w0, uint64(n)) }
-
-// Meter is a worker's handle to a meter.
-type Meter struct {
-	c  *Client
-	w0 uint64
-}
-
-// Mark records n events.
-func (h *Meter) Mark(n int64) { h.c.put(h.w0, uint64(n)) }
-
-// Histogram is a worker's handle to a histogram.
-type Histogram struct {
-	c  *Client
-	w0 uint64
-}
-
-// Update records v.
-func (h *Histogram) Update(v float64) { h.c.put(h.w0, math.Float64bits(v)) }
-
-// Timer is a worker's handle to a timer.
-type Timer struct {
-	c  *Client
-	w0 uint64
-}
-
-// Update records one duration. A negative one is dropped here, since the
-// host's registry.Timer would ignore it anyway, and spends no ring slot.
-func (h *Timer) Update(d time.Duration) {
-	if d >= 0 {
-		h.c.put(h.w0, uint64(d))
-	}
-}
-
-// UpdateSince records the time elapsed since start.
-func (h *Timer) UpdateSince(start time.Time) { h.Update(time.Since(start)) }
-
-// Time starts a stopwatch whose Stop records the elapsed time.
-func (h *Timer) Time() registry.Stopwatch { return registry.StartStopwatch(h) }
-
-// Func runs f and records how long it took.
-func (h *Timer) Func(f func()) {
-	start := time.Now()
-	defer h.UpdateSince(start)
-	f()
-}
-
-// Gauge is a worker's handle to a cross-process gauge.
-type Gauge struct {
-	c   *Client
-	w0  uint64
-	set *uint32
-	val *uint64
-	fn  func() float64
-}
-
-// Set records v as this worker's value. On a function gauge it has no
-// effect: the function wins, as in the registry.
-func (h *Gauge) Set(v float64) {
-	if h.fn == nil {
-		h.record(v)
-	}
-}
-
-// record keeps the value in the definition entry too, so that a host that
-// starts later learns the current value even if the record is long drained.
-func (h *Gauge) record(v float64) {
-	if h.c.closed.Load() {
-		return
-	}
-	b := math.Float64bits(v)
-	atomic.StoreUint64(h.val, b)
-	if atomic.LoadUint32(h.set) == 0 {
-		atomic.StoreUint32(h.set, 1)
-	}
-	h.c.put(h.w0, b)
-}
-
-var _ tapes.Recorder = (*Client)(nil)
 
 func unsafeAdd[T any](p *T, off uintptr) unsafe.Pointer { return unsafe.Add(unsafe.Pointer(p), off) }

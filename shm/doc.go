@@ -24,7 +24,7 @@
 // process start time), combines cross-process gauges by the mode
 // chosen when they are defined (GaugeSum, GaugeMin, GaugeMax, GaugeLast,
 // GaugePerWorker), and reports its own metrics under Config.Prefix
-// ("tapes.shm" by default): drained, dropped.total, dropped.pid-<pid>,
+// ("tapes.shm" by default): drained, dropped.all, dropped.pid-<pid>,
 // malformed, rejected, discarded, aborted, reclaimed, refused,
 // liveness_unknown, repaired, damaged, workers and lag. Nothing a worker
 // writes into the file can make the host panic; a file truncated, shrunk,

@@ -117,8 +117,8 @@ func TestScribbledFreeSlot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := counters(r, "malformed", "dropped.total")
-	if v := r.Counter("n").Value(); v != total || c.Dropped() != 0 || got["malformed"] != 0 || got["dropped.total"] != 0 {
+	got := counters(r, "malformed", "dropped.all")
+	if v := r.Counter("n").Value(); v != total || c.Dropped() != 0 || got["malformed"] != 0 || got["dropped.all"] != 0 {
 		t.Errorf("n = %d of %d (dropped %d), host counts %v", v, total, c.Dropped(), got)
 	}
 	if _, ok := r.Get("scribbled.a"); ok {
@@ -133,7 +133,7 @@ func writeDefAt(e []byte, k wire.Kind, name string) {
 }
 
 // The host's dropped counters saturate: a worker scribbling huge dropped
-// counts never makes dropped.total wrap negative.
+// counts never makes dropped.all wrap negative.
 func TestDroppedSaturates(t *testing.T) {
 	h, r, c := hostile(t)
 	c.Counter("x").Inc()
@@ -142,12 +142,12 @@ func TestDroppedSaturates(t *testing.T) {
 		if _, err := h.DrainOnce(r); err != nil {
 			t.Fatal(err)
 		}
-		if v := r.Counter("tapes.shm.dropped.total").Value(); v < 0 {
-			t.Fatalf("dropped.total wrapped to %d after a scribbled %d", v, d)
+		if v := r.Counter("tapes.shm.dropped.all").Value(); v < 0 {
+			t.Fatalf("dropped.all wrapped to %d after a scribbled %d", v, d)
 		}
 	}
-	if v := r.Counter("tapes.shm.dropped.total").Value(); v != math.MaxInt64 {
-		t.Errorf("dropped.total = %d, want saturated at %d", v, int64(math.MaxInt64))
+	if v := r.Counter("tapes.shm.dropped.all").Value(); v != math.MaxInt64 {
+		t.Errorf("dropped.all = %d, want saturated at %d", v, int64(math.MaxInt64))
 	}
 	if v := r.Counter(fmt.Sprintf("tapes.shm.dropped.pid-%d", os.Getpid())).Value(); v != math.MaxInt64 {
 		t.Errorf("dropped.pid = %d, want saturated", v)
@@ -217,7 +217,7 @@ func TestReservedNamesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for _, name := range []string{"tapes", "tapes.x", "tapes.host.shm.dropped.total"} {
+	for _, name := range []string{"tapes", "tapes.x", "tapes.host.shm.dropped.all"} {
 		if _, err := c.Define(wire.KindCounter, name); !errors.Is(err, ErrReservedName) {
 			t.Errorf("Define(%q): %v, want ErrReservedName", name, err)
 		}
@@ -225,7 +225,7 @@ func TestReservedNamesRefused(t *testing.T) {
 	if _, err := h.DrainOnce(r); err != nil {
 		t.Fatal(err)
 	}
-	names := []string{"tapes.host.shm.dropped.total", "tapes.other", "tapes", "fine"}
+	names := []string{"tapes.host.shm.dropped.all", "tapes.other", "tapes", "fine"}
 	for i, n := range names {
 		writeDef(c, i, wire.KindCounter, 0, n)
 	}
@@ -236,8 +236,8 @@ func TestReservedNamesRefused(t *testing.T) {
 	if _, err := h.DrainOnce(r); err != nil {
 		t.Fatal(err)
 	}
-	if v := r.Counter("tapes.host.shm.dropped.total").Value(); v != 0 {
-		t.Errorf("a worker added %d into the host's dropped.total", v)
+	if v := r.Counter("tapes.host.shm.dropped.all").Value(); v != 0 {
+		t.Errorf("a worker added %d into the host's dropped.all", v)
 	}
 	if _, ok := r.Get("tapes.other"); ok {
 		t.Errorf("a worker defined tapes.other")

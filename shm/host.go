@@ -1056,7 +1056,7 @@ func (h *Host) bind(r *registry.Registry) error {
 	s.discarded = counter("discarded")
 	s.aborted = counter("aborted")
 	s.reclaimed = counter("reclaimed")
-	s.dropped = counter("dropped.total")
+	s.dropped = counter("dropped.all")
 	s.refused = counter("refused")
 	s.unknown = counter("liveness_unknown")
 	s.repaired = counter("repaired")

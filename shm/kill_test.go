@@ -352,7 +352,7 @@ func TestWorkersKilled(t *testing.T) {
 		t.Errorf("slots still held: %+v", rep.Workers)
 	}
 	t.Logf("events %d, aborted %d, dropped %d", r.Counter("tapes.shm.drained").Value(),
-		r.Counter("tapes.shm.aborted").Value(), r.Counter("tapes.shm.dropped.total").Value())
+		r.Counter("tapes.shm.aborted").Value(), r.Counter("tapes.shm.dropped.all").Value())
 }
 
 // rolePhased records PHASE_N counter events, says so, waits for a line on
@@ -552,7 +552,7 @@ func TestOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied := r.Counter("burst.n").Value()
-	dropped := r.Counter("tapes.shm.dropped.total").Value()
+	dropped := r.Counter("tapes.shm.dropped.all").Value()
 	if applied+dropped != workers*n {
 		t.Errorf("applied %d + dropped %d = %d, want %d", applied, dropped, applied+dropped, workers*n)
 	}

@@ -130,7 +130,7 @@ func workersExactTotals(t *testing.T, live bool) {
 	if got := r.Counter("tapes.shm.reclaimed").Value(); got != workers {
 		t.Errorf("reclaimed = %d, want %d", got, workers)
 	}
-	for _, name := range []string{"malformed", "rejected", "discarded", "aborted", "dropped.total"} {
+	for _, name := range []string{"malformed", "rejected", "discarded", "aborted", "dropped.all"} {
 		if v := r.Counter("tapes.shm." + name).Value(); v != 0 {
 			t.Errorf("tapes.shm.%s = %d", name, v)
 		}

@@ -55,7 +55,7 @@ func TestExampleSingle(t *testing.T) {
 	for _, want := range []string{
 		"single_http_index_latency_seconds_count 5\n",
 		"single_http_users_latency_seconds_count 4\n",
-		"single_http_fail_errors_total 2\n",
+		"\nsingle_http_fail_errors 2\n",
 		`single_http_index_latency_seconds{quantile="0.99"} `,
 	} {
 		if !strings.Contains(prom, want) {
@@ -95,7 +95,7 @@ func TestExampleBind(t *testing.T) {
 	prom := ex.metrics()
 	for _, want := range []string{
 		"bind_http_users_handler_latency_seconds_count 3\n",
-		"bind_http_orders_handler_errors_total 1\n",
+		"\nbind_http_orders_handler_errors 1\n",
 		"bind_http_orders_handler_requests_total 3\n",
 	} {
 		if !strings.Contains(prom, want) {
@@ -150,7 +150,7 @@ func TestExampleWorkers(t *testing.T) {
 	prom := string(h.get("/metrics"))
 	for _, want := range []string{
 		fmt.Sprintf("http_index_latency_seconds_count %d\n", index),
-		fmt.Sprintf("http_fail_errors_total %d\n", fails),
+		fmt.Sprintf("\nhttp_fail_errors %d\n", fails),
 	} {
 		if !strings.Contains(prom, want) {
 			t.Errorf("host /metrics lacks %q", want)

@@ -47,7 +47,7 @@ func TestHostDrainsWorkersEndToEnd(t *testing.T) {
 	}
 	prom := string(h.get("/metrics"))
 	for _, want := range []string{
-		"test_requests_total 6000",
+		"\ntest_requests 6000\n",
 		"test_latency_seconds_count 6000",
 		"# TYPE test_latency_seconds summary",
 		`test_sizes{quantile="0.5"}`,

@@ -221,7 +221,7 @@ func runAttack(t *testing.T, a attack, extra ...string) *hostProc {
 	w := worker(t, h.shm, "-n", "1000", "-hold")
 	h.waitStat("test.requests.value", eq(n), "worker drained beside the plugin")
 	for i := 0; i < 3; i++ {
-		if m := h.get("/metrics"); !bytes.Contains(m, []byte("test_requests_total 1000")) {
+		if m := h.get("/metrics"); !bytes.Contains(m, []byte("\ntest_requests 1000\n")) {
 			t.Fatalf("/metrics lacks the worker's counter:\n%s", tail(string(m), 2000))
 		}
 	}
@@ -261,7 +261,7 @@ func runAttack(t *testing.T, a attack, extra ...string) *hostProc {
 		t.Fatalf("worker: %v", err)
 	}
 	h.waitStat("test.stopped.value", eq(1), "worker's last event drained")
-	h.waitStat("tapes.host.shm.dropped.total.value", eq(0), "no event dropped")
+	h.waitStat("tapes.host.shm.dropped.all.value", eq(0), "no event dropped")
 
 	// SIGTERM: exit 0, soon, with a last report.
 	sent := time.Now()

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/reportertest"
 	"github.com/tapes-go/tapes/internal/testenv"
-	"github.com/tapes-go/tapes/reporters/reportertest"
 )
 
 // tapes-host runs a Go collector plugin built from source on an interval,
@@ -48,7 +48,7 @@ func TestHostReportsToRealStatsDAndPrometheus(t *testing.T) {
 	sd.WaitFor(0, 20*time.Second, func(f reportertest.Flushes) bool {
 		return f.Counter("e2e.test.requests.total") == 300 && f.Counter("e2e.test.jobs.total") == 600
 	})
-	prom.WaitFor(`test_requests_total`, 30*time.Second, func(s []reportertest.Sample) bool {
+	prom.WaitFor(`test_requests`, 30*time.Second, func(s []reportertest.Sample) bool {
 		return len(s) == 1 && s[0].Value == 300
 	})
 	prom.WaitFor(`test_latency_seconds_count`, 30*time.Second, func(s []reportertest.Sample) bool {

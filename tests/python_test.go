@@ -236,22 +236,22 @@ func TestPythonExactCountsFromProcesses(t *testing.T) {
 	h.waitStat("py.sizes.count", eq(events), "histogram count")
 	st := h.stats()
 	for path, want := range map[string]float64{
-		"py.sizes.min":                       1,
-		"py.sizes.max":                       n,
-		"py.latency.min":                     1e-6,
-		"py.latency.max":                     n * 1e-6,
-		"tapes.host.shm.dropped.total.value": 0,
-		"tapes.host.shm.malformed.value":     0,
-		"tapes.host.shm.rejected.value":      0,
-		"tapes.host.shm.discarded.value":     0,
-		"tapes.host.shm.aborted.value":       0,
+		"py.sizes.min":                     1,
+		"py.sizes.max":                     n,
+		"py.latency.min":                   1e-6,
+		"py.latency.max":                   n * 1e-6,
+		"tapes.host.shm.dropped.all.value": 0,
+		"tapes.host.shm.malformed.value":   0,
+		"tapes.host.shm.rejected.value":    0,
+		"tapes.host.shm.discarded.value":   0,
+		"tapes.host.shm.aborted.value":     0,
 	} {
 		if got, ok := lookup(st, path); !ok || !near(got, want, 1e-9) {
 			t.Errorf("%s = %v (found %v), want %v", path, got, ok, want)
 		}
 	}
-	if !strings.Contains(string(h.get("/metrics")), fmt.Sprintf("py_requests_total %d\n", events)) {
-		t.Errorf("/metrics lacks py_requests_total %d", events)
+	if !strings.Contains(string(h.get("/metrics")), fmt.Sprintf("\npy_requests %d\n", events)) {
+		t.Errorf("/metrics lacks py_requests %d", events)
 	}
 	h.stop(syscall.SIGTERM)
 }
@@ -370,7 +370,7 @@ func TestPythonFullRingDropsAndNeverBlocks(t *testing.T) {
 	h.signal(syscall.SIGCONT)
 	stopped = false
 	h.waitStat("py.filled.value", eq(ring), "committed events")
-	h.waitStat("tapes.host.shm.dropped.total.value", eq(n-ring), "dropped events")
+	h.waitStat("tapes.host.shm.dropped.all.value", eq(n-ring), "dropped events")
 	h.stop(syscall.SIGTERM)
 }
 
@@ -478,7 +478,7 @@ func TestExamplePythonGunicorn(t *testing.T) {
 	prom := string(h.get("/metrics"))
 	for _, want := range []string{
 		fmt.Sprintf("http_index_latency_seconds_count %d\n", index),
-		fmt.Sprintf("http_fail_errors_total %d\n", fails),
+		fmt.Sprintf("\nhttp_fail_errors %d\n", fails),
 	} {
 		if !strings.Contains(prom, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -486,8 +486,8 @@ func TestExamplePythonGunicorn(t *testing.T) {
 	}
 	promtoolCheck(t, prom)
 	// Every worker reports its own memory (a per-worker function gauge).
-	if n := len(regexp.MustCompile(`(?m)^process_rss_bytes_pid_\d+ `).FindAllString(prom, -1)); n != 4 {
-		t.Errorf("/metrics has %d process_rss_bytes_pid_* series, want 4 (one per worker)\n%s", n, prom)
+	if n := len(regexp.MustCompile(`(?m)^process_rss_bytes\{worker="\d+"\} `).FindAllString(prom, -1)); n != 4 {
+		t.Errorf("/metrics has %d process_rss_bytes{worker=...} series, want 4 (one per worker)\n%s", n, prom)
 	}
 	if len(served) < 2 {
 		t.Logf("only %d worker pids answered /users (the kernel chose)", len(served))

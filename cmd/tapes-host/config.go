@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/reporters/httpserver"
+	"github.com/tapes-go/tapes/reporters/mapping"
 	"github.com/tapes-go/tapes/shm"
 	"github.com/tapes-go/tapes/wire"
 )
@@ -28,6 +29,14 @@ type config struct {
 	httpAddr  string
 	namespace string
 
+	// Prometheus exposition of /metrics (http.go; flags in promflags.go).
+	prom promFlags
+	// mapping is -mapping FILE; mapper (never nil once validated) names
+	// and labels metrics in every labelled output (/metrics, remote write,
+	// OTLP), and a SIGHUP re-reads the file into it (Mapper.Replace).
+	mapping string
+	mapper  *mapping.Mapper
+
 	// HTTP hardening (see httpserver.Options).
 	httpCache             time.Duration
 	httpReadHeaderTimeout time.Duration
@@ -42,6 +51,7 @@ type config struct {
 	interval     time.Duration
 
 	stream string
+	push   pushFlags // push.go: remote write and OTLP
 
 	plugins        pluginList
 	pluginInterval time.Duration
@@ -130,6 +140,8 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted. With the histogram bucket cap, a histogram or timer holds at most ~80 KiB whatever its values (~200 KiB with 4 contention cells), so this bounds the registry's memory (docs/core.md, Memory)")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")
+	fs.StringVar(&c.mapping, "mapping", "", "a prometheus/statsd_exporter mapping file (YAML: glob or regex matches on the dotted names, name, labels with $1 captures, help, action: drop, match_metric_type) that names and labels metrics in /metrics, remote write and OTLP; unmatched names keep their names; re-read on SIGHUP")
+	c.prom.declare(fs)
 	fs.DurationVar(&c.httpCache, "http-cache", time.Second, "concurrent scrapes of /metrics or /stats share one rendering at most this old (and at most -interval; one render per period however many scrapers); 0: one render per wave of concurrent scrapes, never older than the scrape")
 	fs.IntVar(&c.httpMaxConns, "http-max-conns", httpserver.DefaultMaxConns, "most open HTTP connections (also capped at 3/4 of the fd limit); at the cap a new connection closes the longest-waiting idle or slow one")
 	fs.DurationVar(&c.httpReadHeaderTimeout, "http-read-header-timeout", httpserver.DefaultReadHeaderTimeout, "close a connection that has not sent complete request headers within this time (slowloris)")
@@ -140,6 +152,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.statsdAddr, "statsd", "", "push to this StatsD server (host:port, UDP); empty disables")
 	fs.StringVar(&c.statsdPrefix, "statsd-prefix", "", "prefix for StatsD metric names")
 	fs.DurationVar(&c.interval, "interval", 10*time.Second, "how often push reporters (StatsD, stream) report (reloaded on SIGHUP)")
+	addPushFlags(fs, &c.push)
 	fs.StringVar(&c.stream, "stream", "", "write one JSON document per interval: '-' for stdout or a file path; empty disables")
 	fs.Var(&c.plugins, "plugin", "run a WebAssembly plugin in its own process: path.wasm[=prefix] (repeatable; default prefix plugins.<file name>; prefixes must be distinct, neither under another nor under tapes); self-metrics under tapes.host.plugins.<prefix with _ for .>")
 	fs.DurationVar(&c.pluginInterval, "plugin-interval", 10*time.Second, "how often collector plugins' tapes_collect export is called")
@@ -271,7 +284,13 @@ func (c *config) validate() error {
 	if err := c.validateHTTP(); err != nil {
 		return err
 	}
+	if err := c.prom.validate(); err != nil {
+		return err
+	}
 	if err := validatePlugins(c.plugins); err != nil {
+		return err
+	}
+	if err := c.push.validate(); err != nil {
 		return err
 	}
 	if c.statsdAddr != "" {
@@ -307,7 +326,7 @@ func validatePlugins(ps []pluginSpec) error {
 		if err := wire.ValidateName(p.prefix); err != nil {
 			return fmt.Errorf("-plugin %s: prefix: %w", p.path, err)
 		}
-		if under(p.prefix, shm.ReservedPrefix) {
+		if wire.Under(p.prefix, shm.ReservedPrefix) {
 			return fmt.Errorf("-plugin %s: prefix %q: tapes.* is reserved for the host's own metrics", p.path, p.prefix)
 		}
 		if longest := pluginMetricName(pluginSegment(p.prefix), longestPluginMetric); len(longest) > wire.MaxNameLen {
@@ -320,7 +339,7 @@ func validatePlugins(ps []pluginSpec) error {
 				return fmt.Errorf("-plugin %s and %s: both get the default prefix %q from their file name; give one an explicit prefix (path.wasm=prefix)", q.path, p.path, p.prefix)
 			case p.prefix == q.prefix:
 				return fmt.Errorf("-plugin %s and %s: both use the prefix %q; each plugin needs its own", q.path, p.path, p.prefix)
-			case under(p.prefix, q.prefix) || under(q.prefix, p.prefix):
+			case wire.Under(p.prefix, q.prefix) || wire.Under(q.prefix, p.prefix):
 				return fmt.Errorf("-plugin %s (%q) and %s (%q): one prefix is under the other; their metrics would mix", q.path, q.prefix, p.path, p.prefix)
 			}
 		}
@@ -334,10 +353,6 @@ func validatePlugins(ps []pluginSpec) error {
 }
 
 // under reports whether name is root or a path below it.
-func under(name, root string) bool {
-	return name == root || strings.HasPrefix(name, root+".")
-}
-
 // validateHTTP checks the HTTP hardening flags: each must be set to a real
 // bound (a flag cannot switch a guard off).
 func (c *config) validateHTTP() error {

@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every invalid setting is refused before anything is created: exit 2, one
@@ -108,6 +113,133 @@ func TestHelpNamesReloadableSettings(t *testing.T) {
 	for name := range reloadable {
 		if !strings.Contains(stderr.String(), "-"+name) {
 			t.Errorf("reloadable setting %s not in -h", name)
+		}
+	}
+}
+
+// parse parses a serving command's flags in-process, as main does.
+func parse(t *testing.T, args ...string) (*config, error) {
+	t.Helper()
+	c, _, err := parseServeFlags("tapes-host", args, io.Discard, "")
+	return c, err
+}
+
+// writeFile writes data to a new file under dir and returns its path.
+func writeFile(t *testing.T, dir, name, data string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A config file fills in what the command line did not set, lists set a
+// repeatable flag once per element, and the command line wins where both
+// set a flag.
+func TestConfigFileAndCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	a := writeFile(t, dir, "auth.wasm", "")
+	b := writeFile(t, dir, "my plugin.v2.wasm", "")
+	cfg := writeFile(t, dir, "c.json", `{
+		"interval": "3s", "statsd": "127.0.0.1:8125", "statsd-prefix": "svc",
+		"max-metrics": 500, "log-level": "debug", "http": ":9091",
+		"plugin": [`+strconv.Quote(a)+`, `+strconv.Quote(b+"=team.x")+`]
+	}`)
+	c, err := parse(t, "-config", cfg, "-interval", "7s", "-shm", filepath.Join(dir, "m.shm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.interval != 7*time.Second {
+		t.Errorf("interval %v: the command line's 7s must win over the file's 3s", c.interval)
+	}
+	if c.statsdAddr != "127.0.0.1:8125" || c.statsdPrefix != "svc" || c.maxMetrics != 500 || c.logLevel != slog.LevelDebug {
+		t.Errorf("from the file: statsd %q prefix %q max-metrics %d log-level %v", c.statsdAddr, c.statsdPrefix, c.maxMetrics, c.logLevel)
+	}
+	if c.httpAddr != "127.0.0.1:9091" {
+		t.Errorf("-http :9091 became %q, want loopback 127.0.0.1:9091", c.httpAddr)
+	}
+	want := pluginList{{path: a, prefix: "plugins.auth"}, {path: b, prefix: "team.x", explicit: true}}
+	if !reflect.DeepEqual(c.plugins, want) {
+		t.Errorf("plugins %+v, want %+v", c.plugins, want)
+	}
+
+	// Without the file, the defaults hold.
+	c, err = parse(t, "-shm", filepath.Join(dir, "m.shm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.interval != 10*time.Second || c.httpAddr != "127.0.0.1:8889" || c.maxMetrics != 100000 || len(c.plugins) != 0 {
+		t.Errorf("defaults: interval %v http %q max-metrics %d plugins %v", c.interval, c.httpAddr, c.maxMetrics, c.plugins)
+	}
+}
+
+// A config file is read strictly: anything that is not a known flag with a
+// scalar value (or a list of them) is refused with the file and the key
+// named, and nothing of it is half-applied into a running host.
+func TestConfigFileRefusals(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ body, want string }{
+		{`{"intervall": "1s"}`, `unknown setting "intervall"`},
+		{`{"config": "other.json"}`, `unknown setting "config"`},
+		{`{"interval": {"s": 1}}`, `"interval": want a string, number or boolean, got map[string]interface {}`},
+		{`{"plugin": [["a.wasm"]]}`, `"plugin": want a string, number or boolean, got []interface {}`},
+		{`{"slots": "many"}`, `"slots": parse error`},
+		{`["interval", "1s"]`, `not a JSON object`},
+		{`{"interval": "1s"`, `not a JSON object`},
+	} {
+		cfg := writeFile(t, dir, "c.json", tc.body)
+		_, err := parse(t, "-config", cfg, "-shm", filepath.Join(dir, "m.shm"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), cfg) {
+			t.Errorf("%s: error %v, want one naming %s and containing %q", tc.body, err, cfg, tc.want)
+		}
+	}
+	missing := filepath.Join(dir, "none.json")
+	if _, err := parse(t, "-config", missing); err == nil || !strings.Contains(err.Error(), "config: open "+missing) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// Plugin prefixes: derived from the file name when not given, and refused
+// when two plugins' metrics (or self-metrics) would mix or a plugin would
+// write into the host's own tapes.*.
+func TestPluginPrefixRules(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a := writeFile(t, dir, "a.wasm", "")
+	a2 := writeFile(t, sub, "a.wasm", "")
+	b := writeFile(t, dir, "b.wasm", "")
+	odd := writeFile(t, dir, "x y+z.wasm", "")
+	c, err := parse(t, "-shm", filepath.Join(dir, "m.shm"), "-plugin", odd, "-plugin", a+"=team.a", "-plugin", b+"=team.b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.plugins[0].prefix; got != "plugins.x_y_z" {
+		t.Errorf("default prefix of %q = %q, want plugins.x_y_z", odd, got)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{a, a2}, `both get the default prefix "plugins.a" from their file name`},
+		{[]string{a + "=p.x", b + "=p.x"}, `both use the prefix "p.x"; each plugin needs its own`},
+		{[]string{a + "=p", b + "=p.x"}, "one prefix is under the other"},
+		{[]string{a + "=p.x.y", b + "=p.x"}, "one prefix is under the other"},
+		{[]string{a + "=tapes.mine"}, "tapes.* is reserved"},
+		{[]string{a + "=p.a_b", b + "=p_a.b"}, "self-metrics tapes.host.plugins.p_a_b would be those of " + a},
+		{[]string{a + "=bad..name"}, "prefix: invalid metric name"},
+		{[]string{a + "="}, "empty prefix after '='"},
+		{[]string{a + "=" + strings.Repeat("p", 250)}, "so that its self-metrics"},
+	} {
+		args := []string{"-shm", filepath.Join(dir, "m.shm")}
+		for _, p := range tc.args {
+			args = append(args, "-plugin", p)
+		}
+		if _, err := parse(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("-plugin %q: error %v, want %q", tc.args, err, tc.want)
 		}
 	}
 }

@@ -50,6 +50,7 @@ type host struct {
 	pushReps []pushRep // what each of push runs, to restart it on reload
 	pushCtx  context.Context
 	closers  []io.Closer // sinks to close after the last report
+	remote   *remotePush // push.go: remote write and OTLP
 
 	health  *health             // health.go
 	runtime *runtimemetrics.Set // tapes.host.go.*, tapes.host.process.*
@@ -165,7 +166,7 @@ func (h *host) startPush(ctx context.Context) error {
 		h.closers = append(h.closers, rep)
 		h.startPushReporter(ctx, rep, "statsd")
 	}
-	return nil
+	return h.startRemotePush(ctx)
 }
 
 // shutdown stops in the order that loses nothing: stop plugins (their

@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/tapes-go/tapes/reporters/httpserver"
-	"github.com/tapes-go/tapes/reporters/prometheus"
 )
 
 // serveHTTP serves /metrics and /stats through httpserver, the hardened
@@ -14,8 +14,12 @@ import (
 // however many clients scrape. Its own numbers go to tapes.host.http.*.
 func (h *host) serveHTTP() error {
 	c := h.cfg
+	popts := c.prom.options()
+	popts.Namespace = c.namespace
+	popts.Mapper = c.mapper
+	popts.OnSkip = h.promSkips().skip
 	srv, err := httpserver.Start(c.httpAddr, h.reg, httpserver.Options{
-		Prometheus: prometheus.Options{Namespace: c.namespace},
+		Prometheus: popts,
 		Logger:     h.log,
 		// Push reporters see numbers every -interval; a scrape need not
 		// be fresher than that, nor older.
@@ -38,4 +42,42 @@ func (h *host) serveHTTP() error {
 			"max_conns", srv.MaxConns(), "asked", c.httpMaxConns)
 	}
 	return nil
+}
+
+// promSkipped is the self-metric counting the metrics /metrics leaves out.
+const promSkipped = selfPrefix + ".prometheus.skipped"
+
+// skips tracks the metrics left out of /metrics (a name that cannot be
+// expressed, or whose series collide with another's after mapping), so
+// that none vanishes silently: each is logged once, at Warn through the
+// host's logger (so -log-level applies), and tapes.host.prometheus.skipped
+// counts the distinct names left out since start. The set is bounded by
+// the registry's -max-metrics.
+type skips struct {
+	h    *host
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+func (h *host) promSkips() *skips {
+	s := &skips{h: h, seen: map[string]struct{}{}}
+	h.reg.Gauge(promSkipped, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.seen))
+	})
+	return s
+}
+
+// skip is called per render for every metric left out.
+func (s *skips) skip(name string, err error) {
+	s.mu.Lock()
+	_, old := s.seen[name]
+	if !old {
+		s.seen[name] = struct{}{}
+	}
+	s.mu.Unlock()
+	if !old {
+		s.h.log.Warn("prometheus: metric left out of /metrics", "metric", name, "err", err)
+	}
 }

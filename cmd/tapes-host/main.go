@@ -49,7 +49,8 @@ draining, plugins loaded and the shm file intact).
 Signals: SIGTERM/SIGINT stop cleanly (drain everything, report one last time, exit 0).
 SIGHUP re-reads -config: -log-level and -interval take effect at once; a change to
 -plugin, -plugin-interval, -plugin-timeout, -plugin-memory or -wasm-cache restarts the
-plugins on the new settings; a change to any other setting is logged as needing a restart and ignored; an invalid file is logged
+plugins on the new settings, one to -remote-write-url, -otlp-url or their push settings
+restarts the pushers; a change to any other setting is logged as needing a restart and ignored; an invalid file is logged
 and ignored. Exit codes: 0 clean stop, 1 runtime failure, 2 invalid usage.
 
 Flags:

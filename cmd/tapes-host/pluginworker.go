@@ -28,6 +28,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/tapes-go/tapes/hostabi"
+	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -121,7 +122,7 @@ func pluginWorkerMain(args []string) error {
 		w.close()
 		return err
 	}
-	w.reply(workerReply{Op: "loaded", OK: true, Collect: w.exports[hostabi.CollectExport],
+	w.reply(workerReply{Op: "loaded", OK: true, Collect: w.exports[plugin.CollectExport],
 		Start: w.command})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -163,7 +164,7 @@ type pluginWorker struct {
 	flush   api.Function
 	exports map[string]bool
 	command bool
-	stats   hostabi.Stats
+	host    *hostabi.Module
 }
 
 func (w *pluginWorker) load(shmPath, wasmPath, prefix string, pages uint32, cacheDir string) error {
@@ -187,8 +188,7 @@ func (w *pluginWorker) load(shmPath, wasmPath, prefix string, pages uint32, cach
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, w.rt); err != nil {
 		return err
 	}
-	if _, err := hostabi.InstantiateSink(ctx, w.rt, hostabi.ClientSink(w.client),
-		hostabi.WithPrefix(prefix), hostabi.WithStats(&w.stats)); err != nil {
+	if w.host, err = hostabi.Instantiate(ctx, w.rt, plugin.ClientSink(w.client), hostabi.Config{Prefix: prefix}); err != nil {
 		return err
 	}
 	if w.code, err = w.rt.CompileModule(ctx, wasm); err != nil {
@@ -220,8 +220,8 @@ func (w *pluginWorker) serve(op string) workerReply {
 			if m := w.mod.Memory(); m == nil || reflect.ValueOf(m).IsNil() {
 				fmt.Fprintln(os.Stderr, "module has no memory: every tapes function that reads guest memory returns -1 (StatusMemory)")
 			}
-			w.collect = w.mod.ExportedFunction(hostabi.CollectExport)
-			w.flush = w.mod.ExportedFunction(hostabi.FlushExport)
+			w.collect = w.mod.ExportedFunction(plugin.CollectExport)
+			w.flush = w.mod.ExportedFunction(plugin.FlushExport)
 		}
 	case opCollect:
 		if w.collect == nil {
@@ -251,12 +251,10 @@ func (w *pluginWorker) serve(op string) workerReply {
 
 // result is the reply for a call that ended with err (nil: success).
 func (w *pluginWorker) result(err error, kind string) workerReply {
-	r := workerReply{
-		OK:       err == nil,
-		Defines:  w.stats.Defines.Load(),
-		Records:  w.stats.Records.Load(),
-		Rejected: w.stats.Rejected.Load(),
-		Dropped:  w.gout.droppedBytes(),
+	r := workerReply{OK: err == nil, Dropped: w.gout.droppedBytes()}
+	if w.host != nil {
+		st := w.host.Stats()
+		r.Defines, r.Records, r.Rejected = st.Defines, st.Records, st.Rejected
 	}
 	if err != nil {
 		r.Kind, r.Err = kind, err.Error()

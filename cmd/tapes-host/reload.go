@@ -18,8 +18,11 @@ import (
 // change to those is logged as needing a restart. Plugins can be swapped:
 // each is a process recording through its own slot, so stopping them all
 // and starting the new set loses nothing they committed.
-var reloadable = map[string]bool{"log-level": true, "interval": true,
-	"plugin": true, "plugin-interval": true, "plugin-timeout": true, "plugin-memory": true, "wasm-cache": true}
+var reloadable = map[string]bool{"log-level": true, "interval": true, "mapping": true,
+	"plugin": true, "plugin-interval": true, "plugin-timeout": true, "plugin-memory": true, "wasm-cache": true,
+	// push.go's pushSettings:
+	"remote-write-url": true, "otlp-url": true, "push-timeout": true, "push-queue": true, "push-attempts": true,
+	"remote-write-classic": true, "push-label": true, "otlp-service-name": true}
 
 // pluginSettings are the reloadable settings that restart the plugins.
 var pluginSettings = map[string]bool{"plugin": true, "plugin-interval": true, "plugin-timeout": true,
@@ -53,7 +56,7 @@ func (rl *reloader) reload() {
 				"setting", f.Name, "running", old.Value.String(), "file", f.Value.String())
 			return
 		}
-		if pluginSettings[f.Name] {
+		if pluginSettings[f.Name] || pushSettings[f.Name] {
 			// Applied below, from the new configuration as a whole
 			// (-plugin appends when Set).
 			applied = append(applied, f.Name+"="+f.Value.String())
@@ -66,7 +69,16 @@ func (rl *reloader) reload() {
 		}
 		applied = append(applied, f.Name+"="+f.Value.String())
 	})
-	restartPlugins := false
+	// The mapping file is re-read even under an unchanged path: editing it
+	// and sending SIGHUP is how statsd_exporter users reload theirs. parse
+	// loaded it (a file that no longer parses refused the whole reload).
+	if ncfg.mapping != "" || rl.cfg.mapping != ncfg.mapping {
+		rl.cfg.mapper.Replace(ncfg.mapper)
+		if rl.cfg.mapping == ncfg.mapping {
+			applied = append(applied, "mapping="+ncfg.mapping+" (re-read)")
+		}
+	}
+	restartPlugins, restartPush := false, false
 	for _, a := range applied {
 		switch name, _, _ := strings.Cut(a, "="); name {
 		case "log-level":
@@ -75,7 +87,11 @@ func (rl *reloader) reload() {
 			rl.h.setInterval(ncfg.interval)
 		default:
 			restartPlugins = restartPlugins || pluginSettings[name]
+			restartPush = restartPush || pushSettings[name]
 		}
+	}
+	if restartPush {
+		rl.h.reloadPush(ncfg.push)
 	}
 	if restartPlugins {
 		rl.reloadPlugins(ncfg)

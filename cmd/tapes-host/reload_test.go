@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapes-go/tapes/wire"
 )
 
 func TestReloadAppliesReloadableSettingsOnly(t *testing.T) {
@@ -70,5 +72,58 @@ func TestReloadAppliesReloadableSettingsOnly(t *testing.T) {
 	log.Info("hidden")
 	if strings.Contains(logs.String(), "hidden") {
 		t.Errorf("log level warn after reload, but an info record was written:\n%s", logs.String())
+	}
+}
+
+// SIGHUP re-reads the -mapping file under the same path into the Mapper
+// every output holds; a file that no longer parses changes nothing.
+func TestReloadRereadsMapping(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mapping.yml")
+	write := func(name string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("mappings:\n  - match: \"api.*.latency\"\n    name: \""+name+"\"\n    labels:\n      route: \"$1\"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("api_latency_v1")
+	args := []string{"-shm", filepath.Join(dir, "x.shm"), "-mapping", file}
+	parse := func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
+		c := &config{}
+		fs := newFlagSet("tapes-host", c, out)
+		rest, err := parseFlags(fs, c, args, out, usageHeader)
+		return fs, c, rest, err
+	}
+	fs, cfg, _, err := parse(io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := cfg.mapper // what the outputs were given at start
+	name := func() string {
+		r, ok := held.Map("api.index.latency", wire.KindTimer)
+		if !ok || len(r.Labels) != 1 || r.Labels[0].Value != "index" {
+			t.Fatalf("mapping result %+v, %v", r, ok)
+		}
+		return r.Name
+	}
+	if got := name(); got != "api_latency_v1" {
+		t.Fatalf("at start: %q", got)
+	}
+	var logs bytes.Buffer
+	rl := &reloader{log: newLogger(cfg, &logs), cur: fs, cfg: cfg, h: &host{cfg: cfg}, parse: parse}
+	write("api_latency_v2")
+	rl.reload()
+	if got := name(); got != "api_latency_v2" {
+		t.Errorf("after SIGHUP: %q, want api_latency_v2\n%s", got, logs.String())
+	}
+	if err := os.WriteFile(file, []byte("mappings:\n  - match: \"api..x\"\n    name: \"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rl.reload()
+	if got := name(); got != "api_latency_v2" {
+		t.Errorf("a broken file changed the mapping: %q", got)
+	}
+	if !strings.Contains(logs.String(), "configuration not reloaded") || !strings.Contains(logs.String(), "-mapping") {
+		t.Errorf("a broken mapping file was not reported:\n%s", logs.String())
 	}
 }

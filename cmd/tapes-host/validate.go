@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/tapes-go/tapes/reporters/mapping"
 	"github.com/tapes-go/tapes/reporters/prometheus"
 	"github.com/tapes-go/tapes/shm"
 	"github.com/tapes-go/tapes/wire"
@@ -43,6 +44,14 @@ func (c *config) validateOps() error {
 		if err := wire.ValidateName(c.statsdPrefix); err != nil {
 			return fmt.Errorf("-statsd-prefix %q: %w", c.statsdPrefix, err)
 		}
+	}
+	c.mapper = &mapping.Mapper{}
+	if c.mapping != "" {
+		m, err := mapping.Load(c.mapping)
+		if err != nil {
+			return fmt.Errorf("-mapping: %w", err)
+		}
+		c.mapper = m
 	}
 	if c.namespace != "" {
 		if _, err := prometheus.MetricName(c.namespace, "x"); err != nil {

@@ -1,5 +1,5 @@
 // Package pluginc embeds the example C plugin, built from src/plugin.c, so that
-// tapes-host's demo can run it without a C toolchain. hostabi's tests
+// tapes-host's demo can run it without a C toolchain. hostabi/plugin's tests
 // rebuild src/plugin.c and check that this copy behaves the same.
 package pluginc
 

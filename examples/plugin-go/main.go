@@ -14,16 +14,14 @@ import (
 func main() {}
 
 var (
-	rec = tapesguest.Recorder()
-
 	// Defined at initialisation; the host puts them under the plugin's
 	// prefix, e.g. plugins.example.requests.
-	requests    = rec.Counter("requests")
-	collections = rec.Counter("collections")
-	bytesIn     = rec.Meter("bytes_in")
-	latency     = rec.Timer("latency")
-	sizes       = rec.Histogram("payload_size")
-	queue       = rec.Gauge("queue_depth", nil)
+	requests    = tapesguest.Counter("requests")
+	collections = tapesguest.Counter("collections")
+	bytesIn     = tapesguest.Meter("bytes_in")
+	latency     = tapesguest.Timer("latency")
+	sizes       = tapesguest.Histogram("payload_size")
+	queue       = tapesguest.Gauge("queue_depth", nil)
 
 	pending int
 	handled int
@@ -31,7 +29,7 @@ var (
 )
 
 // The function gauge is read on every flush, i.e. after every call.
-var _ = rec.Gauge("handled", func() float64 { return float64(handled) })
+var _ = tapesguest.Gauge("handled", func() float64 { return float64(handled) })
 
 // handle is what a host calls per request: size is the payload size.
 //

@@ -58,7 +58,7 @@ enum {
     TAPES_HISTOGRAM = 5
 };
 
-/* Status codes (hostabi.Status). Functions return 0 or a non-negative
+/* Status codes (wire.Status). Functions return 0 or a non-negative
  * result on success, one of these on failure. */
 enum {
     TAPES_OK = 0,

@@ -2,7 +2,11 @@
 
 package tapesguest
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/tapes-go/tapes/wire"
+)
 
 // noHost never comes from a real host; see host_other.go.
 const noHost = -1 << 31
@@ -24,7 +28,7 @@ func hostBatch(p *uint64, n uint32) int32 { return tapesBatch(unsafe.Pointer(p),
 //go:wasmexport tapes_flush
 func flushExport() int32 {
 	if err := Flush(); err != nil {
-		if s, ok := err.(Status); ok {
+		if s, ok := err.(wire.Status); ok {
 			return int32(s)
 		}
 		return 1 // some records were rejected; Rejected says how many

@@ -1,10 +1,12 @@
 // Package tapesguest records tapes metrics from a Go program compiled to
 // WebAssembly (GOOS=wasip1 GOARCH=wasm) and run by a host that provides the
-// "tapes" module, such as package hostabi's plugin runner or tapes-host.
+// "tapes" module, such as package hostabi/plugin's runner or tapes-host.
 //
-// Handles mirror the root package's interfaces, and Recorder returns a
-// tapes.Recorder, so code written against tapes.Recorder runs unchanged in a
-// guest:
+// The package depends on package wire alone (the record format, the kinds
+// and the ABI status codes), not on the registry: a guest carries only what
+// it records with. Handles have the methods of the root package's handle
+// interfaces (TimerHandle.Time returns the SDK's own Stopwatch), so code
+// that records through them reads the same in a guest as in the host:
 //
 //	var (
 //		hits    = tapesguest.Counter("http.hits")
@@ -20,7 +22,7 @@
 // Recording appends a 16-byte wire.Record to a buffer in guest memory (a few
 // nanoseconds); the buffer reaches the host in one call when it fills, when
 // Flush is called, and after every call the host makes into the guest: the
-// package exports "tapes_flush", which hostabi's runner calls after each
+// package exports "tapes_flush", which the hostabi/plugin runner calls after each
 // call (other hosts should do the same, or the guest calls Flush itself).
 // A command (a program with main, run through _start) must call Flush
 // before main returns.
@@ -28,7 +30,7 @@
 // Handle constructors define the metric in the host, which puts it under
 // the plugin's prefix; like the root package's functions they panic when
 // the host refuses the name (invalid, kind conflict, the plugin's metric
-// cap). Define returns the refusal as an error instead. Each constructor is
+// cap). Define returns the refusal, a wire.Status, as an error instead. Each constructor is
 // a call into the host, so keep handles in variables, made once.
 //
 // The package is not safe for concurrent use by goroutines that block
@@ -46,48 +48,8 @@ import (
 	"math"
 	"time"
 
-	"github.com/tapes-go/tapes"
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
-
-// Status is a negative status code returned by the host (see
-// docs/guest-abi.md); it is the error Define and Flush return.
-type Status int32
-
-// The host's status codes; hostabi.Status has the same values.
-const (
-	ErrMemory         Status = -1
-	ErrInvalidName    Status = -2
-	ErrInvalidKind    Status = -3
-	ErrKindConflict   Status = -4
-	ErrPrefixConflict Status = -5
-	ErrTooManyMetrics Status = -6
-	ErrUnknownID      Status = -7
-	ErrWrongKind      Status = -8
-	ErrBadRecord      Status = -9
-	ErrBadValue       Status = -10
-)
-
-var statusText = map[Status]string{
-	ErrMemory:         "pointer or length outside guest memory",
-	ErrInvalidName:    "invalid metric name",
-	ErrInvalidKind:    "invalid metric kind",
-	ErrKindConflict:   "name already used by a metric of another kind",
-	ErrPrefixConflict: "name conflicts with another metric's path",
-	ErrTooManyMetrics: "metric limit reached",
-	ErrUnknownID:      "unknown metric id",
-	ErrWrongKind:      "metric id has another kind",
-	ErrBadRecord:      "corrupt batch record",
-	ErrBadValue:       "invalid value",
-}
-
-func (s Status) Error() string {
-	if t, ok := statusText[s]; ok {
-		return "tapes host: " + t
-	}
-	return fmt.Sprintf("tapes host: status %d", int32(s))
-}
 
 // ErrNoHost is returned outside WebAssembly, where no host provides tapes.
 var ErrNoHost = errors.New("tapesguest: not running in a tapes WebAssembly host")
@@ -123,7 +85,7 @@ func Define(k wire.Kind, name string) (ID, error) {
 		if r == noHost {
 			return 0, ErrNoHost
 		}
-		return 0, Status(r)
+		return 0, wire.Status(r)
 	}
 	return ID(r), nil
 }
@@ -181,7 +143,7 @@ func flushBuffer() error {
 	case r == noHost:
 		return ErrNoHost
 	case r < 0:
-		return Status(r)
+		return wire.Status(r)
 	}
 	return nil
 }
@@ -212,11 +174,11 @@ func Rejected() uint64 { return rejected }
 // Handles are values holding the records' first word (TimerHandle also a
 // pointer to its stopwatch's state, used by Time only), not pointers: a
 // handle kept in a variable then costs one load per event, where a pointer
-// would cost a nil check and a second, dependent load: 1.4 ns of a Go
-// guest's 7.9 ns per event (docs/guest-abi.md). The zero value of
+// would cost a nil check and a second, dependent load (measured in
+// docs/guest-abi.md). The zero value of
 // a handle names no metric: the host rejects its records (see Rejected).
 
-// CounterHandle is a counter in the host; it implements tapes.CounterHandle.
+// CounterHandle is a counter in the host.
 type CounterHandle struct{ w uint64 }
 
 // Counter defines the counter called name and returns its handle.
@@ -228,7 +190,7 @@ func (c CounterHandle) Inc()        { push(c.w, 1) }
 func (c CounterHandle) Dec()        { push(c.w, math.MaxUint64) } // -1
 func (c CounterHandle) Add(n int64) { push(c.w, uint64(n)) }
 
-// GaugeHandle is a gauge in the host; it implements tapes.GaugeHandle.
+// GaugeHandle is a gauge in the host.
 type GaugeHandle struct{ w uint64 }
 
 // Gauge defines the gauge called name. If fn is not nil, it is called on
@@ -244,7 +206,7 @@ func Gauge(name string, fn func() float64) GaugeHandle {
 
 func (g GaugeHandle) Set(v float64) { push(g.w, math.Float64bits(v)) }
 
-// MeterHandle is a meter in the host; it implements tapes.MeterHandle.
+// MeterHandle is a meter in the host.
 type MeterHandle struct{ w uint64 }
 
 // Meter defines the meter called name.
@@ -254,8 +216,7 @@ func Meter(name string) MeterHandle {
 
 func (m MeterHandle) Mark(n int64) { push(m.w, uint64(n)) }
 
-// HistogramHandle is a histogram in the host; it implements
-// tapes.HistogramHandle.
+// HistogramHandle is a histogram in the host.
 type HistogramHandle struct{ w uint64 }
 
 // Histogram defines the histogram called name.
@@ -265,7 +226,7 @@ func Histogram(name string) HistogramHandle {
 
 func (h HistogramHandle) Update(v float64) { push(h.w, math.Float64bits(v)) }
 
-// TimerHandle is a timer in the host; it implements tapes.TimerHandle.
+// TimerHandle is a timer in the host.
 // Durations travel in nanoseconds; the host records them in seconds.
 type TimerHandle struct {
 	w uint64
@@ -291,35 +252,36 @@ func Timer(name string) TimerHandle {
 
 func (t TimerHandle) Update(d time.Duration)      { push(t.w, uint64(d)) }
 func (t TimerHandle) UpdateSince(start time.Time) { t.Update(time.Since(start)) }
-func (t TimerHandle) Time() registry.Stopwatch {
+
+// Time starts a stopwatch whose Stop records the time elapsed into t.
+func (t TimerHandle) Time() Stopwatch {
 	if t.sw == nil {
-		return registry.StartStopwatch(&zeroTimer)
+		return Stopwatch{&zeroTimer, time.Now()}
 	}
-	return registry.StartStopwatch(t.sw)
+	return Stopwatch{t.sw, time.Now()}
 }
+
+// Stopwatch is a started measurement of a TimerHandle; Stop records it. It
+// is a value, so timing a block allocates nothing (the registry's
+// Stopwatch, which the SDK does not import, works the same way).
+type Stopwatch struct {
+	s     *timerSink
+	start time.Time
+}
+
+// Stop records the time elapsed since Time and returns it. Stopping a zero
+// Stopwatch does nothing.
+func (s Stopwatch) Stop() time.Duration {
+	if s.s == nil {
+		return 0
+	}
+	d := time.Since(s.start)
+	s.s.Update(d)
+	return d
+}
+
 func (t TimerHandle) Func(f func()) {
 	start := time.Now()
 	defer t.UpdateSince(start)
 	f()
 }
-
-// Recorder returns a tapes.Recorder whose handles record through the host.
-func Recorder() tapes.Recorder { return recorder{} }
-
-type recorder struct{}
-
-func (recorder) Counter(name string) tapes.CounterHandle { return Counter(name) }
-func (recorder) Gauge(name string, fn func() float64) tapes.GaugeHandle {
-	return Gauge(name, fn)
-}
-func (recorder) Meter(name string) tapes.MeterHandle         { return Meter(name) }
-func (recorder) Timer(name string) tapes.TimerHandle         { return Timer(name) }
-func (recorder) Histogram(name string) tapes.HistogramHandle { return Histogram(name) }
-
-var (
-	_ tapes.CounterHandle   = CounterHandle{}
-	_ tapes.GaugeHandle     = GaugeHandle{}
-	_ tapes.MeterHandle     = MeterHandle{}
-	_ tapes.HistogramHandle = HistogramHandle{}
-	_ tapes.TimerHandle     = TimerHandle{}
-)

@@ -88,12 +88,3 @@ func TestNoHost(t *testing.T) {
 	}()
 	Counter("x")
 }
-
-func TestStatusError(t *testing.T) {
-	if got := ErrTooManyMetrics.Error(); got != "tapes host: metric limit reached" {
-		t.Errorf("ErrTooManyMetrics = %q", got)
-	}
-	if got := Status(-99).Error(); got != "tapes host: status -99" {
-		t.Errorf("Status(-99) = %q", got)
-	}
-}

@@ -7,7 +7,8 @@
 // It serves
 //
 //	/stats    the stats tree as JSON (package httpjson)
-//	/metrics  the Prometheus text format (package prometheus)
+//	/metrics  Prometheus text 0.0.4, OpenMetrics or protobuf with native
+//	          histograms, as the scraper's Accept header asks (package prometheus)
 //
 // It binds to 127.0.0.1 unless told otherwise: an address without a host
 // (":8080", "") means 127.0.0.1, because metrics often reveal more than a

@@ -49,7 +49,7 @@ func TestServesStatsAndMetricsOnLoopback(t *testing.T) {
 			t.Fatalf("/stats jobs.done = %v", v)
 		}
 		resp, body = get(t, s.URL()+"/metrics")
-		if resp.Header.Get("Content-Type") != prometheus.ContentType || !strings.Contains(body, "\napp_jobs_done_total 5\n") {
+		if resp.Header.Get("Content-Type") != prometheus.ContentType || !strings.Contains(body, "\napp_jobs_done 5\n") {
 			t.Fatalf("/metrics: %s\n%s", resp.Header.Get("Content-Type"), body)
 		}
 		if resp, _ := get(t, s.URL()+"/other"); resp.StatusCode != http.StatusNotFound {

@@ -1,73 +1,207 @@
-// Package prometheus writes a registry in the Prometheus text exposition
-// format 0.0.4, for scraping by Prometheus or anything that reads it.
+// Package prometheus serves a registry to Prometheus and everything that
+// scrapes like it, in the three formats Prometheus reads, chosen from the
+// scrape's Accept header:
+//
+//   - the text format 0.0.4 (the default, and what curl gets);
+//   - the protobuf format (application/vnd.google.protobuf;
+//     proto=io.prometheus.client.MetricFamily; encoding=delimited), which a
+//     Prometheus started with --enable-feature=native-histograms asks for:
+//     it carries every histogram and timer as a native histogram with the
+//     registry's own schema and buckets, exactly, so that a fleet's
+//     histograms add up (histogram_quantile(0.99, sum(rate(x[1m]))));
+//   - OpenMetrics 1.0 text, which Prometheus prefers to 0.0.4 otherwise.
+//
+// Serve it with
 //
 //	http.Handle("/metrics", prometheus.Handler(reg, prometheus.Options{Namespace: "myapp"}))
 //
-// Mapping (base = namespace + "_" + the metric name with '.' and '-' turned
-// into '_' and camelCase into snake_case):
+// Every format is written from the same families (package expo names,
+// labels and types them for every labelled output), so the formats carry
+// the same series. Per kind, with base = namespace + "_" + the metric name
+// with '.' and '-' turned into '_' and camelCase into snake_case (or the
+// name a mapping gives, with its labels):
 //
-//	counter    base_total                     counter
-//	gauge      base                           gauge
-//	meter      base_total                     counter (events marked)
-//	           base_m1_rate, base_m5_rate,    gauges, events/s
-//	           base_m15_rate, base_mean_rate
-//	histogram  base{quantile="0.5".."0.999"}  summary over the recent window,
-//	           base_sum, base_count           with cumulative sum and count
-//	timer      base_seconds{quantile=...}     summary in seconds, like histogram
-//	           base_seconds_sum, _count
-//	           base_m1_rate ... base_mean_rate  gauges, events/s
+//	kind       registry name     written as                               type
+//	counter    jobs.active       jobs_active 3                            gauge
+//	           (CountersMonotonic) jobs_active_total 3                    counter
+//	gauge      queue.depth       queue_depth 7                            gauge
+//	meter      http.requests     http_requests_total 120                  counter
+//	           (Rates)           http_requests_m1_rate 2.1, _m5_rate,     gauges, events/s
+//	                             _m15_rate, _mean_rate
+//	histogram  payload.size      text, OpenMetrics: a summary over the recent window
+//	                             payload_size{quantile="0.5"} 512 ... {quantile="0.999"}
+//	                             payload_size_sum 61440
+//	                             payload_size_count 120
+//	                             (ClassicBuckets) a histogram instead:
+//	                             payload_size_bucket{le="512"} 64 ... {le="+Inf"} 120
+//	                             protobuf: a native histogram payload_size (schema,
+//	                             zero bucket, spans and deltas: the registry's buckets),
+//	                             with the classic buckets too when ClassicBuckets is set
+//	timer      rpc.latency       rpc_latency_seconds, like a histogram, in seconds
+//	                             (a name already ending in "_seconds" keeps one suffix)
+//	           (Rates)           rpc_latency_m1_rate ... rpc_latency_mean_rate
+//	per-worker pool.busy.pid-12  pool_busy{worker="12"} 1                 gauge
+//	gauge
+//
+// Counters are gauges by default because a tapes counter can go down (Dec)
+// and a Prometheus counter must not: rate() reads any decrease as a reset
+// and adds a whole counter's worth of phantom increase. This is
+// OpenTelemetry's distinction between Counter and UpDownCounter (an
+// UpDownCounter is exported to Prometheus as a gauge), and what the
+// Dropwizard exporter of Prometheus' Java client does with Dropwizard's
+// counters, which can also dec. A program whose counters only go up sets
+// Options.CountersMonotonic and gets "_total" counters. Meters cannot go
+// down and are always counters.
+//
+// The m1/m5/m15/mean_rate gauges are off unless Options.Rates is set:
+// Prometheus users take rate() of the counter, and the four gauges per
+// meter and timer made a quarter of a typical host's series.
 //
 // Quantiles of a window that holds no values are NaN, as in client_golang's
 // summaries: 0 would claim an observed latency of zero.
 //
+// Classic buckets: the bounds are Options.ClassicBounds when set (timers in
+// seconds), else the powers of two spanning the values every series of the
+// family recorded (le = 2^k, from the lowest bucket in use to the highest).
+// The counts are the registry's own, summed: at schema >= 0 every power of
+// two is a bucket boundary, so the derived bounds are exact; a bound given
+// in ClassicBounds that falls inside a native bucket counts that bucket
+// above it (at schema 6 a bucket spans 1.1%). Derived bounds can differ
+// between hosts (each spans its own values); to add classic buckets up
+// across a fleet, give fixed ClassicBounds, or better, scrape the native
+// histograms.
+//
 // A metric whose name cannot be expressed (it would start with a digit or
-// with "__", or a non-summary name would end in _sum, _count or _bucket) or
-// whose output names collide with an earlier metric's after mapping (say
-// "a.b" and "a_b", or gauge "x_total" and counter "x") is left out whole,
-// never written half or broken; see Options.OnSkip. Metrics are visited in
-// name order, so the same one is always kept.
+// with "__") or whose series collide with an earlier metric's after mapping
+// (say "a.b" and "a_b", or a gauge "h_count" beside histogram "h") is left
+// out whole, never written half or broken, and reported to Options.OnSkip.
+// Metrics are visited in name order, so the same one is always kept. A
+// gauge whose name ends in _count, _sum or _bucket is written unless a
+// histogram writes that name (promtool lints such names; they still parse).
 package prometheus
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"log/slog"
 	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/reporters/internal/expo"
 	"github.com/tapes-go/tapes/reporters/internal/rendercache"
+	"github.com/tapes-go/tapes/reporters/mapping"
 	"github.com/tapes-go/tapes/wire"
 )
 
-// ContentType is the Content-Type of the text exposition format 0.0.4.
-const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+// Content types of the formats, as served.
+const (
+	// ContentType is the text exposition format 0.0.4.
+	ContentType = "text/plain; version=0.0.4; charset=utf-8"
+	// ContentTypeProtobuf is the length-delimited protobuf format.
+	ContentTypeProtobuf = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+	// ContentTypeOpenMetrics is OpenMetrics 1.0.0 text.
+	ContentTypeOpenMetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+)
+
+// Format is an exposition format.
+type Format uint8
+
+const (
+	// FormatText is the text format 0.0.4.
+	FormatText Format = iota
+	// FormatProtobuf is the delimited protobuf format with native
+	// histograms.
+	FormatProtobuf
+	// FormatOpenMetrics is OpenMetrics 1.0 text.
+	FormatOpenMetrics
+	numFormats
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatText:
+		return "text 0.0.4"
+	case FormatProtobuf:
+		return "protobuf"
+	case FormatOpenMetrics:
+		return "OpenMetrics 1.0"
+	}
+	return fmt.Sprintf("Format(%d)", uint8(f))
+}
+
+// offered are the formats Negotiate picks from, in expfmt's terms. The
+// protobuf text encodings (debugging aids) are not offered.
+var offered = []expfmt.Format{expfmt.FmtProtoDelim, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1, expfmt.FmtText}
+
+// Negotiate picks the format for a request's headers by the Accept header
+// (expfmt's rules: the client's preference order, then ours); anything it
+// does not ask for gets the text format 0.0.4.
+func Negotiate(h http.Header) Format {
+	f := expfmt.NegotiateAccept(h, offered...)
+	switch f.FormatType() {
+	case expfmt.TypeProtoDelim:
+		return FormatProtobuf
+	case expfmt.TypeOpenMetrics:
+		return FormatOpenMetrics
+	}
+	return FormatText
+}
 
 var (
 	// ErrUnexpressible: the name cannot be written as a Prometheus metric name.
-	ErrUnexpressible = errors.New("name cannot be expressed as a Prometheus metric name")
-	// ErrCollision: after mapping, the metric would write a name that an
+	ErrUnexpressible = expo.ErrUnexpressible
+	// ErrCollision: after mapping, the metric would write a series that an
 	// earlier metric (in name order) already writes.
-	ErrCollision = errors.New("name collides with another metric after mapping")
+	ErrCollision = expo.ErrCollision
 )
 
 // Options configures the output. The zero value writes names without a
-// namespace and logs skipped metrics with slog.Default.
+// namespace, counters as gauges, no rate gauges, summaries for histograms
+// and timers in the text formats, and logs skipped metrics with
+// slog.Default.
 type Options struct {
 	// Namespace prefixes every name, joined with '_'. It follows the
 	// registry's name rule and is mapped like metric names.
 	Namespace string
 
+	// Mapper, if not nil, names and labels the metrics it matches (a
+	// statsd_exporter mapping file, or mapping.Func); the others keep
+	// their derived names.
+	Mapper *mapping.Mapper
+
+	// Help, if not nil, gives the HELP text of a family by its full name
+	// ("myapp_http_latency_seconds"); "" keeps the default: the mapping's
+	// help if it has one, else the registry name and kind.
+	Help func(family string) string
+
+	// Rates adds the m1/m5/m15/mean_rate gauges of meters and timers.
+	Rates bool
+
+	// CountersMonotonic writes tapes counters as Prometheus counters
+	// ("_total") instead of gauges: for programs that never Dec them.
+	CountersMonotonic bool
+
+	// ClassicBuckets writes histograms and timers with classic _bucket
+	// series: in the text formats instead of the summary, in protobuf
+	// beside the native buckets (for scrapers that cannot read native
+	// histograms). See the package comment for the bounds.
+	ClassicBuckets bool
+	// ClassicBounds are the classic buckets' upper bounds, ascending (+Inf
+	// is implied), for every histogram and timer (timers in seconds); nil
+	// derives powers of two from each family's values.
+	ClassicBounds []float64
+
 	// OnSkip, if not nil, is called for every metric left out of an output,
-	// on every Write, with an error wrapping ErrUnexpressible or
+	// on every render, with an error wrapping ErrUnexpressible or
 	// ErrCollision. When nil, each skipped name is logged once per process
-	// at Warn level. OnSkip must not call back into the registry's writers.
+	// at Warn level with slog.Default. OnSkip must not call back into the
+	// registry's writers.
 	OnSkip func(name string, err error)
 
 	// MaxAge (Handler only) is how old a rendering may be when it answers
@@ -79,57 +213,170 @@ type Options struct {
 	OnRender func(took time.Duration, size int, err error)
 }
 
-// Write writes every metric of r to w. It returns an error only when the
-// namespace is invalid (nothing is written) or w fails; skipped metrics go to
-// opts.OnSkip.
-func Write(w io.Writer, r *registry.Registry, opts Options) error {
-	st := statePool.Get().(*state)
-	defer statePool.Put(st)
-	if err := st.reset(opts); err != nil {
-		return err
+// Validate reports whether the options can be written: a valid namespace
+// and ascending, finite ClassicBounds.
+func (o *Options) Validate() error {
+	if _, err := expo.Collect(registry.New(), expo.Options{Namespace: o.Namespace}, nil); err != nil {
+		return namespaceErr(err)
 	}
-	var werr error
-	r.Each(func(name string, m registry.Metric) {
-		if werr != nil {
-			return
+	for i, b := range o.ClassicBounds {
+		switch {
+		case math.IsNaN(b) || math.IsInf(b, 0):
+			return fmt.Errorf("prometheus: ClassicBounds: %g: bounds must be finite (+Inf is implied)", b)
+		case i > 0 && b <= o.ClassicBounds[i-1]:
+			return fmt.Errorf("prometheus: ClassicBounds: %g after %g: bounds must ascend", b, o.ClassicBounds[i-1])
 		}
-		st.metric(name, m)
-		if len(st.buf) >= flushAt {
-			_, werr = w.Write(st.buf)
-			st.buf = st.buf[:0]
-		}
-	})
-	if werr == nil && len(st.buf) > 0 {
-		_, werr = w.Write(st.buf)
 	}
-	st.buf = st.buf[:0]
-	return werr
+	return nil
 }
 
-// Handler returns an http.Handler serving r in the text format 0.0.4.
-//
-// Concurrent scrapes share one rendering: a scrape is answered by a render
-// that began at most opts.MaxAge before it arrived, renders never overlap,
-// and every scrape that arrives while one runs is answered by the next (or,
-// within MaxAge, by the running one). So N scrapers cost one render per
-// MaxAge (or one at a time when MaxAge is 0), and memory holds one shared
-// body, not one per scrape; a client accepting gzip gets it compressed,
-// once per render. OnSkip is called per render, not per scrape.
-func Handler(r *registry.Registry, opts Options) http.Handler {
-	c := rendercache.New(func(dst []byte) ([]byte, error) {
-		w := &appender{dst}
-		err := Write(w, r, opts)
-		return w.b, err
-	}, rendercache.Options{MaxAge: opts.MaxAge, OnRender: opts.OnRender})
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		b, err := c.Get(req.Context())
-		if err != nil {
-			return // the client left while waiting
+func (o *Options) expo(skipNative bool) expo.Options {
+	onSkip := o.OnSkip
+	if onSkip == nil {
+		onSkip = logSkip
+	}
+	return expo.Options{
+		Namespace:         o.Namespace,
+		Mapper:            o.Mapper,
+		Rates:             o.Rates,
+		CountersMonotonic: o.CountersMonotonic,
+		SkipNative:        skipNative,
+		OnSkip:            onSkip,
+	}
+}
+
+// namespaceErr words expo's only error (an invalid namespace) in this
+// package's terms; Unwrap gives the reason.
+func namespaceErr(err error) error {
+	return fmt.Errorf("prometheus: invalid namespace: %w", errors.Unwrap(err))
+}
+
+var loggedSkips sync.Map
+
+func logSkip(name string, err error) {
+	if _, loaded := loggedSkips.LoadOrStore(name, struct{}{}); !loaded {
+		slog.Default().Warn("prometheus: metric left out of the output", "metric", name, "err", err)
+	}
+}
+
+// collect runs expo.Collect into st.fams and applies Options.Help.
+func (st *state) collect(r *registry.Registry, o *Options, skipNative bool) error {
+	fams, err := st.col.Collect(r, o.expo(skipNative))
+	st.fams = fams
+	if err != nil {
+		return namespaceErr(err)
+	}
+	if o.Help != nil {
+		for i := range fams {
+			if h := o.Help(fams[i].Name); h != "" {
+				fams[i].Help = h
+			}
 		}
-		// Rendering fails only on an invalid namespace (a configuration
-		// error) or a panicking gauge function.
-		rendercache.Serve(w, req, b, ContentType, "")
-	})
+	}
+	return nil
+}
+
+// Write writes every metric of r to w in the text format 0.0.4. It returns
+// an error only when the options are invalid (nothing is written) or w
+// fails; skipped metrics go to opts.OnSkip.
+func Write(w io.Writer, r *registry.Registry, opts Options) error {
+	return Encode(w, r, FormatText, opts)
+}
+
+// Encode writes every metric of r to w in format f.
+func Encode(w io.Writer, r *registry.Registry, f Format, opts Options) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	st := statePool.Get().(*state)
+	defer func() {
+		st.reset()
+		statePool.Put(st)
+	}()
+	return st.encode(w, r, f, &opts)
+}
+
+func (st *state) encode(w io.Writer, r *registry.Registry, f Format, opts *Options) error {
+	switch f {
+	case FormatText:
+		if err := st.collect(r, opts, !opts.ClassicBuckets); err != nil {
+			return err
+		}
+		return st.writeText(w, opts)
+	case FormatProtobuf:
+		if err := st.collect(r, opts, false); err != nil {
+			return err
+		}
+		return st.writeProto(w, opts)
+	case FormatOpenMetrics:
+		if err := st.collect(r, opts, !opts.ClassicBuckets); err != nil {
+			return err
+		}
+		return st.writeOpenMetrics(w, opts)
+	}
+	return fmt.Errorf("prometheus: unknown format %v", f)
+}
+
+// Handler returns an http.Handler serving r in the format each request's
+// Accept header asks for (see Negotiate), with Vary: Accept.
+//
+// Concurrent scrapes of one format share one rendering: a scrape is
+// answered by a render that began at most opts.MaxAge before it arrived,
+// renders never overlap, and every scrape that arrives while one runs is
+// answered by the next (or, within MaxAge, by the running one). So N
+// scrapers cost one render per format per MaxAge (or one at a time when
+// MaxAge is 0), and memory holds one shared body per format, not one per
+// scrape; a client accepting gzip gets it compressed, once per render.
+// OnSkip is called per render, not per scrape.
+func Handler(r *registry.Registry, opts Options) http.Handler {
+	h := &handler{}
+	invalid := opts.Validate()
+	for f := range numFormats {
+		// A cache never runs two renders at once, so each format keeps
+		// its own scratch state (the families of 10k metrics are
+		// megabytes; a sync.Pool loses them at every GC).
+		st := &state{}
+		h.caches[f] = rendercache.New(func(dst []byte) ([]byte, error) {
+			if invalid != nil {
+				return dst, invalid
+			}
+			w := &appender{dst}
+			err := st.encode(w, r, f, &opts)
+			st.reset()
+			return w.b, err
+		}, rendercache.Options{MaxAge: opts.MaxAge, OnRender: opts.OnRender})
+	}
+	return h
+}
+
+type handler struct {
+	caches [numFormats]*rendercache.Cache
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	f := Negotiate(req.Header)
+	b, err := h.caches[f].Get(req.Context())
+	if err != nil {
+		return // the client left while waiting
+	}
+	w.Header().Add("Vary", "Accept")
+	// Rendering fails only on invalid options (a configuration error) or
+	// a panicking gauge function.
+	rendercache.Serve(w, req, b, contentType(f, req.Header), "")
+}
+
+func contentType(f Format, h http.Header) string {
+	switch f {
+	case FormatProtobuf:
+		return ContentTypeProtobuf
+	case FormatOpenMetrics:
+		// 0.0.1 and 1.0.0 are the same text; answer with the version asked.
+		if expfmt.NegotiateAccept(h, expfmt.FmtOpenMetrics_1_0_0, expfmt.FmtOpenMetrics_0_0_1).Version() == expfmt.OpenMetricsVersion_0_0_1 {
+			return "application/openmetrics-text; version=0.0.1; charset=utf-8"
+		}
+		return ContentTypeOpenMetrics
+	}
+	return ContentType
 }
 
 // appender is an io.Writer growing a byte slice.
@@ -141,297 +388,47 @@ func (a *appender) Write(p []byte) (int, error) {
 }
 
 // MetricName returns the base name a metric called name gets under
-// namespace, before any kind suffix (_total, _seconds, ...).
+// namespace without a mapping, before any kind suffix (_total, _seconds).
 func MetricName(namespace, name string) (string, error) {
-	var st state
-	if err := st.reset(Options{Namespace: namespace}); err != nil {
-		return "", err
+	if err := wire.ValidateName(name); err != nil {
+		return "", fmt.Errorf("prometheus: %w", err)
 	}
-	b, err := st.base(nil, name)
+	r := registry.New()
+	r.Gauge(name, nil)
+	var got string
+	var skipped error
+	fams, err := expo.Collect(r, expo.Options{Namespace: namespace, OnSkip: func(_ string, err error) { skipped = err }}, nil)
 	if err != nil {
-		return "", err
+		return "", namespaceErr(err)
 	}
-	return string(b), nil
+	if skipped != nil {
+		return "", fmt.Errorf("prometheus: %w", skipped)
+	}
+	if len(fams) == 1 {
+		got = fams[0].Name
+	}
+	return got, nil
 }
 
 const flushAt = 32 << 10
 
-var statePool = sync.Pool{New: func() any {
-	return &state{seed: maphash.MakeSeed(), seen: map[uint64]int32{}}
-}}
+var statePool = sync.Pool{New: func() any { return &state{} }}
 
-// state is the reusable scratch space of one Write; pooled so that steady
-// scrapes allocate next to nothing.
+// state is the reusable scratch space of one Encode: pooled for Encode,
+// one per format in a Handler, so that steady scrapes allocate little.
 type state struct {
-	opts  Options
-	ns    []byte
-	buf   []byte
-	tmp   []byte
-	seed  maphash.Seed
-	seen  map[uint64]int32 // hash of an output name -> index in written<<4 | suffix
-	names []written
+	col    expo.Collector // keeps its memory between renders
+	fams   []expo.Family  // what col returned, valid until its next Collect
+	buf    []byte
+	bounds []float64
+	cum    []uint64
+	le     []byte
+	arena  arena // protobuf and OpenMetrics messages, dropped by reset
 }
 
-type written struct {
-	name string
-	kind registry.Kind
-}
-
-type namespaceError struct{ err error }
-
-func (e *namespaceError) Error() string { return "prometheus: invalid namespace: " + e.err.Error() }
-func (e *namespaceError) Unwrap() error { return e.err }
-
-func (st *state) reset(opts Options) error {
-	st.opts = opts
-	clear(st.seen)
-	clear(st.names)
-	st.names = st.names[:0]
-	st.ns = st.ns[:0]
-	if opts.Namespace != "" {
-		if err := wire.ValidateName(opts.Namespace); err != nil {
-			return &namespaceError{err}
-		}
-		st.ns = appendMapped(st.ns, opts.Namespace)
-		if !validStart(st.ns) {
-			return &namespaceError{fmt.Errorf("%q: %w", opts.Namespace, ErrUnexpressible)}
-		}
-		st.ns = append(st.ns, '_')
-	}
-	return nil
-}
-
-// Output names per kind: suffixes appended to the base. The first suffix of
-// a summary names the family whose samples carry the other two.
-var (
-	counterSuffixes   = []string{"_total"}
-	gaugeSuffixes     = []string{""}
-	meterSuffixes     = []string{"_total", "_m1_rate", "_m5_rate", "_m15_rate", "_mean_rate"}
-	histogramSuffixes = []string{"", "_sum", "_count"}
-	timerSuffixes     = []string{"_seconds", "_seconds_sum", "_seconds_count", "_m1_rate", "_m5_rate", "_m15_rate", "_mean_rate"}
-)
-
-func suffixes(k registry.Kind) []string {
-	switch k {
-	case registry.KindCounter:
-		return counterSuffixes
-	case registry.KindGauge:
-		return gaugeSuffixes
-	case registry.KindMeter:
-		return meterSuffixes
-	case registry.KindHistogram:
-		return histogramSuffixes
-	case registry.KindTimer:
-		return timerSuffixes
-	}
-	return nil
-}
-
-var quantileLabels = func() (l [registry.NumQuantiles]string) {
-	for i, q := range registry.Quantiles {
-		l[i] = `{quantile="` + strconv.FormatFloat(q, 'g', -1, 64) + `"} `
-	}
-	return l
-}()
-
-// metric checks the names m would write and writes it, or skips it whole.
-func (st *state) metric(name string, m registry.Metric) {
-	base, err := st.base(st.tmp[:0], name)
-	st.tmp = base
-	if err != nil {
-		st.skip(name, err)
-		return
-	}
-	k := m.Kind()
-	sfx := suffixes(k)
-	// Check every output name before claiming any: a metric is written
-	// whole or not at all.
-	for _, s := range sfx {
-		if other, ok := st.lookup(base, s); ok {
-			st.skip(name, fmt.Errorf("%w: %s%s is already written for %q", ErrCollision, base, s, other))
-			return
-		}
-	}
-	if k == registry.KindGauge && reservedSuffix(base) {
-		st.skip(name, fmt.Errorf("%w: a gauge name ending in _sum, _count or _bucket reads as part of a summary or histogram", ErrUnexpressible))
-		return
-	}
-	idx := int32(len(st.names))
-	st.names = append(st.names, written{name, k})
-	for i, s := range sfx {
-		st.seen[st.hash(base, s)] = idx<<4 | int32(i)
-	}
-
-	switch m := m.(type) {
-	case *registry.Counter:
-		st.header(base, "_total", name, " (counter)", "counter")
-		st.sampleInt(base, "_total", m.Value())
-	case *registry.Gauge:
-		st.header(base, "", name, " (gauge)", "gauge")
-		st.sampleFloat(base, "", "", m.Value())
-	case *registry.Meter:
-		s := m.Snapshot()
-		st.header(base, "_total", name, " (meter): events marked", "counter")
-		st.sampleInt(base, "_total", s.Count)
-		st.rates(base, name, s)
-	case *registry.Histogram:
-		s := m.Snapshot()
-		st.summary(base, "", name, " (histogram): quantiles over the recent window", &s)
-	case *registry.Timer:
-		s := m.Snapshot()
-		st.summary(base, "_seconds", name, " (timer): durations in seconds, quantiles over the recent window", &s.HistogramSnapshot)
-		st.rates(base, name, s.Rates)
-	}
-}
-
-func reservedSuffix(b []byte) bool {
-	return bytes.HasSuffix(b, []byte("_sum")) || bytes.HasSuffix(b, []byte("_count")) ||
-		bytes.HasSuffix(b, []byte("_bucket"))
-}
-
-func (st *state) hash(base []byte, sfx string) uint64 {
-	var h maphash.Hash
-	h.SetSeed(st.seed)
-	h.Write(base)
-	h.WriteString(sfx)
-	return h.Sum64()
-}
-
-// lookup reports which earlier metric, if any, writes base+sfx. Hash hits
-// are confirmed by rebuilding the other metric's output name.
-func (st *state) lookup(base []byte, sfx string) (string, bool) {
-	v, ok := st.seen[st.hash(base, sfx)]
-	if !ok {
-		return "", false
-	}
-	o := st.names[v>>4]
-	ob, err := st.base(nil, o.name)
-	if err != nil {
-		return "", false
-	}
-	osfx := suffixes(o.kind)[v&15]
-	if string(ob)+osfx == string(base)+sfx {
-		return o.name, true
-	}
-	return "", false
-}
-
-func (st *state) skip(name string, err error) {
-	if st.opts.OnSkip != nil {
-		st.opts.OnSkip(name, err)
-		return
-	}
-	if _, loaded := loggedSkips.LoadOrStore(name, struct{}{}); !loaded {
-		slog.Default().Warn("prometheus: metric left out of the output", "metric", name, "err", err)
-	}
-}
-
-var loggedSkips sync.Map
-
-// base appends the namespaced, mapped name to dst.
-func (st *state) base(dst []byte, name string) ([]byte, error) {
-	dst = append(dst, st.ns...)
-	start := len(dst)
-	dst = appendMapped(dst, name)
-	if len(st.ns) == 0 && !validStart(dst[start:]) {
-		return dst, fmt.Errorf("%w: %q would start with a digit or \"__\"", ErrUnexpressible, name)
-	}
-	return dst, nil
-}
-
-// appendMapped maps a registry name (A-Z a-z 0-9 _ - and dots) to
-// Prometheus snake_case: '.' and '-' become '_', and an upper-case letter
-// becomes lower case, after a '_' when it follows a lower-case letter or a
-// digit ("httpRequests" -> "http_requests"), because promtool flags
-// camelCase.
-func appendMapped(dst []byte, name string) []byte {
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '.' || c == '-':
-			c = '_'
-		case c >= 'A' && c <= 'Z':
-			if i > 0 {
-				if p := name[i-1]; p >= 'a' && p <= 'z' || p >= '0' && p <= '9' {
-					dst = append(dst, '_')
-				}
-			}
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst
-}
-
-func validStart(b []byte) bool {
-	if len(b) == 0 || b[0] >= '0' && b[0] <= '9' {
-		return false
-	}
-	return !(len(b) >= 2 && b[0] == '_' && b[1] == '_')
-}
-
-func (st *state) header(base []byte, sfx, name, help, typ string) {
-	b := append(st.buf, "# HELP "...)
-	b = append(append(b, base...), sfx...)
-	b = append(append(append(b, ' '), name...), help...)
-	b = append(b, "\n# TYPE "...)
-	b = append(append(b, base...), sfx...)
-	b = append(append(append(b, ' '), typ...), '\n')
-	st.buf = b
-}
-
-func (st *state) sampleInt(base []byte, sfx string, v int64) {
-	b := append(append(st.buf, base...), sfx...)
-	b = strconv.AppendInt(append(b, ' '), v, 10)
-	st.buf = append(b, '\n')
-}
-
-func (st *state) sampleFloat(base []byte, sfx, labels string, v float64) {
-	b := append(append(st.buf, base...), sfx...)
-	if labels == "" {
-		b = append(b, ' ')
-	} else {
-		b = append(b, labels...)
-	}
-	st.buf = append(appendFloat(b, v), '\n')
-}
-
-func appendFloat(b []byte, v float64) []byte {
-	switch {
-	case math.IsNaN(v):
-		return append(b, "NaN"...)
-	case math.IsInf(v, 1):
-		return append(b, "+Inf"...)
-	case math.IsInf(v, -1):
-		return append(b, "-Inf"...)
-	}
-	return strconv.AppendFloat(b, v, 'g', -1, 64)
-}
-
-func (st *state) summary(base []byte, sfx, name, help string, s *registry.HistogramSnapshot) {
-	st.header(base, sfx, name, help, "summary")
-	for i, l := range quantileLabels {
-		v := s.Quantiles[i]
-		if s.WindowCount == 0 {
-			v = math.NaN()
-		}
-		st.sampleFloat(base, sfx, l, v)
-	}
-	b := append(append(st.buf, base...), sfx...)
-	b = appendFloat(append(b, "_sum "...), s.Sum)
-	b = append(append(append(b, '\n'), base...), sfx...)
-	b = strconv.AppendUint(append(b, "_count "...), s.Count, 10)
-	st.buf = append(b, '\n')
-}
-
-func (st *state) rates(base []byte, name string, s registry.MeterSnapshot) {
-	st.gauge(base, "_m1_rate", name, " 1-minute rate, events/s", s.M1)
-	st.gauge(base, "_m5_rate", name, " 5-minute rate, events/s", s.M5)
-	st.gauge(base, "_m15_rate", name, " 15-minute rate, events/s", s.M15)
-	st.gauge(base, "_mean_rate", name, " mean rate since start, events/s", s.MeanRate)
-}
-
-func (st *state) gauge(base []byte, sfx, name, help string, v float64) {
-	st.header(base, sfx, name, help, "gauge")
-	st.sampleFloat(base, sfx, "", v)
+// reset readies st for the next encode, keeping its memory.
+func (st *state) reset() {
+	st.fams = nil
+	st.buf = st.buf[:0]
+	st.arena = arena{}
 }

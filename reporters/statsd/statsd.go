@@ -8,8 +8,7 @@
 //	s.StopAndFlush(ctx) // a last report
 //	rep.Close()         // sends what is still buffered
 //
-// Names follow tapes (prefix "myapp." omitted below; durations in
-// milliseconds):
+// Names follow tapes (prefix "myapp." omitted below):
 //
 //	counter    <name>.total        |c  change since the previous report
 //	gauge      <name>.value        |g
@@ -18,7 +17,39 @@
 //	histogram  <name>.total        |c  values recorded since the previous report
 //	           <name>.min, .max, .mean, .stddev,
 //	           .q50, .q75, .q95, .q98, .q99, .q999             |g
-//	timer      like histogram, in milliseconds, plus the meter rates
+//	timer      <name>              |ms each duration recorded since the
+//	                                   previous report, in milliseconds
+//	           <name>.m1_rate, .m5_rate, .m15_rate, .mean_rate  |g  events/s
+//
+// A name whose last segment is already the suffix is not given it twice:
+// tapes-host's counter tapes.host.shm.dropped.total goes out as
+// tapes.host.shm.dropped.total, a gauge x.value as x.value (the registry
+// refuses "x" beside "x.total", so no two metrics can meet that way).
+//
+// The names stay dotted: a mapping file (package mapping, tapes-host
+// -mapping) does not apply here, StatsD has no labels. A statsd_exporter
+// receiving this output can apply a mapping file itself: timers arrive
+// under their own names, as its observers (in seconds); counters, meters
+// and gauges under the names above, with their .total or .value segment,
+// which its rules must match (docs/fleet.md, Mapping).
+//
+// Timers go as StatsD timings, so that StatsD computes its percentiles,
+// counts and rates from the durations themselves, like for any timer it
+// receives. The registry keeps buckets (0.54% wide), not raw durations: the
+// reporter sends, per report, every duration recorded since the previous
+// one as the middle of its bucket (the value the registry's own quantiles
+// report, within registry.RelativeError of the duration). Beyond
+// Options.TimerSamples durations in one report (default 1000), each sample
+// stands for w consecutive durations in value order
+// (w = ceil(count/TimerSamples)) and carries the sample rate 1/w: StatsD
+// counts every duration, its percentiles are those of the durations within
+// w/count of rank, and its "sum" and "mean" (which StatsD takes from the
+// samples alone, as for any sampled timer) cover only the samples. A timer
+// that recorded nothing since the previous report sends nothing.
+//
+// Histograms (values of any unit) go as counts and gauges as tapes sent
+// them: a StatsD timing is in milliseconds, and Etsy's StatsD reads other
+// sample types (the "|h" of statsd_exporter and DogStatsD) as counters.
 //
 // Unlike tapes, which re-sent a counter's cumulative value as an increment
 // on every report (so StatsD's sums grew quadratically), a counter sends only
@@ -27,14 +58,14 @@
 // valid StatsD counter value), keeping the sum right. A change of 0 is not
 // sent, except on the first report, so the series exists.
 //
-// Rates, quantiles and the other window statistics are already aggregated,
-// so they go as gauges: sent as StatsD timings (as tapes did) they would be
-// re-aggregated into percentiles of percentiles. The window statistics of a
-// histogram or timer whose window holds no values are not sent (0 would read
-// as a measured latency of zero). Gauge values that are NaN or infinite are
-// not sent: StatsD has no way to say them. A negative gauge is sent as 0 and
-// then the value, because StatsD reads a leading '-' as a change of the
-// current value.
+// Rates, quantiles and the other window statistics of histograms are
+// already aggregated, so they go as gauges: sent as StatsD timings they
+// would be re-aggregated into percentiles of percentiles. The window
+// statistics of a histogram whose window holds no values are not sent (0
+// would read as a measured value of zero). Gauge values that are NaN or
+// infinite are not sent: StatsD has no way to say them. A negative gauge is
+// sent as 0 and then the value, because StatsD reads a leading '-' as a
+// change of the current value.
 //
 // Errors: UDP sends are fire-and-forget, so a StatsD that is down is only
 // noticed when the kernel reports the ICMP rejection of an earlier packet.
@@ -50,6 +81,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +102,10 @@ type Options struct {
 	FlushInterval time.Duration
 	// FlushBytes is the largest packet; default 1432 (safe on most networks).
 	FlushBytes int
+	// TimerSamples is the most |ms samples one timer sends per report;
+	// default 1000. Beyond it each sample stands for several values (see
+	// the package doc).
+	TimerSamples int
 }
 
 // Reporter sends a registry to StatsD. Its Report is safe for concurrent use.
@@ -82,6 +118,8 @@ type Reporter struct {
 	client *statsd.Client
 	sender *countingSender
 	last   map[string]*sent
+	timers map[string]*timerState
+	native registry.NativeHistogram // every timer's buckets in turn, memory reused
 	gen    uint64
 	closed bool
 }
@@ -113,7 +151,10 @@ func New(addr string, r *registry.Registry, opts Options) (*Reporter, error) {
 	if opts.FlushBytes <= 0 {
 		opts.FlushBytes = 1432
 	}
-	return &Reporter{addr: addr, reg: r, opts: opts, last: map[string]*sent{}}, nil
+	if opts.TimerSamples <= 0 {
+		opts.TimerSamples = 1000
+	}
+	return &Reporter{addr: addr, reg: r, opts: opts, last: map[string]*sent{}, timers: map[string]*timerState{}}, nil
 }
 
 // countingSender is the base sender under the library's buffered sender:
@@ -202,7 +243,7 @@ func (r *Reporter) Report(ctx context.Context) error {
 		case *registry.Counter:
 			add(r.delta(c, name, m.Value()))
 		case *registry.Gauge:
-			add(gauge(c, name+".value", m.Value()))
+			add(gauge(c, suffixed(name, "value"), m.Value()))
 		case *registry.Meter:
 			s := m.Snapshot()
 			add(r.delta(c, name, s.Count))
@@ -210,17 +251,20 @@ func (r *Reporter) Report(ctx context.Context) error {
 		case *registry.Histogram:
 			s := m.Snapshot()
 			add(r.delta(c, name, int64(s.Count)))
-			add(window(c, name, &s, 1))
+			add(window(c, name, &s))
 		case *registry.Timer:
-			s := m.Snapshot()
-			add(r.delta(c, name, int64(s.Count)))
-			add(rates(c, name, s.Rates))
-			add(window(c, name, &s.HistogramSnapshot, 1000)) // seconds -> ms
+			add(r.timer(c, name, m))
+			add(rates(c, name, m.Snapshot().Rates))
 		}
 	})
 	for name, s := range r.last {
 		if s.gen != r.gen {
 			delete(r.last, name) // unregistered: start from 0 if it comes back
+		}
+	}
+	for name, s := range r.timers {
+		if s.gen != r.gen {
+			delete(r.timers, name)
 		}
 	}
 	if len(errs) > 0 {
@@ -241,7 +285,19 @@ func (r *Reporter) delta(c *statsd.Client, name string, count int64) error {
 	}
 	d := count - s.count
 	s.count, s.gen = count, r.gen
-	return c.Inc(name+".total", d, 1)
+	return c.Inc(suffixed(name, "total"), d, 1)
+}
+
+// suffixed returns name.suffix, or name if its last segment is already
+// suffix: tapes-host's tapes.host.shm.dropped.total goes out as
+// ".dropped.total", not ".dropped.total.total". No other metric can have
+// that name: the registry refuses a name that is both a metric and the
+// path to another ("x" and "x.total").
+func suffixed(name, suffix string) string {
+	if name == suffix || strings.HasSuffix(name, suffix) && name[len(name)-len(suffix)-1] == '.' {
+		return name
+	}
+	return name + "." + suffix
 }
 
 func gauge(c *statsd.Client, name string, v float64) error {
@@ -268,18 +324,18 @@ func rates(c *statsd.Client, name string, s registry.MeterSnapshot) error {
 	)
 }
 
-func window(c *statsd.Client, name string, s *registry.HistogramSnapshot, scale float64) error {
+func window(c *statsd.Client, name string, s *registry.HistogramSnapshot) error {
 	if s.WindowCount == 0 {
 		return nil
 	}
 	err := errors.Join(
-		gauge(c, name+".min", s.Min*scale),
-		gauge(c, name+".max", s.Max*scale),
-		gauge(c, name+".mean", s.Mean*scale),
-		gauge(c, name+".stddev", s.Stddev*scale),
+		gauge(c, name+".min", s.Min),
+		gauge(c, name+".max", s.Max),
+		gauge(c, name+".mean", s.Mean),
+		gauge(c, name+".stddev", s.Stddev),
 	)
 	for i, k := range registry.QuantileKeys {
-		if e := gauge(c, name+"."+k, s.Quantiles[i]*scale); e != nil && err == nil {
+		if e := gauge(c, name+"."+k, s.Quantiles[i]); e != nil && err == nil {
 			err = e
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tapes-go/tapes/internal/fleetdata"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -21,6 +22,7 @@ func main() {
 	prefix := flag.String("prefix", "test", "metric name prefix")
 	crash := flag.Bool("crash", false, "exit with status 3 without closing the client (a crash)")
 	hold := flag.Bool("hold", false, "after the sequence, keep recording one counter event every 10ms until SIGTERM")
+	fleet := flag.Uint64("fleet", 0, "instead of the sequence, record fleetdata.Values(seed, route, n) as timer fleet.<route>.latency for every route, with this seed")
 	flag.Parse()
 
 	c, err := shm.OpenEnv()
@@ -30,6 +32,22 @@ func main() {
 			os.Exit(4) // refused: the end-to-end tests count these
 		}
 		os.Exit(1)
+	}
+	if *fleet != 0 {
+		for route := range fleetdata.Routes {
+			t := c.Timer("fleet." + route + ".latency")
+			for _, d := range fleetdata.Values(*fleet, route, *n) {
+				t.Update(d)
+			}
+			c.Counter("fleet." + route + ".requests").Add(int64(*n))
+		}
+		c.Flush()
+		fmt.Printf("recorded %d\n", *n)
+		if err := c.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "testworker: close:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	requests := c.Counter(*prefix + ".requests")
 	latency := c.Timer(*prefix + ".latency")

@@ -122,7 +122,7 @@ def scrape_prom():
 
 
 def check(body, want, what):
-    vals = [float(v) for v in re.findall(r"(?m)^scrape_m\d{4}_total (\S+)$", body)]
+    vals = [float(v) for v in re.findall(r"(?m)^scrape_m\d{4}(?:_total)? (\S+)$", body)]
     if len(vals) != M or any(v != want for v in vals):
         sys.exit("bench_scrape: %s: %d series, values %s, want %d series of %d" % (what, len(vals), sorted(set(vals))[:5], M, want))
 

@@ -200,7 +200,7 @@ func TestRewriteTestdata(t *testing.T) {
 }
 
 // FuzzRewrite is the differential target: no input panics the rewriter,
-// and the rewriter and wazero (with CoreFeatures, as NewPlugin runs it)
+// and the rewriter and wazero (with CoreFeatures, as New runs it)
 // agree on every input the rewriter does not call malformed:
 //   - an input refused as ErrUnsupported (the fallback) is refused by
 //     wazero as well, so it never runs with wazero's weaker checks;
@@ -211,7 +211,7 @@ func TestRewriteTestdata(t *testing.T) {
 //     check inserted inside an instruction whose length the rewriter got
 //     wrong makes it invalid).
 //
-// Input the rewriter calls malformed never reaches wazero (NewPlugin
+// Input the rewriter calls malformed never reaches wazero (New
 // refuses it), which matters: wazero 1.12 runs out of memory on some of
 // it, and its compiler panics on some encodings its validator accepts
 // (see refusedModules). That every module wazero accepts is rewritten is
@@ -653,7 +653,7 @@ func TestRewriteDispatchRecursion(t *testing.T) {
 }
 
 // The Go guest's "events"(n) records n counter increments through a
-// tapes.CounterHandle interface: each event is one iteration of a Go loop
+// counter interface (tapes.CounterHandle's methods): each event is one iteration of a Go loop
 // (a forward and a backward jump through its function's dispatch loop)
 // and one call (Inc, dynamic, so not inlined). It pays two fuel checks:
 // the backward jump and the callee's entry. With a check at every loop

@@ -1,26 +1,33 @@
 //go:build wasip1
 
 // Command goguest records every kind of metric through guest/tapesguest;
-// hostabi's tests check that the host registry holds exactly these values.
+// hostabi/plugin's tests check that the host registry holds exactly these values.
 // Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o goguest.wasm .
 package main
 
 import (
 	"time"
 
-	"github.com/tapes-go/tapes"
 	"github.com/tapes-go/tapes/guest/tapesguest"
 )
 
 func main() {}
 
+// counter is the root package's tapes.CounterHandle, which the SDK does not
+// import; hostabi/internal/interrupt's TestRewriteGoGuestChecksPerEvent
+// counts the fuel checks of a call through it.
+type counter interface {
+	Inc()
+	Dec()
+	Add(int64)
+}
+
 var (
-	rec         = tapesguest.Recorder() // the tapes.Recorder interface, as portable code would use it
-	requests    tapes.CounterHandle
-	temperature tapes.GaugeHandle
-	bytes       tapes.MeterHandle
-	latency     tapes.TimerHandle
-	size        tapes.HistogramHandle
+	requests    counter // an interface, as portable code would hold it: Inc is a dynamic call
+	temperature tapesguest.GaugeHandle
+	bytes       tapesguest.MeterHandle
+	latency     tapesguest.TimerHandle
+	size        tapesguest.HistogramHandle
 	calls       int
 	ready       bool
 )
@@ -29,12 +36,12 @@ func setup() {
 	if ready {
 		return
 	}
-	requests = rec.Counter("go.requests")
-	temperature = rec.Gauge("go.temperature", nil)
-	bytes = rec.Meter("go.bytes")
-	latency = rec.Timer("go.latency")
-	size = rec.Histogram("go.size")
-	rec.Gauge("go.calls", func() float64 { return float64(calls) })
+	requests = tapesguest.Counter("go.requests")
+	temperature = tapesguest.Gauge("go.temperature", nil)
+	bytes = tapesguest.Meter("go.bytes")
+	latency = tapesguest.Timer("go.latency")
+	size = tapesguest.Histogram("go.size")
+	tapesguest.Gauge("go.calls", func() float64 { return float64(calls) })
 	ready = true
 }
 

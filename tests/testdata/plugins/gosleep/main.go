@@ -13,7 +13,7 @@ import (
 
 func main() {}
 
-var before = tapesguest.Recorder().Counter("before")
+var before = tapesguest.Counter("before")
 
 //go:wasmexport tapes_collect
 func collect() {
