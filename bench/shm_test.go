@@ -151,6 +151,53 @@ func BenchmarkShmDrain(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mevents/s")
 }
 
+// BenchmarkShmDrainMix is BenchmarkShmDrain with a worker's usual mix: two
+// counters, two timers and a histogram, interleaved record by record.
+func BenchmarkShmDrainMix(b *testing.B) {
+	const ring = 1 << 16
+	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	c, err := shm.Open(h.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := registry.New()
+	c1, c2 := c.Counter("bench.c1"), c.Counter("bench.c2")
+	t1, t2 := c.Timer("bench.t1"), c.Timer("bench.t2")
+	hg := c.Histogram("bench.h")
+	if _, err := h.DrainOnce(r); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		n := min(ring, b.N-done)
+		for i := 0; i < n; i++ {
+			switch i % 5 {
+			case 0:
+				c1.Inc()
+			case 1:
+				t1.Update(time.Duration(1000 + i))
+			case 2:
+				c2.Add(2)
+			case 3:
+				t2.Update(time.Duration(5000 + i))
+			default:
+				hg.Update(float64(i))
+			}
+		}
+		b.StartTimer()
+		got, err := h.DrainOnce(r)
+		if err != nil || got != n {
+			b.Fatalf("drained %d of %d: %v", got, n, err)
+		}
+		done += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mevents/s")
+}
+
 // BenchmarkShmDrainCrossCore is BenchmarkShmDrain with the ring filled by
 // another goroutine, usually on the other core, as a worker process would:
 // the host then fetches every record's cache line from the other core.

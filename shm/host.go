@@ -22,6 +22,7 @@ import (
 	mmap "github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/tapes-go/tapes/internal/apply"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm/internal/relayhook"
 	"github.com/tapes-go/tapes/wire"
@@ -170,9 +171,10 @@ type hslot struct {
 	consumer uint64
 	dropped  uint64
 	droppedC *registry.Counter
-	defs     []hdef
-	pending  []uint32 // ids of defs holding records not yet applied (see hdef.queued)
-	badDefs  uint64   // last out-of-range definition count reported
+	defs     []hdef      // what the host bound each definition to, by id
+	tab      apply.Table // the same ids as the applier's table
+	gaugeBad int         // NaN or ±Inf gauge values the applier was given (see slotGauge)
+	badDefs  uint64      // last out-of-range definition count reported
 	holeAt   time.Time
 	active   bool // state ACTIVE at the last visit (counted in Host.active)
 	marked   bool // in the visit list of the pass under way
@@ -188,32 +190,32 @@ type hslot struct {
 // state word names (pid and generation): otherwise the next pass binds it.
 func (hs *hslot) boundTo(pid, gen uint32) bool { return hs.bound && hs.pid == pid && hs.gen == gen }
 
+// hdef is what the host bound one of a worker's definitions to, beyond
+// the applier's entry: what unbinding the worker must undo.
 type hdef struct {
 	kind     wire.Kind
 	rejected bool
-	// w0 is the first word of this definition's records if they can skip
-	// apply's checks (an accepted counter, meter, timer or histogram), and
-	// 0, which no committed record has, otherwise.
-	w0   uint64
-	name string
-	c    *registry.Counter
-	m    *registry.Meter
-	t    *registry.Timer
-	h    *registry.Histogram
-	g    *gaugeAgg
+	name     string
+	g        *gaugeAgg // a gauge's cross-process aggregate
+}
 
-	// drainSlot gathers a chunk's records per definition and applies them
-	// together before it releases them (flushPending): the sum of a
-	// counter's or meter's records as one Add or Mark, a timer's or
-	// histogram's values through UpdateMany, which pays the clock read and
-	// the P pin once per slice. Applying a chunk's records at one instant
-	// changes nothing a reader can see, and it roughly halves the host's
-	// cost per event on a counter/timer mix.
-	queued bool
-	summed bool // a counter or meter: its records are summed into sum
-	sum    int64
-	vals   *[flushValues]uint64 // a timer's or histogram's values, as the records carry them
-	nvals  int
+var batchPool = sync.Pool{New: func() any { return new(apply.Batch) }}
+
+// slotGauge is the applier's gauge for one slot's definition: values go
+// to the cross-process aggregate under the slot's number; NaN and ±Inf,
+// which would poison a combined value, are counted instead.
+type slotGauge struct {
+	a    *gaugeAgg
+	slot int
+	bad  *int
+}
+
+func (g slotGauge) Set(f float64) {
+	if f-f != 0 {
+		*g.bad++
+		return
+	}
+	g.a.set(g.slot, f)
 }
 
 // CreateHost creates the shm file at path (DefaultPath if path is empty)
@@ -1459,59 +1461,40 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 	if atomic.LoadUint64(consP) != hs.consumer {
 		ps.malformed++ // someone other than this host wrote the consumer index
 	}
-	ring := h.g.slotOff(i) + h.g.ringOffset
-	mask := uint64(h.g.ringRecs - 1)
+	ring := h.ringOf(i)
+	// A batch gathers a chunk's records, applied before they are released;
+	// it is empty between chunks, so slots drained one after another share
+	// one (a batch per slot would cost 4096-slot files 19 MiB).
+	b := batchPool.Get().(*apply.Batch)
+	defer batchPool.Put(b)
+	handle := func(recs []byte) { b.Apply(hs.tab, recs) }
 	for left := h.g.ringRecs; left > 0; {
 		c := hs.consumer
-		end, more, events := c, true, 0
-		for k := min(left, releaseEvery); k > 0; k-- {
-			p := u64(h.m, ring+int(end&mask)*wire.RecordSize)
-			w0 := atomic.LoadUint64(p)
-			if wire.WordKind(w0) == 0 { // not committed yet
-				if !skipHoles || end >= reserve {
-					more = false
-					break
-				}
-				ps.aborted++
-				end++
-				continue
+		// A worker publishes a definition before any record naming it, so
+		// definitions loaded after the records were seen cover them all.
+		end, holes, blocked := ring.read(c, min(left, releaseEvery), skipHoles, reserve, func(recs []byte) {
+			if len(hs.defs) < int(atomic.LoadUint64(h.slotU64(i, slotDefCount))) {
+				h.loadDefs(i, hs)
 			}
-			v := atomic.LoadUint64((*uint64)(unsafeAdd(p, wire.RecordValueOff)))
-			end++
-			if id := wire.WordID(w0); id < uint32(len(hs.defs)) {
-				if d := &hs.defs[id]; d.w0 == w0 {
-					// gather's common cases, inline: a call per record
-					// cost 10-20% of a drain. events is counted here, not
-					// in *ps, which parallel drains keep side by side.
-					events++
-					switch {
-					case !d.queued:
-						hs.gather(d, id, v)
-					case d.summed:
-						d.sum += int64(v)
-					case d.nvals < flushValues-1:
-						d.vals[d.nvals] = v
-						d.nvals++
-					default:
-						hs.gather(d, id, v)
-					}
-					continue
-				}
-			}
-			h.apply(i, hs, w0, v, ps)
-		}
-		ps.events += events
+			handle(recs)
+		})
 		if end == c {
 			return
 		}
-		hs.flushPending()
+		discarded := b.Discarded() + hs.gaugeBad
+		rejected, _ := b.Flush(hs.tab)
+		hs.gaugeBad = 0
+		ps.aborted += holes
+		ps.discarded += discarded
+		ps.malformed += int(rejected)
+		ps.events += int(end-c) - holes - discarded - int(rejected)
 		if testHookBeforeRelease != nil {
 			testHookBeforeRelease(i, end-c)
 		}
 		h.release(i, c, end)
 		hs.consumer = end
 		left -= int(end - c)
-		if !more {
+		if blocked {
 			return
 		}
 	}
@@ -1549,106 +1532,6 @@ func (h *Host) release(i int, from, to uint64) {
 	atomic.StoreUint64(h.slotU64(i, slotConsumer), to)
 }
 
-// apply decodes one committed record and applies it to the registry, or
-// queues it on its definition for flushPending.
-func (h *Host) apply(i int, hs *hslot, w0, v uint64, ps *passStats) {
-	rec, err := wire.DecodeWords(w0, v)
-	if err != nil {
-		ps.malformed++
-		return
-	}
-	if int(rec.ID) >= len(hs.defs) {
-		h.loadDefs(i, hs)
-		if int(rec.ID) >= len(hs.defs) {
-			ps.malformed++
-			return
-		}
-	}
-	d := &hs.defs[rec.ID]
-	if d.kind != rec.Kind {
-		ps.malformed++
-		return
-	}
-	if d.rejected {
-		ps.discarded++
-		return
-	}
-	if rec.Kind == wire.KindGauge {
-		f := rec.Float()
-		if f-f != 0 { // NaN or ±Inf would poison the combined value
-			ps.discarded++
-			return
-		}
-		d.g.set(i, f)
-		ps.events++
-		return
-	}
-	ps.events++
-	hs.gather(d, rec.ID, rec.Value)
-}
-
-// gather queues the value of a valid record of d (a counter, meter, timer
-// or histogram; id is its index) for flushPending. drainSlot does the
-// common cases itself, inline.
-func (hs *hslot) gather(d *hdef, id uint32, v uint64) {
-	if !d.queued {
-		d.queued = true
-		hs.pending = append(hs.pending, id)
-	}
-	if d.summed {
-		d.sum += int64(v)
-		return
-	}
-	if d.vals == nil {
-		d.vals = new([flushValues]uint64)
-	}
-	d.vals[d.nvals] = v
-	if d.nvals++; d.nvals == flushValues {
-		d.applyValues()
-	}
-}
-
-// applyValues applies a timer's or histogram's gathered values. The
-// records carry a timer's nanoseconds as int64 and a histogram's value as
-// float64 bits, so the buffer is read as either without copying.
-func (d *hdef) applyValues() {
-	if d.nvals == 0 {
-		return
-	}
-	switch vs := d.vals[:d.nvals]; d.kind {
-	case wire.KindTimer:
-		d.t.UpdateMany(wire.Durations(vs))
-	case wire.KindHistogram:
-		d.h.UpdateMany(wire.Floats(vs))
-	}
-	d.nvals = 0
-}
-
-// flushValues is how many timer or histogram values a definition gathers
-// before they are applied. It bounds the host's memory per definition (512
-// B; 32 MiB if every definition of a default file, 64 slots of 1024, were
-// a busy timer), and UpdateMany's per-call cost spread over 64 values is
-// already under 0.1 ns each.
-const flushValues = 64
-
-// flushPending applies what the chunk queued (drainSlot's fast path and
-// gather) and empties the queue.
-func (hs *hslot) flushPending() {
-	for _, id := range hs.pending {
-		d := &hs.defs[id]
-		switch d.kind {
-		case wire.KindCounter:
-			d.c.Add(d.sum)
-		case wire.KindMeter:
-			d.m.Mark(d.sum)
-		default:
-			d.applyValues()
-		}
-		d.queued, d.sum = false, 0
-	}
-	hs.pending = hs.pending[:0]
-}
-
 // loadDefs reads the definitions slot i's worker published since the last
 // call and binds each to a registry metric, or marks it rejected.
 func (h *Host) loadDefs(i int, hs *hslot) {
@@ -1666,27 +1549,33 @@ func (h *Host) loadDefs(i int, hs *hslot) {
 	base := h.g.slotOff(i) + h.g.defOffset
 	for id := len(hs.defs); id < int(n); id++ {
 		e := h.m[base+id*DefSize:][:DefSize]
-		d := h.bindDef(i, hs, e)
+		d, m := h.bindDef(i, hs, e)
+		ent := apply.Discard(d.kind)
 		if d.rejected {
 			h.self.rejected.Inc()
-		} else if d.kind != wire.KindGauge {
-			d.w0 = wire.Word0(uint32(id), d.kind)
-			d.summed = d.kind == wire.KindCounter || d.kind == wire.KindMeter
+		} else if d.kind == wire.KindGauge {
+			ent, _ = apply.NewEntry(d.kind, slotGauge{d.g, i, &hs.gaugeBad})
+		} else {
+			ent, _ = apply.NewEntry(d.kind, m)
 		}
 		hs.defs = append(hs.defs, d)
+		hs.tab = append(hs.tab, ent)
 	}
 }
 
-func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
+// bindDef binds one definition entry e of slot i to the registry: the
+// metric its records go to (nil for a gauge, whose values go to d.g), or
+// d.rejected.
+func (h *Host) bindDef(i int, hs *hslot, e []byte) (d hdef, m registry.Metric) {
 	k, mode, nl := wire.Kind(e[defKind]), GaugeMode(e[defMode]), int(e[defNameLen])
-	d := hdef{kind: k, rejected: true}
+	d = hdef{kind: k, rejected: true}
 	if !k.Valid() || e[defZero] != 0 || nl == 0 || (k == wire.KindGauge) != mode.Valid() || (k != wire.KindGauge && mode != 0) {
-		return d
+		return d, nil
 	}
 	name := string(e[defName : defName+nl])
 	d.name = name
-	if wire.ValidateName(name) != nil || reservedName(name) || name == h.prefix || strings.HasPrefix(name, h.prefix+".") {
-		return d // workers may not write into the host's own metrics
+	if wire.ValidateName(name) != nil || reservedName(name) || wire.Under(name, h.prefix) {
+		return d, nil // workers may not write into the host's own metrics
 	}
 	if k == wire.KindGauge {
 		h.aggMu.Lock()
@@ -1698,13 +1587,13 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 				_, existed := h.reg.Get(name)
 				g, err := h.reg.GaugeFunc(name, nil)
 				if err != nil {
-					return d
+					return d, nil
 				}
 				a.g, a.owned = g, !existed
 			}
 			h.aggs[name] = a
 		} else if a.mode != mode {
-			return d
+			return d, nil
 		}
 		if mode == GaugePerWorker {
 			g, err := h.reg.GaugeFunc(perWorkerName(name, hs.pid), nil)
@@ -1712,7 +1601,7 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 				if a.refs == 0 {
 					delete(h.aggs, name)
 				}
-				return d
+				return d, nil
 			}
 			a.join(i, g)
 		}
@@ -1724,24 +1613,14 @@ func (h *Host) bindDef(i int, hs *hslot, e []byte) hdef {
 				a.set(i, f)
 			}
 		}
-		return d
+		return d, nil
 	}
 	m, err := h.reg.GetOrCreate(k, name)
 	if err != nil {
-		return d
-	}
-	switch k {
-	case wire.KindCounter:
-		d.c = m.(*registry.Counter)
-	case wire.KindMeter:
-		d.m = m.(*registry.Meter)
-	case wire.KindTimer:
-		d.t = m.(*registry.Timer)
-	case wire.KindHistogram:
-		d.h = m.(*registry.Histogram)
+		return d, nil
 	}
 	d.rejected = false
-	return d
+	return d, m
 }
 
 // finish handles a slot whose worker is gone (dead, closed or corrupt):

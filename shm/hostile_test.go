@@ -260,8 +260,8 @@ func TestHostileRecords(t *testing.T) {
 }
 
 // A negative duration is not recorded: the client drops it before the
-// ring, and one written into the ring anyway reaches registry.Timer, which
-// ignores it (the host counts it as drained: the record is well-formed).
+// ring, and one written into the ring anyway is refused by the applier and
+// counted malformed (no client writes one).
 func TestNegativeDurations(t *testing.T) {
 	h, r, c := hostile(t)
 	tm := c.Timer("t")
@@ -278,8 +278,11 @@ func TestNegativeDurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := r.Timer("t").Snapshot()
-	if n != 3 || s.Count != 2 || s.Min != 0.002 || s.Max != 0.003 {
-		t.Errorf("drained %d, timer count %d min %v max %v; want 3, 2, 0.002, 0.003", n, s.Count, s.Min, s.Max)
+	if n != 2 || s.Count != 2 || s.Min != 0.002 || s.Max != 0.003 {
+		t.Errorf("drained %d, timer count %d min %v max %v; want 2, 2, 0.002, 0.003", n, s.Count, s.Min, s.Max)
+	}
+	if got := counters(r, "malformed")["malformed"]; got != 1 {
+		t.Errorf("malformed = %d, want 1 (the negative duration)", got)
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package apply applies decoded event records to the metrics their ids
 // name: the one path from wire records to the registry (or any metrics with
 // the registry's record methods) that every reader of records shares. The
-// WebAssembly host module (hostabi) applies guests' batches with it; the
-// shm host's drain is meant to (see Batch).
+// WebAssembly host module (hostabi) applies guests' batches with it, and
+// the shm host the records it reads from workers' rings (plugin processes
+// record through a ring too).
 //
 // A Table maps ids to metrics; a Batch gathers records and applies them
 // together: the records of one counter or meter summed into one Add or
