@@ -1,3 +1,6 @@
+// A worker's definitions: names checked under the name rule before
+// anything is written, published in the slot's table.
+
 package shm
 
 import (

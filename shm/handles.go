@@ -1,3 +1,6 @@
+// The handles a worker records through (Counter, Meter, Timer, Histogram,
+// Gauge), each a record put into the worker's ring.
+
 package shm
 
 import (
