@@ -213,10 +213,10 @@ func BenchmarkTransportE2E(b *testing.B) {
 func benchE2EShm(b *testing.B, ring, perWorker int) {
 	for i := 0; i < b.N; i++ {
 		h := shmHost(b, shm.Config{Slots: 4, RingRecords: ring})
-		r := registry.New()
+		r := h.Registry()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- h.Drain(ctx, r) }()
+		go func() { done <- h.Drain(ctx) }()
 		w := startWorkers(b, []string{shm.EnvVar + "=" + h.Path()}, "-transport", "shm", "-n", strconv.Itoa(perWorker))
 		// A worker's Open wakes the host, which binds its slot and counts it.
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 	_ "github.com/tapes-go/tapes/shm/relay" // the host's waits as tapes-host makes them
 )
@@ -52,7 +51,6 @@ func BenchmarkShmRecord(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	r := registry.New()
 	ctr := c.Counter("bench.count")
 	tmr := c.Timer("bench.time")
 	b.ReportAllocs()
@@ -68,7 +66,7 @@ func BenchmarkShmRecord(b *testing.B) {
 		}
 		done += n
 		b.StopTimer()
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -90,11 +88,10 @@ func BenchmarkShmRecordWithHost(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	r := registry.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); h.Drain(ctx, r) }()
+	go func() { defer wg.Done(); h.Drain(ctx) }()
 	ctr := c.Counter("bench.count")
 	tmr := c.Timer("bench.time")
 	b.ReportAllocs()
@@ -122,10 +119,9 @@ func BenchmarkShmDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	r := registry.New()
 	ctr := c.Counter("bench.count")
 	tmr := c.Timer("bench.time")
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -141,7 +137,7 @@ func BenchmarkShmDrain(b *testing.B) {
 			}
 		}
 		b.StartTimer()
-		got, err := h.DrainOnce(r)
+		got, err := h.DrainOnce()
 		if err != nil || got != n {
 			b.Fatalf("drained %d of %d: %v", got, n, err)
 		}
@@ -161,11 +157,10 @@ func BenchmarkShmDrainMix(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	r := registry.New()
 	c1, c2 := c.Counter("bench.c1"), c.Counter("bench.c2")
 	t1, t2 := c.Timer("bench.t1"), c.Timer("bench.t2")
 	hg := c.Histogram("bench.h")
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -188,7 +183,7 @@ func BenchmarkShmDrainMix(b *testing.B) {
 			}
 		}
 		b.StartTimer()
-		got, err := h.DrainOnce(r)
+		got, err := h.DrainOnce()
 		if err != nil || got != n {
 			b.Fatalf("drained %d of %d: %v", got, n, err)
 		}
@@ -209,10 +204,9 @@ func BenchmarkShmDrainCrossCore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	r := registry.New()
 	ctr := c.Counter("bench.count")
 	tmr := c.Timer("bench.time")
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -233,7 +227,7 @@ func BenchmarkShmDrainCrossCore(b *testing.B) {
 		}()
 		<-filled
 		b.StartTimer()
-		got, err := h.DrainOnce(r)
+		got, err := h.DrainOnce()
 		if err != nil || got != n {
 			b.Fatalf("drained %d of %d: %v", got, n, err)
 		}
@@ -311,11 +305,11 @@ func benchLatency(b *testing.B, load int) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); h.Drain(ctx, r) }()
+	go func() { defer wg.Done(); h.Drain(ctx) }()
 	ctr := c.Counter("lat.count")
 	var lat []time.Duration
 	rc := r.Counter("lat.count")

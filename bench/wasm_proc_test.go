@@ -41,10 +41,10 @@ func BenchmarkWasmEventsIsolation(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer h.Close()
-			rShm := registry.New()
+			rShm := h.Registry()
 			dctx, stop := context.WithCancel(ctx)
 			drained := make(chan error, 1)
-			go func() { drained <- h.Drain(dctx, rShm) }()
+			go func() { drained <- h.Drain(dctx) }()
 			c, err := shm.Open(path)
 			if err != nil {
 				b.Fatal(err)
@@ -86,7 +86,7 @@ func BenchmarkWasmEventsIsolation(b *testing.B) {
 			if err := <-drained; err != nil && !errors.Is(err, context.Canceled) {
 				b.Fatal(err)
 			}
-			if _, err := h.DrainOnce(rShm); err != nil {
+			if _, err := h.DrainOnce(); err != nil {
 				b.Fatal(err)
 			}
 			name := "plugins." + g.name + ".bench." + g.name + ".events"

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tapes-go/tapes/registry"
 )
 
 // A closed client's mapping is released once nothing can record into it
@@ -25,7 +23,6 @@ func TestClosedClientReleasesMapping(t *testing.T) {
 		return strings.Count(string(b), path)
 	}
 	h := newHost(t, Config{Slots: 4})
-	r := registry.New()
 	const rounds = 40
 	for i := 0; i < rounds; i++ {
 		c, err := Open(h.Path())
@@ -37,7 +34,7 @@ func TestClosedClientReleasesMapping(t *testing.T) {
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.DrainOnce(r); err != nil { // frees the slot for the next round
+		if _, err := h.DrainOnce(); err != nil { // frees the slot for the next round
 			t.Fatal(err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -214,8 +215,8 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		path: path, f: f, m: m, g: g, prefix: cfg.Prefix, log: cfg.logger(),
 		info:      fi,
 		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
-		liveEvery: 250 * time.Millisecond,
-		maxIdle:   250 * time.Millisecond,
+		liveEvery: cfg.LivenessInterval,
+		maxIdle:   cfg.MaxIdleSleep,
 		coalesce:  defaultCoalesce,
 		slots:     make([]hslot, g.slots),
 		bells:     (g.slots + 63) / 64,
@@ -227,6 +228,14 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		h.repairPerm(fi.perm)
 	}
 	if err := h.protect(func() { atomic.StoreUint64(u64(m, g.trailerOff()+trailerCanary), h.canary) }); err != nil {
+		m.Unmap()
+		return fail(err)
+	}
+	r := cfg.Registry
+	if r == nil {
+		r = registry.New()
+	}
+	if err := h.bind(r); err != nil {
 		m.Unmap()
 		return fail(err)
 	}

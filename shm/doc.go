@@ -2,10 +2,11 @@
 // every process and see them in one registry, with no broker and no
 // socket: the only channel is one file, mapped by every process.
 //
-// A host process creates the file and drains it into a *registry.Registry:
+// A host process creates the file and drains it into a *registry.Registry,
+// which, like every setting, is fixed when the Host is created:
 //
-//	h, err := shm.CreateHost("", shm.Config{}) // DefaultPath, default geometry
-//	go h.Drain(ctx, registry.Default)
+//	h, err := shm.CreateHost("", shm.Config{Registry: registry.Default}) // DefaultPath, default geometry
+//	go h.Drain(ctx)
 //	// start workers with TAPES_SHM=h.Path() in their environment
 //
 // Each worker process claims a slot of the file and records into its own

@@ -20,8 +20,8 @@ func (c *Client) rung() bool { return atomic.LoadUint64(c.bell)&c.bit != 0 }
 // nothing untouched, until the full scan of a liveness check.
 func TestDoorbell(t *testing.T) {
 	h := newHost(t, Config{Slots: 70, RingRecords: 64}) // two doorbell words
-	r := registry.New()
-	if _, err := h.DrainOnce(r); err != nil {
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	var cs []*Client
@@ -42,7 +42,7 @@ func TestDoorbell(t *testing.T) {
 	}
 	pass := func() {
 		t.Helper()
-		if _, err := h.drain(r, false); err != nil {
+		if _, err := h.drain(false); err != nil {
 			t.Fatal(err)
 		}
 		if c.rung() {
@@ -81,7 +81,7 @@ func TestDoorbell(t *testing.T) {
 	if v := r.Counter("bell.n").Value(); v != 2 {
 		t.Fatalf("a pass drained a slot that did not ring: bell.n = %d", v)
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.Counter("bell.n").Value(); v != 3 {
@@ -120,11 +120,11 @@ func TestPendingClaimDrained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	// put, cut in two: claim and ring, ...
 	res := atomic.LoadUint64(c.reserve)
@@ -150,13 +150,13 @@ func TestPendingClaimDrained(t *testing.T) {
 // reused) gets none and is judged through /proc, which reclaims it.
 func TestLivenessByPidfd(t *testing.T) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 16})
-	r := registry.New()
+	r := h.Registry()
 	c, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if h.slots[c.Slot()].pidfd == 0 || h.pidfds != 1 {
@@ -166,7 +166,7 @@ func TestLivenessByPidfd(t *testing.T) {
 	atomic.AddUint64(u64(h.m, h.g.slotOff(c.Slot())+slotStart), 77)
 	gen := c.gen + 1
 	atomic.StoreUint64(u64(h.m, h.g.slotOff(c.Slot())+slotState), packState(c.pid, gen, StateActive))
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Counter(DefaultPrefix + ".reclaimed").Value(); got != 1 {

@@ -36,10 +36,10 @@ func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
 	}
 	defer c.Close()
 	ctr := c.Counter("wake.n")
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	for i := 1; i <= 5; i++ {
 		if haveFutex {
 			waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
@@ -65,7 +65,7 @@ func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
 		t.Fatal("Drain did not return after its context was cancelled")
 	}
 
-	go func() { done <- h.Drain(context.Background(), r, WithMaxIdleSleep(time.Hour)) }()
+	go func() { done <- testDrain(h, context.Background(), WithMaxIdleSleep(time.Hour)) }()
 	time.Sleep(20 * time.Millisecond)
 	h.Close()
 	select {
@@ -85,11 +85,11 @@ func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
 // liveness check an hour away.
 func TestAttachAndDefineWakeHost(t *testing.T) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	asleep := func() {
 		if haveFutex {
 			waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
@@ -132,7 +132,7 @@ func TestAttachAndDefineWakeHost(t *testing.T) {
 // did not, so the gauge flipped between the two.
 func TestWorkersGaugeSkipsClosedSlots(t *testing.T) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	r := registry.New()
+	r := h.Registry()
 	closed, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestWorkersGaugeSkipsClosedSlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer active.Close()
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Counter("jobs").Value(); got != 1 {
@@ -171,7 +171,7 @@ func TestWorkersGaugeSkipsClosedSlots(t *testing.T) {
 // also sees wait return instead of sleeping for the hour it was given.
 func TestWaitSeesUnseenWork(t *testing.T) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	r := registry.New()
+	r := h.Registry()
 	WithMaxIdleSleep(time.Hour)(h)
 	WithLivenessInterval(time.Hour)(h)
 	var c *Client
@@ -194,14 +194,14 @@ func TestWaitSeesUnseenWork(t *testing.T) {
 	}
 	pass := func() {
 		t.Helper()
-		if _, err := h.drain(r, false); err != nil {
+		if _, err := h.drain(false); err != nil {
 			t.Fatal(err)
 		}
 		if h.unseen(c.Slot()) {
 			t.Fatal("a pass left the slot unseen")
 		}
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	var err error
@@ -246,7 +246,7 @@ func TestPassDrainsOneRing(t *testing.T) {
 	}
 	defer c.Close()
 	ctr := c.Counter("budget.n")
-	r := registry.New()
+	r := h.Registry()
 	for i := 0; i < ring; i++ {
 		ctr.Inc()
 	}
@@ -262,13 +262,13 @@ func TestPassDrainsOneRing(t *testing.T) {
 		}
 	}
 	defer func() { testHookBeforeRelease = nil }()
-	if n, err := h.DrainOnce(r); err != nil || n != ring {
+	if n, err := h.DrainOnce(); err != nil || n != ring {
 		t.Fatalf("first pass drained %d (%v), want one ring's worth, %d", n, err, ring)
 	}
 	if len(chunks) != 2 || chunks[0] != releaseEvery || chunks[1] != releaseEvery {
 		t.Fatalf("released in chunks %v, want two of %d", chunks, releaseEvery)
 	}
-	if n, err := h.DrainOnce(r); err != nil || n != releaseEvery {
+	if n, err := h.DrainOnce(); err != nil || n != releaseEvery {
 		t.Fatalf("second pass drained %d (%v), want the %d written during the first", n, err, releaseEvery)
 	}
 	if got := r.Counter("budget.n").Value(); got != ring+releaseEvery {
@@ -296,10 +296,10 @@ func TestTrickleOnePassPerEvent(t *testing.T) {
 	}
 	defer c.Close()
 	ctr := c.Counter("trickle.n")
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	// Start coalescing, as a burst of events does: the host is woken
 	// again within a window of going to sleep.
@@ -338,7 +338,6 @@ func TestRelayEndsWithDrain(t *testing.T) {
 		t.Skip("no relay in this build (cgo off or not Linux)") // TestDrainWakesOnRecord covers the futex path
 	}
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	r := registry.New()
 	sleeping := func() int {
 		var tid int
 		waitFor(t, "the host to sleep through its relay", 10*time.Second, func() bool {
@@ -362,7 +361,7 @@ func TestRelayEndsWithDrain(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.Drain(ctx, r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	tid := sleeping()
 	cancel()
 	if err := <-done; err != nil {
@@ -371,7 +370,7 @@ func TestRelayEndsWithDrain(t *testing.T) {
 	gone(tid)
 
 	go func() {
-		done <- h.Drain(context.Background(), r, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour))
+		done <- testDrain(h, context.Background(), WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour))
 	}()
 	tid = sleeping()
 	h.Close()
@@ -401,7 +400,7 @@ func TestFullScanCadenceFollowsSlots(t *testing.T) {
 		defer c.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- h.Drain(ctx, registry.New(), WithLivenessInterval(time.Millisecond)) }()
+		go func() { done <- testDrain(h, ctx, WithLivenessInterval(time.Millisecond)) }()
 		time.Sleep(400 * time.Millisecond)
 		cancel()
 		if err := <-done; err != nil {

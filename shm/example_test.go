@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -32,8 +31,8 @@ func Example() {
 	w.Timer("jobs.latency").Update(20 * time.Millisecond)
 	w.Close()
 
-	r := registry.New()
-	if _, err := host.DrainOnce(r); err != nil { // services run host.Drain(ctx, r)
+	r := host.Registry()
+	if _, err := host.DrainOnce(); err != nil { // services run host.Drain(ctx)
 		panic(err)
 	}
 	fmt.Println(r.Counter("jobs.done").Value(), r.Timer("jobs.latency").Count())

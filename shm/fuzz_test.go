@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -56,7 +55,7 @@ func FuzzDecode(f *testing.F) {
 	c.Histogram("f.histogram")
 	c.Gauge("f.gauge", nil)
 	c.Meter("f.meter")
-	r := registry.New()
+	r := h.Registry()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) != wire.RecordSize {
 			if _, err := wire.Decode(b); len(b) < wire.RecordSize && !errors.Is(err, wire.ErrShortRecord) {
@@ -76,9 +75,9 @@ func FuzzDecode(f *testing.F) {
 		// the full scan: both must count every record once.
 		drain := h.DrainOnce
 		if b[8]&1 == 0 {
-			drain = func(r *registry.Registry) (int, error) { return h.drain(r, false) }
+			drain = func() (int, error) { return h.drain(false) }
 		}
-		n, err := drain(r)
+		n, err := drain()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,16 +191,15 @@ func FuzzOpenFile(f *testing.F) {
 			return
 		}
 		defer h.Close()
-		r := registry.New()
 		for i := 0; i < 2; i++ {
-			if _, err := h.DrainOnce(r); err != nil {
+			if _, err := h.DrainOnce(); err != nil {
 				t.Fatalf("DrainOnce on a file that attached: %v", err)
 			}
 		}
 		if c, err := Open(path); err == nil {
 			c.Counter("fuzz.c").Inc()
 			c.Close()
-			if _, err := h.DrainOnce(r); err != nil {
+			if _, err := h.DrainOnce(); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -120,10 +120,10 @@ func wantGauges(t *testing.T, r *registry.Registry, want map[string]float64) {
 // then kills one, closes another and restarts the host.
 func TestGaugeModes(t *testing.T) {
 	h := newHost(t, Config{Slots: 4, RingRecords: 64})
-	r := registry.New()
+	r := h.Registry()
 	drain := func() {
 		t.Helper()
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -168,15 +168,15 @@ func TestGaugeModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h2.Close()
-	r2 := registry.New()
-	if _, err := h2.DrainOnce(r2); err != nil {
+	r2 := h2.Registry()
+	if _, err := h2.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	wantGauges(t, r2, map[string]float64{"g.sum": 30, "g.min": 30, "g.max": 30, "g.last": 30, "g.fn": 31, pw(1): 30})
 
 	ws[1].kill()
 	ws[1].wait()
-	if _, err := h2.DrainOnce(r2); err != nil {
+	if _, err := h2.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	// No live worker defines them any more: they leave the registry, as a

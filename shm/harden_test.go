@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -62,19 +61,19 @@ func TestDamageDetected(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			h, r, cl := hostile(t)
 			cl.Counter("x").Inc()
-			if _, err := h.DrainOnce(r); err != nil {
+			if _, err := h.DrainOnce(); err != nil {
 				t.Fatal(err)
 			}
 			if err := c.damage(h.Path(), int64(h.g.fileSize)); err != nil {
 				t.Fatal(err)
 			}
-			_, err := h.DrainOnce(r)
+			_, err := h.DrainOnce()
 			var d *DamageError
 			if !errors.As(err, &d) || !errors.Is(err, c.want) || !errors.Is(err, ErrDamaged) ||
 				!strings.Contains(err.Error(), c.detail) || strings.Contains(err.Error(), "shm: shm:") {
 				t.Fatalf("DrainOnce after the damage: %v; want a DamageError (%v) saying %q", err, c.want, c.detail)
 			}
-			if _, err2 := h.drain(r, false); err2 != err {
+			if _, err2 := h.drain(false); err2 != err {
 				t.Errorf("a later drain returned %v, want the same damage", err2)
 			}
 			if v := r.Counter("tapes.shm.damaged").Value(); v != 1 {
@@ -89,8 +88,8 @@ func TestDamageDetected(t *testing.T) {
 // nothing: it scrubs the slot before use.
 func TestScribbledFreeSlot(t *testing.T) {
 	h := newHost(t, Config{Slots: 1, RingRecords: 64, MaxMetrics: 4})
-	r := registry.New()
-	if _, err := h.DrainOnce(r); err != nil {
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	base := h.g.slotOff(0)
@@ -113,7 +112,7 @@ func TestScribbledFreeSlot(t *testing.T) {
 		for i := 0; i < 40; i++ {
 			ctr.Inc()
 		}
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,7 +138,7 @@ func TestDroppedSaturates(t *testing.T) {
 	c.Counter("x").Inc()
 	for _, d := range []uint64{5e18, 1e19, 1.5e19, math.MaxUint64} {
 		atomic.StoreUint64(c.dropped, d)
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			t.Fatal(err)
 		}
 		if v := r.Counter("tapes.shm.dropped.all").Value(); v < 0 {
@@ -158,7 +157,7 @@ func TestDroppedSaturates(t *testing.T) {
 // behind in the host once they are gone: heap and aggregates stay bounded.
 func TestGaugeChurnBounded(t *testing.T) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 16, MaxMetrics: 128})
-	r := registry.New()
+	r := h.Registry()
 	round := func(k int) {
 		c, err := Open(h.Path())
 		if err != nil {
@@ -175,11 +174,11 @@ func TestGaugeChurnBounded(t *testing.T) {
 			}
 			g.Set(float64(i))
 		}
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			t.Fatal(err)
 		}
 		c.Close()
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -211,7 +210,7 @@ func TestGaugeChurnBounded(t *testing.T) {
 // host refuses (and counts) such definitions written by any other client.
 func TestReservedNamesRefused(t *testing.T) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 16, MaxMetrics: 8, Prefix: "tapes.host.shm"})
-	r := registry.New()
+	r := h.Registry()
 	c, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +221,7 @@ func TestReservedNamesRefused(t *testing.T) {
 			t.Errorf("Define(%q): %v, want ErrReservedName", name, err)
 		}
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	names := []string{"tapes.host.shm.dropped.all", "tapes.other", "tapes", "fine"}
@@ -233,7 +232,7 @@ func TestReservedNamesRefused(t *testing.T) {
 	for i := range names {
 		c.rawRecord(t, rec(uint32(i), wire.KindCounter, 1000))
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.Counter("tapes.host.shm.dropped.all").Value(); v != 0 {
@@ -276,11 +275,11 @@ func TestWorldWritableFile(t *testing.T) {
 	if m := mode(); m != 0o600 {
 		t.Errorf("mode after attach %v, want 0600", m)
 	}
-	r := registry.New()
+	r := h.Registry()
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if m := mode(); m != 0o600 {
@@ -308,14 +307,14 @@ func TestHeaderScribbleRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	r := registry.New()
+	r := h.Registry()
 	h.m[hdrSlots] = 77
 	h.m[hdrMagic] = 'X'
 	atomic.StoreUint32(u32(h.m, hdrWaitZero), 5)
 	if _, err := Open(h.Path()); err == nil {
 		t.Fatal("Open accepted a scribbled header")
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.Counter("tapes.shm.repaired").Value(); v != 1 || !strings.Contains(logb.String(), "header was overwritten") {
@@ -332,7 +331,7 @@ func TestHeaderScribbleRepaired(t *testing.T) {
 // as soon as a worker closes; one that gives up is counted.
 func TestNoSlotWaitsAndCounts(t *testing.T) {
 	h := newHost(t, Config{Slots: 1, RingRecords: 16})
-	r := registry.New()
+	r := h.Registry()
 	a, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -340,14 +339,14 @@ func TestNoSlotWaitsAndCounts(t *testing.T) {
 	if _, err := Open(h.Path(), WithSlotWait(0)); !errors.Is(err, ErrNoSlot) {
 		t.Fatalf("Open with every slot taken: %v", err)
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.Counter("tapes.shm.refused").Value(); v != 1 {
 		t.Errorf("refused = %d, want 1", v)
 	}
 	// A waiting worker gets the slot once a draining host frees it.
-	go h.Drain(t.Context(), r, WithLivenessInterval(time.Hour))
+	go testDrain(h, t.Context(), WithLivenessInterval(time.Hour))
 	go func() {
 		time.Sleep(20 * time.Millisecond)
 		a.Close()
@@ -389,8 +388,8 @@ func roleNoFDHost() int {
 	fmt.Println("ready", errors.Is(perr, syscall.EMFILE))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	r := registry.New()
-	if err := h.Drain(ctx, r, WithLivenessInterval(20*time.Millisecond)); err != nil {
+	r := h.Registry()
+	if err := testDrain(h, ctx, WithLivenessInterval(20*time.Millisecond)); err != nil {
 		fmt.Println("error", err)
 		return 1
 	}
@@ -475,8 +474,8 @@ func TestMemfdSealed(t *testing.T) {
 			t.Errorf("truncate to %d: %v, want EPERM", size, err)
 		}
 	}
-	r := registry.New()
-	if _, err := h.DrainOnce(r); err != nil {
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.Counter("m").Value(); v != 3 {
@@ -496,7 +495,7 @@ func TestClaimingSlotJudgedByPid(t *testing.T) {
 	atomic.StoreUint64(u64(h.m, base+slotStart), 99)
 	w := packState(uint32(os.Getpid()), 1, StateClaiming)
 	atomic.StoreUint64(u64(h.m, base+slotState), w)
-	if _, err := h.DrainOnce(registry.New()); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := atomic.LoadUint64(u64(h.m, base+slotState)); got != w {

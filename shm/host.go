@@ -40,6 +40,20 @@ type Config struct {
 	// file (a permission that let other users in, a scribbled header, a
 	// damaged file replaced at start). Nil means slog.Default().
 	Logger *slog.Logger
+
+	// Registry receives what workers record and the host's own metrics
+	// (under Prefix); nil: a new one (Host.Registry). It is the Host's for
+	// its life, like every setting here: a running Host changes none.
+	Registry *registry.Registry
+	// MaxIdleSleep is the longest sleep between passes when no events
+	// arrive (default 250ms). Workers wake a sleeping host through a
+	// futex, so this bounds only how long a missed wake-up could delay an
+	// event (on systems without futexes a sleep is capped at 1ms).
+	MaxIdleSleep time.Duration
+	// LivenessInterval is how often the host checks that the workers of
+	// active slots are alive and refreshes dropped counts and lag (default
+	// 250ms).
+	LivenessInterval time.Duration
 }
 
 // Default configuration values.
@@ -62,6 +76,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Prefix == "" {
 		c.Prefix = DefaultPrefix
+	}
+	if c.MaxIdleSleep <= 0 {
+		c.MaxIdleSleep = 250 * time.Millisecond
+	}
+	if c.LivenessInterval <= 0 {
+		c.LivenessInterval = 250 * time.Millisecond
 	}
 	return c
 }
@@ -202,3 +222,7 @@ func (h *Host) Close() error {
 	}
 	return err
 }
+
+// Registry returns the registry the Host drains into (Config.Registry, or
+// the one it made).
+func (h *Host) Registry() *registry.Registry { return h.reg }

@@ -192,7 +192,7 @@ func hostile(t *testing.T) (*Host, *registry.Registry, *Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return h, registry.New(), c
+	return h, h.Registry(), c
 }
 
 func (c *Client) rawRecord(t *testing.T, b [16]byte) {
@@ -229,7 +229,7 @@ func TestHostileRecords(t *testing.T) {
 	c.rawRecord(t, rec(1<<31, wire.KindCounter, 1)) // far out of range
 	c.rawRecord(t, rec(0, wire.KindTimer, 1))       // kind disagrees with the definition
 	c.Counter("ok.count").Add(7)
-	n, err := h.DrainOnce(r)
+	n, err := h.DrainOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,14 +244,14 @@ func TestHostileRecords(t *testing.T) {
 	// backwards: counted, and the host keeps its own view.
 	atomic.StoreUint64(c.consumer, 3)
 	c.Counter("ok.count").Inc()
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Counter("ok.count").Value(); got != 13 {
 		t.Errorf("counter = %d after consumer scribble, want 13", got)
 	}
 	atomic.StoreUint64(c.reserve, 1)
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := counters(r, "malformed")["malformed"]; got < 7 {
@@ -273,7 +273,7 @@ func TestNegativeDurations(t *testing.T) {
 	tm.Update(2 * time.Millisecond)
 	c.rawRecord(t, rec(0, wire.KindTimer, uint64(1<<64-1000))) // -1 µs
 	tm.Update(3 * time.Millisecond)
-	n, err := h.DrainOnce(r)
+	n, err := h.DrainOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestHostileDefinitions(t *testing.T) {
 		}
 		c.rawRecord(t, rec(uint32(i), k, 1))
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	got := counters(r, "rejected", "discarded", "malformed", "drained")
@@ -335,7 +335,7 @@ func TestHostileDefinitions(t *testing.T) {
 	// A definition count beyond the table is clamped and counted.
 	atomic.StoreUint64(c.defCount, 1<<40)
 	c.rawRecord(t, rec(100, wire.KindCounter, 1))
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if m := counters(r, "malformed")["malformed"]; m <= got["malformed"] {
@@ -345,7 +345,7 @@ func TestHostileDefinitions(t *testing.T) {
 
 func TestHostileSlotStates(t *testing.T) {
 	h := newHost(t, Config{Slots: 4, RingRecords: 16})
-	r := registry.New()
+	r := h.Registry()
 	m := h.m
 	// A finished process: its pid is dead.
 	cmd := exec.Command("true")
@@ -364,7 +364,7 @@ func TestHostileSlotStates(t *testing.T) {
 	set(2, packState(dead, 1, StateActive), 12345)  // dead pid
 	set(3, packState(me, 1, StateActive), start+77) // pid reused: start time differs
 	// Records left behind by the dead worker are still applied.
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := Inspect(h.Path())
@@ -385,7 +385,7 @@ func TestHostileSlotStates(t *testing.T) {
 		}
 		c.Counter("again").Inc()
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Counter("again").Value(); got != 4 {
@@ -410,8 +410,8 @@ func TestDeadWorkerRecordsApplied(t *testing.T) {
 	st := u64(c.m, c.base+slotState)
 	_, gen, _ := unpackState(atomic.LoadUint64(st))
 	atomic.StoreUint64(st, packState(uint32(cmd.Process.Pid), gen, StateActive))
-	r := registry.New()
-	if _, err := h.DrainOnce(r); err != nil {
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	got := counters(r, "aborted", "reclaimed")
@@ -424,9 +424,9 @@ func TestDeadWorkerRecordsApplied(t *testing.T) {
 // host must return ErrTruncated, from its size check or from the SIGBUS the
 // read raises, and never crash.
 func TestTruncatedUnderHost(t *testing.T) {
-	h, r, c := hostile(t)
+	h, _, c := hostile(t)
 	c.Counter("x").Inc()
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Truncate(h.Path(), 0); err != nil {
@@ -435,10 +435,10 @@ func TestTruncatedUnderHost(t *testing.T) {
 	// Skip the periodic size check so that the pass touches the missing
 	// pages and takes the SIGBUS.
 	h.lastLive, h.liveEvery = time.Now(), time.Hour
-	if _, err := h.drain(r, false); !errors.Is(err, ErrTruncated) {
+	if _, err := h.drain(false); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("drain after truncation: %v, want ErrTruncated from the fault", err)
 	}
-	if _, err := h.DrainOnce(r); !errors.Is(err, ErrTruncated) {
+	if _, err := h.DrainOnce(); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("DrainOnce after truncation: %v", err)
 	}
 	if _, err := Inspect(h.Path()); !errors.Is(err, ErrTruncated) {

@@ -82,7 +82,7 @@ func roleHostLoop() int {
 	}
 	testHookBeforeRelease, testHookMidRelease = say("pre "), say("taken ")
 	fmt.Println("ready")
-	h.Drain(context.Background(), registry.New())
+	h.Drain(context.Background())
 	return 1
 }
 
@@ -171,8 +171,8 @@ func TestHostKilledDuringLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	r := registry.New()
-	if _, err := h.DrainOnce(r); err != nil {
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	final := uint64(r.Counter("steady.n").Value())
@@ -250,10 +250,10 @@ func readProgress(r io.Reader, p *progress) {
 func TestWorkersKilled(t *testing.T) {
 	const slots, rounds = 3, 3
 	h := newHost(t, Config{Slots: slots, RingRecords: 1 << 12})
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	drainDone := make(chan error, 1)
-	go func() { drainDone <- h.Drain(ctx, r, WithLivenessInterval(20*time.Millisecond)) }()
+	go func() { drainDone <- testDrain(h, ctx, WithLivenessInterval(20*time.Millisecond)) }()
 
 	type worker struct {
 		name string
@@ -307,7 +307,7 @@ func TestWorkersKilled(t *testing.T) {
 	if err := <-drainDone; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range all {
@@ -389,7 +389,7 @@ func roleHostCrash() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	r := registry.New()
+	r := h.Registry()
 	chunks := 0
 	crash := func(int, uint64) {
 		if chunks++; chunks < 2 {
@@ -410,7 +410,7 @@ func roleHostCrash() int {
 		testHookMidRelease = crash
 	}
 	for {
-		if _, err := h.DrainOnce(r); err != nil {
+		if _, err := h.DrainOnce(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -473,8 +473,8 @@ func testHostKilled(t *testing.T, at string) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	r := registry.New()
-	if _, err := h.DrainOnce(r); err != nil {
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Counter("phased.n").Value(); got != want {
@@ -484,7 +484,7 @@ func testHostKilled(t *testing.T, at string) {
 	if err := w.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.Counter("tapes.shm.malformed").Value(); v != 0 {
@@ -525,10 +525,10 @@ func roleBurst() int {
 func TestOverflow(t *testing.T) {
 	const workers, n = 2, 200000
 	h := newHost(t, Config{Slots: 4, RingRecords: 16})
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	drainDone := make(chan error, 1)
-	go func() { drainDone <- h.Drain(ctx, r) }()
+	go func() { drainDone <- h.Drain(ctx) }()
 	var wg sync.WaitGroup
 	var workerDropped [workers]uint64
 	for k := 0; k < workers; k++ {

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -20,8 +19,8 @@ import (
 // slot with a record still being written waits up to a second), and
 // returns the number of events applied. Tests and shutdown paths use it;
 // services use Drain.
-func (h *Host) DrainOnce(r *registry.Registry) (int, error) {
-	return h.drain(r, true)
+func (h *Host) DrainOnce() (int, error) {
+	return h.drain(true)
 }
 
 // claimCheckEvery is how soon after a liveness check a worker waiting for a
@@ -30,7 +29,7 @@ func (h *Host) DrainOnce(r *registry.Registry) (int, error) {
 // /proc reads a second.
 const claimCheckEvery = 2 * time.Millisecond
 
-func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
+func (h *Host) drain(live bool) (n int, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -39,12 +38,9 @@ func (h *Host) drain(r *registry.Registry, live bool) (n int, err error) {
 	if h.damage != nil {
 		return 0, h.damage
 	}
-	// DrainOnce and a new registry (which binds every slot again) look at
-	// every slot at once.
-	full := live || h.reg != r
-	if err := h.bind(r); err != nil {
-		return 0, err
-	}
+	// DrainOnce and the first pass (workers may have attached before the
+	// host did) look at every slot at once.
+	full := live || h.passes.Load() == 0
 	now := time.Now()
 	tick := full || now.Sub(h.lastLive) >= h.liveEvery
 	if tick {

@@ -68,13 +68,13 @@ func TestWorkersExactTotals(t *testing.T) {
 func workersExactTotals(t *testing.T, live bool) {
 	const workers, n = 4, 20000
 	h := newHost(t, Config{Slots: 8, RingRecords: 1 << 17})
-	r := registry.New()
+	r := h.Registry()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var drainErr error
 	start := func() {
 		wg.Add(1)
-		go func() { defer wg.Done(); drainErr = h.Drain(ctx, r) }()
+		go func() { defer wg.Done(); drainErr = h.Drain(ctx) }()
 	}
 	if live {
 		start()
@@ -107,7 +107,7 @@ func workersExactTotals(t *testing.T, live bool) {
 	if drainErr != nil {
 		t.Fatal(drainErr)
 	}
-	if _, err := h.DrainOnce(r); err != nil {
+	if _, err := h.DrainOnce(); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Counter("seq.count").Value(); got != workers*n {

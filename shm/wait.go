@@ -11,36 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm/internal/relayhook"
 )
 
-// DrainOption tunes Drain.
-type DrainOption func(*Host)
-
-// WithMaxIdleSleep sets the longest sleep between passes when no events
-// arrive (default 250ms). Workers wake a sleeping host through a futex, so
-// this bounds only how long a missed wake-up could delay an event (on
-// systems without futexes it is capped at 1ms per sleep).
-func WithMaxIdleSleep(d time.Duration) DrainOption {
-	return func(h *Host) {
-		if d > 0 {
-			h.maxIdle = d
-		}
-	}
-}
-
-// WithLivenessInterval sets how often the host checks that the workers of
-// active slots are alive and refreshes dropped counts and lag (default 250ms).
-func WithLivenessInterval(d time.Duration) DrainOption {
-	return func(h *Host) {
-		if d > 0 {
-			h.liveEvery = d
-		}
-	}
-}
-
-// Drain applies the workers' events to r until ctx ends, then drains what
+// Drain applies the workers' events to the Host's registry until ctx ends, then drains what
 // is committed once more and returns nil. A pass visits only the slots
 // whose doorbell rang (docs/shm-layout.md, "The doorbell"), so its cost
 // follows the events, not the number of slots. While a pass finds a ring
@@ -54,17 +28,12 @@ func WithLivenessInterval(d time.Duration) DrainOption {
 // thread of its own, which the Go runtime's scheduler does not see: a
 // goroutine blocked in futex(2) costs the process several runtime wake-ups
 // per event. Liveness checks, slot reclaim and the file's damage checks
-// run on their own cadence (WithLivenessInterval); a sleep never outlasts
-// WithMaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
+// run on their own cadence (Config.LivenessInterval); a sleep never
+// outlasts Config.MaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
 // core". It returns an error only if the file becomes unusable (a
 // *DamageError when it is truncated, shrunk, removed or replaced under the
 // host: see checkFile) or r refuses the host's own metrics.
-func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOption) error {
-	h.mu.Lock()
-	for _, o := range opts {
-		o(h)
-	}
-	h.mu.Unlock()
+func (h *Host) Drain(ctx context.Context) error {
 	// Cancellation must not wait for the futex timeout.
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
@@ -99,10 +68,10 @@ func (h *Host) Drain(ctx context.Context, r *registry.Registry, opts ...DrainOpt
 	var spinTill time.Time
 	for {
 		if ctx.Err() != nil {
-			_, err := h.drain(r, true)
+			_, err := h.drain(true)
 			return err
 		}
-		n, err := h.drain(r, false)
+		n, err := h.drain(false)
 		if err != nil {
 			return err
 		}

@@ -90,7 +90,7 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	}
 
 	// shm errors say "shm: ..." themselves.
-	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log}
+	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log, Registry: h.reg}
 	if cfg.shmMemfd {
 		if h.shm, err = shm.CreateMemfd(scfg); err != nil {
 			return h, err
@@ -113,7 +113,7 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	h.drainWG.Add(1)
 	go func() {
 		defer h.drainWG.Done()
-		err := h.shm.Drain(dctx, h.reg)
+		err := h.shm.Drain(dctx)
 		if err != nil && dctx.Err() == nil {
 			h.drainErr = err
 			log.Error("shm drain stopped; tapes-host exits non-zero so that its supervisor restarts it", "err", err)
@@ -198,7 +198,7 @@ func (h *host) shutdown() {
 	// report below carries tapes.host.shm.damaged, and the exit code says
 	// the rest.
 	if h.shm != nil && h.drainErr == nil {
-		if _, err := h.shm.DrainOnce(h.reg); err != nil {
+		if _, err := h.shm.DrainOnce(); err != nil {
 			h.log.Error("final drain", "err", err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/internal/testenv"
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -42,8 +41,8 @@ func BenchmarkPluginRestart(b *testing.B) {
 			defer h.Close()
 			ctx, stop := context.WithCancel(context.Background())
 			defer stop()
-			r := registry.New()
-			go h.Drain(ctx, r) // reclaims the killed processes' slots
+			r := h.Registry()
+			go h.Drain(ctx) // reclaims the killed processes' slots
 			self, err := os.Executable()
 			if err != nil {
 				b.Fatal(err)

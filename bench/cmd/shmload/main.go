@@ -25,7 +25,6 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"github.com/tapes-go/tapes/bench/internal/proc"
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
 )
 
@@ -74,7 +73,7 @@ func runIdleHost(d time.Duration) error {
 	defer h.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.Drain(ctx, registry.New()) }()
+	go func() { done <- h.Drain(ctx) }()
 	time.Sleep(100 * time.Millisecond)
 	cpu0, t0 := proc.CPU(), time.Now()
 	time.Sleep(d)
