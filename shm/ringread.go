@@ -122,9 +122,8 @@ func (h *Host) drainSlot(i int, hs *hslot, ps *passStats, skipHoles bool, reserv
 // releaseEvery is how many records drainSlot applies before it releases
 // them (64 KiB of ring, still in cache when it zeroes them): a worker
 // writing faster than the host drains sees room appear every 4 Ki records
-// rather than once per pass. Against two workers writing flat out into
-// default 16 Ki-record rings it cut the events dropped from 79% to 61%
-// (benchstat, 6 interleaved rounds of BenchmarkTransportE2E/shm-default-ring).
+// rather than once per pass, so fewer events are dropped against workers
+// writing flat out (docs/RATIONALE.md has the measurement).
 const releaseEvery = 4096
 
 // testHookBeforeRelease lets a test kill a host process between applying
