@@ -220,6 +220,7 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		coalesce:  defaultCoalesce,
 		slots:     make([]hslot, g.slots),
 		bells:     (g.slots + 63) / 64,
+		tracked:   make([]uint64, (g.slots+63)/64),
 		shown:     -1,
 		pidfdCap:  pidfdCap(),
 	}

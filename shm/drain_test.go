@@ -417,3 +417,29 @@ func TestFullScanCadenceFollowsSlots(t *testing.T) {
 		t.Errorf("64 slots: %d full scans in 400 ms at a 1 ms liveness interval, want about 10", n)
 	}
 }
+
+// A liveness check visits the bound slots (found in Host.tracked, not by
+// walking every slot) even when no doorbell rang: a worker's dropped count
+// moves without one.
+func TestLivenessVisitsBoundSlots(t *testing.T) {
+	h := newHost(t, Config{Slots: 256, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Counter("x").Inc()
+	if _, err := h.DrainOnce(); err != nil { // binds the slot
+		t.Fatal(err)
+	}
+	atomic.AddUint64(c.dropped, 5) // as a full ring would, with no doorbell
+	h.mu.Lock()
+	h.lastLive = time.Time{} // a liveness check is due; a full scan is not
+	h.mu.Unlock()
+	if _, err := h.drain(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := counters(h.Registry(), "dropped.all")["dropped.all"]; got != 5 {
+		t.Errorf("dropped.all = %d after a liveness check, want 5", got)
+	}
+}

@@ -229,9 +229,9 @@ func (h *Host) pass(live, full bool) int {
 			visit = append(visit, i)
 		}
 	case live:
-		for i := range h.slots {
-			if hs := &h.slots[i]; hs.bound || hs.claiming {
-				mark(i)
+		for k, bits := range h.tracked {
+			for ; bits != 0; bits &= bits - 1 {
+				mark(k*64 + mathbits.TrailingZeros64(bits))
 			}
 		}
 		fallthrough
@@ -325,6 +325,14 @@ func (h *Host) pass(live, full bool) int {
 		}
 		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.ringRecs) {
 			h.pend = append(h.pend, i) // claimed, not committed yet
+		}
+	}
+	// Binding, unbinding and claims change only slots this pass visited.
+	for _, i := range visit {
+		if hs, bit := &h.slots[i], uint64(1)<<(i%64); hs.bound || hs.claiming {
+			h.tracked[i/64] |= bit
+		} else {
+			h.tracked[i/64] &^= bit
 		}
 	}
 	h.more = ps.more
