@@ -417,13 +417,13 @@ var statePool = sync.Pool{New: func() any { return &state{} }}
 // state is the reusable scratch space of one Encode: pooled for Encode,
 // one per format in a Handler, so that steady scrapes allocate little.
 type state struct {
-	col    expo.Collector // keeps its memory between renders
-	fams   []expo.Family  // what col returned, valid until its next Collect
-	buf    []byte
-	bounds []float64
-	cum    []uint64
-	le     []byte
-	arena  arena // protobuf and OpenMetrics messages, dropped by reset
+	col     expo.Collector // keeps its memory between renders
+	fams    []expo.Family  // what col returned, valid until its next Collect
+	buf     []byte
+	cum     []uint64
+	natives []*registry.NativeHistogram // familyBounds' scratch
+	le      []byte
+	arena   arena // protobuf and OpenMetrics messages, dropped by reset
 }
 
 // reset readies st for the next encode, keeping its memory.

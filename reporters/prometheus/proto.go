@@ -206,7 +206,7 @@ func (st *state) dtoHistogram(n *registry.NativeHistogram, bounds []float64, nat
 		}
 	}
 	if classic {
-		st.cum = cumulative(st.cum[:0], n, bounds)
+		st.cum = expo.ClassicCounts(st.cum[:0], n, bounds)
 		nb := len(bounds)
 		if !native {
 			nb++ // OpenMetrics requires the +Inf bucket

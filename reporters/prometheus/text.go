@@ -123,7 +123,7 @@ func (st *state) classicFamily(f *expo.Family, o *Options) {
 	for i := range f.Samples {
 		s := &f.Samples[i]
 		n := s.Native
-		st.cum = cumulative(st.cum[:0], n, bounds)
+		st.cum = expo.ClassicCounts(st.cum[:0], n, bounds)
 		b := st.buf
 		for j, ub := range bounds {
 			st.le = appendFloat(st.le[:0], ub)

@@ -68,8 +68,8 @@ type Options struct {
 	Rates bool
 	// ClassicBuckets adds name_bucket, name_sum and name_count series
 	// for every histogram and timer, for receivers without native
-	// histograms, at ClassicBounds (see ClassicCounts), or without them
-	// at DerivedBounds: the rule of the scrape exposition.
+	// histograms, at ClassicBounds (counted by expo.ClassicCounts), or
+	// without them at expo.ClassicBounds: the rule of the scrape exposition.
 	ClassicBuckets bool
 	// ClassicBounds are the classic buckets' upper bounds, ascending and
 	// finite (+Inf is implied), in seconds for timers. Fixed bounds add up
@@ -239,7 +239,7 @@ func (e *encoder) request(fams []expo.Family, ts int64) *prompb.WriteRequest {
 						ns = append(ns, f.Samples[j].Native)
 					}
 				}
-				les = DerivedBounds(ns)
+				les = expo.ClassicBounds(ns)
 			}
 		}
 		for j := range f.Samples {
@@ -334,107 +334,10 @@ func deltas(counts []uint64) []int64 {
 	return out
 }
 
-// DerivedBounds are the classic bounds written for a family whose
-// samples have the native histograms ns when Options.ClassicBounds is
-// empty: every power of two (at schemas below 0, every boundary of the
-// lowest schema, a power of 2^(2^-schema)) from the lowest positive bucket
-// in use by any sample to the highest, as the scrape exposition derives
-// them. Each is a native bucket boundary, so every count is exact.
-func DerivedBounds(ns []*registry.NativeHistogram) []float64 {
-	schema := int32(math.MaxInt32)
-	for _, n := range ns {
-		if len(n.PositiveSpans) > 0 {
-			schema = min(schema, n.Schema)
-		}
-	}
-	if schema == math.MaxInt32 {
-		return nil
-	}
-	// Classic bound k is base^k: native index k*step at the sample's
-	// schema (step = 2^(schema-lowest)).
-	base := math.Exp2(math.Exp2(float64(-min(schema, 0))))
-	lo, hi := int32(math.MaxInt32), int32(math.MinInt32)
-	for _, n := range ns {
-		if len(n.PositiveSpans) == 0 {
-			continue
-		}
-		step := int32(1) << (n.Schema - min(schema, 0))
-		first := n.PositiveSpans[0].Offset
-		last := first - 1
-		for i, sp := range n.PositiveSpans {
-			if i > 0 {
-				last += sp.Offset
-			}
-			last += int32(sp.Length)
-		}
-		// Bucket i holds (b^(i-1), b^i]: its classic bound is ceil(i/step).
-		lo, hi = min(lo, ceilDiv(first, step)), max(hi, ceilDiv(last, step))
-	}
-	les := make([]float64, 0, hi-lo+1)
-	for k := lo; k <= hi; k++ {
-		les = append(les, math.Pow(base, float64(k)))
-	}
-	return les
-}
-
-// ClassicCounts are n's cumulative counts at the bounds les (ascending,
-// finite), then at +Inf: at each bound, the values of the native buckets
-// that lie wholly at or below it, so a bound inside a native bucket counts
-// that bucket above it, and the zero bucket (|v| <= ZeroThreshold) counts
-// above any bound below ZeroThreshold.
-func ClassicCounts(n *registry.NativeHistogram, les []float64) []uint64 {
-	counts := make([]uint64, len(les)+1)
-	add := func(upper float64, c uint64) {
-		for i, le := range les {
-			if upper <= le {
-				counts[i] += c
-			}
-		}
-	}
-	each(n.NegativeSpans, n.NegativeCounts, func(i int32, c uint64) {
-		add(-bucketBound(i-1, n.Schema), c) // holds [-b^i, -b^(i-1))
-	})
-	add(n.ZeroThreshold, n.ZeroCount)
-	each(n.PositiveSpans, n.PositiveCounts, func(i int32, c uint64) {
-		add(bucketBound(i, n.Schema), c)
-	})
-	counts[len(les)] = n.Count
-	return counts
-}
-
-// bucketBound is b^i at schema s: 2^(i*2^-s), exact at powers of two.
-func bucketBound(i, s int32) float64 {
-	if s <= 0 {
-		return math.Exp2(float64(i) * math.Exp2(float64(-s)))
-	}
-	return math.Exp2(float64(i) / float64(int32(1)<<s))
-}
-
-// each calls f with every bucket's index and count.
-func each(spans []registry.BucketSpan, counts []uint64, f func(i int32, c uint64)) {
-	idx, ci := int32(0), 0
-	for _, sp := range spans {
-		idx += sp.Offset
-		for range sp.Length {
-			f(idx, counts[ci])
-			idx++
-			ci++
-		}
-	}
-}
-
-func ceilDiv(a, b int32) int32 {
-	q := a / b
-	if a%b != 0 && (a > 0) == (b > 0) {
-		q++
-	}
-	return q
-}
-
 // appendClassic writes s's classic series at the bounds les.
 func (e *encoder) appendClassic(ts []prompb.TimeSeries, name string, s *expo.Sample, les []float64, t int64) []prompb.TimeSeries {
 	n := s.Native
-	counts := ClassicCounts(n, les)
+	counts := expo.ClassicCounts(nil, n, les)
 	for i, c := range counts {
 		le := math.Inf(1)
 		if i < len(les) {

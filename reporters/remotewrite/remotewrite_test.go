@@ -194,7 +194,7 @@ func TestClassicBounds(t *testing.T) {
 		h.Update(v)
 	}
 	n := h.Native()
-	les := DerivedBounds([]*registry.NativeHistogram{&n})
+	les := expo.ClassicBounds([]*registry.NativeHistogram{&n})
 	if les[0] != 0.5 || les[len(les)-1] != 1024 {
 		t.Errorf("bounds %v, want 0.5 (the lowest positive value's power of two) .. 1024", les)
 	}
@@ -206,7 +206,7 @@ func TestClassicBounds(t *testing.T) {
 	// Derived bounds and fixed positive ones on bucket boundaries are
 	// exact.
 	for _, les := range [][]float64{les, {1, 4, 2048}} {
-		counts := ClassicCounts(&n, les)
+		counts := expo.ClassicCounts(nil, &n, les)
 		if len(counts) != len(les)+1 || counts[len(les)] != uint64(len(vals)) {
 			t.Fatalf("counts %v for %v", counts, les)
 		}
@@ -224,22 +224,22 @@ func TestClassicBounds(t *testing.T) {
 	}
 	// A bound inside a native bucket counts that bucket above it; one
 	// below the zero threshold counts the zero bucket above it.
-	if c := ClassicCounts(&n, []float64{0, 2.999}); c[0] != 2 || c[1] != 7 {
+	if c := expo.ClassicCounts(nil, &n, []float64{0, 2.999}); c[0] != 2 || c[1] != 7 {
 		t.Errorf("le 0, 2.999: %v, want 2 (the negatives) and 7 (3 and 3 above)", c)
 	}
 	// A negative bucket holds [-b^i, -b^(i-1)): le=-1 lies in the one
 	// holding -1, which counts above it.
-	if c := ClassicCounts(&n, []float64{-4, -1}); c[0] != 0 || c[1] != 1 {
+	if c := expo.ClassicCounts(nil, &n, []float64{-4, -1}); c[0] != 0 || c[1] != 1 {
 		t.Errorf("le -4, -1: %v, want 0 and 1 (-3; -1's bucket above)", c)
 	}
 	// A family's bounds span every sample; a lowered schema gives that
 	// schema's boundaries.
 	n2 := registry.NativeHistogram{Schema: -1, Count: 3, PositiveSpans: []registry.BucketSpan{{Offset: 1, Length: 2}}, PositiveCounts: []uint64{1, 2}}
-	les = DerivedBounds([]*registry.NativeHistogram{&n, &n2})
+	les = expo.ClassicBounds([]*registry.NativeHistogram{&n, &n2})
 	if len(les) != 6 || les[0] != 1 || les[1] != 4 || les[5] != 1024 {
 		t.Errorf("family bounds %v, want the powers of 4 from 1 (0.3 is in (0.25, 1]) to 1024", les)
 	}
-	if c := ClassicCounts(&n2, []float64{4, 16}); c[0] != 1 || c[1] != 3 || c[2] != 3 {
+	if c := expo.ClassicCounts(nil, &n2, []float64{4, 16}); c[0] != 1 || c[1] != 3 || c[2] != 3 {
 		t.Errorf("schema -1: %v, want le 4: 1, 16: 3, +Inf: 3", c)
 	}
 }
