@@ -112,63 +112,26 @@ func BenchmarkShmRecordWithHost(b *testing.B) {
 // BenchmarkShmDrain is the host applying a counter and timer mix: per op,
 // one event decoded, applied to the registry and its record zeroed.
 func BenchmarkShmDrain(b *testing.B) {
-	const ring = 1 << 16
-	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
-	c, err := shm.Open(h.Path())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("bench.count")
-	tmr := c.Timer("bench.time")
-	if _, err := h.DrainOnce(); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		b.StopTimer()
-		n := min(ring, b.N-done)
-		for i := 0; i < n; i++ {
+	drainBench(b, func(c *shm.Client) func(i int) {
+		ctr, tmr := c.Counter("bench.count"), c.Timer("bench.time")
+		return func(i int) {
 			if i&1 == 0 {
 				ctr.Inc()
 			} else {
 				tmr.Update(time.Duration(1000 + i))
 			}
 		}
-		b.StartTimer()
-		got, err := h.DrainOnce()
-		if err != nil || got != n {
-			b.Fatalf("drained %d of %d: %v", got, n, err)
-		}
-		done += n
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mevents/s")
+	})
 }
 
 // BenchmarkShmDrainMix is BenchmarkShmDrain with a worker's usual mix: two
 // counters, two timers and a histogram, interleaved record by record.
 func BenchmarkShmDrainMix(b *testing.B) {
-	const ring = 1 << 16
-	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
-	c, err := shm.Open(h.Path())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	c1, c2 := c.Counter("bench.c1"), c.Counter("bench.c2")
-	t1, t2 := c.Timer("bench.t1"), c.Timer("bench.t2")
-	hg := c.Histogram("bench.h")
-	if _, err := h.DrainOnce(); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		b.StopTimer()
-		n := min(ring, b.N-done)
-		for i := 0; i < n; i++ {
+	drainBench(b, func(c *shm.Client) func(i int) {
+		c1, c2 := c.Counter("bench.c1"), c.Counter("bench.c2")
+		t1, t2 := c.Timer("bench.t1"), c.Timer("bench.t2")
+		hg := c.Histogram("bench.h")
+		return func(i int) {
 			switch i % 5 {
 			case 0:
 				c1.Inc()
@@ -181,6 +144,31 @@ func BenchmarkShmDrainMix(b *testing.B) {
 			default:
 				hg.Update(float64(i))
 			}
+		}
+	})
+}
+
+// drainBench times DrainOnce over rings that record(i) filled, untimed,
+// one event per op.
+func drainBench(b *testing.B, define func(c *shm.Client) (record func(i int))) {
+	const ring = 1 << 16
+	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	c, err := shm.Open(h.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	record := define(c)
+	if _, err := h.DrainOnce(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		n := min(ring, b.N-done)
+		for i := 0; i < n; i++ {
+			record(i)
 		}
 		b.StartTimer()
 		got, err := h.DrainOnce()

@@ -25,12 +25,7 @@ func TestReloadAppliesReloadableSettingsOnly(t *testing.T) {
 	}
 	write(`{"log-level": "info", "interval": "10s", "slots": 8}`)
 	args := []string{"-config", file, "-shm", filepath.Join(dir, "x.shm"), "-namespace", "cli"}
-	parse := func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
-		c := &config{}
-		fs := newFlagSet("tapes-host", c, out)
-		rest, err := parseFlags(fs, c, args, out, usageHeader)
-		return fs, c, rest, err
-	}
+	parse := parserOf(args)
 	fs, cfg, _, err := parse(io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -88,12 +83,7 @@ func TestReloadRereadsMapping(t *testing.T) {
 	}
 	write("api_latency_v1")
 	args := []string{"-shm", filepath.Join(dir, "x.shm"), "-mapping", file}
-	parse := func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
-		c := &config{}
-		fs := newFlagSet("tapes-host", c, out)
-		rest, err := parseFlags(fs, c, args, out, usageHeader)
-		return fs, c, rest, err
-	}
+	parse := parserOf(args)
 	fs, cfg, _, err := parse(io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -125,5 +115,16 @@ func TestReloadRereadsMapping(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "configuration not reloaded") || !strings.Contains(logs.String(), "-mapping") {
 		t.Errorf("a broken mapping file was not reported:\n%s", logs.String())
+	}
+}
+
+// parserOf is the reloader's parse for a host started with args: the
+// command line again, and the -config file as it is now.
+func parserOf(args []string) func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
+	return func(out io.Writer) (*flag.FlagSet, *config, []string, error) {
+		c := &config{}
+		fs := newFlagSet("tapes-host", c, out)
+		rest, err := parseFlags(fs, c, args, out, usageHeader)
+		return fs, c, rest, err
 	}
 }
