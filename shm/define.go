@@ -74,7 +74,7 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 		return 0, err
 	}
 	id := uint32(len(c.defs))
-	e := c.m[c.base+c.g.defOffset+int(id)*DefSize:][:DefSize]
+	e := c.m[c.base+c.g.DefOffset+int(id)*DefSize:][:DefSize]
 	clear(e)
 	e[defKind] = byte(k)
 	if k == wire.KindGauge {
