@@ -61,7 +61,7 @@ type FileInfo struct {
 }
 
 func StatInfo(st *syscall.Stat_t) FileInfo {
-	return FileInfo{Size: st.Size, Perm: st.Mode & 0o7777, Dev: uint64(st.Dev), Ino: st.Ino}
+	return FileInfo{Size: st.Size, Perm: uint32(st.Mode) & 0o7777, Dev: uint64(st.Dev), Ino: st.Ino}
 }
 
 func CheckFile(f *os.File) (FileInfo, error) {
