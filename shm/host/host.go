@@ -195,7 +195,7 @@ type hslot struct {
 // state word names (pid and generation): otherwise the next pass binds it.
 func (hs *hslot) boundTo(pid, gen uint32) bool { return hs.bound && hs.pid == pid && hs.gen == gen }
 
-// Path returns the file's path, for passing to workers (see EnvVar).
+// Path returns the file's path, for passing to workers (see shm.EnvVar).
 func (h *Host) Path() string { return h.path }
 
 // Slots returns the number of worker slots in the file.

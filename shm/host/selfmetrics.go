@@ -17,7 +17,7 @@ type selfMetrics struct {
 	workers, lag                                                        *registry.Gauge
 }
 
-// countRefused adds the workers' ErrNoSlot refusals since the last check.
+// countRefused adds the workers' shm.ErrNoSlot refusals since the last check.
 func (h *Host) countRefused() {
 	r := atomic.LoadUint64(u64(h.m, hdrRefused))
 	switch {
