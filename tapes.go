@@ -4,7 +4,8 @@
 // small handle interfaces that let application code run unchanged against
 // the in-process registry and the shared-memory worker client (package shm);
 // the Go guest SDK (package guest/tapesguest) has handles with the same
-// methods but, to depend on package wire alone, its own Stopwatch.
+// methods. The interfaces are defined in package wire (which imports no
+// registry) and named here by aliases.
 //
 //	defer tapes.Timer("my.http.latency").Time().Stop()
 //	tapes.Counter("my.jobs.queued").Inc()
@@ -12,9 +13,8 @@
 package tapes
 
 import (
-	"time"
-
 	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // Counter returns the default registry's counter called name, creating it if
@@ -44,41 +44,21 @@ func Stats() map[string]any { return registry.Default.Stats() }
 func Bind(ptr any) error { return registry.Default.Bind(ptr) }
 
 // The handle interfaces: what application code needs to record, and nothing
-// about where the events go.
+// about where the events go. They are package wire's (aliases, so a value
+// of one is a value of the other), defined there so that the shm worker
+// client and the guest SDK implement them without importing the registry.
 type (
-	CounterHandle interface {
-		Inc()
-		Dec()
-		Add(n int64)
-	}
-	GaugeHandle interface {
-		Set(v float64)
-	}
-	MeterHandle interface {
-		Mark(n int64)
-	}
-	HistogramHandle interface {
-		Update(v float64)
-	}
-	TimerHandle interface {
-		Update(d time.Duration)
-		UpdateSince(start time.Time)
-		Time() registry.Stopwatch
-		Func(f func())
-	}
+	CounterHandle   = wire.CounterHandle
+	GaugeHandle     = wire.GaugeHandle
+	MeterHandle     = wire.MeterHandle
+	HistogramHandle = wire.HistogramHandle
+	TimerHandle     = wire.TimerHandle
+	// Recorder hands out metric handles by name. The in-process registry
+	// (via On or Default) and the shm worker client implement it, so code
+	// written against Recorder runs in both. Its methods panic on invalid
+	// names, as the registry's convenience methods do.
+	Recorder = wire.Recorder
 )
-
-// Recorder hands out metric handles by name. The in-process registry (via
-// On or Default) and the shm worker client implement it, so code written
-// against Recorder runs in both. Its methods panic on
-// invalid names, as the registry's convenience methods do.
-type Recorder interface {
-	Counter(name string) CounterHandle
-	Gauge(name string, fn func() float64) GaugeHandle
-	Meter(name string) MeterHandle
-	Timer(name string) TimerHandle
-	Histogram(name string) HistogramHandle
-}
 
 // On returns a Recorder over r.
 func On(r *registry.Registry) Recorder { return registryRecorder{r} }

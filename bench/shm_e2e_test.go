@@ -22,6 +22,7 @@ import (
 	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 )
 
 // The end-to-end comparison: worker processes (bench/cmd/shmload) send a
@@ -204,7 +205,7 @@ func BenchmarkTransportE2E(b *testing.B) {
 	// The default 16Ki-record ring against producers that write ~150 M
 	// events/s each (5-6 ns a record), far faster than any host applies them: most events
 	// are dropped (and counted), which this row shows.
-	b.Run("shm-default-ring", func(b *testing.B) { benchE2EShm(b, shm.DefaultRingRecords, 2_000_000) })
+	b.Run("shm-default-ring", func(b *testing.B) { benchE2EShm(b, host.DefaultRingRecords, 2_000_000) })
 	b.Run("statsd", func(b *testing.B) { benchE2EStatsd(b, false) })
 	b.Run("statsd-buffered", func(b *testing.B) { benchE2EStatsd(b, true) })
 	b.Run("zmq", benchE2EZmq)
@@ -212,7 +213,7 @@ func BenchmarkTransportE2E(b *testing.B) {
 
 func benchE2EShm(b *testing.B, ring, perWorker int) {
 	for i := 0; i < b.N; i++ {
-		h := shmHost(b, shm.Config{Slots: 4, RingRecords: ring})
+		h := shmHost(b, host.Config{Slots: 4, RingRecords: ring})
 		r := h.Registry()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -220,7 +221,7 @@ func benchE2EShm(b *testing.B, ring, perWorker int) {
 		w := startWorkers(b, []string{shm.EnvVar + "=" + h.Path()}, "-transport", "shm", "-n", strconv.Itoa(perWorker))
 		// A worker's Open wakes the host, which binds its slot and counts it.
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
-			if g, _ := r.Get(shm.DefaultPrefix + ".workers"); g != nil && g.(*registry.Gauge).Value() == e2eWorkers {
+			if g, _ := r.Get(host.DefaultPrefix + ".workers"); g != nil && g.(*registry.Gauge).Value() == e2eWorkers {
 				break
 			}
 			if time.Now().After(deadline) {

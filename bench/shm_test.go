@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 	_ "github.com/tapes-go/tapes/shm/relay" // the host's waits as tapes-host makes them
 )
 
 // shmHost creates a host on a file in /dev/shm (tmpfs, where DefaultPath
 // puts it in production): a shared mapping of a disk file would add block
 // allocation and write-back to every page fault.
-func shmHost(b *testing.B, cfg shm.Config) *shm.Host {
+func shmHost(b *testing.B, cfg host.Config) *host.Host {
 	base := ""
 	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
 		base = "/dev/shm"
@@ -31,7 +32,7 @@ func shmHost(b *testing.B, cfg shm.Config) *shm.Host {
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o700)
-	h, err := shm.CreateHost(filepath.Join(dir, "b.shm"), cfg)
+	h, err := host.Create(filepath.Join(dir, "b.shm"), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func shmHost(b *testing.B, cfg shm.Config) *shm.Host {
 // cache-line traffic is not counted.
 func BenchmarkShmRecord(b *testing.B) {
 	const ring = 1 << 16
-	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	h := shmHost(b, host.Config{Slots: 2, RingRecords: ring})
 	c, err := shm.Open(h.Path())
 	if err != nil {
 		b.Fatal(err)
@@ -82,7 +83,7 @@ func BenchmarkShmRecord(b *testing.B) {
 // the consumer, and when it outruns the host, events are dropped (counted,
 // reported as dropped/op). Dropping is the cheaper path.
 func BenchmarkShmRecordWithHost(b *testing.B) {
-	h := shmHost(b, shm.Config{Slots: 2, RingRecords: 1 << 16})
+	h := shmHost(b, host.Config{Slots: 2, RingRecords: 1 << 16})
 	c, err := shm.Open(h.Path())
 	if err != nil {
 		b.Fatal(err)
@@ -152,7 +153,7 @@ func BenchmarkShmDrainMix(b *testing.B) {
 // one event per op.
 func drainBench(b *testing.B, define func(c *shm.Client) (record func(i int))) {
 	const ring = 1 << 16
-	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	h := shmHost(b, host.Config{Slots: 2, RingRecords: ring})
 	c, err := shm.Open(h.Path())
 	if err != nil {
 		b.Fatal(err)
@@ -186,7 +187,7 @@ func drainBench(b *testing.B, define func(c *shm.Client) (record func(i int))) {
 // the host then fetches every record's cache line from the other core.
 func BenchmarkShmDrainCrossCore(b *testing.B) {
 	const ring = 1 << 16
-	h := shmHost(b, shm.Config{Slots: 2, RingRecords: ring})
+	h := shmHost(b, host.Config{Slots: 2, RingRecords: ring})
 	c, err := shm.Open(h.Path())
 	if err != nil {
 		b.Fatal(err)
@@ -232,7 +233,7 @@ func BenchmarkShmDrainCrossCore(b *testing.B) {
 // behind (a registry's coarse clock ticks for 10 s after its last read),
 // which made the figure 0.2-0.4% or 3% depending on benchmark order.
 func BenchmarkShmIdleHost(b *testing.B) {
-	h := shmHost(b, shm.Config{Slots: 8})
+	h := shmHost(b, host.Config{Slots: 8})
 	path := h.Path()
 	h.Close() // the host under test is a process of its own (shmload)
 	for i := 0; i < 4; i++ {
@@ -271,7 +272,7 @@ func BenchmarkShmLatency(b *testing.B) {
 }
 
 func benchLatency(b *testing.B, load int) {
-	h := shmHost(b, shm.Config{Slots: load + 2})
+	h := shmHost(b, host.Config{Slots: load + 2})
 	if load > 0 {
 		cmd := exec.Command(shmload(b), "-transport", "hold", "-clients", strconv.Itoa(load))
 		cmd.Env = append(os.Environ(), shm.EnvVar+"="+h.Path())

@@ -10,6 +10,7 @@ import (
 	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 )
 
 // BenchmarkWasmEventsIsolation compares, in one run and on one thread, a
@@ -36,7 +37,7 @@ func BenchmarkWasmEventsIsolation(b *testing.B) {
 			inproc := benchPlugin(b, g.name, wasm, rIn, false)
 
 			path := filepath.Join(b.TempDir(), "bench.shm")
-			h, err := shm.CreateHost(path, shm.Config{Slots: 4})
+			h, err := host.Create(path, host.Config{Slots: 4})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,6 +1,10 @@
 package registry
 
-import "time"
+import (
+	"time"
+
+	"github.com/tapes-go/tapes/wire"
+)
 
 // Timer measures durations: a Meter of how often they happen and a Histogram
 // of how long they take, in seconds.
@@ -77,7 +81,7 @@ func (t *Timer) UpdateSince(start time.Time) { t.Update(time.Since(start)) }
 // Time starts a stopwatch whose Stop records the elapsed time:
 //
 //	defer t.Time().Stop()
-func (t *Timer) Time() Stopwatch { return Stopwatch{u: t, start: time.Now()} }
+func (t *Timer) Time() Stopwatch { return wire.StartStopwatch(t) }
 
 // Func runs f and records how long it took.
 func (t *Timer) Func(f func()) {
@@ -115,29 +119,14 @@ func (t *Timer) stats() map[string]any {
 	return s.Rates.stats(s.HistogramSnapshot.stats(make(map[string]any, 15)))
 }
 
-// DurationRecorder is anything a Stopwatch can report to: *Timer, and the
-// timer handles of the shm client and the guest SDK.
-type DurationRecorder interface {
-	Update(time.Duration)
-}
+// DurationRecorder is anything a Stopwatch can report to (wire's, named
+// here too).
+type DurationRecorder = wire.DurationRecorder
 
 // Stopwatch is a started measurement; Stop records it. It is a value, so
-// timing a block allocates nothing.
-type Stopwatch struct {
-	u     DurationRecorder
-	start time.Time
-}
+// timing a block allocates nothing. It is wire.Stopwatch, defined there so
+// that the shm client and the guest SDK share it without the registry.
+type Stopwatch = wire.Stopwatch
 
 // StartStopwatch starts a stopwatch reporting to u.
-func StartStopwatch(u DurationRecorder) Stopwatch { return Stopwatch{u: u, start: time.Now()} }
-
-// Stop records the time elapsed since the stopwatch started and returns it.
-// Stopping a zero Stopwatch does nothing.
-func (s Stopwatch) Stop() time.Duration {
-	if s.u == nil {
-		return 0
-	}
-	d := time.Since(s.start)
-	s.u.Update(d)
-	return d
-}
+func StartStopwatch(u DurationRecorder) Stopwatch { return wire.StartStopwatch(u) }

@@ -26,9 +26,9 @@ echo "== fuzz (~10 s per target here; run longer by hand with a larger -fuzztime
 # fuzz coordinator can report "context deadline exceeded" as a failure when
 # the time runs out mid-execution (golang/go#75804, fixed in Go 1.27).
 fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "$3" -fuzzminimizetime 200x "$1"; }
-fuzz ./shm FuzzDecode 300000x
-fuzz ./shm FuzzValidate 500000x
-fuzz ./shm FuzzOpenFile 30000x
+fuzz ./shm/host FuzzDecode 300000x
+fuzz ./shm/internal/layout FuzzValidate 500000x
+fuzz ./shm/host FuzzOpenFile 30000x
 fuzz ./hostabi/internal/interrupt FuzzRewrite 100000x
 fuzz ./hostabi/internal/interrupt FuzzTermination 3000x
 

@@ -13,6 +13,7 @@ import (
 
 	mmap "github.com/edsrzf/mmap-go"
 
+	"github.com/tapes-go/tapes/shm/internal/sys"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -131,36 +132,36 @@ func Open(path string, opts ...Option) (*Client, error) {
 	if !littleEndian() {
 		return nil, ErrBigEndian
 	}
-	start, err := selfStart()
+	start, err := sys.SelfStart()
 	if err != nil {
 		return nil, err
 	}
-	f, fi, err := openFile(path, os.O_RDWR)
+	f, fi, err := sys.OpenFile(path, os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
-	if fi.perm&0o077 != 0 {
+	if fi.Perm&0o077 != 0 {
 		f.Close()
-		return nil, errOpenPerm(path, fi.perm)
+		return nil, errOpenPerm(path, fi.Perm)
 	}
 	hdr := make([]byte, HeaderSize)
 	if _, err := f.ReadAt(hdr, 0); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err)
 	}
-	g, err := validateHeader(hdr, fi.size)
+	g, err := validateHeader(hdr, fi.Size)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
-	m, err := mapFile(f, g.fileSize, true)
+	m, err := sys.MapFile(f, g.FileSize, true)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	c := &Client{
 		f: f, m: m, g: g,
-		names:    wire.NewNames(g.maxDefs),
+		names:    wire.NewNames(g.MaxDefs),
 		defs:     map[string]def{},
 		modes:    map[string]GaugeMode{},
 		handles:  map[string]any{},
@@ -181,8 +182,8 @@ func Open(path string, opts ...Option) (*Client, error) {
 	c.consumer = u64(m, c.base+slotConsumer)
 	c.dropped = u64(m, c.base+slotDropped)
 	c.defCount = u64(m, c.base+slotDefCount)
-	c.ring = unsafe.Pointer(&m[c.base+g.ringOffset])
-	c.size = uint64(g.ringRecs)
+	c.ring = unsafe.Pointer(&m[c.base+g.RingOffset])
+	c.size = uint64(g.RingRecs)
 	c.mask = c.size - 1
 	c.limit.Store(c.size) // claim scrubbed the indices: consumer is 0
 	// The host visits only slots whose doorbell rang: it binds this one
@@ -210,8 +211,8 @@ func (c *Client) claim(path string, start uint64) error {
 	deadline := time.Now().Add(c.slotWait)
 	pause := 500 * time.Microsecond
 	for c.slot = -1; c.slot < 0; {
-		for i := 0; i < g.slots; i++ {
-			st := u64(m, g.slotOff(i)+slotState)
+		for i := 0; i < g.Slots; i++ {
+			st := u64(m, g.SlotOff(i)+slotState)
 			w := atomic.LoadUint64(st)
 			_, gen, state := unpackState(w)
 			if state != StateFree {
@@ -233,12 +234,12 @@ func (c *Client) claim(path string, start uint64) error {
 		}
 		if !time.Now().Before(deadline) {
 			atomic.AddUint64(u64(m, hdrRefused), 1)
-			return fmt.Errorf("%w in %s (%d slots, waited %v)", ErrNoSlot, path, g.slots, c.slotWait)
+			return fmt.Errorf("%w in %s (%d slots, waited %v)", ErrNoSlot, path, g.Slots, c.slotWait)
 		}
 		time.Sleep(min(pause, time.Until(deadline)))
 		pause = min(2*pause, 20*time.Millisecond)
 	}
-	c.base = g.slotOff(c.slot)
+	c.base = g.SlotOff(c.slot)
 	// Everything between the state word and the definition table: start
 	// time, indices, counters, the host's indices and the reserved bytes.
 	// The host reads none of it while the slot is CLAIMING.
@@ -246,9 +247,9 @@ func (c *Client) claim(path string, start uint64) error {
 	atomic.StoreUint64(u64(m, c.base+slotStart), start)
 	// Definition entries are written whole before defCount covers them;
 	// the ring must read as all uncommitted.
-	ring := c.base + g.ringOffset
-	populate(m, ring, ring+g.ringRecs*wire.RecordSize)
-	clear(m[ring : ring+g.ringRecs*wire.RecordSize])
+	ring := c.base + g.RingOffset
+	sys.Populate(m, ring, ring+g.RingRecs*wire.RecordSize)
+	clear(m[ring : ring+g.RingRecs*wire.RecordSize])
 	st := u64(m, c.base+slotState)
 	if !atomic.CompareAndSwapUint64(st, packState(c.pid, c.gen, StateClaiming), packState(c.pid, c.gen, StateActive)) {
 		return fmt.Errorf("shm: slot %d of %s was taken while this worker claimed it (state %#x)", c.slot, path, atomic.LoadUint64(st))
@@ -257,9 +258,6 @@ func (c *Client) claim(path string, start uint64) error {
 	c.bit = 1 << (c.slot % 64)
 	return nil
 }
-
-func u64(m []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&m[off])) }
-func u32(m []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&m[off])) }
 
 // put claims the next record of the ring and commits it. w0 is the record's
 // first 8 bytes (id, kind, zero reserved bytes) as a little-endian word; the
@@ -339,7 +337,7 @@ func (c *Client) ringBell() {
 // the flag, the one whose CAS clears it makes the system call.
 func (c *Client) wakeHost() {
 	if atomic.CompareAndSwapUint32(c.wait, 1, 0) {
-		futexWakeAll(c.wait)
+		sys.FutexWakeAll(c.wait)
 	}
 }
 
@@ -434,5 +432,3 @@ func faultErr(f func() error) (err error) {
 	}()
 	return f()
 }
-
-func unsafeAdd[T any](p *T, off uintptr) unsafe.Pointer { return unsafe.Add(unsafe.Pointer(p), off) }

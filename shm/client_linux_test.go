@@ -1,11 +1,15 @@
-package shm
+package shm_test
 
 import (
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 )
 
 // A closed client's mapping is released once nothing can record into it
@@ -22,10 +26,14 @@ func TestClosedClientReleasesMapping(t *testing.T) {
 		}
 		return strings.Count(string(b), path)
 	}
-	h := newHost(t, Config{Slots: 4})
+	h, err := host.Create(filepath.Join(t.TempDir(), "m.shm"), host.Config{Slots: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
 	const rounds = 40
 	for i := 0; i < rounds; i++ {
-		c, err := Open(h.Path())
+		c, err := shm.Open(h.Path())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,8 +46,15 @@ func TestClosedClientReleasesMapping(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "closed clients' mappings released", 10*time.Second, func() bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		runtime.GC()
-		return maps(h.Path()) <= 1 // the host's own
-	})
+		if maps(h.Path()) <= 1 { // the host's own
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d mappings of the file after %d closed clients, want only the host's", maps(h.Path()), rounds)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

@@ -31,7 +31,7 @@ var ErrModeConflict = errors.New("shm: gauge already defined with another mode")
 // its id, the index records carry. It is the error-returning form behind
 // every handle method; errors are *wire.NameError values (the registry's)
 // (invalid name, kind conflict, prefix conflict, too many metrics: the
-// table holds Config.MaxMetrics names per worker), ErrModeConflict or
+// table holds the host's Config.MaxMetrics names per worker), ErrModeConflict or
 // ErrClosed. Defining a name again returns the same id.
 func (c *Client) Define(k wire.Kind, name string) (uint32, error) {
 	return c.define(k, name, 0)
@@ -74,7 +74,7 @@ func (c *Client) defineLocked(k wire.Kind, name string, mode GaugeMode) (uint32,
 		return 0, err
 	}
 	id := uint32(len(c.defs))
-	e := c.m[c.base+c.g.defOffset+int(id)*DefSize:][:DefSize]
+	e := c.m[c.base+c.g.DefOffset+int(id)*DefSize:][:DefSize]
 	clear(e)
 	e[defKind] = byte(k)
 	if k == wire.KindGauge {

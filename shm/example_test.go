@@ -7,21 +7,22 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 )
 
-// A host creates the file; a worker (here the same process, normally
-// another one that found the path in TAPES_SHM) records into its slot; the
-// host drains what was committed into its registry.
+// A worker (here the same process as the host, normally another one that
+// found the path in TAPES_SHM) claims a slot of the file a host created and
+// records into it; the host drains what was committed into its registry.
 func Example() {
 	dir, _ := os.MkdirTemp("", "tapes-example")
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "metrics.shm")
 
-	host, err := shm.CreateHost(path, shm.Config{Slots: 4})
+	h, err := host.Create(path, host.Config{Slots: 4}) // in the host process
 	if err != nil {
 		panic(err)
 	}
-	defer host.Close()
+	defer h.Close()
 
 	w, err := shm.Open(path) // in a worker: shm.OpenEnv()
 	if err != nil {
@@ -31,10 +32,10 @@ func Example() {
 	w.Timer("jobs.latency").Update(20 * time.Millisecond)
 	w.Close()
 
-	r := host.Registry()
-	if _, err := host.DrainOnce(); err != nil { // services run host.Drain(ctx)
+	if _, err := h.DrainOnce(); err != nil { // services run h.Drain(ctx)
 		panic(err)
 	}
+	r := h.Registry()
 	fmt.Println(r.Counter("jobs.done").Value(), r.Timer("jobs.latency").Count())
 	// Output: 3 1
 }

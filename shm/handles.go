@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tapes-go/tapes"
-	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -81,7 +79,7 @@ func (c *Client) GetGauge(name string, mode GaugeMode, fn func() float64) (*Gaug
 	if err != nil {
 		return nil, err
 	}
-	e := c.base + c.g.defOffset + int(id)*DefSize
+	e := c.base + c.g.DefOffset + int(id)*DefSize
 	h := &Gauge{c: c, w0: wire.Word0(id, wire.KindGauge), set: u32(c.m, e+defGaugeSet), val: u64(c.m, e+defGaugeVal), fn: fn}
 	c.handles[name] = h
 	if fn != nil {
@@ -98,16 +96,16 @@ func (c *Client) GetGauge(name string, mode GaugeMode, fn func() float64) (*Gaug
 // Counter returns a handle to the counter called name, defining it if
 // needed. It panics on an invalid name or a kind conflict, as the
 // registry's accessors do; use GetCounter for names from elsewhere.
-func (c *Client) Counter(name string) tapes.CounterHandle { return must(c.GetCounter(name)) }
+func (c *Client) Counter(name string) wire.CounterHandle { return must(c.GetCounter(name)) }
 
 // Meter returns a handle to the meter called name; it panics like Counter.
-func (c *Client) Meter(name string) tapes.MeterHandle { return must(c.GetMeter(name)) }
+func (c *Client) Meter(name string) wire.MeterHandle { return must(c.GetMeter(name)) }
 
 // Timer returns a handle to the timer called name; it panics like Counter.
-func (c *Client) Timer(name string) tapes.TimerHandle { return must(c.GetTimer(name)) }
+func (c *Client) Timer(name string) wire.TimerHandle { return must(c.GetTimer(name)) }
 
 // Histogram returns a handle to the histogram called name; it panics like Counter.
-func (c *Client) Histogram(name string) tapes.HistogramHandle {
+func (c *Client) Histogram(name string) wire.HistogramHandle {
 	return must(c.GetHistogram(name))
 }
 
@@ -115,7 +113,7 @@ func (c *Client) Histogram(name string) tapes.HistogramHandle {
 // GaugeMode, else DefaultGaugeMode (sum). A non-nil fn makes it a function
 // gauge, sampled in the background (see WithSampleInterval). It panics like
 // Counter.
-func (c *Client) Gauge(name string, fn func() float64) tapes.GaugeHandle {
+func (c *Client) Gauge(name string, fn func() float64) wire.GaugeHandle {
 	return must(c.GetGauge(name, 0, fn))
 }
 
@@ -170,7 +168,7 @@ func (h *Timer) Update(d time.Duration) {
 func (h *Timer) UpdateSince(start time.Time) { h.Update(time.Since(start)) }
 
 // Time starts a stopwatch whose Stop records the elapsed time.
-func (h *Timer) Time() registry.Stopwatch { return registry.StartStopwatch(h) }
+func (h *Timer) Time() wire.Stopwatch { return wire.StartStopwatch(h) }
 
 // Func runs f and records how long it took.
 func (h *Timer) Func(f func()) {
@@ -210,4 +208,4 @@ func (h *Gauge) record(v float64) {
 	h.c.put(h.w0, b)
 }
 
-var _ tapes.Recorder = (*Client)(nil)
+var _ wire.Recorder = (*Client)(nil)

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"text/tabwriter"
 
+	"github.com/tapes-go/tapes/shm/internal/sys"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -57,7 +58,7 @@ type MetricDef struct {
 // and reports its geometry and every non-free slot. A corrupt or truncated
 // file gives an error, never a panic.
 func Inspect(path string) (rep *Report, err error) {
-	f, fi, err := openFile(path, os.O_RDONLY)
+	f, fi, err := sys.OpenFile(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -66,18 +67,18 @@ func Inspect(path string) (rep *Report, err error) {
 	if _, err := f.ReadAt(hdr, 0); err != nil {
 		return nil, fmt.Errorf("%w: %s: reading header: %v", ErrTruncated, path, err)
 	}
-	g, err := validateHeader(hdr, fi.size)
+	g, err := validateHeader(hdr, fi.Size)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
-	m, err := mapFile(f, g.fileSize, false)
+	m, err := sys.MapFile(f, g.FileSize, false)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Unmap()
-	rep = &Report{Path: path, Version: Version, Slots: g.slots, RingRecords: g.ringRecs, MaxMetrics: g.maxDefs, FileSize: g.fileSize,
+	rep = &Report{Path: path, Version: Version, Slots: g.Slots, RingRecords: g.RingRecs, MaxMetrics: g.MaxDefs, FileSize: g.FileSize,
 		Refused: binary.LittleEndian.Uint64(hdr[hdrRefused:])}
-	rep.Locked = probeLock(f)
+	rep.Locked = sys.ProbeLock(f)
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
@@ -86,8 +87,8 @@ func Inspect(path string) (rep *Report, err error) {
 		}
 	}()
 	le := binary.LittleEndian
-	for i := 0; i < g.slots; i++ {
-		b := m[g.slotOff(i):][:g.slotSize]
+	for i := 0; i < g.Slots; i++ {
+		b := m[g.SlotOff(i):][:g.SlotSize]
 		pid, gen, st := unpackState(le.Uint64(b[slotState:]))
 		if st == StateFree {
 			continue
@@ -106,21 +107,21 @@ func Inspect(path string) (rep *Report, err error) {
 		default:
 			s.State = fmt.Sprintf("invalid(%d)", st)
 		}
-		if start, ok, err := procStart(int(pid)); err == nil {
+		if start, ok, err := sys.ProcStart(int(pid)); err == nil {
 			s.Alive = ok && (s.StartTime == 0 || start == s.StartTime)
 		}
 		if s.Reserved >= s.Consumed {
-			s.Pending = min(s.Reserved-s.Consumed, uint64(g.ringRecs))
+			s.Pending = min(s.Reserved-s.Consumed, uint64(g.RingRecs))
 		} else {
 			s.Error = "reserve index is behind the consumer index"
 		}
 		n := le.Uint64(b[slotDefCount:])
-		if n > uint64(g.maxDefs) {
-			s.Error = fmt.Sprintf("definition count %d exceeds the table (%d)", n, g.maxDefs)
-			n = uint64(g.maxDefs)
+		if n > uint64(g.MaxDefs) {
+			s.Error = fmt.Sprintf("definition count %d exceeds the table (%d)", n, g.MaxDefs)
+			n = uint64(g.MaxDefs)
 		}
 		for id := 0; id < int(n); id++ {
-			e := b[g.defOffset+id*DefSize:][:DefSize]
+			e := b[g.DefOffset+id*DefSize:][:DefSize]
 			nl := int(e[defNameLen])
 			d := MetricDef{ID: uint32(id), Kind: wire.Kind(e[defKind]), Name: string(e[defName : defName+nl])}
 			if d.Kind == wire.KindGauge {

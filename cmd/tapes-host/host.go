@@ -16,6 +16,7 @@ import (
 	"github.com/tapes-go/tapes/reporters/stream"
 	"github.com/tapes-go/tapes/runtimemetrics"
 	"github.com/tapes-go/tapes/shm"
+	shmhost "github.com/tapes-go/tapes/shm/host"
 
 	// The drain waits for workers in a thread of its own (cgo builds),
 	// a fraction of the CPU per wake-up (docs/RATIONALE.md, "Polling
@@ -35,7 +36,7 @@ type host struct {
 	out io.Writer
 	reg *registry.Registry
 
-	shm     *shm.Host
+	shm     *shmhost.Host
 	drainWG sync.WaitGroup
 	stopDrn context.CancelFunc
 	// drainDead is closed when the drain loop stops on its own: the shm
@@ -90,9 +91,9 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	}
 
 	// shm errors say "shm: ..." themselves.
-	scfg := shm.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log, Registry: h.reg}
+	scfg := shmhost.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log, Registry: h.reg}
 	if cfg.shmMemfd {
-		if h.shm, err = shm.CreateMemfd(scfg); err != nil {
+		if h.shm, err = shmhost.CreateMemfd(scfg); err != nil {
 			return h, err
 		}
 	} else {
@@ -102,7 +103,7 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 				return h, err
 			}
 		}
-		if h.shm, err = shm.CreateHost(path, scfg); err != nil {
+		if h.shm, err = shmhost.Create(path, scfg); err != nil {
 			return h, err
 		}
 	}

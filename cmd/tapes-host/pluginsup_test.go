@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/internal/testenv"
-	"github.com/tapes-go/tapes/shm"
+	shmhost "github.com/tapes-go/tapes/shm/host"
 )
 
 var builds testenv.Builds
@@ -34,7 +34,7 @@ func BenchmarkPluginRestart(b *testing.B) {
 	} {
 		b.Run(g.name, func(b *testing.B) {
 			dir := b.TempDir()
-			h, err := shm.CreateHost(filepath.Join(dir, "r.shm"), shm.Config{Slots: 256})
+			h, err := shmhost.Create(filepath.Join(dir, "r.shm"), shmhost.Config{Slots: 256})
 			if err != nil {
 				b.Fatal(err)
 			}

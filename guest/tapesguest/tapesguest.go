@@ -5,7 +5,7 @@
 // The package depends on package wire alone (the record format, the kinds
 // and the ABI status codes), not on the registry: a guest carries only what
 // it records with. Handles have the methods of the root package's handle
-// interfaces (TimerHandle.Time returns the SDK's own Stopwatch), so code
+// interfaces (wire's, which the root package names by aliases), so code
 // that records through them reads the same in a guest as in the host:
 //
 //	var (
@@ -256,29 +256,15 @@ func (t TimerHandle) UpdateSince(start time.Time) { t.Update(time.Since(start)) 
 // Time starts a stopwatch whose Stop records the time elapsed into t.
 func (t TimerHandle) Time() Stopwatch {
 	if t.sw == nil {
-		return Stopwatch{&zeroTimer, time.Now()}
+		return wire.StartStopwatch(&zeroTimer)
 	}
-	return Stopwatch{t.sw, time.Now()}
+	return wire.StartStopwatch(t.sw)
 }
 
 // Stopwatch is a started measurement of a TimerHandle; Stop records it. It
-// is a value, so timing a block allocates nothing (the registry's
-// Stopwatch, which the SDK does not import, works the same way).
-type Stopwatch struct {
-	s     *timerSink
-	start time.Time
-}
-
-// Stop records the time elapsed since Time and returns it. Stopping a zero
-// Stopwatch does nothing.
-func (s Stopwatch) Stop() time.Duration {
-	if s.s == nil {
-		return 0
-	}
-	d := time.Since(s.start)
-	s.s.Update(d)
-	return d
-}
+// is package wire's, the one the registry and the shm client return too: a
+// value, so timing a block allocates nothing.
+type Stopwatch = wire.Stopwatch
 
 func (t TimerHandle) Func(f func()) {
 	start := time.Now()

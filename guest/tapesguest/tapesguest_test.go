@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"unsafe"
 
+	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -88,3 +90,26 @@ func TestNoHost(t *testing.T) {
 	}()
 	Counter("x")
 }
+
+// TestGuestImportsWireAlone: a guest carries only what it records with.
+// The handle interfaces and the Stopwatch are wire's so that the SDK
+// needs nothing else of this module (docs/guest-abi.md has the size a
+// registry import cost a plugin). Fails if the SDK, for wasip1, imports
+// any other package of the module.
+func TestGuestImportsWireAlone(t *testing.T) {
+	deps := testenv.Deps(t, testenv.Module+"/guest/tapesguest", "GOOS=wasip1", "GOARCH=wasm")
+	want := []string{testenv.Module + "/wire", testenv.Module + "/guest/tapesguest"}
+	if !slices.Equal(deps, want) {
+		t.Fatalf("guest/tapesguest (wasip1) imports %v from this module; want only %v", deps, want)
+	}
+}
+
+// The SDK's handles have the methods of the handle interfaces: code
+// written against them records the same in a guest as in a host.
+var (
+	_ wire.CounterHandle   = CounterHandle{}
+	_ wire.GaugeHandle     = GaugeHandle{}
+	_ wire.MeterHandle     = MeterHandle{}
+	_ wire.HistogramHandle = HistogramHandle{}
+	_ wire.TimerHandle     = TimerHandle{}
+)

@@ -8,6 +8,7 @@ import (
 	"github.com/tapes-go/tapes/hostabi/plugin"
 	"github.com/tapes-go/tapes/internal/guesttest"
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 )
 
 // A guest recording through ClientSink reaches a host registry through the
@@ -15,7 +16,7 @@ import (
 func TestClientSinkEveryKind(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "sink.shm")
-	h, err := shm.CreateHost(path, shm.Config{Slots: 2, RingRecords: 1024})
+	h, err := host.Create(path, host.Config{Slots: 2, RingRecords: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}

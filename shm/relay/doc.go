@@ -3,9 +3,11 @@
 // know makes the wait and answers through an eventfd read by the netpoller.
 // It needs cgo on Linux.
 //
-// Importing it (for its side effect, as tapes-host does) makes shm.Host use
-// it: package shm does not import it, so that Go workers, which import shm
-// for its Client, stay pure Go programs. Without it, or without cgo, the
+// Importing it (for its side effect, as tapes-host does) makes host.Host
+// (package shm/host) use it: neither shm/host nor shm imports it, so that
+// Go workers, which import shm for its Client, stay pure Go programs, and
+// so do programs and tests that drain a file without it. Without it, or
+// without cgo, the
 // host waits in futex(2) from its goroutine, which costs more CPU per
 // wake-up (docs/RATIONALE.md, "Polling without burning a core"). (It
 // could not live in package shm anyway: a package using cgo may not hold

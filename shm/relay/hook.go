@@ -2,7 +2,7 @@ package relay
 
 import "github.com/tapes-go/tapes/shm/internal/relayhook"
 
-// init hands package shm its way to start a relay (see the package comment).
+// init hands package shm/host its way to start a relay (see the package comment).
 func init() {
 	if Available {
 		relayhook.Start = func(word *uint32) (relayhook.Relay, error) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tapes-go/tapes/bench/internal/proc"
 	"github.com/tapes-go/tapes/shm"
+	"github.com/tapes-go/tapes/shm/host"
 )
 
 func main() {
@@ -66,7 +67,7 @@ func main() {
 // percentage of one core: a process of its own, so that nothing a
 // benchmark left running elsewhere is counted.
 func runIdleHost(d time.Duration) error {
-	h, err := shm.CreateHost(os.Getenv(shm.EnvVar), shm.Config{})
+	h, err := host.Create(os.Getenv(shm.EnvVar), host.Config{})
 	if err != nil {
 		return err
 	}

@@ -1,13 +1,14 @@
-// Package relayhook connects package shm to package shm/relay without an
-// import: shm/relay uses cgo, and a Go worker importing shm must stay a
-// pure Go program (statically linked, built without a C compiler). A
+// Package relayhook connects the host (package shm/host) to package
+// shm/relay without an import: shm/relay uses cgo, and neither a Go worker
+// importing shm nor a program draining a file needs to stop being a pure
+// Go program (statically linked, built without a C compiler). A
 // program that imports shm/relay (tapes-host does) sets Start from its
 // init; without it the host waits in futex(2) from its goroutine.
 package relayhook
 
 import "time"
 
-// Relay is what shm needs of a *relay.Relay.
+// Relay is what the host needs of a *relay.Relay.
 type Relay interface {
 	Arm(d time.Duration)
 	Tick(d time.Duration)

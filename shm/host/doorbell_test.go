@@ -1,0 +1,179 @@
+package host
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm/internal/layout"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// Every change a host must see rings the slot's doorbell: the claim, a
+// definition, the first record after a pass took the bit, and Close. A
+// record while the bit is still set leaves it alone (one load, no write),
+// and a pass that visits only rung slots leaves a slot whose worker rang
+// nothing untouched, until the full scan of a liveness check.
+func TestDoorbell(t *testing.T) {
+	h := newHost(t, Config{Slots: 70, RingRecords: 64}) // two doorbell words
+	r := h.Registry()
+	if _, err := h.DrainOnce(); err != nil {
+		t.Fatal(err)
+	}
+	var cs []*Client
+	for i := 0; i < 66; i++ {
+		c, err := Open(h.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if !c.rung() {
+			t.Fatalf("slot %d: Open did not ring", c.Slot())
+		}
+		cs = append(cs, c)
+	}
+	c := cs[65] // in the second word
+	// Slot i's bit is bit i%64 of word i/64, and nothing else rang: the
+	// 66 claims set exactly the first 66 bits.
+	if w0, w1 := atomic.LoadUint64(u64(h.m, hdrBell)), atomic.LoadUint64(u64(h.m, hdrBell+8)); w0 != 1<<64-1 || w1 != 0b11 || c.Slot() != 65 {
+		t.Fatalf("after 66 claims the doorbell words are %#x %#x (slot %d last), want every bit of the first and two of the second", w0, w1, c.Slot())
+	}
+	pass := func() {
+		t.Helper()
+		if _, err := h.drain(false); err != nil {
+			t.Fatal(err)
+		}
+		if c.rung() {
+			t.Fatal("a pass left the bit set")
+		}
+	}
+	pass()
+	if got, _ := r.Get(DefaultPrefix + ".workers"); got.(*registry.Gauge).Value() != 66 {
+		t.Fatalf("workers = %v after the claims rang, want 66", got.(*registry.Gauge).Value())
+	}
+	ctr := c.Counter("bell.n")
+	if !c.rung() {
+		t.Fatal("a definition did not ring")
+	}
+	pass()
+	if _, ok := r.Get("bell.n"); !ok {
+		t.Fatal("the pass did not read the definition")
+	}
+	ctr.Inc()
+	if !c.rung() {
+		t.Fatal("a record did not ring")
+	}
+	w0 := atomic.LoadUint64(c.bell)
+	ctr.Inc()
+	if atomic.LoadUint64(c.bell) != w0 {
+		t.Fatal("a record rang again before the host took the bit")
+	}
+	pass()
+	if v := r.Counter("bell.n").Value(); v != 2 {
+		t.Fatalf("bell.n = %d, want 2", v)
+	}
+	// A client that skips the doorbell: its record waits for a full scan.
+	ctr.Inc()
+	atomic.AndUint64(c.bell, ^c.bit)
+	pass()
+	if v := r.Counter("bell.n").Value(); v != 2 {
+		t.Fatalf("a pass drained a slot that did not ring: bell.n = %d", v)
+	}
+	if _, err := h.DrainOnce(); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.Counter("bell.n").Value(); v != 3 {
+		t.Fatalf("the full scan missed the record: bell.n = %d", v)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.rung() {
+		t.Fatal("Close did not ring")
+	}
+	pass()
+	if _, _, st := unpackState(atomic.LoadUint64(u64(h.m, h.g.SlotOff(c.Slot())+slotState))); st != layout.StateFree {
+		t.Fatalf("the closed slot is in state %d after the pass its Close rang for", st)
+	}
+	// Bits past the file's slots (a scribble) are taken and ignored.
+	atomic.OrUint64(c.bell, 1<<63)
+	pass()
+	if atomic.LoadUint64(c.bell) != 0 {
+		t.Fatal("a scribbled bit past the last slot stayed set")
+	}
+}
+
+// A worker rings after its claim CAS and commits after: a pass can take
+// the bit and find the record not committed yet. The slot then stays in
+// the host's pending set, and the record is drained without another ring.
+// Without the pending set this host would sleep for the hour it is given.
+func TestPendingClaimDrained(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id, err := c.Define(wire.KindCounter, "pend.n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	// put, cut in two: claim and ring, ...
+	res := atomic.LoadUint64(c.reserve)
+	if !atomic.CompareAndSwapUint64(c.reserve, res, res+1) {
+		t.Fatal("claim failed")
+	}
+	c.ringBell()
+	waitFor(t, "a pass to take the bit", 10*time.Second, func() bool { return !c.rung() })
+	time.Sleep(5 * time.Millisecond) // the host finds nothing committed and naps
+	// ... and commit, with no ring.
+	commit(unsafe.Add(c.ring, (res&c.mask)*wire.RecordSize), wire.Word0(id, wire.KindCounter), 7)
+	waitFor(t, "the pending record", 10*time.Second, func() bool { return r.Counter("pend.n").Value() == 7 })
+	// Nothing pending any more: the host goes back to its futex sleep.
+	waitFor(t, "the host to sleep again", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Liveness of a bound worker is a pidfd, polled at every check, when the
+// host can have one; a worker whose start time does not match (its pid
+// reused) gets none and is judged through /proc, which reclaims it.
+func TestLivenessByPidfd(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 16})
+	r := h.Registry()
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := h.DrainOnce(); err != nil {
+		t.Fatal(err)
+	}
+	if h.slots[c.Slot()].pidfd == 0 || h.pidfds != 1 {
+		t.Fatalf("no pidfd for a live worker (pidfds %d)", h.pidfds)
+	}
+	// The same pid with another start time: a reused pid.
+	atomic.AddUint64(u64(h.m, h.g.SlotOff(c.Slot())+slotStart), 77)
+	gen := c.gen + 1
+	atomic.StoreUint64(u64(h.m, h.g.SlotOff(c.Slot())+slotState), packState(c.pid, gen, layout.StateActive))
+	if _, err := h.DrainOnce(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Counter(DefaultPrefix + ".reclaimed").Value(); got != 1 {
+		t.Fatalf("reclaimed = %d, want the reused pid's slot", got)
+	}
+	if h.pidfds != 0 {
+		t.Fatalf("%d pidfds left open", h.pidfds)
+	}
+}

@@ -1,0 +1,455 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tapes-go/tapes/internal/testenv"
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm/internal/layout"
+	"github.com/tapes-go/tapes/shm/relay"
+)
+
+// TestDrainWakesOnRecord makes polling useless (hour-long idle sleeps and
+// liveness interval), so the host sees an event only if the worker's
+// futex wake-up reaches it; then checks that cancelling and closing end a
+// sleeping Drain. It runs with the relay thread (cgo builds) and with the
+// futex wait from the goroutine (the build without cgo, and a host whose
+// relay could not start).
+func TestDrainWakesOnRecord(t *testing.T) {
+	if relay.Available {
+		t.Run("relay", func(t *testing.T) { testDrainWakesOnRecord(t, false) })
+	}
+	t.Run("futex", func(t *testing.T) { testDrainWakesOnRecord(t, true) })
+}
+
+func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	h.noRelay = noRelay
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("wake.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	for i := 1; i <= 5; i++ {
+		if haveFutex {
+			waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+		h.mu.Lock()
+		withRelay := h.relay != nil
+		h.mu.Unlock()
+		if withRelay == noRelay {
+			t.Fatalf("host asleep with relay %v, want %v", withRelay, !noRelay)
+		}
+		ctr.Inc()
+		waitFor(t, "the event", 10*time.Second, func() bool { return r.Counter("wake.n").Value() == int64(i) })
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Drain after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return after its context was cancelled")
+	}
+
+	go func() { done <- testDrain(h, context.Background(), WithMaxIdleSleep(time.Hour)) }()
+	time.Sleep(20 * time.Millisecond)
+	h.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Drain after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return after Close")
+	}
+}
+
+// TestAttachAndDefineWakeHost: with polling made useless as above, a host
+// asleep in its futex wait must still count a worker as soon as it
+// attaches, and show a metric as soon as the worker defines it, before any
+// event: Open and Define wake the host instead of leaving it to the next
+// liveness check an hour away.
+func TestAttachAndDefineWakeHost(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	asleep := func() {
+		if haveFutex {
+			waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	workers := func() float64 {
+		g, _ := r.Get(DefaultPrefix + ".workers")
+		if g == nil {
+			return -1
+		}
+		return g.(*registry.Gauge).Value()
+	}
+	asleep()
+	if n := workers(); n != 0 {
+		t.Fatalf("workers = %v before any worker attached", n)
+	}
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the host to count the worker", 10*time.Second, func() bool { return workers() == 1 })
+	asleep()
+	c.Timer("wake.defined")
+	waitFor(t, "the defined timer in the host's registry", 10*time.Second, func() bool {
+		m, ok := r.Get("wake.defined")
+		return ok && m.(*registry.Timer).Count() == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A closed slot whose worker still runs and left a record half-written
+// waits up to a second to be reclaimed. It is not a worker in the gauge on
+// any pass: liveness passes counted it while passes that bind a new worker
+// did not, so the gauge flipped between the two.
+func TestWorkersGaugeSkipsClosedSlots(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := h.Registry()
+	closed, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Counter("jobs").Inc()
+	atomic.AddUint64(closed.reserve, 1) // claimed, never committed
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	active, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer active.Close()
+	if _, err := h.DrainOnce(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Counter("jobs").Value(); got != 1 {
+		t.Fatalf("jobs = %d, want 1", got)
+	}
+	if _, _, st := unpackState(atomic.LoadUint64(u64(h.m, h.g.SlotOff(closed.Slot())+slotState))); st != layout.StateClosed {
+		t.Fatal("the closed slot was reclaimed at once; the test needs it waiting for its record")
+	}
+	g, _ := r.Get(DefaultPrefix + ".workers")
+	if n := g.(*registry.Gauge).Value(); n != 1 {
+		t.Fatalf("workers = %v with one active and one closed slot, want 1", n)
+	}
+}
+
+// TestWaitSeesUnseenWork closes the race the wake-ups above cannot: a
+// worker that attaches or defines a metric just before the host announces
+// its sleep sees hostWait == 0 and wakes nobody, so the host itself must
+// notice the new slot or definition before it sleeps, as it notices a new
+// record. unseen is what wait checks on every platform; on Linux, where
+// wait sleeps in the futex (elsewhere it naps for at most 1 ms), the test
+// also sees wait return instead of sleeping for the hour it was given.
+func TestWaitSeesUnseenWork(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	r := h.Registry()
+	WithMaxIdleSleep(time.Hour)(h)
+	WithLivenessInterval(time.Hour)(h)
+	var c *Client
+	returns := func(what string) {
+		t.Helper()
+		if !h.unseen(c.Slot()) {
+			t.Fatalf("the host does not see %s", what)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := h.wait(); done <- err }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			h.Close() // ends the sleep
+			t.Fatalf("the host went to sleep with %s unseen", what)
+		}
+	}
+	pass := func() {
+		t.Helper()
+		if _, err := h.drain(false); err != nil {
+			t.Fatal(err)
+		}
+		if h.unseen(c.Slot()) {
+			t.Fatal("a pass left the slot unseen")
+		}
+	}
+	if _, err := h.DrainOnce(); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	c, err = Open(h.Path()) // hostWait is 0: no wake-up is sent
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	returns("a new worker")
+	pass()
+	c.Counter("unseen.n")
+	returns("a new definition")
+	pass()
+	if _, ok := r.Get("unseen.n"); !ok {
+		t.Fatal("a pass did not read the new definition")
+	}
+	// A definition count scribbled below what the host has read, or past
+	// the table, must not keep it awake: the host would never sleep.
+	for _, n := range []uint64{0, 1 << 40} {
+		atomic.StoreUint64(c.defCount, n)
+		if n != 0 {
+			pass() // reads the table up to its end
+		}
+		if h.unseen(c.Slot()) {
+			t.Fatalf("a definition count of %d keeps the host awake", n)
+		}
+	}
+	atomic.StoreUint64(c.defCount, 1)
+	c.Counter("unseen.n").Inc()
+	returns("a new record")
+}
+
+// TestPassDrainsOneRing: a worker that keeps writing while the host drains
+// cannot hold the host in its slot; a pass takes at most one ring's worth,
+// released chunk by chunk, and the next pass takes the rest.
+func TestPassDrainsOneRing(t *testing.T) {
+	const ring = 2 * releaseEvery
+	h := newHost(t, Config{Slots: 2, RingRecords: ring})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("budget.n")
+	r := h.Registry()
+	for i := 0; i < ring; i++ {
+		ctr.Inc()
+	}
+	var chunks []uint64
+	testHookBeforeRelease = func(_ int, n uint64) {
+		chunks = append(chunks, n)
+		if len(chunks) == 2 {
+			// The first chunk's room is free again: the worker refills it
+			// while the pass is still in the slot.
+			for i := 0; i < releaseEvery; i++ {
+				ctr.Inc()
+			}
+		}
+	}
+	defer func() { testHookBeforeRelease = nil }()
+	if n, err := h.DrainOnce(); err != nil || n != ring {
+		t.Fatalf("first pass drained %d (%v), want one ring's worth, %d", n, err, ring)
+	}
+	if len(chunks) != 2 || chunks[0] != releaseEvery || chunks[1] != releaseEvery {
+		t.Fatalf("released in chunks %v, want two of %d", chunks, releaseEvery)
+	}
+	if n, err := h.DrainOnce(); err != nil || n != releaseEvery {
+		t.Fatalf("second pass drained %d (%v), want the %d written during the first", n, err, releaseEvery)
+	}
+	if got := r.Counter("budget.n").Value(); got != ring+releaseEvery {
+		t.Fatalf("counter = %d, want %d", got, ring+releaseEvery)
+	}
+	if d := c.Dropped(); d != 0 {
+		t.Fatalf("dropped %d", d)
+	}
+}
+
+// TestTrickleOnePassPerEvent: events that trickle in (one every 10 ms, as
+// a lightly loaded service records them) cost the host about one pass
+// each, made when the worker wakes it. A coalescing nap that doubled after
+// each empty window kept such a host in timer naps for good (1, 2, 4 ms:
+// a window always found the next event before the ladder ended), three to
+// four passes per event; coalescing now ends with the first empty window.
+func TestTrickleOnePassPerEvent(t *testing.T) {
+	if !haveFutex {
+		// Only off Linux (haveFutex is a build constant), where the host
+		// polls every millisecond instead of sleeping.
+		t.Skip("without futexes the host polls every millisecond")
+	}
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("trickle.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	// Start coalescing, as a burst of events does: the host is woken
+	// again within a window of going to sleep.
+	// (Spaced by spinning: a sleep that short is rounded up to a
+	// millisecond or more.)
+	const burst = 20
+	for i := 0; i < burst; i++ {
+		ctr.Inc()
+		for t0 := time.Now(); time.Since(t0) < 500*time.Microsecond; {
+			runtime.Gosched()
+		}
+	}
+	const events = 60
+	p0 := h.Passes()
+	for i := 0; i < events; i++ {
+		time.Sleep(10 * time.Millisecond)
+		ctr.Inc()
+	}
+	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("trickle.n").Value() == events+burst })
+	passes := h.Passes() - p0
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if passes > 2*events {
+		t.Fatalf("%d passes for %d events 10 ms apart, want at most 2 per event", passes, events)
+	}
+	t.Logf("%d passes for %d events", passes, events)
+}
+
+// TestRelayEndsWithDrain: the relay's thread, started by the first sleep,
+// ends when Drain returns (its context cancelled) and when the host is
+// closed under a sleeping Drain, without waiting for the sleep's timeout.
+func TestRelayEndsWithDrain(t *testing.T) {
+	if !relay.Available {
+		// A build without the relay (cgo off, or not Linux) has the futex
+		// path, which TestDrainWakesOnRecord covers; in CI the relay must
+		// be there (shm/relay's TestRelayBuiltInCI), so this cannot hide.
+		if testenv.InCI() && runtime.GOOS == "linux" && os.Getenv("TAPES_NO_CGO") != "1" {
+			t.Fatal("no relay in this CI build: is gcc installed?")
+		}
+		t.Skip("no relay in this build (cgo off or not Linux)")
+	}
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	sleeping := func() int {
+		var tid int
+		waitFor(t, "the host to sleep through its relay", 10*time.Second, func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.relay != nil && atomic.LoadUint32(u32(h.m, hdrWait)) == 1 {
+				tid = h.relay.TID()
+			}
+			return tid != 0
+		})
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err != nil {
+			t.Fatalf("relay thread %d: %v", tid, err)
+		}
+		return tid
+	}
+	gone := func(tid int) {
+		waitFor(t, "the relay thread to end", 10*time.Second, func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+			return os.IsNotExist(err)
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	tid := sleeping()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	gone(tid)
+
+	go func() {
+		done <- testDrain(h, context.Background(), WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour))
+	}()
+	tid = sleeping()
+	h.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Drain after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return after Close")
+	}
+	gone(tid)
+}
+
+// TestFullScanCadenceFollowsSlots: a pass that reads every slot's state
+// touches a page of each, so a file of 4096 slots is scanned 16 times
+// less often than one of 64 (issue 19: at the same cadence the scans
+// alone were 0.03-0.2% of a core on an idle host). A small file keeps the
+// cadence of 40 liveness intervals.
+func TestFullScanCadenceFollowsSlots(t *testing.T) {
+	scans := func(slots int) uint64 {
+		h := newHost(t, Config{Slots: slots, RingRecords: 64})
+		c, err := Open(h.Path()) // an attached worker: liveness checks every interval
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- testDrain(h, ctx, WithLivenessInterval(time.Millisecond)) }()
+		time.Sleep(400 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return h.fullScans.Load()
+	}
+	// 40 ms apart at 64 slots; 640 ms apart at 4096 (plus the first pass,
+	// and the last one Drain makes after its context ends).
+	if n := scans(4096); n > 3 {
+		t.Errorf("4096 slots: %d full scans in 400 ms at a 1 ms liveness interval, want at most 3", n)
+	}
+	if n := scans(64); n < 4 {
+		t.Errorf("64 slots: %d full scans in 400 ms at a 1 ms liveness interval, want about 10", n)
+	}
+}
+
+// A liveness check visits the bound slots (found in Host.tracked, not by
+// walking every slot) even when no doorbell rang: a worker's dropped count
+// moves without one.
+func TestLivenessVisitsBoundSlots(t *testing.T) {
+	h := newHost(t, Config{Slots: 256, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Counter("x").Inc()
+	if _, err := h.DrainOnce(); err != nil { // binds the slot
+		t.Fatal(err)
+	}
+	atomic.AddUint64(c.dropped, 5) // as a full ring would, with no doorbell
+	h.mu.Lock()
+	h.lastLive = time.Time{} // a liveness check is due; a full scan is not
+	h.mu.Unlock()
+	if _, err := h.drain(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := counters(h.Registry(), "dropped.all")["dropped.all"]; got != 5 {
+		t.Errorf("dropped.all = %d after a liveness check, want 5", got)
+	}
+}

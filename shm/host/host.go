@@ -1,0 +1,232 @@
+package host
+
+import (
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mmap "github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/tapes-go/tapes/internal/apply"
+	"github.com/tapes-go/tapes/registry"
+	"github.com/tapes-go/tapes/shm/internal/relayhook"
+)
+
+// Config is the geometry of a new file and the host's settings. Zero fields
+// take the defaults. When Create attaches to an existing file, the
+// file's geometry wins over Slots, RingRecords and MaxMetrics.
+//
+// With the defaults a file is 64 slots of 528 KiB (33 MiB in all), sparse
+// on tmpfs: a slot's pages are allocated only as its worker touches them,
+// so an idle worker costs its control lines and definitions, and a busy one
+// its 256 KiB ring plus 272 bytes per metric it defines.
+type Config struct {
+	// Slots is the number of worker processes that can be attached at once
+	// (default 64, at most 4096).
+	Slots int
+	// RingRecords is the number of 16-byte records in each worker's ring, a
+	// power of two (default 16384: 256 KiB, about 100 µs of a worker
+	// recording flat out, or 16 s at 1000 events/s with no host).
+	RingRecords int
+	// MaxMetrics is how many distinct names one worker may define (default
+	// 1024).
+	MaxMetrics int
+	// Prefix is where the host's own metrics go (default "tapes.shm").
+	Prefix string
+	// Logger receives the host's warnings about repairs it made to the
+	// file (a permission that let other users in, a scribbled header, a
+	// damaged file replaced at start). Nil means slog.Default().
+	Logger *slog.Logger
+
+	// Registry receives what workers record and the host's own metrics
+	// (under Prefix); nil: a new one (Host.Registry). It is the Host's for
+	// its life, like every setting here: a running Host changes none.
+	Registry *registry.Registry
+	// MaxIdleSleep is the longest sleep between passes when no events
+	// arrive (default 250ms). Workers wake a sleeping host through a
+	// futex, so this bounds only how long a missed wake-up could delay an
+	// event (on systems without futexes a sleep is capped at 1ms).
+	MaxIdleSleep time.Duration
+	// LivenessInterval is how often the host checks that the workers of
+	// active slots are alive and refreshes dropped counts and lag (default
+	// 250ms).
+	LivenessInterval time.Duration
+}
+
+// Default configuration values.
+const (
+	DefaultSlots       = 64
+	DefaultRingRecords = 16384
+	DefaultMaxMetrics  = 1024
+	DefaultPrefix      = "tapes.shm"
+)
+
+func (c Config) withDefaults() Config {
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.RingRecords == 0 {
+		c.RingRecords = DefaultRingRecords
+	}
+	if c.MaxMetrics == 0 {
+		c.MaxMetrics = DefaultMaxMetrics
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.MaxIdleSleep <= 0 {
+		c.MaxIdleSleep = 250 * time.Millisecond
+	}
+	if c.LivenessInterval <= 0 {
+		c.LivenessInterval = 250 * time.Millisecond
+	}
+	return c
+}
+
+// Host owns a shm file: it drains the workers' rings into a registry,
+// reclaims the slots of workers that exited, and holds an exclusive flock on
+// the file so that two hosts never drain it at once.
+//
+// Nothing a worker writes can make the host panic: every offset it uses
+// comes from the geometry validated at attach and kept in Go memory,
+// a record is applied only if its first word matches its definition's or
+// wire.DecodeWords and the definition table accept it, and reads of the
+// mapping run with debug.SetPanicOnFault so that a file truncated under
+// the host (SIGBUS) becomes an ErrTruncated error.
+type Host struct {
+	mu     sync.Mutex
+	path   string
+	f      *os.File
+	m      mmap.MMap
+	g      geometry
+	prefix string
+	closed bool
+	log    *slog.Logger
+
+	// What the file must keep looking like (checkFile): the inode the
+	// host mapped, the canary it wrote into the trailer, the header's
+	// first line.
+	info     fileInfo
+	canary   uint64
+	hdr      [hdrWait]byte
+	damage   *DamageError // set once the file is found damaged: Drain and DrainOnce return it
+	repaired int          // repairs made before the host's metrics were bound
+
+	seenWaits   uint64 // header claimWaits at the last liveness check
+	seenRefused uint64 // header refused counted so far
+
+	liveEvery time.Duration
+	maxIdle   time.Duration
+	lastLive  time.Time
+	lastFull  time.Time // the last pass that read every slot's state
+
+	passes    atomic.Uint64 // completed drain passes (Passes)
+	fullScans atomic.Uint64 // passes that read every slot's state
+
+	reg   *registry.Registry
+	self  selfMetrics
+	slots []hslot
+	todo  []slotWork // a pass's slots, kept to spare the allocation
+	visit []int      // the slots a pass looks at (doorbell and pending), likewise kept
+	// pend is the slots the last pass left with work the doorbell will not
+	// announce again: a record claimed but not yet committed (the worker
+	// rang before committing), or a closed slot waiting for one. The next
+	// pass visits them, and the host does not sleep in the futex while
+	// there are any.
+	pend []int
+	more bool // the last pass stopped in a slot at its budget (one ring's worth)
+	// busiest is the most records the last pass drained from one slot:
+	// a worker writing that fast may fill its ring during a nap.
+	busiest int
+	bells   int // doorbell words that cover the file's slots
+	// tracked has a bit per slot that is bound or being claimed: the slots
+	// a liveness check visits, found in bells words instead of a walk of
+	// every slot's record (4096 slots: 0.1-0.5 ms, four times a second).
+	tracked []uint64
+
+	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
+	// relay waits on hostWait for the host outside the Go scheduler (see
+	// package shm/relay); nil before the first sleep, when the program
+	// does not link shm/relay (or was built without cgo), or when it
+	// could not start (noRelay is then set, and tests set it to take the
+	// plain futex path).
+	relay    relayhook.Relay
+	noRelay  bool
+	ticking  bool          // the relay answers every coalescing window (see window)
+	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
+	shown    int           // the workers gauge's value, -1 before the first pass
+	pidfds   int           // open pidfds (hslot.pidfd)
+	pidfdCap int           // at most this many, to leave the process descriptors
+	polls    []unix.PollFd // liveness check's pidfds, kept to spare the allocation
+
+	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
+	// gauge definitions at the same time.
+	aggMu sync.Mutex
+	aggs  map[string]*gaugeAgg
+}
+
+// hslot is what the host knows about one slot's current occupant.
+type hslot struct {
+	bound    bool
+	pid      uint32
+	gen      uint32
+	consumer uint64
+	dropped  uint64
+	droppedC *registry.Counter
+	defs     []hdef      // what the host bound each definition to, by id
+	tab      apply.Table // the same ids as the applier's table
+	gaugeBad int         // NaN or ±Inf gauge values the applier was given (see slotGauge)
+	badDefs  uint64      // last out-of-range definition count reported
+	holeAt   time.Time
+	active   bool // state ACTIVE at the last visit (counted in Host.active)
+	marked   bool // in the visit list of the pass under way
+	claiming bool // CLAIMING at the last visit
+	// pidfd is a descriptor of the worker's process plus one (0: none,
+	// and liveness reads /proc at every check): it becomes readable when
+	// the process exits, so a check of all workers is one poll(2).
+	pidfd  int
+	exited bool // its pidfd was readable at the last liveness check
+}
+
+// boundTo reports whether the host has bound this slot to the worker the
+// state word names (pid and generation): otherwise the next pass binds it.
+func (hs *hslot) boundTo(pid, gen uint32) bool { return hs.bound && hs.pid == pid && hs.gen == gen }
+
+// Path returns the file's path, for passing to workers (see shm.EnvVar).
+func (h *Host) Path() string { return h.path }
+
+// Slots returns the number of worker slots in the file.
+func (h *Host) Slots() int { return h.g.Slots }
+
+// RingRecords returns the number of records in each worker's ring.
+func (h *Host) RingRecords() int { return h.g.RingRecs }
+
+// Close unmaps the file and releases its flock. Events still in the rings
+// stay there for the next host. A Drain running in another goroutine
+// returns ErrClosed.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	for i := range h.slots {
+		h.unwatch(&h.slots[i])
+	}
+	// A Drain asleep returns ErrClosed now, not at its timeout.
+	h.wakeLocked()
+	h.stopRelay()
+	err := h.m.Unmap()
+	if cerr := h.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Registry returns the registry the Host drains into (Config.Registry, or
+// the one it made).
+func (h *Host) Registry() *registry.Registry { return h.reg }

@@ -1,0 +1,363 @@
+// One pass over the file: which slots to visit (doorbells, full scans),
+// liveness, and draining busy slots in parallel.
+
+package host
+
+import (
+	mathbits "math/bits"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tapes-go/tapes/shm/internal/layout"
+	"github.com/tapes-go/tapes/wire"
+)
+
+// DrainOnce applies every event committed when it is called, checks which
+// workers are alive and reclaims the slots of dead or closed ones (a closed
+// slot with a record still being written waits up to a second), and
+// returns the number of events applied. Tests and shutdown paths use it;
+// services use Drain.
+func (h *Host) DrainOnce() (int, error) {
+	return h.drain(true)
+}
+
+// claimCheckEvery is how soon after a liveness check a worker waiting for a
+// slot (claimWaits moved) gets another: reclaiming is then prompt, and a
+// worker that waits for a full file costs the host at most a few hundred
+// /proc reads a second.
+const claimCheckEvery = 2 * time.Millisecond
+
+func (h *Host) drain(live bool) (n int, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return 0, ErrClosed
+	}
+	if h.damage != nil {
+		return 0, h.damage
+	}
+	// DrainOnce and the first pass (workers may have attached before the
+	// host did) look at every slot at once.
+	full := live || h.passes.Load() == 0
+	now := time.Now()
+	tick := full || now.Sub(h.lastLive) >= h.liveEvery
+	if tick {
+		if err := h.checkFile(); err != nil {
+			return 0, h.damaged(err)
+		}
+	}
+	err = h.protect(func() {
+		live = tick
+		w := atomic.LoadUint64(u64(h.m, hdrClaimWaits))
+		if w != h.seenWaits && now.Sub(h.lastLive) >= claimCheckEvery {
+			live, full = true, true // a worker waits for a slot: find every free-able one
+		}
+		if live {
+			h.lastLive, h.seenWaits = now, w
+			h.countRefused()
+			if now.Sub(h.lastFull) >= h.fullScanInterval() {
+				full = true
+			}
+		}
+		if full {
+			h.lastFull = now
+			h.fullScans.Add(1)
+		}
+		n = h.pass(live, full)
+	})
+	if err != nil {
+		return n, h.damaged(err)
+	}
+	h.passes.Add(1)
+	return n, nil
+}
+
+func (h *Host) slotU64(i, off int) *uint64 { return u64(h.m, h.g.SlotOff(i)+off) }
+
+type passStats struct {
+	events, malformed, discarded, aborted, lag int
+	more                                       bool // a slot was left at its budget with records committed
+}
+
+func (ps *passStats) add(o passStats) {
+	ps.more = ps.more || o.more
+	ps.events += o.events
+	ps.malformed += o.malformed
+	ps.discarded += o.discarded
+	ps.aborted += o.aborted
+	ps.lag += o.lag
+}
+
+// slotWork is a bound slot a pass drains, with the state word the pass
+// read for it.
+type slotWork struct {
+	i  int
+	w  uint64
+	c0 uint64 // the consumer index before the drain
+}
+
+// testHookParallel tells a test how many goroutines a pass drains on.
+var testHookParallel func(procs int)
+
+// parallelMin is the backlog at which a slot is worth a goroutine of its
+// own: the hand-off costs microseconds, and 4Ki records take ~30 µs. A
+// quarter of a default ring, so that default rings get there before they
+// fill.
+const parallelMin = 4 << 10
+
+// drainSlots drains the slots of a pass. When two or more hold a large
+// backlog it drains them on up to GOMAXPROCS goroutines: each slot has its
+// own ring, definitions and state, the registry is safe for concurrent use
+// (and shards histograms per P), and what slots share (the gauge
+// aggregates' map) is locked. A host serving many busy workers then applies
+// on every core instead of one.
+func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
+	big := 0
+	for _, t := range todo {
+		if atomic.LoadUint64(h.slotU64(t.i, slotReserve))-h.slots[t.i].consumer >= parallelMin {
+			big++
+		}
+	}
+	procs := big
+	if procs >= 2 { // GOMAXPROCS takes the scheduler's lock: not on every pass
+		procs = min(procs, runtime.GOMAXPROCS(0))
+	}
+	if procs < 2 {
+		for _, t := range todo {
+			h.drainSlot(t.i, &h.slots[t.i], ps, false, 0)
+		}
+		return
+	}
+	if testHookParallel != nil {
+		testHookParallel(procs)
+	}
+	var next atomic.Int64
+	stats := make([]passStats, procs)
+	panics := make([]any, procs)
+	work := func(k int) {
+		// A fault on the mapping (the file truncated under the host) is
+		// re-raised on the pass's goroutine, where protect reports it.
+		defer func() { panics[k] = recover() }()
+		for {
+			j := int(next.Add(1)) - 1
+			if j >= len(todo) {
+				return
+			}
+			t := todo[j]
+			h.drainSlot(t.i, &h.slots[t.i], &stats[k], false, 0)
+		}
+	}
+	var wg sync.WaitGroup
+	for k := 1; k < procs; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			debug.SetPanicOnFault(true) // per goroutine; this one ends here
+			work(k)
+		}()
+	}
+	work(0)
+	wg.Wait()
+	for k := range stats {
+		ps.add(stats[k])
+	}
+	for _, p := range panics {
+		if p != nil {
+			panic(p)
+		}
+	}
+}
+
+// fullScanEvery is how many liveness intervals apart a pass reads the
+// state word of every slot (10 s by default), and not only of the slots
+// whose doorbell rang, the bound ones and those being claimed. It finds
+// what rang no bell: a worker that died between its claim and its first
+// ring, or a client that skips the doorbell. Reading one word of each
+// slot touches one page of each, 1-5 µs apiece on a VM: 4096 slots every
+// 250 ms would be most of an idle host's cost. A worker waiting for a slot
+// (claimWaits) gets a full scan at once.
+//
+// Files of more than fullScanSlots slots are scanned proportionally less
+// often (4096 slots: every 160 s), so that the scans cost an idle host
+// the same whatever its size: at 10 s, 3-20 ms per scan of 4096 slots
+// were 0.03-0.2% of a core, the idle target being 0.1% in all.
+const (
+	fullScanEvery = 40
+	fullScanSlots = 256
+)
+
+func (h *Host) fullScanInterval() time.Duration {
+	return fullScanEvery * h.liveEvery * time.Duration(max(1, h.g.Slots/fullScanSlots))
+}
+
+// pass drains the slots whose doorbell rang and those the last pass left
+// pending. With live (a liveness check) it also visits every bound slot
+// and every slot being claimed, checks that their workers still run and
+// refreshes their dropped counts and lag; with full it visits every slot.
+// Taking a doorbell word (swap to 0) comes before reading any slot it
+// covers, so a worker that rings after the swap rings again for the next
+// pass, and one whose ring the swap took has its claim, definition or
+// state change seen by this pass.
+func (h *Host) pass(live, full bool) int {
+	var ps passStats
+	h.busiest = 0
+	visit := h.visit[:0]
+	mark := func(i int) {
+		if hs := &h.slots[i]; !hs.marked {
+			hs.marked = true
+			visit = append(visit, i)
+		}
+	}
+	for k := 0; k < h.bells; k++ {
+		p := u64(h.m, hdrBell+8*k)
+		if atomic.LoadUint64(p) == 0 {
+			continue // no write: the line stays shared with the workers
+		}
+		for bits := atomic.SwapUint64(p, 0); bits != 0 && !full; bits &= bits - 1 {
+			// Bits past the file's slots (a scribble) are taken and ignored.
+			if i := k*64 + mathbits.TrailingZeros64(bits); i < h.g.Slots {
+				mark(i)
+			}
+		}
+	}
+	switch {
+	case full:
+		visit = visit[:0]
+		for i := range h.slots {
+			visit = append(visit, i)
+		}
+	case live:
+		for k, bits := range h.tracked {
+			for ; bits != 0; bits &= bits - 1 {
+				mark(k*64 + mathbits.TrailingZeros64(bits))
+			}
+		}
+		fallthrough
+	default:
+		for _, i := range h.pend {
+			mark(i)
+		}
+	}
+	if live {
+		h.pollExits()
+	}
+	h.pend = h.pend[:0]
+	todo := h.todo[:0]
+	for _, i := range visit {
+		hs := &h.slots[i]
+		hs.marked = false
+		w := atomic.LoadUint64(h.slotU64(i, slotState))
+		pid, gen, st := unpackState(w)
+		hs.claiming = false
+		switch st {
+		case layout.StateFree:
+			if hs.bound {
+				h.unbind(i, hs)
+			}
+			continue
+		case layout.StateActive, layout.StateClosed:
+		case layout.StateReclaiming:
+			// A host died in the middle of reclaiming; finish its work.
+			h.reset(i, w)
+			continue
+		case layout.StateClaiming:
+			// A worker is scrubbing the slot it claimed; nothing is bound
+			// until it is ACTIVE. One that died doing it leaves the slot
+			// to be reclaimed.
+			if hs.bound {
+				h.unbind(i, hs)
+			}
+			// By pid alone: startTime is written after the scrub, and
+			// until then holds whatever the FREE slot held.
+			if live && !h.alive(pid, 0) {
+				h.reset(i, w)
+				h.self.reclaimed.Inc()
+			} else {
+				hs.claiming = true // liveness checks look at it until it is ACTIVE
+			}
+			continue
+		default:
+			ps.malformed++
+			h.finish(i, hs, w, &ps)
+			continue
+		}
+		if !hs.boundTo(pid, gen) {
+			h.unbind(i, hs)
+			*hs = hslot{bound: true, pid: pid, gen: gen}
+			ring := h.g.SlotOff(i) + h.g.RingOffset
+			populate(h.m, ring, ring+h.g.RingRecs*wire.RecordSize)
+			h.recover(i, hs, &ps)
+			h.loadDefs(i, hs)
+			if st == layout.StateActive {
+				h.watch(i, hs)
+			}
+		}
+		// One rule on every pass: a closed slot still waiting for a
+		// half-written record is not a worker.
+		h.setActive(hs, st == layout.StateActive)
+		todo = append(todo, slotWork{i, w, hs.consumer})
+	}
+	h.visit = visit
+	h.todo = todo
+	h.drainSlots(todo, &ps)
+	for _, t := range todo {
+		i, w, hs := t.i, t.w, &h.slots[t.i]
+		h.busiest = max(h.busiest, int(hs.consumer-t.c0))
+		pid, _, st := unpackState(w)
+		// Metrics a worker defined but has not recorded yet appear within
+		// a pass, as they would in an in-process registry (Client.define
+		// rings the doorbell).
+		h.loadDefs(i, hs)
+		// A closed slot is reclaimed on the pass that finds it, not at the
+		// next liveness check: short-lived workers must not wait for slots.
+		if closed := st == layout.StateClosed || pid == 0; live || closed {
+			if live {
+				h.refresh(i, hs, &ps)
+			}
+			if closed || !h.running(i, hs) {
+				if !h.finish(i, hs, w, &ps) {
+					h.pend = append(h.pend, i) // a closed slot waiting for a record
+				}
+				continue
+			}
+		}
+		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.RingRecs) {
+			h.pend = append(h.pend, i) // claimed, not committed yet
+		}
+	}
+	// Binding, unbinding and claims change only slots this pass visited.
+	for _, i := range visit {
+		if hs, bit := &h.slots[i], uint64(1)<<(i%64); hs.bound || hs.claiming {
+			h.tracked[i/64] |= bit
+		} else {
+			h.tracked[i/64] &^= bit
+		}
+	}
+	h.more = ps.more
+	s := &h.self
+	if ps.events > 0 {
+		s.events.Add(int64(ps.events))
+	}
+	if ps.malformed > 0 {
+		s.malformed.Add(int64(ps.malformed))
+	}
+	if ps.discarded > 0 {
+		s.discarded.Add(int64(ps.discarded))
+	}
+	if ps.aborted > 0 {
+		s.aborted.Add(int64(ps.aborted))
+	}
+	if live || h.active != h.shown {
+		// A worker that just attached is counted at once, not at the next
+		// liveness check (which alone can tell that one has died).
+		s.workers.Set(float64(h.active))
+		h.shown = h.active
+	}
+	if live {
+		s.lag.Set(float64(ps.lag))
+	}
+	return ps.events
+}

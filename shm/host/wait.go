@@ -1,0 +1,344 @@
+// Drain's loop: when to pass, how to sleep until a worker rings (futex or
+// the relay thread), and how wake-ups are coalesced.
+
+package host
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/tapes-go/tapes/shm/internal/relayhook"
+)
+
+// Drain applies the workers' events to the Host's registry until ctx ends, then drains what
+// is committed once more and returns nil. A pass visits only the slots
+// whose doorbell rang (docs/shm-layout.md, "The doorbell"), so its cost
+// follows the events, not the number of slots. While a pass finds a ring
+// with a backlog, the next follows at once; when events trickle in, the
+// host sleeps in a futex wait that the next worker to record wakes (Linux),
+// drains at once when woken after a quiet period, and when wake-ups come
+// back to back it lets the events of a coalescing window (1 ms) gather,
+// with the wake flag down so that workers make no system calls, before its
+// next pass, until a window finds none. In a program that imports package
+// shm/relay built with cgo (tapes-host), the host makes these waits in a
+// thread of its own, which the Go runtime's scheduler does not see: a
+// goroutine blocked in futex(2) costs the process several runtime wake-ups
+// per event. Liveness checks, slot reclaim and the file's damage checks
+// run on their own cadence (Config.LivenessInterval); a sleep never
+// outlasts Config.MaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
+// core". It returns an error only if the file becomes unusable (a
+// *DamageError when it is truncated, shrunk, removed or replaced under the
+// host: see checkFile) or r refuses the host's own metrics.
+func (h *Host) Drain(ctx context.Context) error {
+	// Cancellation must not wait for the futex timeout.
+	stop := context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		if !h.closed {
+			h.wakeLocked()
+		}
+		h.mu.Unlock()
+	})
+	defer stop()
+	// The relay's thread lives while Drain runs (Close stops it too).
+	defer func() {
+		h.mu.Lock()
+		if !h.closed {
+			h.wakeLocked()
+			h.stopRelay()
+		}
+		h.mu.Unlock()
+	}()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	nap := func(d time.Duration) {
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	coalescing := false
+	lastPass := time.Now()
+	var lastBig time.Time // the last pass that found a backlog
+	pendNap := time.Duration(0)
+	var spinTill time.Time
+	for {
+		if ctx.Err() != nil {
+			_, err := h.drain(true)
+			return err
+		}
+		n, err := h.drain(false)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
+		h.mu.Unlock()
+		now := time.Now()
+		since := now.Sub(lastPass)
+		lastPass = now
+		if n > 0 {
+			// Progress: a slot still pending is a worker writing, not one
+			// stuck between claim and commit. (Keeping the naps of an
+			// earlier stall let a worker writing flat out fill its ring:
+			// BenchmarkTransportE2E/shm-default-ring lost 84% against 76%.)
+			pendNap, spinTill = 0, time.Time{}
+		}
+		if n >= 256 || more {
+			lastBig = now
+			continue // a backlog: drain back to back, as fast as the workers write
+		}
+		if now.Sub(lastBig) < hotFor {
+			// Just out of a backlog: workers writing flat out that were
+			// off the CPU for this pass fill a ring within a nap (with
+			// 1 ms naps, BenchmarkTransportE2E/shm-default-ring lost 88%
+			// of its events against 76%). Keep passing.
+			runtime.Gosched()
+			continue
+		}
+		// A worker whose rate since the last pass would fill a quarter of
+		// its ring during a nap is starting a burst: no nap (a 1 ms nap
+		// against a worker writing flat out dropped events).
+		if busiest > 0 && time.Duration(busiest)*burstHorizon > since*time.Duration(h.g.RingRecs/4) {
+			continue
+		}
+		if pending {
+			// A record claimed but not committed yet, or a closed slot
+			// waiting for one: usually a commit microseconds away (the
+			// worker rang between its claim and its commit), so look again
+			// at once for pendingSpin, then at growing intervals, since a
+			// worker killed in between leaves it until its liveness check.
+			if spinTill.IsZero() {
+				spinTill = now.Add(pendingSpin)
+			}
+			if now.Before(spinTill) {
+				runtime.Gosched()
+				continue
+			}
+			pendNap = min(max(2*pendNap, pendingNap), maxPendingNap)
+			nap(pendNap)
+			continue
+		}
+		pendNap, spinTill = 0, time.Time{}
+		if coalescing {
+			// Events came back to back: let the next ones gather for a
+			// window, with the wake flag down, so that workers make no
+			// system calls, for as long as windows find events. The first
+			// window with none ends it: below about one event per window
+			// a futex wake-up per event costs less than the windows.
+			// (Doubling the nap after an empty window, as before, kept a
+			// host serving one worker at 100 events/s in timer naps,
+			// about three wake-ups per event.)
+			if n > 0 {
+				if err := h.window(nap); err != nil {
+					return err
+				}
+				continue
+			}
+			coalescing = false
+		}
+		if !haveFutex {
+			nap(time.Millisecond)
+			continue
+		}
+		t0 := time.Now()
+		woken, err := h.wait()
+		if err != nil {
+			return err
+		}
+		// Woken within a window of going to sleep: events come faster
+		// than one wake-up each is worth. Gather them until a window
+		// passes with none.
+		coalescing = woken && time.Since(t0) < h.coalesce
+	}
+}
+
+// hotFor is how long after a pass that found a backlog the host keeps
+// passing back to back, whatever the passes in between find.
+const hotFor = 10 * time.Millisecond
+
+// idleCheckEvery is the liveness interval of a host with no worker
+// attached: each wake-up from the futex costs the process more than the
+// check (the Go runtime's monitor thread polls for a while after it), and
+// four a second were most of an idle host's CPU.
+const idleCheckEvery = time.Second
+
+// defaultCoalesce is how long a host woken back to back lets events gather
+// before its next pass: the latency an event may wait under a steady
+// trickle, traded for one pass and no wake-up system calls per window.
+// burstHorizon is how long a ring must last at its worker's latest rate
+// (the burst rule in Drain): longer than a window or a pending nap, since
+// on a loaded machine the host's next pass may come late.
+const (
+	defaultCoalesce = time.Millisecond
+	burstHorizon    = 8 * time.Millisecond
+)
+
+// pendingSpin is how long the host passes back to back over a slot that
+// holds a record claimed but not committed; pendingNap and maxPendingNap
+// bound its sleeps after that. A timer sleep costs a wake-up of its own
+// and, shorter than a millisecond, is often rounded up to one.
+const (
+	pendingSpin   = 50 * time.Microsecond
+	pendingNap    = 50 * time.Microsecond
+	maxPendingNap = 2 * time.Millisecond
+)
+
+// wait sleeps in futex wait on the header's hostWait word until a worker
+// rings a doorbell (see Client.ringBell), the liveness interval or the
+// maximum idle sleep passes, or Drain's context ends. The handshake is
+// Dekker's: the host stores hostWait = 1 and then loads the doorbell words
+// and claimWaits; a worker ORs its doorbell bit (or adds to claimWaits) and
+// then loads hostWait. Both are full barriers, so either the host sees the
+// bit and does not sleep, or the worker sees 1 and wakes it. A worker that
+// finds its bit already set skips both: the bit's setter has done or will
+// do this, and the host reads the slot after taking the bit.
+func (h *Host) wait() (woken bool, err error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return false, ErrClosed
+	}
+	w := u32(h.m, hdrWait)
+	busy := len(h.pend) > 0
+	if !busy {
+		err = h.protect(func() {
+			atomic.StoreUint32(w, 1)
+			if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
+				return // a worker waits for a slot
+			}
+			for k := 0; k < h.bells; k++ {
+				if busy = atomic.LoadUint64(u64(h.m, hdrBell+8*k)) != 0; busy {
+					return
+				}
+			}
+		})
+	}
+	if err != nil {
+		err = h.damaged(err) // a fault here is damage like any other
+		h.mu.Unlock()
+		return false, err
+	}
+	next, most := h.liveEvery, h.maxIdle
+	if h.active == 0 {
+		// No worker attached: nothing to check but the file itself, and a
+		// worker that attaches rings and wakes the host.
+		next, most = max(next, idleCheckEvery), max(most, idleCheckEvery)
+	}
+	d := min(most, max(0, next-time.Since(h.lastLive)))
+	if busy || d <= 0 {
+		// Under the lock and the fault guard: Close may unmap, and the
+		// file may be cut, the moment either is released.
+		if err = h.protect(func() { atomic.StoreUint32(w, 0) }); err != nil {
+			err = h.damaged(err)
+		}
+		h.mu.Unlock()
+		return true, err
+	}
+	if rl := h.startRelay(); rl != nil {
+		// Armed under the lock: Close stops the relay under it too.
+		rl.Arm(d)
+		h.ticking = false
+		h.mu.Unlock()
+		err = rl.Await()
+	} else {
+		h.mu.Unlock()
+		// A futex call on a page that is gone fails with EFAULT; it raises
+		// no signal.
+		futexSleep(w, 1, d)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false, ErrClosed
+	}
+	if err != nil {
+		return false, fmt.Errorf("shm: waiting for workers: %w", err)
+	}
+	err = h.protect(func() {
+		// A worker that wakes the host clears the word first; a timeout
+		// leaves it set.
+		woken = atomic.SwapUint32(w, 0) == 0
+	})
+	if err != nil {
+		err = h.damaged(err)
+	}
+	return woken, err
+}
+
+// wakeLocked makes a host asleep in wait return now: like a worker, it
+// takes the word down before it wakes it, so that a wait about to start
+// (the relay's, or futexSleep just after wait unlocked) returns at once
+// instead of sleeping to its timeout. The caller holds h.mu.
+func (h *Host) wakeLocked() {
+	w := u32(h.m, hdrWait)
+	_ = h.protect(func() { atomic.StoreUint32(w, 0) }) // a fault is damage the next pass reports
+	futexWakeAll(w)
+}
+
+// startRelay returns the relay, started at the first call; nil without one.
+// The caller holds h.mu.
+func (h *Host) startRelay() relayhook.Relay {
+	if h.relay == nil && !h.noRelay && relayhook.Start != nil {
+		var err error
+		if h.relay, err = relayhook.Start(u32(h.m, hdrWait)); err != nil {
+			h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up)", "err", err)
+			h.noRelay = true
+		}
+	}
+	return h.relay
+}
+
+// window sleeps for a coalescing window, with hostWait left 0. With the
+// relay it waits for the relay's next tick, which goes on every window
+// until the next wait: two thread wake-ups a window, where a Go timer
+// reset and fired a window costs the runtime a few more (netpollBreak
+// and spinning Ms: 200 workers at 100 events/s, ~1000 windows a second).
+func (h *Host) window(nap func(time.Duration)) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	rl := h.startRelay()
+	if rl != nil && !h.ticking {
+		rl.Tick(h.coalesce)
+		h.ticking = true
+	}
+	h.mu.Unlock()
+	if rl == nil {
+		nap(h.coalesce)
+		return nil
+	}
+	if err := rl.Await(); err != nil {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("shm: waiting for workers: %w", err)
+	}
+	return nil
+}
+
+// stopRelay ends the relay's thread, after wakeLocked. The caller holds h.mu.
+func (h *Host) stopRelay() {
+	if h.relay != nil {
+		h.relay.Stop()
+		h.relay, h.ticking = nil, false
+	}
+}
+
+// unseen reports whether slot i has work the host's next pass will visit:
+// its doorbell bit is set or the last pass left it pending. What wait
+// checks for every slot at once.
+func (h *Host) unseen(i int) bool {
+	if atomic.LoadUint64(u64(h.m, hdrBell+i/64*8))&(1<<(i%64)) != 0 {
+		return true
+	}
+	return slices.Contains(h.pend, i)
+}
