@@ -357,9 +357,6 @@ func (w *Waiter) Await() error {
 		if w.failed != nil {
 			return w.failed
 		}
-		if debug {
-			println("await check", atomic.LoadUint32(w.word), time.Until(w.deadline))
-		}
 		if w.answered() {
 			w.tickEnd = time.Time{}
 			return nil
@@ -432,10 +429,6 @@ func (r *ring) reap() {
 	tail := atomic.LoadUint32(r.cqTail)
 	for ; head != tail; head++ {
 		ud := *(*uint64)(unsafe.Add(r.cqes, uintptr(head&r.cqMask)*cqeSize))
-		if debug {
-			res := *(*int32)(unsafe.Add(r.cqes, uintptr(head&r.cqMask)*cqeSize+8))
-			println("cqe", r.tid, ud>>kindBits, ud&3, res, "live", r.live)
-		}
 		switch ud {
 		case r.live:
 			r.live = 0
@@ -445,8 +438,6 @@ func (r *ring) reap() {
 	}
 	atomic.StoreUint32(r.cqHead, head)
 }
-
-var debug = os.Getenv("URING_DEBUG") != ""
 
 func (r *ring) prep(t uint32, op, flags byte, ud uint64, fill func([]byte)) {
 	i := t & r.sqMask
