@@ -118,10 +118,7 @@ func TestTick(t *testing.T) {
 func TestStopEndsAwait(t *testing.T) {
 	word := new(uint32)
 	*word = 1
-	w, err := Start(word)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := start(t, word)
 	w.Arm(time.Hour)
 	done := make(chan error)
 	go func() { done <- w.Await() }()
