@@ -25,11 +25,11 @@ import (
 // drains at once when woken after a quiet period, and when wake-ups come
 // back to back it lets the events of a coalescing window (1 ms) gather,
 // with the wake flag down so that workers make no system calls, before its
-// next pass, until a window finds none. In a program that imports package
-// shm/relay built with cgo (tapes-host), the host makes these waits in a
-// thread of its own, which the Go runtime's scheduler does not see: a
-// goroutine blocked in futex(2) costs the process several runtime wake-ups
-// per event. Liveness checks, slot reclaim and the file's damage checks
+// next pass, until a window finds none. The waits go through an io_uring
+// that the Go netpoller watches (Linux 6.7; package shm/internal/uring),
+// else, in a program that imports package shm/relay built with cgo, a
+// thread of their own: a goroutine blocked in futex(2) costs the process
+// several runtime wake-ups per event. Liveness checks, slot reclaim and the file's damage checks
 // run on their own cadence (Config.LivenessInterval); a sleep never
 // outlasts Config.MaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
 // core". It returns an error only if the file becomes unusable (a
