@@ -2,6 +2,7 @@ package bench
 
 import (
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -13,4 +14,12 @@ import (
 func pollPause() {
 	ts := syscall.Timespec{Nsec: 20_000}
 	syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
+// quietPause sleeps d in nanosleep(2), a system call the runtime is told
+// about: the thread sleeps on its own clock, and the P goes to the host.
+func quietPause(d time.Duration) {
+	ts := syscall.NsecToTimespec(int64(d))
+	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
+	}
 }

@@ -6,3 +6,5 @@ import "time"
 
 // pollPause: see poll_linux_test.go; elsewhere a plain sleep.
 func pollPause() { time.Sleep(20 * time.Microsecond) }
+
+func quietPause(d time.Duration) { time.Sleep(d) }

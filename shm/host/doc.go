@@ -23,7 +23,8 @@
 // CreateMemfd makes a file nobody can truncate, for supervisors that hand
 // it to their workers.
 //
-// Linux is required for liveness (/proc, pidfd) and the futex wake-up. A
-// program that imports package shm/relay (built with cgo) makes the host
-// wait for workers in a thread of its own (see Drain).
+// Linux is required for liveness (/proc, pidfd) and the futex wake-up. The
+// host waits for workers through io_uring where the kernel has its futex
+// wait (Linux 6.7), else, in a program that imports package shm/relay
+// (built with cgo), in a thread of its own (see Drain).
 package host

@@ -13,25 +13,47 @@ import (
 	"github.com/tapes-go/tapes/internal/testenv"
 	"github.com/tapes-go/tapes/registry"
 	"github.com/tapes-go/tapes/shm/internal/layout"
+	"github.com/tapes-go/tapes/shm/internal/uring"
 	"github.com/tapes-go/tapes/shm/relay"
 )
 
 // TestDrainWakesOnRecord makes polling useless (hour-long idle sleeps and
 // liveness interval), so the host sees an event only if the worker's
 // futex wake-up reaches it; then checks that cancelling and closing end a
-// sleeping Drain. It runs with the relay thread (cgo builds) and with the
-// futex wait from the goroutine (the build without cgo, and a host whose
-// relay could not start).
+// sleeping Drain. It runs with each way the host sleeps: the io_uring
+// futex wait (Linux 6.7), the relay thread (cgo builds), and futex(2) from
+// the goroutine (neither).
 func TestDrainWakesOnRecord(t *testing.T) {
-	if relay.Available {
-		t.Run("relay", func(t *testing.T) { testDrainWakesOnRecord(t, false) })
+	if uringInThisBuild(t) {
+		t.Run("io_uring", func(t *testing.T) { testDrainWakesOnRecord(t, "io_uring") })
 	}
-	t.Run("futex", func(t *testing.T) { testDrainWakesOnRecord(t, true) })
+	if relay.Available {
+		t.Run("relay", func(t *testing.T) { testDrainWakesOnRecord(t, "relay") })
+	}
+	t.Run("futex", func(t *testing.T) { testDrainWakesOnRecord(t, "") })
 }
 
-func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
+// uringInThisBuild reports whether this kernel lets the host wait through
+// io_uring. In CI on Linux it must (the machines run Linux 6.7 or later; a
+// run on an older kernel says so with TAPES_NO_URING=1), so that the
+// io_uring path cannot silently go untested.
+func uringInThisBuild(t *testing.T) bool {
+	w, err := uring.Start(new(uint32))
+	if err == nil {
+		w.Stop()
+		return true
+	}
+	if testenv.InCI() && runtime.GOOS == "linux" && os.Getenv("TAPES_NO_URING") != "1" {
+		t.Fatalf("io_uring futex wait unavailable in CI: %v", err)
+	}
+	t.Logf("io_uring futex wait unavailable, not tested: %v", err)
+	return false
+}
+
+func testDrainWakesOnRecord(t *testing.T, via string) {
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	h.noRelay = noRelay
+	h.noRing = via != "io_uring"
+	h.noRelay = via == ""
 	c, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -49,10 +71,13 @@ func testDrainWakesOnRecord(t *testing.T, noRelay bool) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		h.mu.Lock()
-		withRelay := h.relay != nil
+		got := ""
+		if h.relay != nil {
+			got = h.via
+		}
 		h.mu.Unlock()
-		if withRelay == noRelay {
-			t.Fatalf("host asleep with relay %v, want %v", withRelay, !noRelay)
+		if got != via {
+			t.Fatalf("host asleep through %q, want %q", got, via)
 		}
 		ctr.Inc()
 		waitFor(t, "the event", 10*time.Second, func() bool { return r.Counter("wake.n").Value() == int64(i) })
@@ -348,6 +373,7 @@ func TestRelayEndsWithDrain(t *testing.T) {
 		t.Skip("no relay in this build (cgo off or not Linux)")
 	}
 	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	h.noRing = true // the relay, not io_uring
 	sleeping := func() int {
 		var tid int
 		waitFor(t, "the host to sleep through its relay", 10*time.Second, func() bool {
@@ -451,5 +477,56 @@ func TestLivenessVisitsBoundSlots(t *testing.T) {
 	}
 	if got := counters(h.Registry(), "dropped.all")["dropped.all"]; got != 5 {
 		t.Errorf("dropped.all = %d after a liveness check, want 5", got)
+	}
+}
+
+// TestDrainSurvivesRingFailure: the io_uring wait failing after it started
+// (a ring it cannot set up on another thread, as when the process is out of
+// descriptors) costs one pass, not the host: Drain goes on, waiting the
+// next way down, and every event still arrives.
+func TestDrainSurvivesRingFailure(t *testing.T) {
+	if !uringInThisBuild(t) {
+		t.Skip("no io_uring futex wait on this kernel")
+	}
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("ring.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	via := func() string {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.relay == nil {
+			return ""
+		}
+		return h.via
+	}
+	asleep := func() {
+		waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	}
+	asleep()
+	if v := via(); v != "io_uring" {
+		t.Fatalf("host asleep through %q, want io_uring", v)
+	}
+	uring.FailForTest.Store(true) // the host's next sleep cannot use a ring
+	for i := 1; i <= 5; i++ {
+		ctr.Inc()
+		waitFor(t, "the event", 10*time.Second, func() bool { return r.Counter("ring.n").Value() == int64(i) })
+		select {
+		case err := <-done:
+			t.Fatalf("Drain ended after the ring failed: %v", err)
+		default:
+		}
+		asleep()
+	}
+	if v := via(); v == "io_uring" {
+		t.Fatal("host still asleep through io_uring after it failed")
 	}
 }

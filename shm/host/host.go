@@ -148,13 +148,16 @@ type Host struct {
 	tracked []uint64
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
-	// relay waits on hostWait for the host outside the Go scheduler (see
-	// package shm/relay); nil before the first sleep, when the program
-	// does not link shm/relay (or was built without cgo), or when it
-	// could not start (noRelay is then set, and tests set it to take the
-	// plain futex path).
+	// relay waits on hostWait for the host without a goroutine blocked in
+	// futex(2): an io_uring read by the netpoller (package
+	// shm/internal/uring), else the relay thread of package shm/relay;
+	// nil before the first sleep, or when neither can start (noRelay is
+	// then set; tests set it to take the plain futex path, and noRing to
+	// take the relay). via names it, for the log and tests.
 	relay    relayhook.Relay
 	noRelay  bool
+	noRing   bool
+	via      string
 	ticking  bool          // the relay answers every coalescing window (see window)
 	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
 	shown    int           // the workers gauge's value, -1 before the first pass

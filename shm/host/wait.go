@@ -5,6 +5,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapes-go/tapes/shm/internal/relayhook"
+	"github.com/tapes-go/tapes/shm/internal/uring"
 )
 
 // Drain applies the workers' events to the Host's registry until ctx ends, then drains what
@@ -23,11 +25,11 @@ import (
 // drains at once when woken after a quiet period, and when wake-ups come
 // back to back it lets the events of a coalescing window (1 ms) gather,
 // with the wake flag down so that workers make no system calls, before its
-// next pass, until a window finds none. In a program that imports package
-// shm/relay built with cgo (tapes-host), the host makes these waits in a
-// thread of its own, which the Go runtime's scheduler does not see: a
-// goroutine blocked in futex(2) costs the process several runtime wake-ups
-// per event. Liveness checks, slot reclaim and the file's damage checks
+// next pass, until a window finds none. The waits go through an io_uring
+// that the Go netpoller watches (Linux 6.7; package shm/internal/uring),
+// else, in a program that imports package shm/relay built with cgo, a
+// thread of their own: a goroutine blocked in futex(2) costs the process
+// several runtime wake-ups per event. Liveness checks, slot reclaim and the file's damage checks
 // run on their own cadence (Config.LivenessInterval); a sleep never
 // outlasts Config.MaxIdleSleep. See docs/RATIONALE.md, "Polling without burning a
 // core". It returns an error only if the file becomes unusable (a
@@ -256,6 +258,9 @@ func (h *Host) wait() (woken bool, err error) {
 	if h.closed {
 		return false, ErrClosed
 	}
+	if h.ringFailed(err) {
+		err = nil // the word tells whether a worker woke the host
+	}
 	if err != nil {
 		return false, fmt.Errorf("shm: waiting for workers: %w", err)
 	}
@@ -280,16 +285,38 @@ func (h *Host) wakeLocked() {
 	futexWakeAll(w)
 }
 
-// startRelay returns the relay, started at the first call; nil without one.
-// The caller holds h.mu.
+// startRelay returns the host's way to sleep outside the Go scheduler,
+// started at the first call: an io_uring futex wait (Linux 6.7), else the
+// relay thread when the program links shm/relay, else nil (futex(2) from
+// the goroutine). The caller holds h.mu.
 func (h *Host) startRelay() relayhook.Relay {
-	if h.relay == nil && !h.noRelay && relayhook.Start != nil {
-		var err error
-		if h.relay, err = relayhook.Start(u32(h.m, hdrWait)); err != nil {
-			h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up)", "err", err)
-			h.noRelay = true
+	if h.relay != nil || h.noRelay {
+		return h.relay
+	}
+	w := u32(h.m, hdrWait)
+	if !h.noRing {
+		r, err := uring.Start(w)
+		if err == nil {
+			h.relay, h.via = r, "io_uring"
+			return h.relay
+		}
+		h.noRing = true
+		if relayhook.Start != nil {
+			h.log.Info("shm: waiting for workers through the relay thread", "err", err)
 		}
 	}
+	if relayhook.Start == nil {
+		h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up): no io_uring futex wait and no relay in this build")
+		h.noRelay = true
+		return nil
+	}
+	r, err := relayhook.Start(w)
+	if err != nil {
+		h.log.Warn("shm: waiting for workers from the Go scheduler (costs more CPU per wake-up)", "err", err)
+		h.noRelay = true
+		return nil
+	}
+	h.relay, h.via = r, "relay"
 	return h.relay
 }
 
@@ -320,9 +347,27 @@ func (h *Host) window(nap func(time.Duration)) error {
 		if h.closed {
 			return ErrClosed
 		}
+		if h.ringFailed(err) {
+			return nil // a window cut short: one more pass
+		}
 		return fmt.Errorf("shm: waiting for workers: %w", err)
 	}
 	return nil
+}
+
+// ringFailed reports whether err is the io_uring waiter failing after it
+// started (a ring it could not set up on another thread: out of
+// descriptors or memory); it then stops it, and the host's next sleep
+// takes the next way down (the relay, or futex(2) from the goroutine):
+// a way to sleep that fails must not end Drain. The caller holds h.mu.
+func (h *Host) ringFailed(err error) bool {
+	if !errors.Is(err, uring.ErrRing) {
+		return false
+	}
+	h.log.Warn("shm: io_uring wait failed; waiting for workers another way", "err", err)
+	h.stopRelay()
+	h.noRing = true
+	return true
 }
 
 // stopRelay ends the relay's thread, after wakeLocked. The caller holds h.mu.

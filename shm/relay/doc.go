@@ -4,7 +4,9 @@
 // It needs cgo on Linux.
 //
 // Importing it (for its side effect, as tapes-host does) makes host.Host
-// (package shm/host) use it: neither shm/host nor shm imports it, so that
+// (package shm/host) use it where the kernel cannot wait on a futex
+// through io_uring (before Linux 6.7, or io_uring refused), the host's
+// first choice: neither shm/host nor shm imports it, so that
 // Go workers, which import shm for its Client, stay pure Go programs, and
 // so do programs and tests that drain a file without it. Without it, or
 // without cgo, the

@@ -1,0 +1,488 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// The kernel's ABI (include/uapi/linux/io_uring.h), named once.
+const (
+	sysSetup    = 425 // io_uring_setup: the same number on every architecture
+	sysEnter    = 426
+	sysRegister = 427
+
+	offSQRing = 0
+	offSQEs   = 0x10000000
+
+	setupSingleIssuer = 1 << 12 // Linux 6.0
+	setupDeferTaskrun = 1 << 13 // Linux 6.1
+	enterGetEvents    = 1
+	featSingleMmap    = 1 << 0
+
+	registerEventfd = 4
+	registerProbe   = 8
+	opSupported     = 1
+
+	opTimeout     = 11
+	opAsyncCancel = 14
+	opFutexWait   = 51 // Linux 6.7
+
+	futex2SizeU32 = 0x02 // shared (no FUTEX2_PRIVATE): the word is in a file mapping
+	futexMatchAny = 0xffffffff
+
+	entries   = 8
+	sqeSize   = 64
+	cqeSize   = 16
+	probeOps  = 256
+	probeSize = 16 + probeOps*8
+
+	efdNonblock = 0x800   // EFD_NONBLOCK = O_NONBLOCK
+	efdCloexec  = 0x80000 // EFD_CLOEXEC = O_CLOEXEC
+)
+
+// maxRings bounds the rings a Waiter keeps, one per OS thread its caller
+// has run on (the Go runtime has a handful): past it, the least recently
+// used ring is closed, which cancels what it had in flight.
+const maxRings = 8
+
+// user_data of a request: its kind in the low bits, a sequence number above.
+const (
+	kindFutex = iota
+	kindTimer
+	kindCancel
+	kindSpare
+	kindBits = 2
+)
+
+type sqOffsets struct {
+	head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
+	userAddr                                                        uint64
+}
+
+type cqOffsets struct {
+	head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
+	userAddr                                                        uint64
+}
+
+type params struct {
+	sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFD uint32
+	resv                                                                   [3]uint32
+	sqOff                                                                  sqOffsets
+	cqOff                                                                  cqOffsets
+}
+
+// ring is one io_uring set up by, and usable only from, the OS thread tid:
+// with IORING_SETUP_DEFER_TASKRUN a completion is queued on the ring and
+// signals the Waiter's eventfd at once, from the waker's own system call,
+// and only the thread that set the ring up may post it (IORING_SETUP_
+// SINGLE_ISSUER). Without it the kernel would post each completion by
+// interrupting the submitting thread (task work), a second wake-up.
+type ring struct {
+	fd             int
+	tid            int
+	mem, sqeMem    []byte
+	sqHead, sqTail *uint32
+	sqMask         uint32
+	sqArray        unsafe.Pointer
+	cqHead, cqTail *uint32
+	cqMask         uint32
+	cqes           unsafe.Pointer
+	live           uint64    // user_data of this ring's futex wait in flight; 0: none
+	timer          uint64    // user_data of this ring's deadline or window timeout in flight; 0: none
+	timerAt        time.Time // when it fires
+	used           uint64    // when last used, in Waiter.seq
+}
+
+// Waiter waits on a futex word through io_uring, answering through one
+// eventfd that the Go netpoller reads. Arm, Tick and Await are made by one
+// goroutine at a time; Stop may run against Await.
+type Waiter struct {
+	word *uint32
+
+	efd int
+	f   *os.File
+	rc  syscall.RawConn
+	buf [8]byte
+
+	mu       sync.Mutex // rings, against Stop
+	rings    []*ring
+	seq      uint64
+	ts       [2]int64 // a timeout's timespec: the kernel copies it when the request is submitted
+	deadline time.Time
+	tick     time.Duration // > 0: Await answers every tick until the next Arm
+	tickEnd  time.Time     // the end of the window Await waits for; zero before it is asked for
+	failed   error
+	stopped  atomic.Bool
+}
+
+// ErrUnsupported: this kernel cannot wait on a futex through io_uring.
+var ErrUnsupported = errors.New("io_uring futex wait unsupported")
+
+// ErrRing: a ring could not be set up or used after Start (out of
+// descriptors or memory): the caller falls back to another way to wait.
+var ErrRing = errors.New("io_uring waiter failed")
+
+// FailForTest makes the next use of a ring fail, as running out of
+// descriptors would: for the caller's fallback tests.
+var FailForTest atomic.Bool
+
+// Start sets up a Waiter for word, a futex word in a shared mapping. It
+// fails with ErrUnsupported where the kernel has no io_uring futex wait
+// (before Linux 6.7), no deferred task running (before 6.1), or refuses
+// io_uring (a seccomp filter, kernel.io_uring_disabled).
+func Start(word *uint32) (*Waiter, error) {
+	efd, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, efdNonblock|efdCloexec, 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("eventfd: %w", errno)
+	}
+	w := &Waiter{word: word, efd: int(efd)}
+	runtime.LockOSThread()
+	w.mu.Lock()
+	_, err := w.ringHere()
+	w.mu.Unlock()
+	runtime.UnlockOSThread()
+	if err != nil {
+		syscall.Close(w.efd)
+		return nil, err
+	}
+	// Nonblocking, so os.NewFile hands it to the netpoller.
+	w.f = os.NewFile(uintptr(w.efd), "tapes-uring-eventfd")
+	if w.rc, err = w.f.SyscallConn(); err != nil {
+		w.Stop()
+		return nil, err
+	}
+	return w, nil
+}
+
+// ringHere returns the ring of the calling OS thread, setting one up if
+// needed. The caller has locked the goroutine to its thread and holds w.mu.
+func (w *Waiter) ringHere() (*ring, error) {
+	if FailForTest.CompareAndSwap(true, false) {
+		return nil, fmt.Errorf("io_uring_setup: %w (%w)", syscall.EMFILE, ErrRing)
+	}
+	tid, _, _ := syscall.RawSyscall(syscall.SYS_GETTID, 0, 0, 0)
+	w.seq++ // the ring's age
+	for _, r := range w.rings {
+		if r.tid == int(tid) {
+			r.used = w.seq
+			return r, nil
+		}
+	}
+	if len(w.rings) == maxRings {
+		old := 0
+		for i, r := range w.rings {
+			if r.used < w.rings[old].used {
+				old = i
+			}
+		}
+		w.rings[old].close()
+		w.rings = append(w.rings[:old], w.rings[old+1:]...)
+	}
+	r, err := newRing(w.efd)
+	if err != nil {
+		return nil, err
+	}
+	r.tid, r.used = int(tid), w.seq
+	w.rings = append(w.rings, r)
+	return r, nil
+}
+
+func newRing(efd int) (*ring, error) {
+	p := params{flags: setupSingleIssuer | setupDeferTaskrun}
+	fd, _, errno := syscall.RawSyscall(sysSetup, entries, uintptr(unsafe.Pointer(&p)), 0)
+	if errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOMEM {
+		return nil, fmt.Errorf("io_uring_setup: %w (%w)", errno, ErrRing)
+	}
+	if errno != 0 {
+		return nil, fmt.Errorf("io_uring_setup: %w (%w)", errno, ErrUnsupported)
+	}
+	r := &ring{fd: int(fd)}
+	fail := func(err error) (*ring, error) {
+		r.close()
+		return nil, err
+	}
+	if !supported(r.fd) {
+		return fail(fmt.Errorf("io_uring has no futex wait (Linux < 6.7): %w", ErrUnsupported))
+	}
+	if p.features&featSingleMmap == 0 {
+		return fail(fmt.Errorf("io_uring without a single ring mapping (Linux < 5.4): %w", ErrUnsupported))
+	}
+	size := max(int(p.sqOff.array+p.sqEntries*4), int(p.cqOff.cqes+p.cqEntries*cqeSize))
+	var err error
+	if r.mem, err = syscall.Mmap(r.fd, offSQRing, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE); err != nil {
+		return fail(fmt.Errorf("io_uring rings: %w (%w)", err, ErrRing))
+	}
+	if r.sqeMem, err = syscall.Mmap(r.fd, offSQEs, int(p.sqEntries)*sqeSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE); err != nil {
+		return fail(fmt.Errorf("io_uring submission entries: %w (%w)", err, ErrRing))
+	}
+	at := func(off uint32) unsafe.Pointer { return unsafe.Pointer(&r.mem[off]) }
+	r.sqHead, r.sqTail = (*uint32)(at(p.sqOff.head)), (*uint32)(at(p.sqOff.tail))
+	r.sqMask, r.sqArray = *(*uint32)(at(p.sqOff.ringMask)), at(p.sqOff.array)
+	r.cqHead, r.cqTail = (*uint32)(at(p.cqOff.head)), (*uint32)(at(p.cqOff.tail))
+	r.cqMask, r.cqes = *(*uint32)(at(p.cqOff.ringMask)), at(p.cqOff.cqes)
+	fdv := int32(efd)
+	if _, _, errno := syscall.RawSyscall6(sysRegister, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&fdv)), 1, 0, 0); errno != 0 {
+		return fail(fmt.Errorf("io_uring eventfd: %w (%w)", errno, ErrRing))
+	}
+	return r, nil
+}
+
+func supported(fd int) bool {
+	var probe [probeSize]byte
+	_, _, errno := syscall.RawSyscall6(sysRegister, uintptr(fd), registerProbe, uintptr(unsafe.Pointer(&probe[0])), probeOps, 0, 0)
+	if errno != 0 || opFutexWait > int(probe[0]) {
+		return false
+	}
+	flags := *(*uint16)(unsafe.Pointer(&probe[16+opFutexWait*8+2]))
+	return flags&opSupported != 0
+}
+
+func (r *ring) close() {
+	if r.mem != nil {
+		syscall.Munmap(r.mem)
+	}
+	if r.sqeMem != nil {
+		syscall.Munmap(r.sqeMem)
+	}
+	syscall.Close(r.fd)
+}
+
+// Arm asks for Await to return once the word is no longer 1 (a worker, or
+// the host's own wake, stored 0 and woke it), or d has passed.
+//
+// The calling thread's ring keeps one futex wait in flight until a wake-up
+// completes it, and one deadline timeout, replaced at every Arm. A wait
+// is not cancelled when its deadline passes: only its ring's thread could
+// post the cancellation, and until then the kernel would keep the wait on
+// the futex, where a worker's FUTEX_WAKE would complete it without a
+// signal. Waits left in flight on other threads' rings are woken with this
+// one (workers wake every waiter: docs/shm-layout.md) and are harmless.
+func (w *Waiter) Arm(d time.Duration) {
+	w.tick, w.tickEnd = 0, time.Time{}
+	w.deadline = time.Now().Add(d)
+	w.submit(d, false)
+}
+
+// keepTimer is how much later than asked a deadline timeout already in
+// flight may fire and still be kept: the host's deadline is its next
+// liveness check, the same instant for every sleep until then, and not
+// replacing the timeout spares the kernel two requests per wake-up.
+const keepTimer = time.Millisecond
+
+// submit makes sure, on the calling thread's ring, of a futex wait in flight
+// (unless window) and of one timeout of d.
+func (w *Waiter) submit(d time.Duration, window bool) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped.Load() || w.failed != nil {
+		return
+	}
+	r, err := w.ringHere()
+	if err != nil {
+		w.failed = err
+		return
+	}
+	// One system call: cancel the ring's wait, which a wake-up has most
+	// likely completed already (if not, the new wait takes its place, so
+	// the ring never holds two), and its timeout unless it is kept; then
+	// post whatever completed (enter).
+	t := atomic.LoadUint32(r.sqTail)
+	keep := !window && r.timer != 0 && !r.timerAt.Before(w.deadline) && r.timerAt.Sub(w.deadline) < keepTimer
+	for _, ud := range [2]uint64{r.timer, r.live} {
+		if ud != 0 && (ud != r.timer || !keep) {
+			r.prep(t, opAsyncCancel, 0, w.next(kindCancel), func(s []byte) { put64(s[16:], ud) })
+			t++
+		}
+	}
+	if !window {
+		r.live = w.next(kindFutex)
+		r.prep(t, opFutexWait, 0, r.live, func(s []byte) {
+			put32(s[4:], futex2SizeU32) // fd: the futex2 flags
+			put64(s[8:], 1)             // addr2: the value to wait on
+			put64(s[16:], uint64(uintptr(unsafe.Pointer(w.word))))
+			put64(s[48:], futexMatchAny) // addr3: the mask
+		})
+		t++
+	}
+	if keep {
+		w.deadline = r.timerAt // Await's answer matches the timeout's
+	} else {
+		w.ts = timespec(d)
+		r.timer, r.timerAt = w.next(kindTimer), time.Now().Add(d)
+		r.prep(t, opTimeout, 0, r.timer, func(s []byte) {
+			put64(s[16:], uint64(uintptr(unsafe.Pointer(&w.ts))))
+			put32(s[24:], 1)
+		})
+		t++
+	}
+	if err := w.enter(r, t); err != nil {
+		w.failed = err
+	}
+}
+
+func (w *Waiter) next(kind uint64) uint64 {
+	w.seq++
+	return w.seq<<kindBits | kind
+}
+
+// Tick asks for Await to return every d (a coalescing window) until the
+// next Arm: each window is one timeout, asked for by the Await that waits
+// for it.
+func (w *Waiter) Tick(d time.Duration) {
+	w.tick, w.tickEnd = max(d, 1), time.Time{}
+}
+
+// Await blocks until the current request is answered. It fails with
+// os.ErrClosed once Stop has run, and with ErrRing if a ring failed (the
+// caller then waits another way).
+func (w *Waiter) Await() error {
+	if w.tick > 0 && w.tickEnd.IsZero() {
+		w.window()
+	}
+	for {
+		if w.stopped.Load() {
+			return os.ErrClosed
+		}
+		if w.failed != nil {
+			return w.failed
+		}
+		if w.answered() {
+			w.tickEnd = time.Time{}
+			return nil
+		}
+		// A completion signals the eventfd when it is the first queued on
+		// its ring since that ring was last flushed; a signal may also be
+		// stale (a timeout of a wait a wake-up completed first), hence the
+		// check above on every return.
+		err := w.rc.Read(func(fd uintptr) bool {
+			for {
+				_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
+				if errno != syscall.EINTR {
+					return errno != syscall.EAGAIN
+				}
+			}
+		})
+		if w.stopped.Load() {
+			return os.ErrClosed
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Waiter) answered() bool {
+	if w.tick > 0 {
+		return !time.Now().Before(w.tickEnd)
+	}
+	return atomic.LoadUint32(w.word) != 1 || !time.Now().Before(w.deadline)
+}
+
+// window asks the kernel for one coalescing window's timeout.
+func (w *Waiter) window() {
+	w.tickEnd = time.Now().Add(w.tick)
+	w.submit(w.tick, true)
+}
+
+// enter submits the entries up to tail and, in the same call, posts what
+// completed on the ring (the deferred task work), so that the ring's queue
+// is empty when it returns: its next completion is the first, and signals
+// the eventfd. With RawSyscall, since it cannot block, the runtime's
+// monitor thread is not woken from its sleep.
+func (w *Waiter) enter(r *ring, tail uint32) error {
+	old := atomic.LoadUint32(r.sqTail)
+	atomic.StoreUint32(r.sqTail, tail)
+	n := tail - old
+	for {
+		got, _, errno := syscall.RawSyscall6(sysEnter, uintptr(r.fd), uintptr(n), 0, enterGetEvents, 0, 0)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno == 0 && uint32(got) < n {
+			// Left in the ring by the kernel: submit the rest.
+			n -= uint32(got)
+			continue
+		}
+		r.reap()
+		if errno != 0 {
+			return fmt.Errorf("io_uring_enter: %w (%w)", errno, ErrRing)
+		}
+		return nil
+	}
+}
+
+// reap consumes the ring's completions; a wait completed, by a wake-up,
+// its timeout or a cancel, is no longer live.
+func (r *ring) reap() {
+	head := atomic.LoadUint32(r.cqHead)
+	tail := atomic.LoadUint32(r.cqTail)
+	for ; head != tail; head++ {
+		ud := *(*uint64)(unsafe.Add(r.cqes, uintptr(head&r.cqMask)*cqeSize))
+		switch ud {
+		case r.live:
+			r.live = 0
+		case r.timer:
+			r.timer = 0
+		}
+	}
+	atomic.StoreUint32(r.cqHead, head)
+}
+
+func (r *ring) prep(t uint32, op, flags byte, ud uint64, fill func([]byte)) {
+	i := t & r.sqMask
+	s := r.sqeMem[i*sqeSize : (i+1)*sqeSize]
+	clear(s)
+	s[0], s[1] = op, flags
+	put64(s[32:], ud)
+	fill(s)
+	*(*uint32)(unsafe.Add(r.sqArray, uintptr(i)*4)) = i
+}
+
+// TID is 0: the Waiter has no thread of its own.
+func (w *Waiter) TID() int { return 0 }
+
+// Rings is how many rings the Waiter holds (for tests).
+func (w *Waiter) Rings() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.rings)
+}
+
+// Stop closes the rings, which cancels what they have in flight, and the
+// eventfd, which makes an Await in progress return os.ErrClosed.
+func (w *Waiter) Stop() {
+	w.mu.Lock()
+	if w.stopped.Swap(true) {
+		w.mu.Unlock()
+		return
+	}
+	for _, r := range w.rings {
+		r.close()
+	}
+	w.rings = nil
+	w.mu.Unlock()
+	if w.f != nil {
+		w.f.Close()
+	} else {
+		syscall.Close(w.efd)
+	}
+}
+
+func timespec(d time.Duration) [2]int64 {
+	d = max(d, 0)
+	return [2]int64{int64(d / time.Second), int64(d % time.Second)}
+}
+
+func put32(b []byte, v uint32) { *(*uint32)(unsafe.Pointer(&b[0])) = v }
+func put64(b []byte, v uint64) { *(*uint64)(unsafe.Pointer(&b[0])) = v }

@@ -1,0 +1,194 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/tapes-go/tapes/internal/testenv"
+)
+
+func start(t *testing.T, word *uint32) *Waiter {
+	t.Helper()
+	w, err := Start(word)
+	if errors.Is(err, ErrUnsupported) && !(testenv.InCI() && os.Getenv("TAPES_NO_URING") != "1") {
+		// In CI the kernel must have it (Linux 6.7 or later), or the run
+		// says it has not with TAPES_NO_URING=1.
+		t.Skipf("this kernel cannot wait on a futex through io_uring: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+func wake(word *uint32) {
+	atomic.StoreUint32(word, 0)
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(word)), 1 /* FUTEX_WAKE */, 1<<30, 0, 0, 0) // every waiter, as workers do (docs/shm-layout.md)
+}
+
+func TestWokenByFutexWake(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	for i := 0; i < 50; i++ {
+		atomic.StoreUint32(word, 1)
+		w.Arm(time.Hour)
+		go func() { time.Sleep(time.Millisecond); wake(word) }()
+		done := make(chan error)
+		go func() { done <- w.Await() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: not woken", i)
+		}
+		if atomic.LoadUint32(word) != 0 {
+			t.Fatal("woken while the word was still 1")
+		}
+	}
+}
+
+func TestWordAlreadyDown(t *testing.T) {
+	word := new(uint32) // 0: a worker has woken the host before it slept
+	w := start(t, word)
+	w.Arm(time.Hour)
+	done := make(chan error)
+	go func() { done <- w.Await() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("slept on a word that was not 1")
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	t0 := time.Now()
+	w.Arm(20 * time.Millisecond)
+	if err := w.Await(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 20*time.Millisecond {
+		t.Fatalf("returned after %v, before its timeout", d)
+	}
+	// The ring is clean after a timeout: the next wait is woken.
+	w.Arm(time.Hour)
+	go func() { time.Sleep(time.Millisecond); wake(word) }()
+	if err := w.Await(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTick(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	w.Tick(2 * time.Millisecond)
+	t0 := time.Now()
+	for i := 0; i < 10; i++ {
+		if err := w.Await(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(t0); d < 20*time.Millisecond {
+		t.Fatalf("10 windows of 2ms in %v", d)
+	}
+	w.Arm(time.Hour)
+	go func() { time.Sleep(time.Millisecond); wake(word) }()
+	if err := w.Await(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStopEndsAwait(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	w.Arm(time.Hour)
+	done := make(chan error)
+	go func() { done <- w.Await() }()
+	time.Sleep(10 * time.Millisecond)
+	w.Stop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Await after Stop: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end Await")
+	}
+}
+
+// TestRingPerThread: the caller's goroutine runs on several OS threads in
+// turn; each gets a ring of its own (only a ring's own thread may use it),
+// a wait armed on one thread is answered while the goroutine runs on
+// another, and the rings stay bounded however many threads it visits.
+func TestRingPerThread(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	for i := 0; i < 3*maxRings; i++ {
+		done := make(chan error)
+		go func() {
+			// A locked goroutine that exits takes its thread with it, so
+			// every round runs on a new thread.
+			runtime.LockOSThread()
+			atomic.StoreUint32(word, 1)
+			w.Arm(time.Hour)
+			done <- nil
+		}()
+		<-done
+		go func() { time.Sleep(time.Millisecond); wake(word) }()
+		got := make(chan error)
+		go func() { got <- w.Await() }()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: not woken", i)
+		}
+		if n := w.Rings(); n > maxRings {
+			t.Fatalf("%d rings, want at most %d", n, maxRings)
+		}
+	}
+}
+
+// TestRingFailure: a ring that cannot be set up after Start (as when the
+// process is out of descriptors) makes Await fail with ErrRing at once,
+// rather than sleep without anything to wake it.
+func TestRingFailure(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread() // a new thread: a new ring is needed
+		FailForTest.Store(true)
+		w.Arm(time.Hour)
+		done <- w.Await()
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrRing) {
+			t.Fatalf("Await with a failed ring: %v, want ErrRing", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Await slept with a failed ring")
+	}
+}
