@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -386,7 +387,22 @@ func (w *Waiter) answered() bool {
 	if w.tick > 0 {
 		return !time.Now().Before(w.tickEnd)
 	}
-	return atomic.LoadUint32(w.word) != 1 || !time.Now().Before(w.deadline)
+	return w.wordDown() || !time.Now().Before(w.deadline)
+}
+
+// wordDown reports whether the word is no longer 1. The word is in a file
+// any writer may cut under the host: a load from a page that is gone
+// raises SIGBUS, which here answers at once, and the host's own guarded
+// read that follows reports the damage (tests/TestShmDamageStopsHost
+// crashed the host without this).
+func (w *Waiter) wordDown() (down bool) {
+	defer func() {
+		if recover() != nil {
+			down = true
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return atomic.LoadUint32(w.word) != 1
 }
 
 // window asks the kernel for one coalescing window's timeout.

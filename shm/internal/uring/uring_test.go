@@ -192,3 +192,39 @@ func TestRingFailure(t *testing.T) {
 		t.Fatal("Await slept with a failed ring")
 	}
 }
+
+// TestWordCutUnderAwait: the word lives in a file a hostile writer may
+// truncate; Await then answers instead of crashing the process on SIGBUS
+// (the caller's guarded read reports the damage).
+func TestWordCutUnderAwait(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "word")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(4096); err != nil {
+		t.Fatal(err)
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(m)
+	word := (*uint32)(unsafe.Pointer(&m[0]))
+	atomic.StoreUint32(word, 1)
+	w := start(t, word)
+	w.Arm(time.Hour)
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- w.Await() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Await did not answer after its word's page was cut")
+	}
+}
