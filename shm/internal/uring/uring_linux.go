@@ -128,6 +128,11 @@ type Waiter struct {
 // ErrUnsupported: this kernel cannot wait on a futex through io_uring.
 var ErrUnsupported = errors.New("io_uring futex wait unsupported")
 
+// Refused reports whether Start failed because a seccomp filter refused
+// io_uring (EPERM: Docker's and containerd's default profiles do since
+// 2023), rather than because the kernel lacks it.
+func Refused(err error) bool { return errors.Is(err, syscall.EPERM) }
+
 // ErrRing: a ring could not be set up or used after Start (out of
 // descriptors or memory): the caller falls back to another way to wait.
 var ErrRing = errors.New("io_uring waiter failed")

@@ -14,6 +14,9 @@ var ErrUnsupported = errors.New("io_uring futex wait unsupported")
 // ErrRing: a ring could not be set up or used after Start.
 var ErrRing = errors.New("io_uring waiter failed")
 
+// Refused is false off Linux.
+func Refused(err error) bool { return false }
+
 // FailForTest has no effect off Linux.
 var FailForTest atomic.Bool
 
