@@ -4,6 +4,7 @@ package uring
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -32,6 +33,21 @@ func start(t *testing.T, word *uint32) *Waiter {
 	return w
 }
 
+// await runs Await and returns its error, failing the test with what if it
+// has not returned within 10 s (a bound on "it returned at all").
+func await(t *testing.T, w *Waiter, what string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- w.Await() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+		return nil
+	}
+}
+
 func wake(word *uint32) {
 	atomic.StoreUint32(word, 0)
 	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(word)), 1 /* FUTEX_WAKE */, 1<<30, 0, 0, 0) // every waiter, as workers do (docs/shm-layout.md)
@@ -44,15 +60,8 @@ func TestWokenByFutexWake(t *testing.T) {
 		atomic.StoreUint32(word, 1)
 		w.Arm(time.Hour)
 		go func() { time.Sleep(time.Millisecond); wake(word) }()
-		done := make(chan error)
-		go func() { done <- w.Await() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: not woken", i)
+		if err := await(t, w, fmt.Sprintf("round %d: not woken", i)); err != nil {
+			t.Fatal(err)
 		}
 		if atomic.LoadUint32(word) != 0 {
 			t.Fatal("woken while the word was still 1")
@@ -64,15 +73,8 @@ func TestWordAlreadyDown(t *testing.T) {
 	word := new(uint32) // 0: a worker has woken the host before it slept
 	w := start(t, word)
 	w.Arm(time.Hour)
-	done := make(chan error)
-	go func() { done <- w.Await() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("slept on a word that was not 1")
+	if err := await(t, w, "slept on a word that was not 1"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -155,15 +157,8 @@ func TestRingPerThread(t *testing.T) {
 		}()
 		<-done
 		go func() { time.Sleep(time.Millisecond); wake(word) }()
-		got := make(chan error)
-		go func() { got <- w.Await() }()
-		select {
-		case err := <-got:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: not woken", i)
+		if err := await(t, w, fmt.Sprintf("round %d: not woken", i)); err != nil {
+			t.Fatal(err)
 		}
 		if n := w.Rings(); n > maxRings {
 			t.Fatalf("%d rings, want at most %d", n, maxRings)
@@ -219,14 +214,7 @@ func TestWordCutUnderAwait(t *testing.T) {
 	if err := f.Truncate(0); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error)
-	go func() { done <- w.Await() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Await did not answer after its word's page was cut")
+	if err := await(t, w, "Await did not answer after its word's page was cut"); err != nil {
+		t.Fatal(err)
 	}
 }
