@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -31,10 +32,7 @@ func TestSIGHUPReloadsAndKeepsRunning(t *testing.T) {
 	h := startHost(t, "run", "-config", cfg, "-shm", filepath.Join(dir, "r.shm"), "-http", "127.0.0.1:0",
 		"-workers", "2", "--", testworkerBin(t), "-n", "10", "-hold")
 	h.waitStat("tapes.host.workers.running.value", eq(2), "workers running")
-	pids := workerPids(h.stderr())
-	if len(pids) != 2 {
-		t.Fatalf("worker pids %v", pids)
-	}
+	pids := loggedWorkers(t, h, 2)
 	if n := lineCount(t, stream); n != 1 {
 		t.Fatalf("%d stream lines before the reload, want the first report only", n)
 	}
@@ -84,10 +82,7 @@ func TestSIGKILLedSupervisorLeavesNoWorkers(t *testing.T) {
 				want = 2
 			}
 			h.waitStat("tapes.host.workers.running.value", eq(float64(want)), "workers running")
-			pids := workerPids(h.stderr())
-			if len(pids) != want {
-				t.Fatalf("worker pids %v", pids)
-			}
+			pids := loggedWorkers(t, h, want)
 			for _, pid := range pids {
 				if !running(pid) {
 					t.Fatalf("worker %d not running before the kill", pid)
@@ -269,6 +264,19 @@ func lastLine(s string) string {
 var startedRE = regexp.MustCompile(`msg="worker started" worker=\d+ pid=(\d+)`)
 
 // workerPids returns the pids of every worker start logged so far.
+// loggedWorkers waits for the supervisor's log to name want workers and
+// returns their pids. The host counts a worker as soon as it rings the
+// file's doorbell, which can come before the log line naming it is read.
+func loggedWorkers(t *testing.T, h *hostProc, want int) []int {
+	t.Helper()
+	var pids []int
+	waitFor(t, 10*time.Second, "every worker's pid logged", func() bool {
+		pids = workerPids(h.stderr())
+		return len(pids) == want
+	}, func() string { return fmt.Sprintf("worker pids %v", pids) })
+	return pids
+}
+
 func workerPids(stderr string) []int {
 	var pids []int
 	for _, m := range startedRE.FindAllStringSubmatch(stderr, -1) {
