@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/tapes-go/tapes/shm/internal/layout"
 	"github.com/tapes-go/tapes/shm/internal/uring"
 	"github.com/tapes-go/tapes/shm/relay"
+	"github.com/tapes-go/tapes/wire"
 )
 
 // TestDrainWakesOnRecord makes polling useless (hour-long idle sleeps and
@@ -491,18 +493,8 @@ func TestDrainSurvivesRingFailure(t *testing.T) {
 	if !uringInThisBuild(t) {
 		t.Skip("no io_uring futex wait on this kernel")
 	}
-	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("ring.n")
+	h, ctr, done := wakeOnlyHost(t, "ring.n")
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	via := func() string {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -531,5 +523,82 @@ func TestDrainSurvivesRingFailure(t *testing.T) {
 	}
 	if v := via(); v == "io_uring" {
 		t.Fatal("host still asleep through io_uring after it failed")
+	}
+}
+
+// wakeOnlyHost starts Drain on a new host with hour-long idle sleeps and
+// liveness interval, so that it sees an event only if the worker's wake-up
+// reaches it, and opens a worker with a counter called name. Drain's
+// result arrives on done; the test's end cancels it.
+func wakeOnlyHost(t *testing.T, name string) (*Host, wire.CounterHandle, chan error) {
+	t.Helper()
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return h, c.Counter(name), done
+}
+
+// TestHostWaitScribbled: a worker may write anything into hostWait. One
+// that keeps it away from 1 (storing 2, or 0 without the wake-up) makes
+// every honest worker skip its wake-up, since they wake only a host whose
+// word reads 1: without the host's guard, each of their events waited for
+// the host's timeout (here its 1 s maximum sleep). The host notices when a
+// sleep ends with the word changed but no wake-up, counts it, and then
+// sleeps at most guardSleep: the honest worker's events arrive within
+// milliseconds again (the median of 20 under 150 ms, a bound far from
+// both).
+func TestHostWaitScribbled(t *testing.T) {
+	for _, v := range []uint32{2, 0} {
+		t.Run(fmt.Sprint(v), func(t *testing.T) {
+			h := newHost(t, Config{Slots: 2, RingRecords: 64})
+			c, err := Open(h.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctr := c.Counter("scribble.n")
+			r := h.Registry()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Hour)) }()
+			defer func() { cancel(); <-done }()
+			stop := make(chan struct{})
+			scribbled := make(chan struct{})
+			go func() {
+				defer close(scribbled)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(50 * time.Microsecond):
+						atomic.StoreUint32(u32(h.m, hdrWait), v)
+					}
+				}
+			}()
+			defer func() { close(stop); <-scribbled }()
+			malformed := r.Counter(DefaultPrefix + ".malformed")
+			waitFor(t, "the host to notice the scribbled word", 10*time.Second, func() bool { return malformed.Value() > 0 })
+			var lat []time.Duration
+			for i := 1; i <= 20; i++ {
+				t0 := time.Now()
+				ctr.Inc()
+				waitFor(t, "the event", 10*time.Second, func() bool { return r.Counter("scribble.n").Value() == int64(i) })
+				lat = append(lat, time.Since(t0))
+			}
+			slices.Sort(lat)
+			if med := lat[len(lat)/2]; med > 150*time.Millisecond {
+				t.Fatalf("median event latency %v under a scribbled hostWait (all: %v)", med, lat)
+			}
+		})
 	}
 }

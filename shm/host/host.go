@@ -154,16 +154,19 @@ type Host struct {
 	// nil before the first sleep, or when neither can start (noRelay is
 	// then set; tests set it to take the plain futex path, and noRing to
 	// take the relay). via names it, for the log and tests.
-	relay    relayhook.Relay
-	noRelay  bool
-	noRing   bool
-	via      string
-	ticking  bool          // the relay answers every coalescing window (see window)
-	active   int           // bound slots in state ACTIVE at their last visit: the workers gauge
-	shown    int           // the workers gauge's value, -1 before the first pass
-	pidfds   int           // open pidfds (hslot.pidfd)
-	pidfdCap int           // at most this many, to leave the process descriptors
-	polls    []unix.PollFd // liveness check's pidfds, kept to spare the allocation
+	relay   relayhook.Relay
+	noRelay bool
+	noRing  bool
+	// guardUntil: until then the host sleeps at most guardSleep, since a
+	// worker wrote hostWait without waking it (see interfered).
+	guardUntil time.Time
+	via        string
+	ticking    bool          // the relay answers every coalescing window (see window)
+	active     int           // bound slots in state ACTIVE at their last visit: the workers gauge
+	shown      int           // the workers gauge's value, -1 before the first pass
+	pidfds     int           // open pidfds (hslot.pidfd)
+	pidfdCap   int           // at most this many, to leave the process descriptors
+	polls      []unix.PollFd // liveness check's pidfds, kept to spare the allocation
 
 	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
 	// gauge definitions at the same time.

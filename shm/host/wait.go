@@ -231,7 +231,11 @@ func (h *Host) wait() (woken bool, err error) {
 		// worker that attaches rings and wakes the host.
 		next, most = max(next, idleCheckEvery), max(most, idleCheckEvery)
 	}
+	if time.Now().Before(h.guardUntil) {
+		most = min(most, guardSleep)
+	}
 	d := min(most, max(0, next-time.Since(h.lastLive)))
+	t0 := time.Now()
 	if busy || d <= 0 {
 		// Under the lock and the fault guard: Close may unmap, and the
 		// file may be cut, the moment either is released.
@@ -267,12 +271,42 @@ func (h *Host) wait() (woken bool, err error) {
 	err = h.protect(func() {
 		// A worker that wakes the host clears the word first; a timeout
 		// leaves it set.
-		woken = atomic.SwapUint32(w, 0) == 0
+		old := atomic.SwapUint32(w, 0)
+		woken = old == 0
+		if old > 1 || woken && time.Since(t0) >= d {
+			h.interfered()
+		}
 	})
 	if err != nil {
 		err = h.damaged(err)
 	}
 	return woken, err
+}
+
+// guardSleep caps the host's sleeps for guardFor after a worker has
+// written hostWait without waking it (see interfered).
+const (
+	guardSleep = 2 * time.Millisecond
+	guardFor   = 10 * time.Second
+)
+
+// interfered: the host found hostWait at a value no worker stores (neither
+// 0 nor 1), or at 0 when its sleep ran to the end, which no waker leaves (it
+// stores 0 and wakes the host at once). Any worker can write the word: one
+// that keeps it away from 1 while the host sleeps makes every other
+// worker's wake-up skip (they wake only a host whose word reads 1), so the
+// host would see their events only at its timeout, up to 250 ms late. It
+// counts the word as malformed and, for guardFor, sleeps at most
+// guardSleep: the scribbler costs the host a few hundred wake-ups a second
+// instead of costing the other workers their latency
+// (TestHostWaitScribbled). The caller holds h.mu.
+func (h *Host) interfered() {
+	h.self.malformed.Inc()
+	now := time.Now()
+	if !now.Before(h.guardUntil) {
+		h.log.Warn("shm: the host's wait word was changed without a wake-up (a worker writes it); sleeping at most "+guardSleep.String()+" while it goes on", "path", h.path)
+	}
+	h.guardUntil = now.Add(guardFor)
 }
 
 // wakeLocked makes a host asleep in wait return now: like a worker, it

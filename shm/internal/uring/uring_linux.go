@@ -60,7 +60,6 @@ const (
 	kindFutex = iota
 	kindTimer
 	kindCancel
-	kindSpare
 	kindBits = 2
 )
 
