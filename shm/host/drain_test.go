@@ -599,6 +599,14 @@ func TestHostWaitScribbled(t *testing.T) {
 			if med := lat[len(lat)/2]; med > 150*time.Millisecond {
 				t.Fatalf("median event latency %v under a scribbled hostWait (all: %v)", med, lat)
 			}
+			// Nor a busy loop: a wait on a word kept at 2 ends at once,
+			// so the guarded host naps instead (guardSleep, 2 ms: about
+			// 250 passes in half a second; a loop made tens of thousands).
+			p0 := h.Passes()
+			time.Sleep(500 * time.Millisecond)
+			if n := h.Passes() - p0; n > 1000 {
+				t.Fatalf("%d passes in 500 ms under a scribbled hostWait: a busy loop", n)
+			}
 		})
 	}
 }

@@ -159,14 +159,15 @@ type Host struct {
 	noRing  bool
 	// guardUntil: until then the host sleeps at most guardSleep, since a
 	// worker wrote hostWait without waking it (see interfered).
-	guardUntil time.Time
-	via        string
-	ticking    bool          // the relay answers every coalescing window (see window)
-	active     int           // bound slots in state ACTIVE at their last visit: the workers gauge
-	shown      int           // the workers gauge's value, -1 before the first pass
-	pidfds     int           // open pidfds (hslot.pidfd)
-	pidfdCap   int           // at most this many, to leave the process descriptors
-	polls      []unix.PollFd // liveness check's pidfds, kept to spare the allocation
+	guardUntil  time.Time
+	silentZeros int // sleeps in a row that ran to their end and found the word at 0
+	via         string
+	ticking     bool          // the relay answers every coalescing window (see window)
+	active      int           // bound slots in state ACTIVE at their last visit: the workers gauge
+	shown       int           // the workers gauge's value, -1 before the first pass
+	pidfds      int           // open pidfds (hslot.pidfd)
+	pidfdCap    int           // at most this many, to leave the process descriptors
+	polls       []unix.PollFd // liveness check's pidfds, kept to spare the allocation
 
 	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
 	// gauge definitions at the same time.

@@ -206,6 +206,9 @@ func (h *Host) wait() (woken bool, err error) {
 		return false, ErrClosed
 	}
 	w := u32(h.m, hdrWait)
+	if time.Now().Before(h.guardUntil) {
+		return h.guardedNap(w)
+	}
 	busy := len(h.pend) > 0
 	if !busy {
 		err = h.protect(func() {
@@ -230,9 +233,6 @@ func (h *Host) wait() (woken bool, err error) {
 		// No worker attached: nothing to check but the file itself, and a
 		// worker that attaches rings and wakes the host.
 		next, most = max(next, idleCheckEvery), max(most, idleCheckEvery)
-	}
-	if time.Now().Before(h.guardUntil) {
-		most = min(most, guardSleep)
 	}
 	d := min(most, max(0, next-time.Since(h.lastLive)))
 	t0 := time.Now()
@@ -273,8 +273,18 @@ func (h *Host) wait() (woken bool, err error) {
 		// leaves it set.
 		old := atomic.SwapUint32(w, 0)
 		woken = old == 0
-		if old > 1 || woken && time.Since(t0) >= d {
+		switch {
+		case old > 1:
 			h.interfered()
+		case woken && time.Since(t0) >= d:
+			// Down, yet the sleep ran to its end: a waker's wake-up may
+			// just be in flight, but three such sleeps in a row are a
+			// worker storing 0 without waking the host.
+			if h.silentZeros++; h.silentZeros >= 3 {
+				h.interfered()
+			}
+		default:
+			h.silentZeros = 0
 		}
 	})
 	if err != nil {
@@ -283,30 +293,61 @@ func (h *Host) wait() (woken bool, err error) {
 	return woken, err
 }
 
-// guardSleep caps the host's sleeps for guardFor after a worker has
-// written hostWait without waking it (see interfered).
+// guardSleep is the host's nap for guardFor after a worker has written
+// hostWait without waking it (see interfered).
 const (
 	guardSleep = 2 * time.Millisecond
 	guardFor   = 10 * time.Second
 )
 
 // interfered: the host found hostWait at a value no worker stores (neither
-// 0 nor 1), or at 0 when its sleep ran to the end, which no waker leaves (it
-// stores 0 and wakes the host at once). Any worker can write the word: one
-// that keeps it away from 1 while the host sleeps makes every other
-// worker's wake-up skip (they wake only a host whose word reads 1), so the
-// host would see their events only at its timeout, up to 250 ms late. It
-// counts the word as malformed and, for guardFor, sleeps at most
-// guardSleep: the scribbler costs the host a few hundred wake-ups a second
-// instead of costing the other workers their latency
-// (TestHostWaitScribbled). The caller holds h.mu.
+// 0 nor 1), or at 0 when three sleeps in a row ran to their end, which no
+// waker leaves (it stores 0 and wakes the host at once). Any worker can
+// write the word: one that keeps it away from 1 while the host sleeps makes
+// every other worker's wake-up skip (they wake only a host whose word
+// reads 1), so the host would see their events only at its timeout, up to
+// 250 ms late; and a wait on a word kept at 2 ends at once, a busy loop.
+// It counts the word as malformed and, for guardFor, naps guardSleep
+// instead of waiting on the word (guardedNap): the scribbler costs the
+// host a few hundred passes a second instead of costing the other workers
+// their latency (TestHostWaitScribbled). The caller holds h.mu.
 func (h *Host) interfered() {
+	h.silentZeros = 0
 	h.self.malformed.Inc()
 	now := time.Now()
 	if !now.Before(h.guardUntil) {
 		h.log.Warn("shm: the host's wait word was changed without a wake-up (a worker writes it); sleeping at most "+guardSleep.String()+" while it goes on", "path", h.path)
 	}
 	h.guardUntil = now.Add(guardFor)
+}
+
+// guardedNap is wait while the host is guarded: it leaves the word at 0, as
+// a coalescing window does, so that workers make no system call, naps
+// guardSleep, and extends the guard if the word was written meanwhile
+// (only a scribbler stores there now). It is called with h.mu held and
+// returns with it released.
+func (h *Host) guardedNap(w *uint32) (bool, error) {
+	if err := h.protect(func() { atomic.StoreUint32(w, 0) }); err != nil {
+		err = h.damaged(err)
+		h.mu.Unlock()
+		return false, err
+	}
+	h.mu.Unlock()
+	time.Sleep(guardSleep)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false, ErrClosed
+	}
+	err := h.protect(func() {
+		if atomic.SwapUint32(w, 0) != 0 {
+			h.interfered()
+		}
+	})
+	if err != nil {
+		err = h.damaged(err)
+	}
+	return false, err
 }
 
 // wakeLocked makes a host asleep in wait return now: like a worker, it
