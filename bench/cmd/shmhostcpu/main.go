@@ -14,6 +14,14 @@
 //	    -scenarios 0x64,0x1024,1x64,1x1024,200x256
 //
 // A scenario KxN is K workers on a file of N slots.
+//
+// With -floor a third column, "go-floor", measures what no host built in Go
+// can go below on the same machine: the same workers run against a host
+// stopped with SIGSTOP, and in its place a Go process that does nothing
+// but be woken through the netpoller (a pipe read with a raw read(2), the
+// cheapest way we know for a goroutine to sleep and wake) as often as the
+// host must wake: once per event for one worker (100/s), once per
+// coalescing window (1 ms) beyond, never for none.
 package main
 
 import (
@@ -73,7 +81,12 @@ func main() {
 	rounds := flag.Int("rounds", 5, "rounds; builds alternate their order every round")
 	measure := flag.Duration("measure", 5*time.Second, "how long to measure the host's CPU")
 	settle := flag.Duration("settle", time.Second, "wait after the workers started before measuring")
+	floor := flag.Bool("floor", false, "also measure a Go process that is only woken, as often as the host (column go-floor)")
 	flag.Parse()
+	if os.Getenv(floorEnv) != "" {
+		floorWaiter()
+		return
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -87,6 +100,9 @@ func main() {
 	if len(bs) == 0 {
 		fmt.Fprintln(os.Stderr, "shmhostcpu: give at least one -build")
 		os.Exit(2)
+	}
+	if *floor {
+		bs = append(bs, build{floorName, bs[0].dir})
 	}
 	type key struct{ scen, build string }
 	res := map[key][]float64{}
@@ -190,10 +206,21 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 			return 0, fmt.Errorf("worker %d said %q (%v)", i, line, err)
 		}
 	}
+	pid := host.Process.Pid
+	if b.name == floorName {
+		// SIGCONT before the SIGTERM deferred above, which a stopped host
+		// would not act on.
+		host.Process.Signal(syscall.SIGSTOP)
+		defer host.Process.Signal(syscall.SIGCONT)
+		if pid, err = startFloor(k); err != nil {
+			return 0, err
+		}
+		defer stopFloor()
+	}
 	time.Sleep(settle)
-	c0, t0 := cpu(host.Process.Pid), time.Now()
+	c0, t0 := cpu(pid), time.Now()
 	time.Sleep(measure)
-	c1, t1 := cpu(host.Process.Pid), time.Now()
+	c1, t1 := cpu(pid), time.Now()
 	return 100 * float64(c1-c0) / float64(t1.Sub(t0)), nil
 }
 
