@@ -42,6 +42,8 @@ func TestInvalidSettingsCreateNothing(t *testing.T) {
 		{[]string{"-namespace", "9ns"}, `-namespace "9ns": "9ns": name cannot be expressed`},
 		{[]string{"-slots", "5000"}, "-slots 5000: at most 4096"},
 		{[]string{"-ring", "1"}, "-ring 1: must be a power of two in 2..16777216"},
+		{[]string{"-shm-window", "10us"}, "-shm-window 10µs: must be from 100µs to 100ms"},
+		{[]string{"-shm-window", "1s"}, "-shm-window 1s: must be from 100µs to 100ms"},
 		{[]string{"-ring", "33554432"}, "-ring 33554432: must be a power of two in 2..16777216"},
 		{[]string{"-interval", "0s"}, "-interval 0s: must be positive"},
 		{[]string{"-stream", filepath.Join(dir, "no", "such", "f.jsonl")}, "-stream " + filepath.Join(dir, "no", "such", "f.jsonl") + ": directory " + filepath.Join(dir, "no", "such") + ": no such file or directory"},

@@ -91,7 +91,7 @@ func startHost(ctx context.Context, cfg *config, log *slog.Logger, out io.Writer
 	}
 
 	// shm errors say "shm: ..." themselves.
-	scfg := shmhost.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log, Registry: h.reg}
+	scfg := shmhost.Config{Slots: cfg.slots, RingRecords: cfg.ringRecords, Prefix: selfPrefix + ".shm", Logger: log, Registry: h.reg, CoalesceWindow: cfg.shmWindow}
 	if cfg.shmMemfd {
 		if h.shm, err = shmhost.CreateMemfd(scfg); err != nil {
 			return h, err

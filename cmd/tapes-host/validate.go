@@ -11,6 +11,7 @@ import (
 	"github.com/tapes-go/tapes/reporters/mapping"
 	"github.com/tapes-go/tapes/reporters/prometheus"
 	"github.com/tapes-go/tapes/shm"
+	shmhost "github.com/tapes-go/tapes/shm/host"
 	"github.com/tapes-go/tapes/wire"
 )
 
@@ -24,6 +25,9 @@ func (c *config) validateOps() error {
 	}
 	if c.ringRecords != 0 && (c.ringRecords < shm.MinRingRecords || c.ringRecords > shm.MaxRingRecords) {
 		return fmt.Errorf("-ring %d: must be a power of two in %d..%d", c.ringRecords, shm.MinRingRecords, shm.MaxRingRecords)
+	}
+	if c.shmWindow < shmhost.MinCoalesceWindow || c.shmWindow > shmhost.MaxCoalesceWindow {
+		return fmt.Errorf("-shm-window %v: must be from %v to %v", c.shmWindow, shmhost.MinCoalesceWindow, shmhost.MaxCoalesceWindow)
 	}
 	if c.shmPath != "" {
 		if err := checkNewFilePath(c.shmPath); err != nil {

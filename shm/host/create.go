@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tapes-go/tapes/shm/internal/sys"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/tapes-go/tapes/registry"
@@ -74,6 +76,9 @@ func (c Config) check() (Config, geometry, error) {
 	c = c.withDefaults()
 	if err := wire.ValidateName(c.Prefix); err != nil {
 		return c, geometry{}, fmt.Errorf("shm: Config.Prefix: %w", err)
+	}
+	if c.CoalesceWindow < MinCoalesceWindow || c.CoalesceWindow > MaxCoalesceWindow {
+		return c, geometry{}, fmt.Errorf("shm: Config.CoalesceWindow %v: must be from %v to %v", c.CoalesceWindow, MinCoalesceWindow, MaxCoalesceWindow)
 	}
 	g, err := layout.NewGeometry(c.Slots, c.RingRecords, c.MaxMetrics)
 	if err != nil {
@@ -214,12 +219,12 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		return fail(err)
 	}
 	h := &Host{
-		path: path, f: f, m: m, g: g, prefix: cfg.Prefix, log: cfg.logger(),
+		path: path, pathZ: sys.PathZ(path), fd: int(f.Fd()), f: f, m: m, g: g, prefix: cfg.Prefix, log: cfg.logger(),
 		info:      fi,
 		canary:    rand.Uint64() | 1<<63, // the file's last byte is never 0 (see trailerCanary)
 		liveEvery: cfg.LivenessInterval,
 		maxIdle:   cfg.MaxIdleSleep,
-		coalesce:  defaultCoalesce,
+		coalesce:  cfg.CoalesceWindow,
 		slots:     make([]hslot, g.Slots),
 		bells:     (g.Slots + 63) / 64,
 		tracked:   make([]uint64, (g.Slots+63)/64),

@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/tapes-go/tapes/shm/internal/sys"
 )
 
 // ErrDamaged matches every *DamageError.
@@ -55,18 +57,16 @@ func (h *Host) damaged(err error) error {
 // loads, once per liveness interval.
 func (h *Host) checkFile() error {
 	var st, ps syscall.Stat_t
-	if err := syscall.Fstat(int(h.f.Fd()), &st); err != nil {
+	// Quiet calls: this runs every second in an idle host (see sys.QuietFstat).
+	if err := sys.QuietFstat(h.fd, &st); err != nil {
 		return &DamageError{Path: h.path, Err: ErrReplaced, Detail: fmt.Sprintf("fstat of the mapped file failed: %v", err)}
 	}
 	if st.Size < int64(h.g.FileSize) {
 		return &DamageError{Path: h.path, Err: ErrTruncated, Detail: fmt.Sprintf("truncated to %d bytes; the host mapped %d", st.Size, h.g.FileSize)}
 	}
-	var err error
-	if isFDPath(h.path) {
-		err = syscall.Stat(h.path, &ps)
-	} else {
-		err = syscall.Lstat(h.path, &ps) // a symlink put in its place is a replacement
-	}
+	// A symlink put in the path's place is a replacement; /proc/PID/fd/N
+	// (a memfd) is one to follow.
+	err := sys.QuietStat(h.pathZ, isFDPath(h.path), &ps)
 	switch {
 	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR):
 		return &DamageError{Path: h.path, Err: ErrReplaced, Detail: "removed from its path: new workers cannot find it"}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -609,4 +611,51 @@ func TestHostWaitScribbled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCoalesceWindowConfigured: Config.CoalesceWindow sets how long events
+// arriving back to back gather between passes (the knob that trades a
+// trickle's latency for the host's wake-ups), and is bounded.
+func TestCoalesceWindowConfigured(t *testing.T) {
+	for _, w := range []time.Duration{MinCoalesceWindow - 1, MaxCoalesceWindow + 1} {
+		if _, err := Create(filepath.Join(t.TempDir(), "w.shm"), Config{Slots: 2, CoalesceWindow: w}); err == nil || !strings.Contains(err.Error(), "CoalesceWindow") {
+			t.Fatalf("CoalesceWindow %v: err %v, want it refused", w, err)
+		}
+	}
+	if !haveFutex {
+		t.Skip("without futexes the host polls every millisecond")
+	}
+	const window = 25 * time.Millisecond
+	h := newHost(t, Config{Slots: 2, RingRecords: 1024, CoalesceWindow: window})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("window.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	// Events about 2 ms apart for 400 ms: with the default 1 ms window
+	// about one pass each (~200), with 25 ms about 16.
+	p0, t0 := h.Passes(), time.Now()
+	n := 0
+	for time.Since(t0) < 400*time.Millisecond {
+		ctr.Inc()
+		n++
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("window.n").Value() == int64(n) })
+	passes := h.Passes() - p0
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(t0)
+	if most := uint64(2*elapsed/window) + 4; passes > most {
+		t.Fatalf("%d passes for %d events in %v with a %v window, want at most %d", passes, n, elapsed, window, most)
+	}
+	t.Logf("%d passes for %d events in %v", passes, n, elapsed)
 }

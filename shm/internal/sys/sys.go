@@ -180,3 +180,6 @@ func SelfStart() (uint64, error) {
 	s, _, err := ParseStat(b)
 	return s, err
 }
+
+// PathZ is path with the NUL byte QuietStat wants, made once.
+func PathZ(path string) []byte { return append([]byte(path), 0) }
