@@ -112,6 +112,9 @@ type Waiter struct {
 	f   *os.File
 	rc  syscall.RawConn
 	buf [8]byte
+	// read drains the eventfd for rc.Read: made once, since a closure
+	// built per Await is an allocation per wake-up.
+	read func(fd uintptr) bool
 
 	mu       sync.Mutex // rings, against Stop
 	rings    []*ring
@@ -150,6 +153,14 @@ func Start(word *uint32) (*Waiter, error) {
 		return nil, fmt.Errorf("eventfd: %w", errno)
 	}
 	w := &Waiter{word: word, efd: int(efd)}
+	w.read = func(fd uintptr) bool {
+		for {
+			_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
+			if errno != syscall.EINTR {
+				return errno != syscall.EAGAIN
+			}
+		}
+	}
 	runtime.LockOSThread()
 	w.mu.Lock()
 	_, err := w.ringHere()
@@ -370,14 +381,7 @@ func (w *Waiter) Await() error {
 		// its ring since that ring was last flushed; a signal may also be
 		// stale (a timeout of a wait a wake-up completed first), hence the
 		// check above on every return.
-		err := w.rc.Read(func(fd uintptr) bool {
-			for {
-				_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
-				if errno != syscall.EINTR {
-					return errno != syscall.EAGAIN
-				}
-			}
-		})
+		err := w.rc.Read(w.read)
 		if w.stopped.Load() {
 			return os.ErrClosed
 		}

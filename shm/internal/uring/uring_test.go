@@ -218,3 +218,28 @@ func TestWordCutUnderAwait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitDoesNotAllocate: a sleep and its wake-up (here the deadline)
+// allocate nothing: the host does one per event, and an allocation per
+// wake-up was the only one on its path (the read callback, once built per
+// Await).
+func TestWaitDoesNotAllocate(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	w.Arm(time.Millisecond) // the first Arm on a thread sets a ring up
+	if err := w.Await(); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread() // one thread, one ring: what is measured is the steady state
+	defer runtime.UnlockOSThread()
+	allocs := testing.AllocsPerRun(20, func() {
+		w.Arm(200 * time.Microsecond)
+		if err := w.Await(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per sleep, want 0", allocs)
+	}
+}
