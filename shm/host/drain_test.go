@@ -654,7 +654,10 @@ func TestCoalesceWindowConfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(t0)
-	if most := uint64(2*elapsed/window) + 4; passes > most {
+	// Slack for passes the window does not govern: a pass that finds a
+	// record claimed but not yet committed passes again at once for up to
+	// pendingSpin (more likely under the race detector).
+	if most := uint64(3*elapsed/window) + 20; passes > most {
 		t.Fatalf("%d passes for %d events in %v with a %v window, want at most %d", passes, n, elapsed, window, most)
 	}
 	t.Logf("%d passes for %d events in %v", passes, n, elapsed)

@@ -243,3 +243,54 @@ func TestWaitDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%.1f allocations per sleep, want 0", allocs)
 	}
 }
+
+// TestTickDisarmedByArm: the windows' timer stops at Arm, and ticks it
+// had made but nobody read do not end the next window early (each would
+// be a pass with nothing gathered).
+func TestTickDisarmedByArm(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	w.Tick(time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if err := w.Await(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Millisecond) // five ticks, not read
+	w.Arm(20 * time.Millisecond)
+	t0 := time.Now()
+	if err := w.Await(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 20*time.Millisecond {
+		t.Fatalf("the sleep after the windows ended after %v, before its deadline", d)
+	}
+	w.Tick(30 * time.Millisecond)
+	t0 = time.Now()
+	if err := w.Await(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 30*time.Millisecond {
+		t.Fatalf("the first window of 30ms ended after %v", d)
+	}
+}
+
+func TestStopEndsTick(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	w.Tick(time.Hour)
+	done := make(chan error)
+	go func() { done <- w.Await() }()
+	time.Sleep(10 * time.Millisecond)
+	w.Stop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Await after Stop: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end a window's Await")
+	}
+}
