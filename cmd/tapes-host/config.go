@@ -138,7 +138,7 @@ func newFlagSet(name string, c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.shmPath, "shm", "", "shared-memory file workers write to (default $XDG_RUNTIME_DIR/tapes/metrics.shm, else /dev/shm/tapes-<uid>/metrics.shm)")
 	fs.IntVar(&c.slots, "slots", 0, "worker slots in a new shm file (0: the shm package default)")
 	fs.IntVar(&c.ringRecords, "ring", 0, "records per worker ring in a new shm file, a power of two (0: the shm package default)")
-	fs.DurationVar(&c.shmWindow, "shm-window", time.Millisecond, "when workers' events come back to back, how long the host lets them gather before its next pass: an event then waits half of it on average, and the host wakes once per window instead of once per event (2ms: about a third less CPU with hundreds of trickling workers, median latency ~1ms)")
+	fs.DurationVar(&c.shmWindow, "shm-window", 1500*time.Microsecond, "when workers' events come back to back, how long the host lets them gather before its next pass: an event then waits half of it on average, and the host wakes once per window instead of once per event (shorter: lower latency under a steady trickle, more host CPU with many workers)")
 	fs.IntVar(&c.maxMetrics, "max-metrics", 100000, "most metrics the host registry holds; names beyond it are rejected and counted. With the histogram bucket cap, a histogram or timer holds at most ~80 KiB whatever its values (~200 KiB with 4 contention cells), so this bounds the registry's memory (docs/core.md, Memory)")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8889", "serve /metrics (Prometheus) and /stats (JSON) here; empty disables; a missing host (:PORT) means 127.0.0.1, 0.0.0.0:PORT listens on all interfaces")
 	fs.StringVar(&c.namespace, "namespace", "", "prefix for Prometheus metric names")

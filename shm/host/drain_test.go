@@ -638,7 +638,7 @@ func TestCoalesceWindowConfigured(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
 	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
-	// Events about 2 ms apart for 400 ms: with the default 1 ms window
+	// Events about 2 ms apart for 400 ms: with the default 1.5 ms window
 	// about one pass each (~200), with 25 ms about 16.
 	p0, t0 := h.Passes(), time.Now()
 	n := 0

@@ -23,7 +23,7 @@ import (
 // with a backlog, the next follows at once; when events trickle in, the
 // host sleeps in a futex wait that the next worker to record wakes (Linux),
 // drains at once when woken after a quiet period, and when wake-ups come
-// back to back it lets the events of a coalescing window (1 ms) gather,
+// back to back it lets the events of a coalescing window (Config.CoalesceWindow, 1.5 ms) gather,
 // with the wake flag down so that workers make no system calls, before its
 // next pass, until a window finds none. The waits go through an io_uring
 // that the Go netpoller watches (Linux 6.7; package shm/internal/uring),
@@ -176,7 +176,7 @@ const idleCheckEvery = time.Second
 // (the burst rule in Drain): longer than a window or a pending nap, since
 // on a loaded machine the host's next pass may come late.
 const (
-	defaultCoalesce = time.Millisecond
+	defaultCoalesce = 1500 * time.Microsecond
 	burstHorizon    = 8 * time.Millisecond
 )
 

@@ -39,12 +39,15 @@ func floorWaiter() {
 	}
 }
 
-var floorStop func()
+var (
+	floorStop   func()
+	floorWindow time.Duration
+)
 
 // startFloor starts the floor waiter and wakes it as often as a host with k
-// workers at 100 events/s each wakes: per event for one worker, per 1 ms
-// window for more (the host's coalescing), never for none.
-func startFloor(k int) (pid int, err error) {
+// workers at 100 events/s each wakes: per event for one worker, per window
+// for more (the host's coalescing), never for none.
+func startFloor(k int, window time.Duration) (pid int, err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -68,7 +71,7 @@ func startFloor(k int) (pid int, err error) {
 			<-done
 			return
 		}
-		t := time.NewTicker(max(time.Second/time.Duration(100*k), time.Millisecond))
+		t := time.NewTicker(max(time.Second/time.Duration(100*k), window))
 		defer t.Stop()
 		for {
 			select {

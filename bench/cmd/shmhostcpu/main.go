@@ -21,7 +21,8 @@
 // but be woken through the netpoller (a pipe read with a raw read(2), the
 // cheapest way we know for a goroutine to sleep and wake) as often as the
 // host must wake: once per event for one worker (100/s), once per
-// coalescing window (1 ms) beyond, never for none.
+// coalescing window (-window, tapes-host's default 1.5ms) beyond, never for
+// none.
 package main
 
 import (
@@ -82,6 +83,7 @@ func main() {
 	measure := flag.Duration("measure", 5*time.Second, "how long to measure the host's CPU")
 	settle := flag.Duration("settle", time.Second, "wait after the workers started before measuring")
 	floor := flag.Bool("floor", false, "also measure a Go process that is only woken, as often as the host (column go-floor)")
+	flag.DurationVar(&floorWindow, "window", 1500*time.Microsecond, "the hosts' coalescing window, which sets how often the go-floor process is woken with more than one worker")
 	flag.Parse()
 	if os.Getenv(floorEnv) != "" {
 		floorWaiter()
@@ -212,7 +214,7 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 		// would not act on.
 		host.Process.Signal(syscall.SIGSTOP)
 		defer host.Process.Signal(syscall.SIGCONT)
-		if pid, err = startFloor(k); err != nil {
+		if pid, err = startFloor(k, floorWindow); err != nil {
 			return 0, err
 		}
 		defer stopFloor()

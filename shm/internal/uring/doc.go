@@ -5,6 +5,7 @@
 // then one thread woken from epoll, where a relay thread (package
 // shm/relay) costs three (itself, the netpoller's, itself again when
 // re-armed) and a goroutine blocked in futex(2) keeps the runtime's
-// monitor thread polling. It needs no cgo. See docs/RATIONALE.md,
+// monitor thread polling. Coalescing windows tick on a timerfd the
+// netpoller reads too. It needs no cgo. See docs/RATIONALE.md,
 // "Polling without burning a core".
 package uring

@@ -100,7 +100,7 @@ type ring struct {
 	cqMask         uint32
 	cqes           unsafe.Pointer
 	live           uint64    // user_data of this ring's futex wait in flight; 0: none
-	timer          uint64    // user_data of this ring's deadline or window timeout in flight; 0: none
+	timer          uint64    // user_data of this ring's deadline timeout in flight; 0: none
 	timerAt        time.Time // when it fires
 	used           uint64    // when last used, in Waiter.seq
 }
