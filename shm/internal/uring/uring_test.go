@@ -119,22 +119,34 @@ func TestTick(t *testing.T) {
 	}
 }
 
+// TestStopEndsAwait: Stop ends an Await asleep on the futex word or in a
+// coalescing window (the timerfd) alike.
 func TestStopEndsAwait(t *testing.T) {
-	word := new(uint32)
-	*word = 1
-	w := start(t, word)
-	w.Arm(time.Hour)
-	done := make(chan error)
-	go func() { done <- w.Await() }()
-	time.Sleep(10 * time.Millisecond)
-	w.Stop()
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrClosed) {
-			t.Fatalf("Await after Stop: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Stop did not end Await")
+	for _, tc := range []struct {
+		name string
+		ask  func(w *Waiter)
+	}{
+		{"sleep", func(w *Waiter) { w.Arm(time.Hour) }},
+		{"window", func(w *Waiter) { w.Tick(time.Hour) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			word := new(uint32)
+			*word = 1
+			w := start(t, word)
+			tc.ask(w)
+			done := make(chan error)
+			go func() { done <- w.Await() }()
+			time.Sleep(10 * time.Millisecond)
+			w.Stop()
+			select {
+			case err := <-done:
+				if !errors.Is(err, os.ErrClosed) {
+					t.Fatalf("Await after Stop: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Stop did not end Await")
+			}
+		})
 	}
 }
 
@@ -273,24 +285,5 @@ func TestTickDisarmedByArm(t *testing.T) {
 	}
 	if d := time.Since(t0); d < 30*time.Millisecond {
 		t.Fatalf("the first window of 30ms ended after %v", d)
-	}
-}
-
-func TestStopEndsTick(t *testing.T) {
-	word := new(uint32)
-	*word = 1
-	w := start(t, word)
-	w.Tick(time.Hour)
-	done := make(chan error)
-	go func() { done <- w.Await() }()
-	time.Sleep(10 * time.Millisecond)
-	w.Stop()
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrClosed) {
-			t.Fatalf("Await after Stop: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Stop did not end a window's Await")
 	}
 }
