@@ -460,17 +460,28 @@ func (w *Waiter) awaitTick() error {
 }
 
 // setTimer arms the timerfd to tick every d, or disarms it (0), which
-// also drops the ticks not read. A raw call: see enter.
+// also drops the ticks not read. Through the RawConn's Control, which
+// holds the descriptor: Stop may close it from another goroutine while
+// Await runs, and its number could then name another file. A raw call,
+// as enter's.
 func (w *Waiter) setTimer(d time.Duration) error {
 	ts := [4]int64{} // struct itimerspec: it_interval, then it_value
 	if d > 0 {
 		ts[0], ts[1] = int64(d/time.Second), int64(d%time.Second)
 		ts[2], ts[3] = ts[0], ts[1]
 	}
-	_, _, errno := syscall.RawSyscall6(syscall.SYS_TIMERFD_SETTIME, uintptr(w.tfd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
-	if errno != 0 {
-		// Only a closed or invalid descriptor fails here.
-		w.failed = fmt.Errorf("timerfd_settime: %w (%w)", errno, ErrRing)
+	var errno syscall.Errno
+	err := w.trc.Control(func(fd uintptr) {
+		_, _, errno = syscall.RawSyscall6(syscall.SYS_TIMERFD_SETTIME, fd, 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	})
+	if w.stopped.Load() {
+		return os.ErrClosed
+	}
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		w.failed = fmt.Errorf("timerfd_settime: %w (%w)", err, ErrRing)
 		return w.failed
 	}
 	w.ticking = d > 0
