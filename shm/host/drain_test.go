@@ -325,18 +325,8 @@ func TestTrickleOnePassPerEvent(t *testing.T) {
 		// polls every millisecond instead of sleeping.
 		t.Skip("without futexes the host polls every millisecond")
 	}
-	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("trickle.n")
+	h, ctr, stop := sleepingHost(t, Config{Slots: 2, RingRecords: 64}, "trickle.n")
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
-	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	// Start coalescing, as a burst of events does: the host is woken
 	// again within a window of going to sleep.
 	// (Spaced by spinning: a sleep that short is rounded up to a
@@ -356,8 +346,7 @@ func TestTrickleOnePassPerEvent(t *testing.T) {
 	}
 	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("trickle.n").Value() == events+burst })
 	passes := h.Passes() - p0
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if passes > 2*events {
@@ -626,18 +615,8 @@ func TestCoalesceWindowConfigured(t *testing.T) {
 		t.Skip("without futexes the host polls every millisecond")
 	}
 	const window = 25 * time.Millisecond
-	h := newHost(t, Config{Slots: 2, RingRecords: 1024, CoalesceWindow: window})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("window.n")
+	h, ctr, stop := sleepingHost(t, Config{Slots: 2, RingRecords: 1024, CoalesceWindow: window}, "window.n")
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
-	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	// Events about 2 ms apart for 400 ms: with the default 1.5 ms window
 	// about one pass each (~200), with 25 ms about 16.
 	p0, t0 := h.Passes(), time.Now()
@@ -649,8 +628,7 @@ func TestCoalesceWindowConfigured(t *testing.T) {
 	}
 	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("window.n").Value() == int64(n) })
 	passes := h.Passes() - p0
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(t0)
@@ -661,4 +639,24 @@ func TestCoalesceWindowConfigured(t *testing.T) {
 		t.Fatalf("%d passes for %d events in %v with a %v window, want at most %d", passes, n, elapsed, window, most)
 	}
 	t.Logf("%d passes for %d events in %v", passes, n, elapsed)
+}
+
+// sleepingHost starts Drain, with no liveness checks and no idle timeout,
+// on a new host with one client attached and a counter of it named name,
+// and returns once the host sleeps on its wait word: the start of the
+// tests of when the host passes. stop ends Drain and returns its error.
+func sleepingHost(t *testing.T, cfg Config, name string) (h *Host, ctr wire.CounterHandle, stop func() error) {
+	t.Helper()
+	h = newHost(t, cfg)
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	t.Cleanup(cancel)
+	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	return h, c.Counter(name), func() error { cancel(); return <-done }
 }
