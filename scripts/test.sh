@@ -18,6 +18,22 @@ echo "== go vet"
 go vet ./...
 (cd bench && go vet ./...)
 
+echo "== io_uring"
+# The host's io_uring waiter must be tested wherever the kernel has it;
+# only a run that says why (TAPES_NO_URING=1) lets its tests skip. A
+# seccomp filter refusing io_uring is said here, not passed over.
+if [ "${TAPES_NO_URING:-}" != 1 ] && [ "$(uname -s)" = Linux ]; then
+  probe=$(go run ./shm/internal/uring/probe || true)
+  echo "$probe"
+  case "$probe" in
+  ok) ;;
+  refused:*)
+    echo "io_uring is refused here (seccomp): its tests do not run; the relay's and futex's do (TAPES_NO_URING=1)"
+    export TAPES_NO_URING=1 ;;
+  *) echo "this kernel has no io_uring futex wait (Linux 6.7+ needed); set TAPES_NO_URING=1 to test without it"; exit 1 ;;
+  esac
+fi
+
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
