@@ -28,6 +28,7 @@ const (
 	setupDeferTaskrun = 1 << 13 // Linux 6.1
 	enterGetEvents    = 1
 	featSingleMmap    = 1 << 0
+	cqEventfdDisabled = 1 << 0 // IORING_CQ_EVENTFD_DISABLED, in the CQ ring's flags (Linux 5.8)
 
 	registerEventfd = 4
 	registerProbe   = 8
@@ -97,6 +98,7 @@ type ring struct {
 	sqMask         uint32
 	sqArray        unsafe.Pointer
 	cqHead, cqTail *uint32
+	cqFlags        *uint32
 	cqMask         uint32
 	cqes           unsafe.Pointer
 	live           uint64    // user_data of this ring's futex wait in flight; 0: none
@@ -111,25 +113,30 @@ type ring struct {
 type Waiter struct {
 	word *uint32
 
-	efd int
-	f   *os.File
-	rc  syscall.RawConn
-	buf [8]byte
-	// read drains the eventfd for rc.Read: made once, since a closure
-	// built per Await is an allocation per wake-up.
-	read func(fd uintptr) bool
+	// The netpoller wakes Await through the eventfd (a completion) and
+	// the timerfd (a window's tick), and Await answers by the word and
+	// the clock, not by what the descriptors hold. The eventfd is never
+	// read: emptying it cost three system calls per wake-up (the signal,
+	// the stale signal of the host's own io_uring_enter, and the EAGAIN
+	// before parking), and the netpoller's edge-triggered epoll reports
+	// every signal whatever the counter holds, so leaving it to grow
+	// (2^64 signals) loses none. The timerfd is read once a window, since
+	// that read re-arms its periodic timer. Both callbacks are built
+	// once: one made per Await is an allocation per wake-up.
+	efd   int
+	f     *os.File
+	rc    syscall.RawConn
+	ready func(fd uintptr) bool
 
-	// The coalescing windows tick on a timerfd of their own, read by the
-	// netpoller like the eventfd: a window then costs its wake-up and a
-	// read, where an io_uring timeout per window cost an io_uring_enter
-	// besides (~10% of a host's CPU with 200 workers trickling).
-	tfd     int
-	tf      *os.File
-	trc     syscall.RawConn
-	tbuf    [8]byte
-	tread   func(fd uintptr) bool
-	tn      uintptr // what the last timerfd read returned
-	ticking bool    // the timerfd is armed (Tick's period)
+	tfd      int
+	tf       *os.File
+	trc      syscall.RawConn
+	ticked   func(fd uintptr) bool
+	tbuf     [8]byte
+	period   time.Duration // the timerfd's period; 0: disarmed
+	tickFrom time.Time     // just before it was armed: the kernel's ticks fall at start + k·period,
+	tickTo   time.Time     // start being between tickFrom and tickTo (just after)
+	nextTick time.Time     // no tick comes before; past it, Await reads the timerfd
 
 	mu       sync.Mutex // rings, against Stop
 	rings    []*ring
@@ -172,22 +179,23 @@ func Start(word *uint32) (*Waiter, error) {
 		return nil, fmt.Errorf("timerfd: %w (%w)", errno, ErrRing)
 	}
 	w := &Waiter{word: word, efd: int(efd), tfd: int(tfd)}
-	w.read = func(fd uintptr) bool {
-		for {
-			_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN
-			}
+	w.ready = func(uintptr) bool { return w.stopped.Load() || w.answered() }
+	w.ticked = func(fd uintptr) bool {
+		if w.stopped.Load() {
+			return true
 		}
-	}
-	w.tread = func(fd uintptr) bool {
-		for {
-			n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.tbuf[0])), uintptr(len(w.tbuf)))
-			if errno != syscall.EINTR {
-				w.tn = n
-				return errno != syscall.EAGAIN
-			}
+		now := time.Now()
+		if now.Before(w.nextTick) {
+			return false // no tick can have come since the last read
 		}
+		// A periodic timerfd's timer is re-armed only by the read of its
+		// expirations (timerfd_read), so every tick must be read: a
+		// signal that finds the clock before nextTick would leave it
+		// stopped for good. nextTick is therefore a bound the kernel's
+		// next tick cannot precede, never an estimate.
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.tbuf[0])), uintptr(len(w.tbuf)))
+		w.nextTick = w.tickBound(now)
+		return errno == 0 && n == 8
 	}
 	runtime.LockOSThread()
 	w.mu.Lock()
@@ -277,6 +285,7 @@ func newRing(efd int) (*ring, error) {
 	r.sqHead, r.sqTail = (*uint32)(at(p.sqOff.head)), (*uint32)(at(p.sqOff.tail))
 	r.sqMask, r.sqArray = *(*uint32)(at(p.sqOff.ringMask)), at(p.sqOff.array)
 	r.cqHead, r.cqTail = (*uint32)(at(p.cqOff.head)), (*uint32)(at(p.cqOff.tail))
+	r.cqFlags = (*uint32)(at(p.cqOff.flags))
 	r.cqMask, r.cqes = *(*uint32)(at(p.cqOff.ringMask)), at(p.cqOff.cqes)
 	fdv := int32(efd)
 	if _, _, errno := syscall.RawSyscall6(sysRegister, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&fdv)), 1, 0, 0); errno != 0 {
@@ -317,8 +326,8 @@ func (r *ring) close() {
 // one (workers wake every waiter: docs/shm-layout.md) and are harmless.
 func (w *Waiter) Arm(d time.Duration) {
 	w.tick = 0
-	if w.ticking {
-		w.setTimer(0) // disarmed, which also clears expirations not read
+	if w.period != 0 {
+		w.setTimer(0) // disarmed: its ticks would wake the sleep for nothing
 	}
 	w.deadline = time.Now().Add(d)
 	w.submit(d)
@@ -402,65 +411,62 @@ func (w *Waiter) Await() error {
 	if w.tick > 0 {
 		return w.awaitTick()
 	}
-	for {
-		if w.stopped.Load() {
-			return os.ErrClosed
-		}
-		if w.failed != nil {
-			return w.failed
-		}
-		if w.answered() {
-			return nil
-		}
-		// A completion signals the eventfd when it is the first queued on
-		// its ring since that ring was last flushed; a signal may also be
-		// stale (a timeout of a wait a wake-up completed first), hence the
-		// check above on every return.
-		err := w.rc.Read(w.read)
-		if w.stopped.Load() {
-			return os.ErrClosed
-		}
-		if err != nil {
-			return err
-		}
+	if w.failed != nil {
+		return w.failed
 	}
+	// ready is called before the goroutine parks and after each
+	// readiness: a signal that came before the call (prepareRead clears
+	// the netpoller's latch) is seen in the word or the clock, and a
+	// stale one (a timeout of a wait a wake-up completed first, the
+	// completions the host's own io_uring_enter posted) costs a look.
+	err := w.rc.Read(w.ready)
+	if w.stopped.Load() {
+		return os.ErrClosed
+	}
+	return err
 }
 
 func (w *Waiter) answered() bool {
 	return w.wordDown() || !time.Now().Before(w.deadline)
 }
 
-// awaitTick is Await between Tick and the next Arm: it returns when the
-// timerfd has ticked (a read of it returns the ticks since the last).
+// awaitTick is Await between Tick and the next Arm: it returns at the
+// timerfd's next tick, at once if one passed since the last Await (which
+// then skips those it missed), reading the timerfd once a window.
 func (w *Waiter) awaitTick() error {
-	if !w.ticking {
+	if w.period != w.tick {
 		if err := w.setTimer(w.tick); err != nil {
 			return err
 		}
 	}
-	for {
-		if w.stopped.Load() {
-			return os.ErrClosed
-		}
-		if w.failed != nil {
-			return w.failed
-		}
-		w.tn = 0
-		err := w.trc.Read(w.tread)
-		if w.stopped.Load() {
-			return os.ErrClosed
-		}
-		if err != nil {
-			return err
-		}
-		if w.tn == 8 {
-			return nil
-		}
+	if w.failed != nil {
+		return w.failed
 	}
+	err := w.trc.Read(w.ticked)
+	if w.stopped.Load() {
+		return os.ErrClosed
+	}
+	return err
 }
 
-// setTimer arms the timerfd to tick every d, or disarms it (0), which
-// also drops the ticks not read. Through the RawConn's Control, which
+// tickBound is the earliest the timerfd's first tick after t can come: the
+// next point of the grid tickFrom + k·period, or t itself when t lies
+// where the kernel's grid, shifted by up to tickTo-tickFrom, may already
+// have its next tick.
+func (w *Waiter) tickBound(t time.Time) time.Time {
+	k := t.Sub(w.tickFrom) / w.period
+	if k >= 1 && t.Before(w.tickTo.Add(k*w.period)) {
+		return t
+	}
+	return w.tickFrom.Add((k + 1) * w.period)
+}
+
+// testHookSetTimer runs between tickFrom and timerfd_settime: a test
+// widens there the gap between the clock's grid and the kernel's.
+var testHookSetTimer func()
+
+// setTimer arms the timerfd to tick every d from now, or disarms it (0).
+// Through the RawConn's Control, which
 // holds the descriptor: Stop may close it from another goroutine while
 // Await runs, and its number could then name another file. A raw call,
 // as enter's.
@@ -471,9 +477,15 @@ func (w *Waiter) setTimer(d time.Duration) error {
 		ts[2], ts[3] = ts[0], ts[1]
 	}
 	var errno syscall.Errno
+	w.tickFrom = time.Now()
+	if testHookSetTimer != nil {
+		testHookSetTimer()
+	}
 	err := w.trc.Control(func(fd uintptr) {
 		_, _, errno = syscall.RawSyscall6(syscall.SYS_TIMERFD_SETTIME, fd, 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
 	})
+	w.tickTo = time.Now()
+	w.nextTick = w.tickFrom.Add(d)
 	if w.stopped.Load() {
 		return os.ErrClosed
 	}
@@ -484,7 +496,7 @@ func (w *Waiter) setTimer(d time.Duration) error {
 		w.failed = fmt.Errorf("timerfd_settime: %w (%w)", err, ErrRing)
 		return w.failed
 	}
-	w.ticking = d > 0
+	w.period = d
 	return nil
 }
 
@@ -508,10 +520,24 @@ func (w *Waiter) wordDown() (down bool) {
 // is empty when it returns: its next completion is the first, and signals
 // the eventfd. With RawSyscall, since it cannot block, the runtime's
 // monitor thread is not woken from its sleep.
+//
+// The ring's eventfd signals are off during the call: what it posts (the
+// cancel of a wait a wake-up completed, that wait) would signal it, and
+// the netpoller would wake Await once more per wake-up for nothing. What
+// can complete meanwhile unsignalled is a wake-up (the word is down) or
+// the deadline (the clock is past it), which Await looks at after the
+// signals are back on: a waker stores 0 before it calls FUTEX_WAKE, whose
+// futex_wake has a full barrier before io_uring reads the flag, and the
+// store that turns them back on is one here (Dekker's, as in the host's
+// wait). Until the next enter that completion also keeps later ones on
+// the ring from signalling (only the first queued does), and no wait is
+// made before the next enter.
 func (w *Waiter) enter(r *ring, tail uint32) error {
 	old := atomic.LoadUint32(r.sqTail)
 	atomic.StoreUint32(r.sqTail, tail)
 	n := tail - old
+	atomic.StoreUint32(r.cqFlags, cqEventfdDisabled)
+	defer atomic.StoreUint32(r.cqFlags, 0)
 	for {
 		got, _, errno := syscall.RawSyscall6(sysEnter, uintptr(r.fd), uintptr(n), 0, enterGetEvents, 0, 0)
 		if errno == syscall.EINTR {

@@ -286,3 +286,59 @@ func TestTickDisarmedByArm(t *testing.T) {
 		t.Fatalf("the first window of 30ms ended after %v", d)
 	}
 }
+
+// TestTickGridShifted: the kernel's ticks fall up to the time timerfd_settime
+// took after the grid Await counts from, and a periodic timerfd ticks again
+// only once read. Here that gap is 4 ms of a 10 ms period, and an Await
+// starts in it, after a grid point the kernel has not reached: an Await
+// that took the grid for the kernel's, and so left a tick unread, would
+// never return again.
+func TestTickGridShifted(t *testing.T) {
+	word := new(uint32)
+	*word = 1
+	w := start(t, word)
+	testHookSetTimer = func() { time.Sleep(4 * time.Millisecond) }
+	defer func() { testHookSetTimer = nil }()
+	const period = 10 * time.Millisecond
+	w.Tick(period)
+	if err := await(t, w, "the first window never ended"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < 12; i += 3 {
+		// Just past grid point i, before the kernel's tick i; then two
+		// windows back to back.
+		time.Sleep(time.Until(w.tickFrom.Add(time.Duration(i)*period + time.Millisecond)))
+		for j := 0; j < 3; j++ {
+			t0 := time.Now()
+			if err := await(t, w, fmt.Sprintf("window %d+%d never ended", i, j)); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(t0); d > 2*period {
+				t.Fatalf("window %d+%d ended after %v, period %v", i, j, d, period)
+			}
+		}
+	}
+}
+
+// TestWakeDuringArm: wake-ups that come while Arm submits the wait (when
+// the ring's eventfd signals are off) or just after are never lost.
+func TestWakeDuringArm(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	for i := 0; i < 2000; i++ {
+		atomic.StoreUint32(word, 1)
+		go func() {
+			for range i % 64 {
+				runtime.Gosched()
+			}
+			wake(word)
+		}()
+		w.Arm(time.Hour)
+		if err := await(t, w, fmt.Sprintf("wake-up %d lost", i)); err != nil {
+			t.Fatal(err)
+		}
+		if atomic.LoadUint32(word) != 0 {
+			t.Fatalf("Await %d returned with the word up", i)
+		}
+	}
+}
