@@ -188,6 +188,7 @@ type Host struct {
 	silentZeros int // sleeps in a row that ran to their end and found the word at 0
 	via         string
 	ticking     bool          // the relay answers every coalescing window (see window)
+	touched     uint64        // what touch loaded
 	active      int           // bound slots in state ACTIVE at their last visit: the workers gauge
 	shown       int           // the workers gauge's value, -1 before the first pass
 	pidfds      int           // open pidfds (hslot.pidfd)
