@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -658,4 +659,93 @@ func sleepingHost(t *testing.T, cfg Config, name string) (h *Host, ctr wire.Coun
 	t.Cleanup(cancel)
 	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	return h, c.Counter(name), func() error { cancel(); return <-done }
+}
+
+// TestDrainStopsBetweenLookAndWait: a context that ends after Drain's last
+// look at it and before wait raises the wait word (whose wake-up the raise
+// undoes) still ends Drain at once, not at the sleep's deadline (an hour
+// here).
+func TestDrainStopsBetweenLookAndWait(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	testHookBeforeWait = func() {
+		once.Do(func() {
+			cancel()
+			waitFor(t, "the cancellation's wake-up", 10*time.Second, func() bool {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				return h.stopping
+			})
+		})
+	}
+	defer func() { testHookBeforeWait = nil }()
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain slept through its cancellation")
+	}
+}
+
+// TestHostLateWakes: a worker that stores hostWait = 0 the moment the
+// host raises it and calls FUTEX_WAKE only a millisecond later (a slow
+// worker, or one doing it on purpose). The host, awake, sees the word
+// down, passes and sleeps again, and the late wake-up completes its new
+// wait with the word up; through io_uring that completion, left unposted,
+// kept every later one from signalling, and the host slept through every
+// worker's wake-up and its own deadlines: a frozen drain (and a shutdown
+// that never came). An honest worker's events must keep arriving.
+func TestHostLateWakes(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("late.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Second)) }()
+	stop := make(chan struct{})
+	late := make(chan struct{})
+	w := u32(h.m, hdrWait)
+	go func() {
+		defer close(late)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if atomic.CompareAndSwapUint32(w, 1, 0) {
+				time.Sleep(time.Millisecond)
+				futexWakeAll(w)
+			} else {
+				runtime.Gosched()
+			}
+		}
+	}()
+	for i := 1; i <= 100; i++ {
+		ctr.Inc()
+		waitFor(t, fmt.Sprintf("event %d (the host froze)", i), 10*time.Second, func() bool { return r.Counter("late.n").Value() == int64(i) })
+		time.Sleep(time.Duration(i%4) * time.Millisecond)
+	}
+	close(stop)
+	<-late
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not end after its cancellation (the host froze)")
+	}
 }

@@ -189,6 +189,7 @@ type Host struct {
 	via         string
 	ticking     bool          // the relay answers every coalescing window (see window)
 	touched     uint64        // what touch loaded
+	stopping    bool          // Drain's context ended: wait returns at once
 	active      int           // bound slots in state ACTIVE at their last visit: the workers gauge
 	shown       int           // the workers gauge's value, -1 before the first pass
 	pidfds      int           // open pidfds (hslot.pidfd)

@@ -36,9 +36,15 @@ import (
 // *DamageError when it is truncated, shrunk, removed or replaced under the
 // host: see checkFile) or r refuses the host's own metrics.
 func (h *Host) Drain(ctx context.Context) error {
-	// Cancellation must not wait for the futex timeout.
+	h.mu.Lock()
+	h.stopping = false
+	h.mu.Unlock()
+	// Cancellation must not wait for the futex timeout, nor, when it comes
+	// between Drain's look at ctx and wait's raising of the word (which
+	// would undo this wake), for the sleep's deadline: wait sees stopping.
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
+		h.stopping = true
 		if !h.closed {
 			h.wakeLocked()
 		}
@@ -147,6 +153,9 @@ func (h *Host) Drain(ctx context.Context) error {
 			nap(time.Millisecond)
 			continue
 		}
+		if testHookBeforeWait != nil {
+			testHookBeforeWait()
+		}
 		t0 := time.Now()
 		woken, err := h.wait()
 		if err != nil {
@@ -158,6 +167,9 @@ func (h *Host) Drain(ctx context.Context) error {
 		coalescing = woken && time.Since(t0) < h.coalesce
 	}
 }
+
+// testHookBeforeWait runs in Drain just before each wait.
+var testHookBeforeWait func()
 
 // hotFor is how long after a pass that found a backlog the host keeps
 // passing back to back, whatever the passes in between find.
@@ -204,6 +216,10 @@ func (h *Host) wait() (woken bool, err error) {
 	if h.closed {
 		h.mu.Unlock()
 		return false, ErrClosed
+	}
+	if h.stopping {
+		h.mu.Unlock()
+		return false, nil
 	}
 	w := u32(h.m, hdrWait)
 	if time.Now().Before(h.guardUntil) {

@@ -24,7 +24,9 @@ const (
 	offSQRing = 0
 	offSQEs   = 0x10000000
 
+	setupTaskrunFlag  = 1 << 9  // Linux 5.19
 	setupSingleIssuer = 1 << 12 // Linux 6.0
+	sqTaskrun         = 1 << 2  // IORING_SQ_TASKRUN, in the SQ ring's flags: deferred completions wait to be posted
 	setupDeferTaskrun = 1 << 13 // Linux 6.1
 	enterGetEvents    = 1
 	featSingleMmap    = 1 << 0
@@ -95,6 +97,7 @@ type ring struct {
 	tid            int
 	mem, sqeMem    []byte
 	sqHead, sqTail *uint32
+	sqFlags        *uint32
 	sqMask         uint32
 	sqArray        unsafe.Pointer
 	cqHead, cqTail *uint32
@@ -140,6 +143,7 @@ type Waiter struct {
 
 	mu       sync.Mutex // rings, against Stop
 	rings    []*ring
+	cur      *ring // the ring of the last Arm
 	seq      uint64
 	ts       [2]int64 // a timeout's timespec: the kernel copies it when the request is submitted
 	deadline time.Time
@@ -179,7 +183,7 @@ func Start(word *uint32) (*Waiter, error) {
 		return nil, fmt.Errorf("timerfd: %w (%w)", errno, ErrRing)
 	}
 	w := &Waiter{word: word, efd: int(efd), tfd: int(tfd)}
-	w.ready = func(uintptr) bool { return w.stopped.Load() || w.answered() }
+	w.ready = func(uintptr) bool { return w.answered() || w.stale() }
 	w.ticked = func(fd uintptr) bool {
 		if w.stopped.Load() {
 			return true
@@ -254,7 +258,7 @@ func (w *Waiter) ringHere() (*ring, error) {
 }
 
 func newRing(efd int) (*ring, error) {
-	p := params{flags: setupSingleIssuer | setupDeferTaskrun}
+	p := params{flags: setupSingleIssuer | setupDeferTaskrun | setupTaskrunFlag}
 	fd, _, errno := syscall.RawSyscall(sysSetup, entries, uintptr(unsafe.Pointer(&p)), 0)
 	if errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOMEM {
 		return nil, fmt.Errorf("io_uring_setup: %w (%w)", errno, ErrRing)
@@ -283,6 +287,7 @@ func newRing(efd int) (*ring, error) {
 	}
 	at := func(off uint32) unsafe.Pointer { return unsafe.Pointer(&r.mem[off]) }
 	r.sqHead, r.sqTail = (*uint32)(at(p.sqOff.head)), (*uint32)(at(p.sqOff.tail))
+	r.sqFlags = (*uint32)(at(p.sqOff.flags))
 	r.sqMask, r.sqArray = *(*uint32)(at(p.sqOff.ringMask)), at(p.sqOff.array)
 	r.cqHead, r.cqTail = (*uint32)(at(p.cqOff.head)), (*uint32)(at(p.cqOff.tail))
 	r.cqFlags = (*uint32)(at(p.cqOff.flags))
@@ -354,6 +359,7 @@ func (w *Waiter) submit(d time.Duration) {
 		w.failed = err
 		return
 	}
+	w.cur = r
 	// One system call: cancel the ring's wait, which a wake-up has most
 	// likely completed already (if not, the new wait takes its place, so
 	// the ring never holds two), and its timeout unless it is kept; then
@@ -404,7 +410,9 @@ func (w *Waiter) Tick(d time.Duration) {
 	w.tick = max(d, 1)
 }
 
-// Await blocks until the current request is answered. It fails with
+// Await blocks until the current request is answered, or returns early
+// once when the ring holds a stale completion to post (see stale), which
+// the caller's next Arm does. It fails with
 // os.ErrClosed once Stop has run, and with ErrRing if a ring failed (the
 // caller then waits another way).
 func (w *Waiter) Await() error {
@@ -424,6 +432,20 @@ func (w *Waiter) Await() error {
 		return os.ErrClosed
 	}
 	return err
+}
+
+// stale reports whether Stop has run, or the ring the last Arm used holds
+// a completion not posted yet: only the first completion queued on a ring
+// since it was last posted signals the eventfd, so one that came after
+// Arm's io_uring_enter posted the ring's queue (a timeout firing as that
+// call cancelled it, a wait being woken as it was cancelled) would keep
+// the wake-up's completion from signalling, and Await would sleep through
+// it. The caller then arms again, which posts it. Under w.mu: Stop unmaps
+// the rings.
+func (w *Waiter) stale() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopped.Load() || w.cur != nil && atomic.LoadUint32(w.cur.sqFlags)&sqTaskrun != 0
 }
 
 func (w *Waiter) answered() bool {
@@ -521,23 +543,29 @@ func (w *Waiter) wordDown() (down bool) {
 // the eventfd. With RawSyscall, since it cannot block, the runtime's
 // monitor thread is not woken from its sleep.
 //
-// The ring's eventfd signals are off during the call: what it posts (the
-// cancel of a wait a wake-up completed, that wait) would signal it, and
-// the netpoller would wake Await once more per wake-up for nothing. What
-// can complete meanwhile unsignalled is a wake-up (the word is down) or
-// the deadline (the clock is past it), which Await looks at after the
-// signals are back on: a waker stores 0 before it calls FUTEX_WAKE, whose
-// futex_wake has a full barrier before io_uring reads the flag, and the
-// store that turns them back on is one here (Dekker's, as in the host's
-// wait). Until the next enter that completion also keeps later ones on
-// the ring from signalling (only the first queued does), and no wait is
-// made before the next enter.
+// On amd64 (quietEnter) the ring's eventfd signals are off during the
+// call: what it posts (the cancel of a wait a wake-up completed, that
+// wait) would signal it, and the netpoller would wake Await once more per
+// wake-up for nothing. What can complete meanwhile unsignalled is a
+// wake-up (the word is down), the deadline (the clock is past it) or a
+// stale completion (the ring's IORING_SQ_TASKRUN is set), all of which
+// Await looks at after the signals are back on. The orders hold: a waker
+// stores 0 before its FUTEX_WAKE, whose futex_wake has a full barrier
+// before io_uring reads the flag; the kernel sets TASKRUN with an atomic
+// OR, a full barrier on amd64 (LOCK OR) but not on arm64, where it could
+// read the flag still off while Await reads TASKRUN not yet set: hence
+// amd64 only. The store that turns the signals back on is a full barrier
+// here (Dekker's, as in the host's wait).
+const quietEnter = runtime.GOARCH == "amd64"
+
 func (w *Waiter) enter(r *ring, tail uint32) error {
 	old := atomic.LoadUint32(r.sqTail)
 	atomic.StoreUint32(r.sqTail, tail)
 	n := tail - old
-	atomic.StoreUint32(r.cqFlags, cqEventfdDisabled)
-	defer atomic.StoreUint32(r.cqFlags, 0)
+	if quietEnter {
+		atomic.StoreUint32(r.cqFlags, cqEventfdDisabled)
+		defer atomic.StoreUint32(r.cqFlags, 0)
+	}
 	for {
 		got, _, errno := syscall.RawSyscall6(sysEnter, uintptr(r.fd), uintptr(n), 0, enterGetEvents, 0, 0)
 		if errno == syscall.EINTR {
@@ -604,7 +632,7 @@ func (w *Waiter) Stop() {
 	for _, r := range w.rings {
 		r.close()
 	}
-	w.rings = nil
+	w.rings, w.cur = nil, nil
 	w.mu.Unlock()
 	if w.f != nil {
 		w.f.Close()

@@ -342,3 +342,106 @@ func TestWakeDuringArm(t *testing.T) {
 		}
 	}
 }
+
+// TestWakeStress drives the Waiter as the host does, against a waker that
+// wakes it as workers do at random moments, for a second: sleeps with a
+// deadline an hour away (a lost wake-up is a sleep that never ends),
+// sleeps with one deadline kept across them (the host's next liveness
+// check), and coalescing windows in between, from whatever threads the
+// goroutine runs on. Every sleep must end once the word is down.
+func TestWakeStress(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		runtime.LockOSThread()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			time.Sleep(time.Duration(i%7) * 300 * time.Microsecond)
+			if atomic.CompareAndSwapUint32(word, 1, 0) {
+				syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(word)), 1 /* FUTEX_WAKE */, 1<<30, 0, 0, 0)
+			}
+		}
+	}()
+	live := time.Now()
+	end := time.Now().Add(time.Second)
+	early, sleeps := 0, 0
+	for i := 0; time.Now().Before(end); i++ {
+		if i%5 == 4 {
+			w.Tick(time.Duration(1+i%3) * 500 * time.Microsecond)
+			for range 1 + i%3 {
+				if err := await(t, w, fmt.Sprintf("window %d never ended", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		atomic.StoreUint32(word, 1)
+		d := time.Hour
+		if i%2 == 1 {
+			// Deadlines about when the waker wakes: timeouts fire as Arm
+			// cancels them.
+			if time.Now().After(live) {
+				live = time.Now().Add(time.Duration(i%5) * 400 * time.Microsecond)
+			}
+			d = time.Until(live)
+		}
+		w.Arm(d)
+		if err := await(t, w, fmt.Sprintf("sleep %d (deadline %v) never ended", i, d)); err != nil {
+			t.Fatal(err)
+		}
+		sleeps++
+		if atomic.LoadUint32(word) == 1 && (d == time.Hour || time.Now().Before(live)) {
+			early++ // a completion left to post: allowed, and rare
+		}
+		if i%3 == 0 {
+			runtime.Gosched()
+		}
+	}
+	if early > sleeps/10 {
+		t.Fatalf("%d of %d sleeps ended with the word up before their deadline", early, sleeps)
+	}
+}
+
+// TestLateWakeTakesNextWait: a worker stores 0 and is slow to call
+// FUTEX_WAKE; the host sees the word down, drains, raises the word and
+// arms a new wait, which the late FUTEX_WAKE then completes with the word
+// up. Its completion, left on the ring, keeps every later one from
+// signalling the eventfd (only the first queued does), so an Await that
+// took it for nothing slept through every later wake-up and its own
+// deadline. Await answers it instead, and the next Arm posts it.
+func TestLateWakeTakesNextWait(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	runtime.LockOSThread() // one ring: the late wake-up must find the next wait
+	defer runtime.UnlockOSThread()
+	*word = 1
+	w.Arm(time.Hour)
+	atomic.StoreUint32(word, 0) // the worker's store; its FUTEX_WAKE comes late
+	if err := await(t, w, "the word down did not end the sleep"); err != nil {
+		t.Fatal(err)
+	}
+	atomic.StoreUint32(word, 1)
+	w.Arm(time.Hour)
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(word)), 1 /* FUTEX_WAKE */, 1<<30, 0, 0, 0) // the late wake-up
+	time.Sleep(10 * time.Millisecond)                                                                      // its completion queued on the ring
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		wake(word) // the next worker
+	}()
+	for i := 0; atomic.LoadUint32(word) == 1; i++ {
+		if i == 3 {
+			t.Fatal("Await keeps answering with the word up")
+		}
+		if err := await(t, w, "the next worker's wake-up was lost"); err != nil {
+			t.Fatal(err)
+		}
+		if atomic.LoadUint32(word) == 1 {
+			w.Arm(time.Hour) // as the host does after a sleep that ended for nothing
+		}
+	}
+}
