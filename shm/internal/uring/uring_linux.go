@@ -419,15 +419,20 @@ func (w *Waiter) Await() error {
 	if w.tick > 0 {
 		return w.awaitTick()
 	}
-	if w.failed != nil {
-		return w.failed
-	}
 	// ready is called before the goroutine parks and after each
 	// readiness: a signal that came before the call (prepareRead clears
 	// the netpoller's latch) is seen in the word or the clock, and a
 	// stale one (a timeout of a wait a wake-up completed first, the
 	// completions the host's own io_uring_enter posted) costs a look.
-	err := w.rc.Read(w.ready)
+	return w.poll(w.rc, w.ready)
+}
+
+// poll parks the goroutine in the netpoller on rc until done says so.
+func (w *Waiter) poll(rc syscall.RawConn, done func(fd uintptr) bool) error {
+	if w.failed != nil {
+		return w.failed
+	}
+	err := rc.Read(done)
 	if w.stopped.Load() {
 		return os.ErrClosed
 	}
@@ -461,14 +466,7 @@ func (w *Waiter) awaitTick() error {
 			return err
 		}
 	}
-	if w.failed != nil {
-		return w.failed
-	}
-	err := w.trc.Read(w.ticked)
-	if w.stopped.Load() {
-		return os.ErrClosed
-	}
-	return err
+	return w.poll(w.trc, w.ticked)
 }
 
 // tickBound is the earliest the timerfd's first tick after t can come: the
