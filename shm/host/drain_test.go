@@ -702,17 +702,8 @@ func TestDrainStopsBetweenLookAndWait(t *testing.T) {
 // worker's wake-up and its own deadlines: a frozen drain (and a shutdown
 // that never came). An honest worker's events must keep arriving.
 func TestHostLateWakes(t *testing.T) {
-	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("late.n")
+	h, ctr, stopDrain := sleepingHost(t, Config{Slots: 2, RingRecords: 64}, "late.n")
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Second)) }()
 	stop := make(chan struct{})
 	late := make(chan struct{})
 	w := u32(h.m, hdrWait)
@@ -739,7 +730,8 @@ func TestHostLateWakes(t *testing.T) {
 	}
 	close(stop)
 	<-late
-	cancel()
+	done := make(chan error, 1)
+	go func() { done <- stopDrain() }()
 	select {
 	case err := <-done:
 		if err != nil {

@@ -111,7 +111,7 @@ type ring struct {
 }
 
 // Waiter waits on a futex word through io_uring, answering through one
-// eventfd that the Go netpoller reads. Arm, Tick and Await are made by one
+// eventfd that the Go netpoller watches. Arm, Tick and Await are made by one
 // goroutine at a time; Stop may run against Await.
 type Waiter struct {
 	word *uint32
