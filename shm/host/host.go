@@ -183,7 +183,7 @@ type Host struct {
 	noRelay bool
 	noRing  bool
 	// guardUntil: until then the host sleeps at most guardSleep, since a
-	// worker wrote hostWait without waking it (see interfered).
+	// worker abused hostWait (see interfered).
 	guardUntil  time.Time
 	silentZeros int // sleeps in a row that ran to their end and found the word at 0
 	via         string
@@ -195,6 +195,11 @@ type Host struct {
 	pidfds      int           // open pidfds (hslot.pidfd)
 	pidfdCap    int           // at most this many, to leave the process descriptors
 	polls       []unix.PollFd // liveness check's pidfds, kept to spare the allocation
+
+	// Wake-ups since wakesFrom whose next pass found nothing to drain, and
+	// something (see wakeFound).
+	wakesFrom             time.Time
+	emptyWakes, fullWakes int
 
 	// aggMu guards aggs: slots drained concurrently (drainSlots) may bind
 	// gauge definitions at the same time.

@@ -74,6 +74,7 @@ func (h *Host) Drain(ctx context.Context) error {
 	var lastBig time.Time // the last pass that found a backlog
 	pendNap := time.Duration(0)
 	var spinTill time.Time
+	early := false // the last wait ended before its deadline: something woke it
 	for {
 		if ctx.Err() != nil {
 			_, err := h.drain(true)
@@ -83,10 +84,14 @@ func (h *Host) Drain(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		now := time.Now()
 		h.mu.Lock()
 		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
+		if early {
+			h.wakeFound(n > 0 || more || pending, now)
+			early = false
+		}
 		h.mu.Unlock()
-		now := time.Now()
 		since := now.Sub(lastPass)
 		lastPass = now
 		if n > 0 {
@@ -157,10 +162,11 @@ func (h *Host) Drain(ctx context.Context) error {
 			testHookBeforeWait()
 		}
 		t0 := time.Now()
-		woken, err := h.wait()
+		woken, e, err := h.wait()
 		if err != nil {
 			return err
 		}
+		early = e
 		// Woken within a window of going to sleep: events come faster
 		// than one wake-up each is worth. Gather them until a window
 		// passes with none.
@@ -211,19 +217,23 @@ const (
 // bit and does not sleep, or the worker sees 1 and wakes it. A worker that
 // finds its bit already set skips both: the bit's setter has done or will
 // do this, and the host reads the slot after taking the bit.
-func (h *Host) wait() (woken bool, err error) {
+//
+// early reports that the sleep ended before its deadline: a wake-up, which
+// Drain holds to account by what its next pass finds (wakeFound).
+func (h *Host) wait() (woken, early bool, err error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return false, ErrClosed
+		return false, false, ErrClosed
 	}
 	if h.stopping {
 		h.mu.Unlock()
-		return false, nil
+		return false, false, nil
 	}
 	w := u32(h.m, hdrWait)
 	if time.Now().Before(h.guardUntil) {
-		return h.guardedNap(w)
+		woken, err = h.guardedNap(w)
+		return woken, false, err
 	}
 	busy := len(h.pend) > 0
 	if !busy {
@@ -242,7 +252,7 @@ func (h *Host) wait() (woken bool, err error) {
 	if err != nil {
 		err = h.damaged(err) // a fault here is damage like any other
 		h.mu.Unlock()
-		return false, err
+		return false, false, err
 	}
 	next, most := h.liveEvery, h.maxIdle
 	if h.active == 0 {
@@ -259,7 +269,7 @@ func (h *Host) wait() (woken bool, err error) {
 			err = h.damaged(err)
 		}
 		h.mu.Unlock()
-		return true, err
+		return true, false, err
 	}
 	if rl := h.startRelay(); rl != nil {
 		// Armed under the lock: Close stops the relay under it too.
@@ -276,13 +286,14 @@ func (h *Host) wait() (woken bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return false, ErrClosed
+		return false, false, ErrClosed
 	}
+	early = time.Since(t0) < d
 	if h.ringFailed(err) {
 		err = nil // the word tells whether a worker woke the host
 	}
 	if err != nil {
-		return false, fmt.Errorf("shm: waiting for workers: %w", err)
+		return false, false, fmt.Errorf("shm: waiting for workers: %w", err)
 	}
 	err = h.protect(func() {
 		// A worker that wakes the host clears the word first; a timeout
@@ -291,13 +302,13 @@ func (h *Host) wait() (woken bool, err error) {
 		woken = old == 0
 		switch {
 		case old > 1:
-			h.interfered()
-		case woken && time.Since(t0) >= d:
+			h.interfered(scribbled)
+		case woken && !early:
 			// Down, yet the sleep ran to its end: a waker's wake-up may
 			// just be in flight, but three such sleeps in a row are a
 			// worker storing 0 without waking the host.
 			if h.silentZeros++; h.silentZeros >= 3 {
-				h.interfered()
+				h.interfered(scribbled)
 			}
 		default:
 			h.silentZeros = 0
@@ -306,7 +317,7 @@ func (h *Host) wait() (woken bool, err error) {
 	if err != nil {
 		err = h.damaged(err)
 	}
-	return woken, err
+	return woken, early, err
 }
 
 // guardSleep is the host's nap for guardFor after a worker has written
@@ -316,25 +327,66 @@ const (
 	guardFor   = 10 * time.Second
 )
 
-// interfered: the host found hostWait at a value no worker stores (neither
-// 0 nor 1), or at 0 when three sleeps in a row ran to their end, which no
-// waker leaves (it stores 0 and wakes the host at once). Any worker can
-// write the word: one that keeps it away from 1 while the host sleeps makes
-// every other worker's wake-up skip (they wake only a host whose word
-// reads 1), so the host would see their events only at its timeout, up to
-// 250 ms late; and a wait on a word kept at 2 ends at once, a busy loop.
-// It counts the word as malformed and, for guardFor, naps guardSleep
-// instead of waiting on the word (guardedNap): the scribbler costs the
-// host a few hundred passes a second instead of costing the other workers
-// their latency (TestHostWaitScribbled). The caller holds h.mu.
-func (h *Host) interfered() {
+// interfered: a worker abuses the host's wait word, so for guardFor the
+// host naps guardSleep instead of waiting on it (guardedNap), and counts
+// it as malformed. Two abuses, why names which:
+//
+//   - scribbled: the host found hostWait at a value no worker stores
+//     (neither 0 nor 1), or at 0 when three sleeps in a row ran to their
+//     end, which no waker leaves (it stores 0 and wakes the host at once).
+//     One that keeps the word away from 1 while the host sleeps makes every
+//     other worker's wake-up skip (they wake only a host whose word reads
+//     1), so the host would see their events only at its timeout, up to 250
+//     ms late; and a wait on a word kept at 2 ends at once, a busy loop
+//     (TestHostWaitScribbled).
+//   - wokenIdle: more than emptyWakeLimit wake-ups in a second found
+//     nothing to drain (wakeFound). A worker that stores 0 and calls
+//     FUTEX_WAKE in a loop, or only the latter, took 65% of a core from the
+//     host before this guard (TestHostWakeFlood).
+//
+// Either way the abuser then costs the host a few hundred passes a second,
+// and the other workers none of their latency. The caller holds h.mu.
+func (h *Host) interfered(why string) {
 	h.silentZeros = 0
+	h.emptyWakes, h.fullWakes = 0, 0
 	h.self.malformed.Inc()
 	now := time.Now()
 	if !now.Before(h.guardUntil) {
-		h.log.Warn("shm: the host's wait word was changed without a wake-up (a worker writes it); sleeping at most "+guardSleep.String()+" while it goes on", "path", h.path)
+		h.log.Warn("shm: "+why+"; sleeping at most "+guardSleep.String()+" while it goes on", "path", h.path)
 	}
 	h.guardUntil = now.Add(guardFor)
+}
+
+const (
+	scribbled = "the host's wait word was changed without a wake-up (a worker writes it)"
+	wokenIdle = "the host was woken again and again with nothing to drain (a worker wakes it in a loop)"
+)
+
+// emptyWakeLimit is how many wake-ups a second may find nothing to drain
+// before the host takes them for abuse, provided they also outnumber the
+// wake-ups that found work. An honest worker wakes the host only after
+// ringing its doorbell, so a wake-up finds nothing only when the pass
+// before it took the bit first (the worker was slow between its ring and
+// its wake-up), a late wake-up (see shm/internal/uring, stale), or the
+// host's own Close: rare next to the wake-ups that find the work, which is
+// what the second condition allows for under heavy load. Below the limit
+// an abuser costs the host at most ~100 passes a second (0.5% of a core
+// on the 2-vCPU machine of docs/RATIONALE.md).
+const emptyWakeLimit = 100
+
+// wakeFound accounts a wake-up by what the pass after it found. The caller
+// holds h.mu.
+func (h *Host) wakeFound(found bool, now time.Time) {
+	if now.Sub(h.wakesFrom) >= time.Second {
+		h.wakesFrom, h.emptyWakes, h.fullWakes = now, 0, 0
+	}
+	if found {
+		h.fullWakes++
+		return
+	}
+	if h.emptyWakes++; h.emptyWakes > emptyWakeLimit && h.emptyWakes > h.fullWakes {
+		h.interfered(wokenIdle)
+	}
 }
 
 // guardedNap is wait while the host is guarded: it leaves the word at 0, as
@@ -357,7 +409,7 @@ func (h *Host) guardedNap(w *uint32) (bool, error) {
 	}
 	err := h.protect(func() {
 		if atomic.SwapUint32(w, 0) != 0 {
-			h.interfered()
+			h.interfered(scribbled)
 		}
 	})
 	if err != nil {

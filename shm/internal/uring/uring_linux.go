@@ -411,8 +411,8 @@ func (w *Waiter) Tick(d time.Duration) {
 }
 
 // Await blocks until the current request is answered, or returns early
-// once when the ring holds a stale completion to post (see stale), which
-// the caller's next Arm does. It fails with
+// once when the ring holds a stale completion to post or no wait in flight
+// (see stale), which the caller's next Arm mends. It fails with
 // os.ErrClosed once Stop has run, and with ErrRing if a ring failed (the
 // caller then waits another way).
 func (w *Waiter) Await() error {
@@ -440,17 +440,21 @@ func (w *Waiter) poll(rc syscall.RawConn, done func(fd uintptr) bool) error {
 }
 
 // stale reports whether Stop has run, or the ring the last Arm used holds
-// a completion not posted yet: only the first completion queued on a ring
-// since it was last posted signals the eventfd, so one that came after
-// Arm's io_uring_enter posted the ring's queue (a timeout firing as that
-// call cancelled it, a wait being woken as it was cancelled) would keep
-// the wake-up's completion from signalling, and Await would sleep through
-// it. The caller then arms again, which posts it. Under w.mu: Stop unmaps
-// the rings.
+// a completion not posted yet, or has no wait in flight. Only the first
+// completion queued on a ring since it was last posted signals the
+// eventfd, so one that came after Arm's io_uring_enter posted the ring's
+// queue (a timeout firing as that call cancelled it, a wait being woken as
+// it was cancelled) would keep the wake-up's completion from signalling,
+// and Await would sleep through it. A FUTEX_WAKE that came during that
+// call may have completed the very wait it submitted, posted by the same
+// call with the signals off (a worker's late wake-up, or one waking the
+// host in a loop): nothing in flight is left to answer the next wake-up
+// (TestWakeInsideEnter). Either way the caller arms again, which posts
+// what is queued and submits a wait. Under w.mu: Stop unmaps the rings.
 func (w *Waiter) stale() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.stopped.Load() || w.cur != nil && atomic.LoadUint32(w.cur.sqFlags)&sqTaskrun != 0
+	return w.stopped.Load() || w.cur != nil && (w.cur.live == 0 || atomic.LoadUint32(w.cur.sqFlags)&sqTaskrun != 0)
 }
 
 func (w *Waiter) answered() bool {

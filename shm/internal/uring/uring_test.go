@@ -445,3 +445,39 @@ func TestLateWakeTakesNextWait(t *testing.T) {
 		}
 	}
 }
+
+// TestWakeInsideEnter: a FUTEX_WAKE that comes while Arm's io_uring_enter
+// runs can complete the wait that call has just submitted, and the same
+// call posts that completion with the eventfd's signals off: the ring then
+// has no wait in flight and nothing to signal, and an Await that parked
+// slept through every later wake-up, to its deadline. A worker's late
+// FUTEX_WAKE can land there; one that wakes the host in a loop without
+// storing 0 lands there within a few hundred Arms. Await answers at once
+// instead, and the caller's next Arm submits a wait again.
+func TestWakeInsideEnter(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	runtime.LockOSThread() // one ring, which the spammer's wake-ups find
+	defer runtime.UnlockOSThread()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	defer func() { close(stop); <-done }()
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(word)), 1 /* FUTEX_WAKE */, 1<<30, 0, 0, 0)
+		}
+	}()
+	for i := range 3000 {
+		atomic.StoreUint32(word, 1)
+		w.Arm(time.Hour)
+		if err := await(t, w, fmt.Sprintf("sleep %d slept through wake-ups (no wait in flight)", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
