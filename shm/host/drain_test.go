@@ -791,3 +791,50 @@ func TestHostWakeFlood(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimWaitsFlood: claimWaits asks the host to look for a free slot at
+// once, and any worker may add to it. One adding and waking the host in a
+// loop had it pass back to back, with a scan of every slot every 2 ms:
+// a whole core. The host now naps until the check is due, with the word
+// down, and spaces those checks by what they cost (claimDue).
+func TestClaimWaitsFlood(t *testing.T) {
+	h, ctr, stopDrain := sleepingHost(t, Config{Slots: 64, RingRecords: 64}, "claimflood.n")
+	r := h.Registry()
+	w := u32(h.m, hdrWait)
+	cw := u64(h.m, hdrClaimWaits)
+	stop := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			atomic.AddUint64(cw, 1)
+			if atomic.CompareAndSwapUint32(w, 1, 0) {
+				futexWakeAll(w)
+			}
+		}
+	}()
+	defer func() { close(stop); <-flooded }() // before the host's cleanup unmaps the words
+	time.Sleep(100 * time.Millisecond)
+	p0, s0 := h.Passes(), h.fullScans.Load()
+	time.Sleep(500 * time.Millisecond)
+	// Naps of at most guardSleep: about 250 passes; unbounded, the host
+	// passed back to back (tens of thousands).
+	if n := h.Passes() - p0; n > 1000 {
+		t.Fatalf("%d passes in 500 ms while a worker adds to claimWaits in a loop", n)
+	}
+	if n := h.fullScans.Load() - s0; n > 250 {
+		t.Fatalf("%d full scans in 500 ms while a worker adds to claimWaits in a loop", n)
+	}
+	for i := 1; i <= 20; i++ {
+		ctr.Inc()
+		waitFor(t, fmt.Sprintf("event %d", i), 10*time.Second, func() bool { return r.Counter("claimflood.n").Value() == int64(i) })
+	}
+	if err := stopDrain(); err != nil {
+		t.Fatal(err)
+	}
+}

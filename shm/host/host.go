@@ -146,7 +146,9 @@ type Host struct {
 	liveEvery time.Duration
 	maxIdle   time.Duration
 	lastLive  time.Time
-	lastFull  time.Time // the last pass that read every slot's state
+	lastFull  time.Time     // the last pass that read every slot's state
+	fullCost  time.Duration // how long that pass took (see claimDue)
+	claimed   bool          // the last pass looked for a slot a worker waits for
 
 	passes    atomic.Uint64 // completed drain passes (Passes)
 	fullScans atomic.Uint64 // passes that read every slot's state

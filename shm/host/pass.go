@@ -27,8 +27,21 @@ func (h *Host) DrainOnce() (int, error) {
 // claimCheckEvery is how soon after a liveness check a worker waiting for a
 // slot (claimWaits moved) gets another: reclaiming is then prompt, and a
 // worker that waits for a full file costs the host at most a few hundred
-// /proc reads a second.
-const claimCheckEvery = 2 * time.Millisecond
+// /proc reads a second. claimScanRatio spaces them further by what they
+// cost: such a check reads every slot (4096 slots: 3-20 ms on the 2-vCPU
+// machine), and claimWaits is a word any worker may add to in a loop,
+// which cost the host a whole core before (TestClaimWaitsFlood); now at
+// most 1/claimScanRatio of one.
+const (
+	claimCheckEvery = 2 * time.Millisecond
+	claimScanRatio  = 20
+)
+
+// claimDue reports whether a worker waiting for a slot may have its
+// liveness check now. The caller holds h.mu.
+func (h *Host) claimDue(now time.Time) bool {
+	return now.Sub(h.lastLive) >= max(claimCheckEvery, claimScanRatio*h.fullCost)
+}
 
 func (h *Host) drain(live bool) (n int, err error) {
 	h.mu.Lock()
@@ -52,7 +65,8 @@ func (h *Host) drain(live bool) (n int, err error) {
 	err = h.protect(func() {
 		live = tick
 		w := atomic.LoadUint64(u64(h.m, hdrClaimWaits))
-		if w != h.seenWaits && now.Sub(h.lastLive) >= claimCheckEvery {
+		h.claimed = w != h.seenWaits && h.claimDue(now)
+		if h.claimed {
 			live, full = true, true // a worker waits for a slot: find every free-able one
 		}
 		if live {
@@ -67,6 +81,9 @@ func (h *Host) drain(live bool) (n int, err error) {
 			h.fullScans.Add(1)
 		}
 		n = h.pass(live, full)
+		if full {
+			h.fullCost = time.Since(now)
+		}
 	})
 	if err != nil {
 		return n, h.damaged(err)

@@ -88,7 +88,7 @@ func (h *Host) Drain(ctx context.Context) error {
 		h.mu.Lock()
 		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
 		if early {
-			h.wakeFound(n > 0 || more || pending, now)
+			h.wakeFound(n > 0 || more || pending || h.claimed, now)
 			early = false
 		}
 		h.mu.Unlock()
@@ -232,20 +232,17 @@ func (h *Host) wait() (woken, early bool, err error) {
 	}
 	w := u32(h.m, hdrWait)
 	if time.Now().Before(h.guardUntil) {
-		woken, err = h.guardedNap(w)
+		woken, err = h.guardedNap(w, guardSleep)
 		return woken, false, err
 	}
 	busy := len(h.pend) > 0
+	claiming := false // a worker waits for a slot
 	if !busy {
 		err = h.protect(func() {
 			atomic.StoreUint32(w, 1)
-			if busy = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits; busy {
-				return // a worker waits for a slot
-			}
-			for k := 0; k < h.bells; k++ {
-				if busy = atomic.LoadUint64(u64(h.m, hdrBell+8*k)) != 0; busy {
-					return
-				}
+			claiming = atomic.LoadUint64(u64(h.m, hdrClaimWaits)) != h.seenWaits
+			for k := 0; k < h.bells && !busy; k++ {
+				busy = atomic.LoadUint64(u64(h.m, hdrBell+8*k)) != 0
 			}
 		})
 	}
@@ -253,6 +250,16 @@ func (h *Host) wait() (woken, early bool, err error) {
 		err = h.damaged(err) // a fault here is damage like any other
 		h.mu.Unlock()
 		return false, false, err
+	}
+	if claiming && !busy {
+		if now := time.Now(); !h.claimDue(now) {
+			// The check it asks for is not due yet: nap until it is,
+			// with the word down so that its wake-ups (and anyone's)
+			// reach no one, instead of passing back to back until then.
+			woken, err = h.guardedNap(w, min(guardSleep, max(claimCheckEvery, claimScanRatio*h.fullCost)-now.Sub(h.lastLive)))
+			return woken, false, err
+		}
+		busy = true // the next pass checks
 	}
 	next, most := h.liveEvery, h.maxIdle
 	if h.active == 0 {
@@ -374,8 +381,9 @@ const (
 // on the 2-vCPU machine of docs/RATIONALE.md).
 const emptyWakeLimit = 100
 
-// wakeFound accounts a wake-up by what the pass after it found. The caller
-// holds h.mu.
+// wakeFound accounts a wake-up by what the pass after it found (a worker
+// waiting for a slot counts: its wake-ups come at most one per claimDue).
+// The caller holds h.mu.
 func (h *Host) wakeFound(found bool, now time.Time) {
 	if now.Sub(h.wakesFrom) >= time.Second {
 		h.wakesFrom, h.emptyWakes, h.fullWakes = now, 0, 0
@@ -389,19 +397,19 @@ func (h *Host) wakeFound(found bool, now time.Time) {
 	}
 }
 
-// guardedNap is wait while the host is guarded: it leaves the word at 0, as
-// a coalescing window does, so that workers make no system call, naps
-// guardSleep, and extends the guard if the word was written meanwhile
-// (only a scribbler stores there now). It is called with h.mu held and
-// returns with it released.
-func (h *Host) guardedNap(w *uint32) (bool, error) {
+// guardedNap is wait while the host is guarded, or waits to check for a
+// worker waiting for a slot: it leaves the word at 0, as a coalescing
+// window does, so that workers make no system call, naps d, and extends the
+// guard if the word was written meanwhile (only a scribbler stores there
+// now). It is called with h.mu held and returns with it released.
+func (h *Host) guardedNap(w *uint32, d time.Duration) (bool, error) {
 	if err := h.protect(func() { atomic.StoreUint32(w, 0) }); err != nil {
 		err = h.damaged(err)
 		h.mu.Unlock()
 		return false, err
 	}
 	h.mu.Unlock()
-	time.Sleep(guardSleep)
+	time.Sleep(d)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
