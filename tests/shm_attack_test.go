@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tapes-go/tapes/internal/testenv"
 )
 
 // Attacks on the shm file under a running tapes-host: each must be
@@ -222,4 +224,72 @@ func containsAny(s string, subs []string) bool {
 		}
 	}
 	return false
+}
+
+func attackerBin(t testing.TB) string {
+	return builds.Path(t, "shmattacker", testenv.GoBuild(".", "./tests/shmattacker"))
+}
+
+// TestShmHostileWorkerCostBounded: a worker abusing the words every worker
+// may write (hostWait, claimWaits, the doorbell), in a loop, beside an
+// honest one, against the real tapes-host with a 4096-slot file. Each abuse
+// once cost the host most of a core (wake 3%, store0 65%, claim 99%, bells
+// 94%, awake 98%, measured the same way); it must now cost it at most 30%
+// (the guards measure 3-9%), and the honest worker's events must keep
+// arriving. The attacker burns a core of its own.
+func TestShmHostileWorkerCostBounded(t *testing.T) {
+	for _, mode := range []string{"wake", "store0", "claim", "bells", "awake"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			h := startHost(t, "-shm", filepath.Join(dir, "a.shm"), "-http", "127.0.0.1:0", "-slots", "4096", "-ring", "256")
+			env := append(os.Environ(), "TAPES_SHM="+h.shm)
+			w := exec.Command(testworkerBin(t), "-n", "1", "-hold")
+			w.Env = env
+			if err := w.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { w.Process.Kill(); w.Wait() }()
+			h.waitStat("test.ticks.value", func(v float64) bool { return v > 0 }, "the honest worker's ticks")
+			a := exec.Command(attackerBin(t), mode)
+			a.Env = env
+			a.Stderr = os.Stderr
+			if err := a.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { a.Process.Kill(); a.Wait() }()
+			time.Sleep(2 * time.Second) // past the guards' detection
+			c0, t0 := hostCPU(t, h.cmd.Process.Pid), time.Now()
+			time.Sleep(3 * time.Second)
+			share := float64(hostCPU(t, h.cmd.Process.Pid)-c0) / float64(time.Since(t0))
+			t.Logf("host CPU under attack: %.1f%% of a core", 100*share)
+			if share > 0.3 {
+				t.Errorf("tapes-host used %.0f%% of a core beside a worker attacking with %q", 100*share, mode)
+			}
+			ticks, _ := lookup(h.stats(), "test.ticks.value")
+			h.waitStat("test.ticks.value", func(v float64) bool { return v >= ticks+10 }, "the honest worker's ticks under attack")
+			h.stop(syscall.SIGTERM)
+		})
+	}
+}
+
+// hostCPU is the CPU time of process pid, all threads, from
+// /proc/PID/task/*/schedstat (nanoseconds, not clock ticks).
+func hostCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("no threads of %d: %v", pid, err)
+	}
+	var sum time.Duration
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // a thread that exited
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(b), &ns); err == nil {
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }

@@ -838,3 +838,69 @@ func TestClaimWaitsFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDoorbellFlood: any worker may ring any slot's doorbell, and a worker
+// that finds its bit already set skips its wake-up, counting on the bit's
+// setter to wake the host. One keeping every bit set without waking the
+// host blinded the others as a scribbled word does: each event waited for
+// the host's timeout, here its 1 s maximum sleep. Three sleeps in a row
+// that end on rung bells put the host in its guard: the honest worker's
+// events arrive within milliseconds again (median under 150 ms, a bound far
+// from both), without a busy loop. (What a flood of bells costs the host
+// is measured against the real binary, with a worker in a process of its
+// own: tests.TestShmHostileWorkerCostBounded.)
+func TestDoorbellFlood(t *testing.T) {
+	h := newHost(t, Config{Slots: 1024, RingRecords: 64})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("bellflood.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Hour)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	stop := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for k := range h.bells {
+				if b := u64(h.m, hdrBell+8*k); atomic.LoadUint64(b) != ^uint64(0) {
+					atomic.OrUint64(b, ^uint64(0))
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); <-flooded }()
+	malformed := r.Counter(DefaultPrefix + ".malformed")
+	waitFor(t, "the host to notice the bells rung without wake-ups", 10*time.Second, func() bool { return malformed.Value() > 0 })
+	var lat []time.Duration
+	for i := 1; i <= 20; i++ {
+		t0 := time.Now()
+		ctr.Inc()
+		waitFor(t, fmt.Sprintf("event %d", i), 10*time.Second, func() bool { return r.Counter("bellflood.n").Value() == int64(i) })
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	if med := lat[len(lat)/2]; med > 150*time.Millisecond {
+		t.Fatalf("median event latency %v with every bell kept rung (all: %v)", med, lat)
+	}
+	p0 := h.Passes()
+	time.Sleep(500 * time.Millisecond)
+	if n := h.Passes() - p0; n > 1000 {
+		t.Fatalf("%d passes in 500 ms with every bell kept rung: a busy loop", n)
+	}
+}

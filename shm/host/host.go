@@ -149,6 +149,8 @@ type Host struct {
 	lastFull  time.Time     // the last pass that read every slot's state
 	fullCost  time.Duration // how long that pass took (see claimDue)
 	claimed   bool          // the last pass looked for a slot a worker waits for
+	passCost  time.Duration // how long the last pass took
+	idlePass  bool          // the last pass found nothing to do (see wait)
 
 	passes    atomic.Uint64 // completed drain passes (Passes)
 	fullScans atomic.Uint64 // passes that read every slot's state
@@ -188,6 +190,7 @@ type Host struct {
 	// worker abused hostWait (see interfered).
 	guardUntil  time.Time
 	silentZeros int // sleeps in a row that ran to their end and found the word at 0
+	silentRings int // sleeps in a row that ran to their end and found a bell rung
 	via         string
 	ticking     bool          // the relay answers every coalescing window (see window)
 	touched     uint64        // what touch loaded

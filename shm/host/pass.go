@@ -81,8 +81,9 @@ func (h *Host) drain(live bool) (n int, err error) {
 			h.fullScans.Add(1)
 		}
 		n = h.pass(live, full)
+		h.passCost = time.Since(now)
 		if full {
-			h.fullCost = time.Since(now)
+			h.fullCost = h.passCost
 		}
 	})
 	if err != nil {

@@ -87,8 +87,9 @@ func (h *Host) Drain(ctx context.Context) error {
 		now := time.Now()
 		h.mu.Lock()
 		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
+		h.idlePass = n == 0 && !more && !pending
 		if early {
-			h.wakeFound(n > 0 || more || pending || h.claimed, now)
+			h.wakeFound(!h.idlePass || h.claimed, now)
 			early = false
 		}
 		h.mu.Unlock()
@@ -232,7 +233,7 @@ func (h *Host) wait() (woken, early bool, err error) {
 	}
 	w := u32(h.m, hdrWait)
 	if time.Now().Before(h.guardUntil) {
-		woken, err = h.guardedNap(w, guardSleep)
+		woken, err = h.guardedNap(w, h.idleNap(guardSleep))
 		return woken, false, err
 	}
 	busy := len(h.pend) > 0
@@ -250,6 +251,16 @@ func (h *Host) wait() (woken, early bool, err error) {
 		err = h.damaged(err) // a fault here is damage like any other
 		h.mu.Unlock()
 		return false, false, err
+	}
+	if busy && h.idlePass && len(h.pend) == 0 {
+		// Doorbells rang again, yet the pass just made found nothing:
+		// honest rings come with work, and any worker can ring every
+		// slot's bell in a loop, which made the host pass back to back
+		// over all of them (4096 slots: 86% of a core). The next pass
+		// waits, with the word down, a window or 20 times what this one
+		// cost, whichever is longer (TestDoorbellFlood).
+		woken, err = h.guardedNap(w, h.idleNap(h.coalesce))
+		return woken, false, err
 	}
 	if claiming && !busy {
 		if now := time.Now(); !h.claimDue(now) {
@@ -320,11 +331,48 @@ func (h *Host) wait() (woken, early bool, err error) {
 		default:
 			h.silentZeros = 0
 		}
+		if woken || early {
+			return
+		}
+		// Up, and the sleep ran to its end: a worker that rings while the
+		// word is 1 wakes the host, and one that finds its bit already
+		// set counts on the bit's setter to. A bell found rung now was
+		// rung by a worker that did not (or whose wake-up is just in
+		// flight): three such sleeps in a row are a worker keeping bells
+		// set, which blinds the others' wake-ups as a scribbled word does
+		// (TestDoorbellFlood).
+		rang := false
+		for k := 0; k < h.bells && !rang; k++ {
+			rang = atomic.LoadUint64(u64(h.m, hdrBell+8*k)) != 0
+		}
+		if !rang {
+			h.silentRings = 0
+		} else if h.silentRings++; h.silentRings >= 3 {
+			h.interfered(rangSilently)
+		}
 	})
 	if err != nil {
 		err = h.damaged(err)
 	}
 	return woken, early, err
+}
+
+// maxBellNap bounds the nap after a pass that found nothing though bells
+// rang (see wait): the latency the other workers' events may have while a
+// worker rings every bell in a loop.
+const maxBellNap = 100 * time.Millisecond
+
+// idleNap is how long the host naps, with the word down, before its next
+// pass when bells ring but the last pass found nothing (or while guarded):
+// d, or claimScanRatio times what that pass cost, so that rings with
+// nothing behind them, which any worker can make for every slot, cost the
+// host at most about a twentieth of a core, bounded by maxBellNap. The
+// caller holds h.mu.
+func (h *Host) idleNap(d time.Duration) time.Duration {
+	if !h.idlePass {
+		return d
+	}
+	return max(d, min(maxBellNap, claimScanRatio*h.passCost))
 }
 
 // guardSleep is the host's nap for guardFor after a worker has written
@@ -346,6 +394,11 @@ const (
 //     1), so the host would see their events only at its timeout, up to 250
 //     ms late; and a wait on a word kept at 2 ends at once, a busy loop
 //     (TestHostWaitScribbled).
+//   - rangSilently: three sleeps in a row ran to their end and then found
+//     doorbells rung. A worker that finds its bit set skips its wake-up,
+//     counting on the bit's setter, so one keeping bells set without waking
+//     the host blinds the others as a scribbled word does
+//     (TestDoorbellFlood).
 //   - wokenIdle: more than emptyWakeLimit wake-ups in a second found
 //     nothing to drain (wakeFound). A worker that stores 0 and calls
 //     FUTEX_WAKE in a loop, or only the latter, took 65% of a core from the
@@ -354,7 +407,7 @@ const (
 // Either way the abuser then costs the host a few hundred passes a second,
 // and the other workers none of their latency. The caller holds h.mu.
 func (h *Host) interfered(why string) {
-	h.silentZeros = 0
+	h.silentZeros, h.silentRings = 0, 0
 	h.emptyWakes, h.fullWakes = 0, 0
 	h.self.malformed.Inc()
 	now := time.Now()
@@ -365,8 +418,9 @@ func (h *Host) interfered(why string) {
 }
 
 const (
-	scribbled = "the host's wait word was changed without a wake-up (a worker writes it)"
-	wokenIdle = "the host was woken again and again with nothing to drain (a worker wakes it in a loop)"
+	scribbled    = "the host's wait word was changed without a wake-up (a worker writes it)"
+	rangSilently = "doorbells rang without a wake-up (a worker keeps them set)"
+	wokenIdle    = "the host was woken again and again with nothing to drain (a worker wakes it in a loop)"
 )
 
 // emptyWakeLimit is how many wake-ups a second may find nothing to drain
