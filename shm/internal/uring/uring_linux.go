@@ -105,6 +105,7 @@ type ring struct {
 	cqMask         uint32
 	cqes           unsafe.Pointer
 	live           uint64    // user_data of this ring's futex wait in flight; 0: none
+	prev           uint64    // an older wait of this ring maybe still in flight (see submit); 0: none
 	timer          uint64    // user_data of this ring's deadline timeout in flight; 0: none
 	timerAt        time.Time // when it fires
 	used           uint64    // when last used, in Waiter.seq
@@ -144,6 +145,7 @@ type Waiter struct {
 	mu       sync.Mutex // rings, against Stop
 	rings    []*ring
 	cur      *ring // the ring of the last Arm
+	down     bool  // the last Await answered because the word was down
 	seq      uint64
 	ts       [2]int64 // a timeout's timespec: the kernel copies it when the request is submitted
 	deadline time.Time
@@ -183,7 +185,13 @@ func Start(word *uint32) (*Waiter, error) {
 		return nil, fmt.Errorf("timerfd: %w (%w)", errno, ErrRing)
 	}
 	w := &Waiter{word: word, efd: int(efd), tfd: int(tfd)}
-	w.ready = func(uintptr) bool { return w.answered() || w.stale() }
+	w.ready = func(uintptr) bool {
+		if w.wordDown() {
+			w.down = true
+			return true
+		}
+		return !time.Now().Before(w.deadline) || w.stale()
+	}
 	w.ticked = func(fd uintptr) bool {
 		if w.stopped.Load() {
 			return true
@@ -360,18 +368,35 @@ func (w *Waiter) submit(d time.Duration) {
 		return
 	}
 	w.cur = r
-	// One system call: cancel the ring's wait, which a wake-up has most
-	// likely completed already (if not, the new wait takes its place, so
-	// the ring never holds two), and its timeout unless it is kept; then
-	// post whatever completed (enter).
+	// One system call: submit a wait, cancel the ring's older one unless a
+	// wake-up most likely completed it, and its timeout unless it is
+	// kept; then post whatever completed (enter), which tells whether
+	// the older wait had. Woken, the word comes down before the wake-up
+	// completes the wait, so the older wait is kept in prev and cancelled
+	// at the next Arm if it was still in flight (a late wake-up, or a
+	// worker storing 0 without one): a ring holds at most two waits. A
+	// cancel per wake-up was a tenth of the host's io_uring_enter.
 	t := atomic.LoadUint32(r.sqTail)
+	cancel := func(ud uint64) {
+		r.prep(t, opAsyncCancel, 0, w.next(kindCancel), func(s []byte) { put64(s[16:], ud) })
+		t++
+	}
+	if r.prev != 0 {
+		cancel(r.prev)
+		r.prev = 0
+	}
 	keep := r.timer != 0 && !r.timerAt.Before(w.deadline) && r.timerAt.Sub(w.deadline) < keepTimer
-	for _, ud := range [2]uint64{r.timer, r.live} {
-		if ud != 0 && (ud != r.timer || !keep) {
-			r.prep(t, opAsyncCancel, 0, w.next(kindCancel), func(s []byte) { put64(s[16:], ud) })
-			t++
+	if r.timer != 0 && !keep {
+		cancel(r.timer)
+	}
+	if r.live != 0 {
+		if w.down {
+			r.prev = r.live
+		} else {
+			cancel(r.live)
 		}
 	}
+	w.down = false
 	r.live = w.next(kindFutex)
 	r.prep(t, opFutexWait, 0, r.live, func(s []byte) {
 		put32(s[4:], futex2SizeU32) // fd: the futex2 flags
@@ -455,10 +480,6 @@ func (w *Waiter) stale() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.stopped.Load() || w.cur != nil && (w.cur.live == 0 || atomic.LoadUint32(w.cur.sqFlags)&sqTaskrun != 0)
-}
-
-func (w *Waiter) answered() bool {
-	return w.wordDown() || !time.Now().Before(w.deadline)
 }
 
 // awaitTick is Await between Tick and the next Arm: it returns at the
@@ -596,6 +617,8 @@ func (r *ring) reap() {
 		switch ud {
 		case r.live:
 			r.live = 0
+		case r.prev:
+			r.prev = 0
 		case r.timer:
 			r.timer = 0
 		}

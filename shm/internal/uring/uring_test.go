@@ -481,3 +481,35 @@ func TestWakeInsideEnter(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitsBounded: Arm keeps the previous wait when the word was down
+// (a wake-up most likely completed it; cancelling it was a tenth of each
+// io_uring_enter) and cancels it at the next Arm if it was still in
+// flight. A worker that stores 0 without waking leaves every wait in
+// flight: the ring must still hold at most two, which a FUTEX_WAKE counts.
+func TestWaitsBounded(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	runtime.LockOSThread() // one ring
+	defer runtime.UnlockOSThread()
+	for i := range 100 {
+		atomic.StoreUint32(word, 1)
+		w.Arm(time.Hour)
+		atomic.StoreUint32(word, 0) // down, and no wake-up
+		if err := await(t, w, fmt.Sprintf("sleep %d did not see the word down", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	atomic.StoreUint32(word, 1)
+	w.Arm(time.Hour)
+	n, _, errno := syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(word)), 1 /* FUTEX_WAKE */, 1<<30, 0, 0, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if n > 2 {
+		t.Fatalf("%d waits in flight on the word after 100 sleeps ended without a wake-up, want at most 2", n)
+	}
+	if err := await(t, w, "the wake-up did not end the sleep"); err != nil {
+		t.Fatal(err)
+	}
+}
