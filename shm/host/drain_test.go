@@ -904,3 +904,68 @@ func TestDoorbellFlood(t *testing.T) {
 		t.Fatalf("%d passes in 500 ms with every bell kept rung: a busy loop", n)
 	}
 }
+
+// TestFreeBellsPutOff: a worker ringing the bells of every slot, FREE ones
+// included, while an honest worker's events flow: each pass then visited
+// every slot (one page each; 200 honest workers beside such a worker cost
+// tapes-host 25% of a core with 4096 slots). Once a pass finds 16 FREE
+// slots rung, bells of slots neither bound nor being claimed are put off
+// (suspectEvery), so passes visit about the slots that hold workers; the
+// honest events keep arriving.
+func TestFreeBellsPutOff(t *testing.T) {
+	h := newHost(t, Config{Slots: 1024, RingRecords: 256})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := c.Counter("freebells.n")
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Hour)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	stop := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if atomic.LoadUint32(u32(h.m, hdrWait)) == 1 {
+				continue // ring only while the host is awake: no silent sleeps
+			}
+			for k := range h.bells {
+				if b := u64(h.m, hdrBell+8*k); atomic.LoadUint64(b) != ^uint64(0) {
+					atomic.OrUint64(b, ^uint64(0))
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); <-flooded }()
+	var sent int64
+	record := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			ctr.Inc()
+			sent++
+			time.Sleep(time.Millisecond)
+		}
+	}
+	record(200 * time.Millisecond)
+	p0, v0 := h.Passes(), h.visits.Load()
+	record(500 * time.Millisecond)
+	passes, visits := h.Passes()-p0, h.visits.Load()-v0
+	t.Logf("%d passes visited %d slots", passes, visits)
+	if passes == 0 || visits/passes > 100 {
+		t.Fatalf("%d passes visited %d slots with every bell rung: FREE slots' bells were not put off", passes, visits)
+	}
+	waitFor(t, "the honest events", 10*time.Second, func() bool { return r.Counter("freebells.n").Value() == sent })
+}

@@ -151,8 +151,10 @@ type Host struct {
 	claimed   bool          // the last pass looked for a slot a worker waits for
 	passCost  time.Duration // how long the last pass took
 	idlePass  bool          // the last pass found nothing to do (see wait)
+	idleRings int           // times in a row bells rang right after such a pass
 
 	passes    atomic.Uint64 // completed drain passes (Passes)
+	visits    atomic.Uint64 // slots those passes visited (tests)
 	fullScans atomic.Uint64 // passes that read every slot's state
 
 	reg   *registry.Registry
@@ -175,6 +177,13 @@ type Host struct {
 	// a liveness check visits, found in bells words instead of a walk of
 	// every slot's record (4096 slots: 0.1-0.5 ms, four times a second).
 	tracked []uint64
+	// Bells of slots neither bound nor being claimed, which honest workers
+	// never ring while the slot is FREE: rung (the bits one pass took),
+	// and while suspectUntil is ahead, suspect, the ones put off to be
+	// visited every suspectEvery (see pass).
+	rung, suspect []uint64
+	suspectUntil  time.Time
+	suspectSeen   time.Time // the last visit of the suspects
 
 	coalesce time.Duration // how long back-to-back wake-ups wait for each other (see Drain)
 	// relay waits on hostWait for the host without a goroutine blocked in

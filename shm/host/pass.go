@@ -80,7 +80,7 @@ func (h *Host) drain(live bool) (n int, err error) {
 			h.lastFull = now
 			h.fullScans.Add(1)
 		}
-		n = h.pass(live, full)
+		n = h.pass(live, full, now)
 		h.passCost = time.Since(now)
 		if full {
 			h.fullCost = h.passCost
@@ -189,6 +189,21 @@ func (h *Host) drainSlots(todo []slotWork, ps *passStats) {
 	}
 }
 
+// A pass that finds suspectRings or more FREE slots whose bells rang
+// (honest workers ring only the slot they hold, once it is ACTIVE) puts off,
+// for guardFor, the bells of every slot neither bound nor being claimed:
+// those are visited every suspectEvery, or suspectCost per such slot if
+// longer, and at liveness checks. A worker ringing all 4096 bells made every
+// pass visit every slot, at one page each, one pass a coalescing window
+// while honest workers' events flowed (200 of them: 25% of a core). The
+// price, in that mode only, is that a worker just attached has its first
+// events seen up to that long after.
+const (
+	suspectRings = 16
+	suspectEvery = 50 * time.Millisecond
+	suspectCost  = 50 * time.Microsecond
+)
+
 // fullScanEvery is how many liveness intervals apart a pass reads the
 // state word of every slot (10 s by default), and not only of the slots
 // whose doorbell rang, the bound ones and those being claimed. It finds
@@ -240,7 +255,7 @@ func (h *Host) touch(visit []int) {
 // covers, so a worker that rings after the swap rings again for the next
 // pass, and one whose ring the swap took has its claim, definition or
 // state change seen by this pass.
-func (h *Host) pass(live, full bool) int {
+func (h *Host) pass(live, full bool, now time.Time) int {
 	var ps passStats
 	h.busiest = 0
 	visit := h.visit[:0]
@@ -250,18 +265,53 @@ func (h *Host) pass(live, full bool) int {
 			visit = append(visit, i)
 		}
 	}
+	if h.rung == nil {
+		h.rung, h.suspect = make([]uint64, h.bells), make([]uint64, h.bells)
+	}
+	suspicious := now.Before(h.suspectUntil)
 	for k := 0; k < h.bells; k++ {
+		h.rung[k] = 0
 		p := u64(h.m, hdrBell+8*k)
 		if atomic.LoadUint64(p) == 0 {
 			continue // no write: the line stays shared with the workers
 		}
-		for bits := atomic.SwapUint64(p, 0); bits != 0 && !full; bits &= bits - 1 {
+		bits := atomic.SwapUint64(p, 0)
+		if full {
+			continue
+		}
+		if suspicious {
+			h.suspect[k] |= bits &^ h.tracked[k]
+			bits &= h.tracked[k]
+		}
+		h.rung[k] = bits
+		for ; bits != 0; bits &= bits - 1 {
 			// Bits past the file's slots (a scribble) are taken and ignored.
 			if i := k*64 + mathbits.TrailingZeros64(bits); i < h.g.Slots {
 				mark(i)
 			}
 		}
 	}
+	if suspicious && !full {
+		n := 0
+		for _, bits := range h.suspect {
+			n += mathbits.OnesCount64(bits)
+		}
+		if n > 0 && (live || now.Sub(h.suspectSeen) >= max(suspectEvery, time.Duration(n)*suspectCost)) {
+			h.suspectSeen = now
+			for k, bits := range h.suspect {
+				for ; bits != 0; bits &= bits - 1 {
+					if i := k*64 + mathbits.TrailingZeros64(bits); i < h.g.Slots {
+						mark(i)
+					}
+				}
+				h.suspect[k] = 0
+			}
+		}
+	}
+	if full {
+		clear(h.suspect) // visited now
+	}
+	freeRung := 0
 	switch {
 	case full:
 		visit = visit[:0]
@@ -286,6 +336,7 @@ func (h *Host) pass(live, full bool) int {
 	if len(visit) > 1 {
 		h.touch(visit)
 	}
+	h.visits.Add(uint64(len(visit)))
 	h.pend = h.pend[:0]
 	todo := h.todo[:0]
 	for _, i := range visit {
@@ -298,6 +349,8 @@ func (h *Host) pass(live, full bool) int {
 		case layout.StateFree:
 			if hs.bound {
 				h.unbind(i, hs)
+			} else if h.rung[i/64]&(1<<(i%64)) != 0 {
+				freeRung++
 			}
 			continue
 		case layout.StateActive, layout.StateClosed:
@@ -369,6 +422,15 @@ func (h *Host) pass(live, full bool) int {
 		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.RingRecs) {
 			h.pend = append(h.pend, i) // claimed, not committed yet
 		}
+	}
+	if freeRung >= suspectRings {
+		// A worker rings FREE slots' bells: put off the bells of every
+		// slot not bound or being claimed for a while.
+		if !suspicious {
+			h.log.Warn("shm: doorbells of free slots rang (a worker rings bells not its own); visiting such slots only every "+suspectEvery.String()+" or more while it goes on", "path", h.path, "slots", freeRung)
+		}
+		h.suspectUntil = now.Add(guardFor)
+		ps.malformed++
 	}
 	// Binding, unbinding and claims change only slots this pass visited.
 	for _, i := range visit {
