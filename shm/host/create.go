@@ -228,6 +228,8 @@ func attach(path string, f *os.File, fi fileInfo, cfg Config) (*Host, error) {
 		slots:     make([]hslot, g.Slots),
 		bells:     (g.Slots + 63) / 64,
 		tracked:   make([]uint64, (g.Slots+63)/64),
+		rung:      make([]uint64, (g.Slots+63)/64),
+		suspect:   make([]uint64, (g.Slots+63)/64),
 		shown:     -1,
 		pidfdCap:  pidfdCap(),
 	}

@@ -265,9 +265,6 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 			visit = append(visit, i)
 		}
 	}
-	if h.rung == nil {
-		h.rung, h.suspect = make([]uint64, h.bells), make([]uint64, h.bells)
-	}
 	suspicious := now.Before(h.suspectUntil)
 	for k := 0; k < h.bells; k++ {
 		h.rung[k] = 0
