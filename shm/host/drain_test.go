@@ -960,12 +960,21 @@ func TestFreeBellsPutOff(t *testing.T) {
 		}
 	}
 	record(200 * time.Millisecond)
+	// At least 50 passes: a ring that lands as the host falls asleep
+	// leaves it asleep to its maximum sleep (1 s) until the guard for
+	// bells rung without wake-ups (TestDoorbellFlood) takes over.
 	p0, v0 := h.Passes(), h.visits.Load()
-	record(500 * time.Millisecond)
+	for end := time.Now().Add(10 * time.Second); h.Passes()-p0 < 50 && time.Now().Before(end); {
+		record(100 * time.Millisecond)
+	}
 	passes, visits := h.Passes()-p0, h.visits.Load()-v0
 	t.Logf("%d passes visited %d slots", passes, visits)
-	if passes == 0 || visits/passes > 100 {
+	if passes < 50 {
+		t.Fatalf("%d passes in 10 s", passes)
+	}
+	if visits/passes > 100 {
 		t.Fatalf("%d passes visited %d slots with every bell rung: FREE slots' bells were not put off", passes, visits)
 	}
-	waitFor(t, "the honest events", 10*time.Second, func() bool { return r.Counter("freebells.n").Value() == sent })
+	waitFor(t, fmt.Sprintf("the honest events (dropped %d)", c.Dropped()), 10*time.Second, func() bool { return r.Counter("freebells.n").Value()+int64(c.Dropped()) == sent })
+	t.Logf("got %d, dropped %d of %d", r.Counter("freebells.n").Value(), c.Dropped(), sent)
 }
