@@ -523,7 +523,16 @@ func TestDrainSurvivesRingFailure(t *testing.T) {
 // result arrives on done; the test's end cancels it.
 func wakeOnlyHost(t *testing.T, name string) (*Host, wire.CounterHandle, chan error) {
 	t.Helper()
-	h := newHost(t, Config{Slots: 2, RingRecords: 64})
+	h, _, ctr, done := drainingHost(t, Config{Slots: 2, RingRecords: 64}, name, time.Hour)
+	return h, ctr, done
+}
+
+// drainingHost starts Drain on a new host with no liveness checks and
+// sleeps of at most maxSleep, and opens a worker with a counter called
+// name. Drain's result arrives on done; the test's end cancels it.
+func drainingHost(t *testing.T, cfg Config, name string, maxSleep time.Duration) (*Host, *Client, wire.CounterHandle, chan error) {
+	t.Helper()
+	h := newHost(t, cfg)
 	c, err := Open(h.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -531,12 +540,12 @@ func wakeOnlyHost(t *testing.T, name string) (*Host, wire.CounterHandle, chan er
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(maxSleep), WithLivenessInterval(time.Hour)) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	return h, c.Counter(name), done
+	return h, c, c.Counter(name), done
 }
 
 // TestHostWaitScribbled: a worker may write anything into hostWait. One
@@ -551,18 +560,8 @@ func wakeOnlyHost(t *testing.T, name string) (*Host, wire.CounterHandle, chan er
 func TestHostWaitScribbled(t *testing.T) {
 	for _, v := range []uint32{2, 0} {
 		t.Run(fmt.Sprint(v), func(t *testing.T) {
-			h := newHost(t, Config{Slots: 2, RingRecords: 64})
-			c, err := Open(h.Path())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			ctr := c.Counter("scribble.n")
+			h, _, ctr := napHost(t, Config{Slots: 2, RingRecords: 64}, "scribble.n")
 			r := h.Registry()
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Hour)) }()
-			defer func() { cancel(); <-done }()
 			stop := make(chan struct{})
 			scribbled := make(chan struct{})
 			go func() {
@@ -742,6 +741,65 @@ func TestHostLateWakes(t *testing.T) {
 	}
 }
 
+// flood runs abuse in a loop from a goroutine of its own, as a hostile
+// worker would, until the test ends; registered after the host, it stops
+// before the host's cleanup unmaps the file.
+func flood(t *testing.T, abuse func()) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			abuse()
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// napHost starts Drain on a new host, with no liveness checks and sleeps of
+// at most a second (so that a host blinded to its wake-ups still passes
+// once a second), with one client attached and a counter of it named name.
+func napHost(t *testing.T, cfg Config, name string) (*Host, *Client, wire.CounterHandle) {
+	t.Helper()
+	h, c, ctr, _ := drainingHost(t, cfg, name, time.Second)
+	return h, c, ctr
+}
+
+// ringAll sets every doorbell bit of h's file that is not set.
+func ringAll(h *Host) {
+	for k := range h.bells {
+		if b := u64(h.m, hdrBell+8*k); atomic.LoadUint64(b) != ^uint64(0) {
+			atomic.OrUint64(b, ^uint64(0))
+		}
+	}
+}
+
+// guarded waits for the host to count an abuse as malformed, then checks
+// that it passes at most 1000 times in 500 ms (its guard naps guardSleep:
+// about 250; back to back, thousands) and that the honest counter ctr's
+// next 20 events arrive.
+func guarded(t *testing.T, h *Host, ctr wire.CounterHandle, name, what string) {
+	t.Helper()
+	r := h.Registry()
+	malformed := r.Counter(DefaultPrefix + ".malformed")
+	waitFor(t, "the host to count "+what, 10*time.Second, func() bool { return malformed.Value() > 0 })
+	p0 := h.Passes()
+	time.Sleep(500 * time.Millisecond)
+	if n := h.Passes() - p0; n > 1000 {
+		t.Fatalf("%d passes in 500 ms under %s: a busy loop", n, what)
+	}
+	v0 := r.Counter(name).Value()
+	for i := int64(1); i <= 20; i++ {
+		ctr.Inc()
+		waitFor(t, fmt.Sprintf("event %d", i), 10*time.Second, func() bool { return r.Counter(name).Value() == v0+i })
+	}
+}
+
 // TestHostWakeFlood: a worker that wakes the host in a loop, storing 0
 // first as an honest waker does or only calling FUTEX_WAKE, made the host
 // pass after every wake-up, each finding nothing: tapes-host spent 65% of
@@ -753,38 +811,14 @@ func TestHostWakeFlood(t *testing.T) {
 	for _, store := range []bool{true, false} {
 		t.Run(fmt.Sprintf("store0=%v", store), func(t *testing.T) {
 			h, ctr, stopDrain := sleepingHost(t, Config{Slots: 2, RingRecords: 64}, "flood.n")
-			r := h.Registry()
 			w := u32(h.m, hdrWait)
-			stop := make(chan struct{})
-			flooded := make(chan struct{})
-			go func() {
-				defer close(flooded)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if store {
-						atomic.StoreUint32(w, 0)
-					}
-					futexWakeAll(w)
+			flood(t, func() {
+				if store {
+					atomic.StoreUint32(w, 0)
 				}
-			}()
-			defer func() { close(stop); <-flooded }() // before the host's cleanup unmaps the word
-			malformed := r.Counter(DefaultPrefix + ".malformed")
-			waitFor(t, "the host to take the wake-ups for abuse", 10*time.Second, func() bool { return malformed.Value() > 0 })
-			// Guarded, about 250 passes in half a second; unguarded it
-			// passed after every wake-up, thousands.
-			p0 := h.Passes()
-			time.Sleep(500 * time.Millisecond)
-			if n := h.Passes() - p0; n > 1000 {
-				t.Fatalf("%d passes in 500 ms under a flood of wake-ups", n)
-			}
-			for i := 1; i <= 20; i++ {
-				ctr.Inc()
-				waitFor(t, fmt.Sprintf("event %d", i), 10*time.Second, func() bool { return r.Counter("flood.n").Value() == int64(i) })
-			}
+				futexWakeAll(w)
+			})
+			guarded(t, h, ctr, "flood.n", "a flood of wake-ups")
 			if err := stopDrain(); err != nil {
 				t.Fatal(err)
 			}
@@ -795,35 +829,23 @@ func TestHostWakeFlood(t *testing.T) {
 // TestClaimWaitsFlood: claimWaits asks the host to look for a free slot at
 // once, and any worker may add to it. One adding and waking the host in a
 // loop had it pass back to back, with a scan of every slot every 2 ms:
-// a whole core. The host now naps until the check is due, with the word
-// down, and spaces those checks by what they cost (claimDue).
+// a whole core (845,569 passes in 500 ms). The host now naps until the
+// check is due, with the word down, and spaces those checks by what they
+// cost (claimDue).
 func TestClaimWaitsFlood(t *testing.T) {
 	h, ctr, stopDrain := sleepingHost(t, Config{Slots: 64, RingRecords: 64}, "claimflood.n")
 	r := h.Registry()
-	w := u32(h.m, hdrWait)
-	cw := u64(h.m, hdrClaimWaits)
-	stop := make(chan struct{})
-	flooded := make(chan struct{})
-	go func() {
-		defer close(flooded)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			atomic.AddUint64(cw, 1)
-			if atomic.CompareAndSwapUint32(w, 1, 0) {
-				futexWakeAll(w)
-			}
+	w, cw := u32(h.m, hdrWait), u64(h.m, hdrClaimWaits)
+	flood(t, func() {
+		atomic.AddUint64(cw, 1)
+		if atomic.CompareAndSwapUint32(w, 1, 0) {
+			futexWakeAll(w)
 		}
-	}()
-	defer func() { close(stop); <-flooded }() // before the host's cleanup unmaps the words
+	})
 	time.Sleep(100 * time.Millisecond)
 	p0, s0 := h.Passes(), h.fullScans.Load()
 	time.Sleep(500 * time.Millisecond)
-	// Naps of at most guardSleep: about 250 passes; unbounded, the host
-	// passed back to back (tens of thousands).
+	// Naps of at most guardSleep: about 250 passes.
 	if n := h.Passes() - p0; n > 1000 {
 		t.Fatalf("%d passes in 500 ms while a worker adds to claimWaits in a loop", n)
 	}
@@ -850,58 +872,21 @@ func TestClaimWaitsFlood(t *testing.T) {
 // is measured against the real binary, with a worker in a process of its
 // own: tests.TestShmHostileWorkerCostBounded.)
 func TestDoorbellFlood(t *testing.T) {
-	h := newHost(t, Config{Slots: 1024, RingRecords: 64})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("bellflood.n")
+	h, _, ctr := napHost(t, Config{Slots: 1024, RingRecords: 64}, "bellflood.n")
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Hour)) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	stop := make(chan struct{})
-	flooded := make(chan struct{})
-	go func() {
-		defer close(flooded)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for k := range h.bells {
-				if b := u64(h.m, hdrBell+8*k); atomic.LoadUint64(b) != ^uint64(0) {
-					atomic.OrUint64(b, ^uint64(0))
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); <-flooded }()
-	malformed := r.Counter(DefaultPrefix + ".malformed")
-	waitFor(t, "the host to notice the bells rung without wake-ups", 10*time.Second, func() bool { return malformed.Value() > 0 })
+	flood(t, func() { ringAll(h) })
+	guarded(t, h, ctr, "bellflood.n", "bells rung without wake-ups")
 	var lat []time.Duration
-	for i := 1; i <= 20; i++ {
+	v0 := r.Counter("bellflood.n").Value()
+	for i := int64(1); i <= 20; i++ {
 		t0 := time.Now()
 		ctr.Inc()
-		waitFor(t, fmt.Sprintf("event %d", i), 10*time.Second, func() bool { return r.Counter("bellflood.n").Value() == int64(i) })
+		waitFor(t, fmt.Sprintf("event %d", i), 10*time.Second, func() bool { return r.Counter("bellflood.n").Value() == v0+i })
 		lat = append(lat, time.Since(t0))
 	}
 	slices.Sort(lat)
 	if med := lat[len(lat)/2]; med > 150*time.Millisecond {
 		t.Fatalf("median event latency %v with every bell kept rung (all: %v)", med, lat)
-	}
-	p0 := h.Passes()
-	time.Sleep(500 * time.Millisecond)
-	if n := h.Passes() - p0; n > 1000 {
-		t.Fatalf("%d passes in 500 ms with every bell kept rung: a busy loop", n)
 	}
 }
 
@@ -913,44 +898,13 @@ func TestDoorbellFlood(t *testing.T) {
 // (suspectEvery), so passes visit about the slots that hold workers; the
 // honest events keep arriving.
 func TestFreeBellsPutOff(t *testing.T) {
-	h := newHost(t, Config{Slots: 1024, RingRecords: 256})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctr := c.Counter("freebells.n")
+	h, c, ctr := napHost(t, Config{Slots: 1024, RingRecords: 256}, "freebells.n")
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Second), WithLivenessInterval(time.Hour)) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
+	flood(t, func() {
+		if atomic.LoadUint32(u32(h.m, hdrWait)) != 1 {
+			ringAll(h) // only while the host is awake: no silent sleeps
 		}
-	}()
-	stop := make(chan struct{})
-	flooded := make(chan struct{})
-	go func() {
-		defer close(flooded)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if atomic.LoadUint32(u32(h.m, hdrWait)) == 1 {
-				continue // ring only while the host is awake: no silent sleeps
-			}
-			for k := range h.bells {
-				if b := u64(h.m, hdrBell+8*k); atomic.LoadUint64(b) != ^uint64(0) {
-					atomic.OrUint64(b, ^uint64(0))
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); <-flooded }()
+	})
 	var sent int64
 	record := func(d time.Duration) {
 		for end := time.Now().Add(d); time.Now().Before(end); {
@@ -975,6 +929,6 @@ func TestFreeBellsPutOff(t *testing.T) {
 	if visits/passes > 100 {
 		t.Fatalf("%d passes visited %d slots with every bell rung: FREE slots' bells were not put off", passes, visits)
 	}
-	waitFor(t, fmt.Sprintf("the honest events (dropped %d)", c.Dropped()), 10*time.Second, func() bool { return r.Counter("freebells.n").Value()+int64(c.Dropped()) == sent })
-	t.Logf("got %d, dropped %d of %d", r.Counter("freebells.n").Value(), c.Dropped(), sent)
+	// The events a blinded host's ring dropped are counted, not lost.
+	waitFor(t, "the honest events", 10*time.Second, func() bool { return r.Counter("freebells.n").Value()+int64(c.Dropped()) == sent })
 }
