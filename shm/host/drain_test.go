@@ -917,18 +917,25 @@ func TestFreeBellsPutOff(t *testing.T) {
 	// At least 50 passes: a ring that lands as the host falls asleep
 	// leaves it asleep to its maximum sleep (1 s) until the guard for
 	// bells rung without wake-ups (TestDoorbellFlood) takes over.
-	p0, v0 := h.Passes(), h.visits.Load()
+	p0, v0 := h.Passes(), visits(h)
 	for end := time.Now().Add(10 * time.Second); h.Passes()-p0 < 50 && time.Now().Before(end); {
 		record(100 * time.Millisecond)
 	}
-	passes, visits := h.Passes()-p0, h.visits.Load()-v0
-	t.Logf("%d passes visited %d slots", passes, visits)
+	passes, visited := h.Passes()-p0, visits(h)-v0
+	t.Logf("%d passes visited %d slots", passes, visited)
 	if passes < 50 {
 		t.Fatalf("%d passes in 10 s", passes)
 	}
-	if visits/passes > 100 {
-		t.Fatalf("%d passes visited %d slots with every bell rung: FREE slots' bells were not put off", passes, visits)
+	if visited/passes > 100 {
+		t.Fatalf("%d passes visited %d slots with every bell rung: FREE slots' bells were not put off", passes, visited)
 	}
 	// The events a blinded host's ring dropped are counted, not lost.
 	waitFor(t, "the honest events", 10*time.Second, func() bool { return r.Counter("freebells.n").Value()+int64(c.Dropped()) == sent })
+}
+
+// visits is how many slots h's passes have visited.
+func visits(h *Host) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.visits
 }

@@ -149,12 +149,12 @@ type Host struct {
 	lastFull  time.Time     // the last pass that read every slot's state
 	fullCost  time.Duration // how long that pass took (see claimDue)
 	claimed   bool          // the last pass looked for a slot a worker waits for
+	visits    uint64        // slots the passes visited (tests)
 	passCost  time.Duration // how long the last pass took
 	idlePass  bool          // the last pass found nothing to do (see wait)
 	idleRings int           // times in a row bells rang right after such a pass
 
 	passes    atomic.Uint64 // completed drain passes (Passes)
-	visits    atomic.Uint64 // slots those passes visited (tests)
 	fullScans atomic.Uint64 // passes that read every slot's state
 
 	reg   *registry.Registry

@@ -333,7 +333,7 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 	if len(visit) > 1 {
 		h.touch(visit)
 	}
-	h.visits.Add(uint64(len(visit)))
+	h.visits += uint64(len(visit))
 	h.pend = h.pend[:0]
 	todo := h.todo[:0]
 	for _, i := range visit {
