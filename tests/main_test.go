@@ -100,6 +100,9 @@ func startHostBin(t *testing.T, bin string, args ...string) *hostProc {
 			_ = h.cmd.Process.Kill()
 			<-h.waited
 		}
+		if t.Failed() {
+			t.Logf("tapes-host stderr:\n%s", h.stderr())
+		}
 	})
 	select {
 	case <-ready:
