@@ -97,8 +97,20 @@ func startHostBin(t *testing.T, bin string, args ...string) *hostProc {
 	}()
 	t.Cleanup(func() {
 		if h.cmd.ProcessState == nil {
-			_ = h.cmd.Process.Kill()
-			<-h.waited
+			if t.Failed() {
+				// A host that stopped draining says where: SIGQUIT makes
+				// the Go runtime print every goroutine's stack and exit.
+				_ = h.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-h.waited:
+				case <-time.After(5 * time.Second):
+					_ = h.cmd.Process.Kill()
+					<-h.waited
+				}
+			} else {
+				_ = h.cmd.Process.Kill()
+				<-h.waited
+			}
 		}
 		if t.Failed() {
 			t.Logf("tapes-host stderr:\n%s", h.stderr())
