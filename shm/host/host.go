@@ -150,7 +150,7 @@ type Host struct {
 	fullCost  time.Duration // how long that pass took (see claimDue)
 	claimed   bool          // the last pass looked for a slot a worker waits for
 	visits    uint64        // slots the passes visited (tests)
-	passCost  time.Duration // how long the last pass took
+	passCost  time.Duration // how long the last pass that drained nothing (or every slot) took
 	idlePass  bool          // the last pass found nothing to do (see wait)
 	idleRings int           // times in a row bells rang right after such a pass
 

@@ -38,9 +38,11 @@ const (
 )
 
 // claimDue reports whether a worker waiting for a slot may have its
-// liveness check now. The caller holds h.mu.
-func (h *Host) claimDue(now time.Time) bool {
-	return now.Sub(h.lastLive) >= max(claimCheckEvery, claimScanRatio*h.fullCost)
+// liveness check now, and if not, how long until it may. The caller holds
+// h.mu.
+func (h *Host) claimDue(now time.Time) (due bool, in time.Duration) {
+	in = max(claimCheckEvery, claimScanRatio*h.fullCost) - now.Sub(h.lastLive)
+	return in <= 0, in
 }
 
 func (h *Host) drain(live bool) (n int, err error) {
@@ -65,7 +67,8 @@ func (h *Host) drain(live bool) (n int, err error) {
 	err = h.protect(func() {
 		live = tick
 		w := atomic.LoadUint64(u64(h.m, hdrClaimWaits))
-		h.claimed = w != h.seenWaits && h.claimDue(now)
+		due, _ := h.claimDue(now)
+		h.claimed = w != h.seenWaits && due
 		if h.claimed {
 			live, full = true, true // a worker waits for a slot: find every free-able one
 		}
@@ -81,9 +84,14 @@ func (h *Host) drain(live bool) (n int, err error) {
 			h.fullScans.Add(1)
 		}
 		n = h.pass(live, full, now)
-		h.passCost = time.Since(now)
-		if full {
-			h.fullCost = h.passCost
+		if n == 0 || full {
+			// Read by idleNap (a pass that found nothing) and claimDue (a
+			// full one) only: passes that drain events, back to back under
+			// load, skip the clock.
+			h.passCost = time.Since(now)
+			if full {
+				h.fullCost = h.passCost
+			}
 		}
 	})
 	if err != nil {

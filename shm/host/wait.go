@@ -271,11 +271,11 @@ func (h *Host) wait() (woken, early bool, err error) {
 		}
 	}
 	if claiming && !busy {
-		if now := time.Now(); !h.claimDue(now) {
+		if due, in := h.claimDue(time.Now()); !due {
 			// The check it asks for is not due yet: nap until it is,
 			// with the word down so that its wake-ups (and anyone's)
 			// reach no one, instead of passing back to back until then.
-			woken, err = h.guardedNap(w, min(guardSleep, max(claimCheckEvery, claimScanRatio*h.fullCost)-now.Sub(h.lastLive)))
+			woken, err = h.guardedNap(w, min(guardSleep, in))
 			return woken, false, err
 		}
 		busy = true // the next pass checks
@@ -396,7 +396,7 @@ const (
 
 // interfered: a worker abuses the host's wait word, so for guardFor the
 // host naps guardSleep instead of waiting on it (guardedNap), and counts
-// it as malformed. Two abuses, why names which:
+// it as malformed. Three abuses, why names which:
 //
 //   - scribbled: the host found hostWait at a value no worker stores
 //     (neither 0 nor 1), or at 0 when three sleeps in a row ran to their
