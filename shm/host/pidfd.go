@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapes-go/tapes/shm/internal/layout"
+	"github.com/tapes-go/tapes/shm/internal/sys"
 )
 
 // Liveness by pidfd. Reading /proc/<pid>/stat for every worker at every
@@ -83,7 +84,7 @@ func (h *Host) pollExits() {
 	}
 	var err error
 	for {
-		if _, err = unix.Poll(fds, 0); !errors.Is(err, unix.EINTR) {
+		if _, err = sys.QuietPoll(fds); !errors.Is(err, unix.EINTR) {
 			break
 		}
 	}

@@ -2,7 +2,11 @@
 
 package sys
 
-import "syscall"
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // QuietFstat is syscall.Fstat where no raw fstat is wired (see stat_raw.go).
 func QuietFstat(fd int, st *syscall.Stat_t) error { return syscall.Fstat(fd, st) }
@@ -18,3 +22,6 @@ func QuietStat(path []byte, follow bool, st *syscall.Stat_t) error {
 	}
 	return syscall.Lstat(p, st)
 }
+
+// QuietPoll is unix.Poll with a zero timeout where no raw ppoll is wired.
+func QuietPoll(fds []unix.PollFd) (int, error) { return unix.Poll(fds, 0) }

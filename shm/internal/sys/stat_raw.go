@@ -40,3 +40,20 @@ func QuietStat(path []byte, follow bool, st *syscall.Stat_t) error {
 	}
 	return nil
 }
+
+// QuietPoll is poll(2) with a zero timeout (ppoll), made with RawSyscall
+// as QuietFstat is: the liveness check asks its workers' pidfds whether
+// they exited four times a second, and unix.Poll woke the runtime's
+// monitor thread each time (tracefs, 2026-12-02: a futex wake-up and a few
+// sysmon sleeps per check). A zero timeout never blocks.
+func QuietPoll(fds []unix.PollFd) (int, error) {
+	if len(fds) == 0 {
+		return 0, nil
+	}
+	var ts unix.Timespec
+	n, _, e := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}

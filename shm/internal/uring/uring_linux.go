@@ -150,6 +150,7 @@ type Waiter struct {
 	ts       [2]int64 // a timeout's timespec: the kernel copies it when the request is submitted
 	deadline time.Time
 	tick     time.Duration // > 0: Await answers every tick until the next Arm
+	lookups  int           // ringHere's calls, for tests: submit makes none on the thread of the last Arm
 	failed   error
 	stopped  atomic.Bool
 }
@@ -238,6 +239,7 @@ func (w *Waiter) ringHere() (*ring, error) {
 	if FailForTest.CompareAndSwap(true, false) {
 		return nil, fmt.Errorf("io_uring_setup: %w (%w)", syscall.EMFILE, ErrRing)
 	}
+	w.lookups++
 	tid, _, _ := syscall.RawSyscall(syscall.SYS_GETTID, 0, 0, 0)
 	w.seq++ // the ring's age
 	for _, r := range w.rings {
@@ -362,12 +364,38 @@ func (w *Waiter) submit(d time.Duration) {
 	if w.stopped.Load() || w.failed != nil {
 		return
 	}
+	// The ring of the last Arm first, without asking which thread this is
+	// (gettid, a system call per wake-up): the goroutine mostly wakes on the
+	// thread it slept on, and on another the kernel refuses the submission
+	// before reading it (EEXIST: IORING_SETUP_SINGLE_ISSUER), which undo
+	// takes back (TestRingPerThread).
+	if r := w.cur; r != nil && !FailForTest.Load() {
+		if err := w.submitOn(r, d); err != errNotIssuer {
+			w.seq++
+			r.used = w.seq
+			if err != nil {
+				w.failed = err
+			}
+			return
+		}
+	}
 	r, err := w.ringHere()
 	if err != nil {
 		w.failed = err
 		return
 	}
 	w.cur = r
+	if err := w.submitOn(r, d); err != nil {
+		w.failed = err
+	}
+}
+
+// errNotIssuer: the ring belongs to another thread (see submit).
+var errNotIssuer = errors.New("io_uring: not this ring's thread")
+
+// submitOn is submit on ring r. If r turns out to be another thread's, it
+// leaves r and w as they were and returns errNotIssuer.
+func (w *Waiter) submitOn(r *ring, d time.Duration) error {
 	// One system call: submit a wait, cancel the ring's older one unless a
 	// wake-up most likely completed it, and its timeout unless it is
 	// kept; then post whatever completed (enter), which tells whether
@@ -376,6 +404,11 @@ func (w *Waiter) submit(d time.Duration) {
 	// at the next Arm if it was still in flight (a late wake-up, or a
 	// worker storing 0 without one): a ring holds at most two waits. A
 	// cancel per wake-up was a tenth of the host's io_uring_enter.
+	undo := struct {
+		prev, live, timer uint64
+		timerAt, deadline time.Time
+		down              bool
+	}{r.prev, r.live, r.timer, r.timerAt, w.deadline, w.down}
 	t := atomic.LoadUint32(r.sqTail)
 	cancel := func(ud uint64) {
 		r.prep(t, opAsyncCancel, 0, w.next(kindCancel), func(s []byte) { put64(s[16:], ud) })
@@ -416,9 +449,12 @@ func (w *Waiter) submit(d time.Duration) {
 		})
 		t++
 	}
-	if err := w.enter(r, t); err != nil {
-		w.failed = err
+	err := w.enter(r, t)
+	if err == errNotIssuer {
+		r.prev, r.live, r.timer, r.timerAt = undo.prev, undo.live, undo.timer, undo.timerAt
+		w.deadline, w.down = undo.deadline, undo.down
 	}
+	return err
 }
 
 func (w *Waiter) next(kind uint64) uint64 {
@@ -593,6 +629,12 @@ func (w *Waiter) enter(r *ring, tail uint32) error {
 		got, _, errno := syscall.RawSyscall6(sysEnter, uintptr(r.fd), uintptr(n), 0, enterGetEvents, 0, 0)
 		if errno == syscall.EINTR {
 			continue
+		}
+		if errno == syscall.EEXIST && n == tail-old {
+			// Another thread's ring: refused before anything was read
+			// (see submit). Nothing of ours is in its queue then.
+			atomic.StoreUint32(r.sqTail, old)
+			return errNotIssuer
 		}
 		if errno == 0 && uint32(got) < n {
 			// Left in the ring by the kernel: submit the rest.

@@ -150,13 +150,15 @@ func TestStopEndsAwait(t *testing.T) {
 }
 
 // TestRingPerThread: the caller's goroutine runs on several OS threads in
-// turn; each gets a ring of its own (only a ring's own thread may use it),
-// a wait armed on one thread is answered while the goroutine runs on
+// turn; each gets a ring of its own (only a ring's own thread may use it:
+// on another, the kernel refuses the submission and Arm looks its thread's
+// up), a wait armed on one thread is answered while the goroutine runs on
 // another, and the rings stay bounded however many threads it visits.
 func TestRingPerThread(t *testing.T) {
 	word := new(uint32)
 	w := start(t, word)
 	for i := 0; i < 3*maxRings; i++ {
+		before := w.lookups
 		done := make(chan error)
 		go func() {
 			// A locked goroutine that exits takes its thread with it, so
@@ -174,6 +176,32 @@ func TestRingPerThread(t *testing.T) {
 		if n := w.Rings(); n > maxRings {
 			t.Fatalf("%d rings, want at most %d", n, maxRings)
 		}
+		if w.lookups != before+1 {
+			t.Fatalf("round %d: %d ring lookups on a new thread, want 1 (the last Arm's ring refused)", i, w.lookups-before)
+		}
+	}
+}
+
+// TestSameThreadNoLookup: Arm on the thread of the last Arm uses its ring
+// without asking which thread it runs on (a gettid per wake-up).
+func TestSameThreadNoLookup(t *testing.T) {
+	word := new(uint32)
+	w := start(t, word)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	atomic.StoreUint32(word, 1)
+	w.Arm(time.Hour) // the thread's ring, looked up unless Start ran here
+	before := w.lookups
+	for i := 0; i < 50; i++ {
+		wake(word)
+		if err := w.Await(); err != nil {
+			t.Fatal(err)
+		}
+		atomic.StoreUint32(word, 1)
+		w.Arm(time.Hour)
+	}
+	if n := w.lookups - before; n != 0 {
+		t.Fatalf("%d ring lookups in 50 Arms on one thread, want 0", n)
 	}
 }
 
