@@ -3,6 +3,7 @@ package apply
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 	"time"
 
 	"github.com/tapes-go/tapes/wire"
@@ -21,13 +22,22 @@ import (
 // value): Apply reads them from bytes (a guest's batch), Add takes them
 // one at a time (a ring read word by word, as the shm host reads it).
 type Batch struct {
-	slots     [sumSlots]sumSlot
-	runs      [runSlots]valueRun
-	prev      uint64 // the previous record's first word
+	// filled has bit i set for slots[i] in use and bit sumSlots+j for
+	// runs[j], so that Flush visits those alone: the batch is 4.6 KB, and
+	// a host pass draining one record found all of it evicted, a miss per
+	// line Flush looked at (14; the host's drainSlot fell from 3.0 to 2.4
+	// µs for one record). The scalars come first, on the slots' first line.
+	filled    uint32
 	rejected  int32
+	prev      uint64 // the previous record's first word
 	last      wire.Status
 	discarded int // records of Discard entries since the last Flush
+	slots     [sumSlots]sumSlot
+	runs      [runSlots]valueRun
 }
+
+// One bit of Batch.filled for each slot and run.
+var _ [32 - sumSlots - runSlots]struct{}
 
 // sumSlot accumulates the records of one counter or meter. w0 is the
 // records' first word (id, kind, zero reserved bytes), checked against the
@@ -117,11 +127,13 @@ func (b *Batch) add(t Table, w0, v uint64) wire.Status {
 			s.apply(t)
 		}
 		*s = sumSlot{w0: w0, n: 1, sum: v}
+		b.filled |= 1 << (uint32(w0) % sumSlots)
 	case wire.KindTimer, wire.KindHistogram:
 		run := &b.runs[uint32(w0)%runSlots]
 		b.flushRun(t, run)
 		run.w0, run.n = w0, 1
 		run.v[0] = v
+		b.filled |= 1 << (sumSlots + uint32(w0)%runSlots)
 	default:
 		return e.apply(r.Kind, r.Value)
 	}
@@ -182,15 +194,15 @@ func (b *Batch) Discarded() int { return b.discarded }
 // batch were rejected (by Apply, or here: negative durations) and the last
 // reason, then empties the batch.
 func (b *Batch) Flush(t Table) (rejected int32, last wire.Status) {
-	for i := range b.runs {
-		b.flushRun(t, &b.runs[i])
+	for m := b.filled >> sumSlots; m != 0; m &= m - 1 {
+		b.flushRun(t, &b.runs[bits.TrailingZeros32(m)])
 	}
-	for i := range b.slots {
-		if s := &b.slots[i]; s.w0 != 0 {
-			s.apply(t)
-			*s = sumSlot{}
-		}
+	for m := b.filled & (1<<sumSlots - 1); m != 0; m &= m - 1 {
+		s := &b.slots[bits.TrailingZeros32(m)]
+		s.apply(t)
+		*s = sumSlot{}
 	}
+	b.filled = 0
 	rejected, last = b.rejected, b.last
 	b.prev, b.rejected, b.last, b.discarded = 0, 0, wire.StatusOK, 0
 	return rejected, last
