@@ -45,7 +45,11 @@ func (h *Host) claimDue(now time.Time) (due bool, in time.Duration) {
 	return in <= 0, in
 }
 
-func (h *Host) drain(live bool) (n int, err error) {
+func (h *Host) drain(live bool) (n int, err error) { return h.drainAt(live, time.Now()) }
+
+// drainAt is drain with the clock read by the caller (Drain's wait, as it
+// woke: one read fewer per wake-up).
+func (h *Host) drainAt(live bool, now time.Time) (n int, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -57,7 +61,6 @@ func (h *Host) drain(live bool) (n int, err error) {
 	// DrainOnce and the first pass (workers may have attached before the
 	// host did) look at every slot at once.
 	full := live || h.passes.Load() == 0
-	now := time.Now()
 	tick := full || now.Sub(h.lastLive) >= h.liveEvery
 	if tick {
 		if err := h.checkFile(); err != nil {
