@@ -215,7 +215,7 @@ func TestWaitSeesUnseenWork(t *testing.T) {
 			t.Fatalf("the host does not see %s", what)
 		}
 		done := make(chan error, 1)
-		go func() { _, _, err := h.wait(); done <- err }()
+		go func() { _, _, _, err := h.wait(time.Now()); done <- err }()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -540,10 +540,19 @@ func drainingHost(t *testing.T, cfg Config, name string, maxSleep time.Duration)
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(maxSleep), WithLivenessInterval(time.Hour)) }()
+	var drainErr error
+	ended := make(chan struct{})
+	go func() {
+		drainErr = testDrain(h, ctx, WithMaxIdleSleep(maxSleep), WithLivenessInterval(time.Hour))
+		done <- drainErr
+		close(ended)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-ended // not done, which the test may have read
+		if drainErr != nil {
+			t.Errorf("Drain: %v", drainErr)
+		}
 	})
 	return h, c, c.Counter(name), done
 }

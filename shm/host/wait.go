@@ -179,7 +179,7 @@ func (h *Host) Drain(ctx context.Context) error {
 		if testHookBeforeWait != nil {
 			testHookBeforeWait()
 		}
-		woken, e, at, err := h.waitAt(now)
+		woken, e, at, err := h.wait(now)
 		if err != nil {
 			return err
 		}
@@ -236,16 +236,11 @@ const (
 // do this, and the host reads the slot after taking the bit.
 //
 // early reports that the sleep ended before its deadline: a wake-up, which
-// Drain holds to account by what its next pass finds (wakeFound).
-func (h *Host) wait() (woken, early bool, err error) {
-	woken, early, _, err = h.waitAt(time.Now())
-	return woken, early, err
-}
-
-// waitAt is wait with the clock read by the caller (now, Drain's after its
-// pass), and returns when the futex sleep ended (zero if it did not sleep
-// on the futex): the clock of the next pass.
-func (h *Host) waitAt(now time.Time) (woken, early bool, woke time.Time, err error) {
+// Drain holds to account by what its next pass finds (wakeFound). now is
+// the caller's clock (Drain's, read after its pass), and woke when the
+// futex sleep ended (zero if it did not sleep on the futex): the clock of
+// the next pass.
+func (h *Host) wait(now time.Time) (woken, early bool, woke time.Time, err error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
