@@ -103,6 +103,36 @@ func TestHostileHeaders(t *testing.T) {
 	}
 }
 
+// A file left by a host of layout version 2 (a 128-byte header, its first
+// slot where version 3's doorbell is) is refused by a worker and by a host
+// with an error naming both versions, and left as it was: a worker that
+// misread it would ring doorbell bits into the first slot's state word.
+func TestOlderLayoutRefused(t *testing.T) {
+	path, b := validFile(t)
+	le := binary.LittleEndian
+	le.PutUint32(b[layout.HdrVersion:], 2)
+	le.PutUint32(b[layout.HdrHeaderSize:], 128)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const want = "unsupported layout version 2 (this build reads 3)"
+	if cl, err := shm.Open(path); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), want) {
+		if err == nil {
+			cl.Close()
+		}
+		t.Errorf("Open: %v, want %q", err, want)
+	}
+	if h, err := Create(path, Config{}); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), want) {
+		if err == nil {
+			h.Close()
+		}
+		t.Errorf("Create: %v, want %q", err, want)
+	}
+	if after, err := os.ReadFile(path); err != nil || string(after) != string(b) {
+		t.Errorf("the refused file changed (%v)", err)
+	}
+}
+
 func TestFileSafety(t *testing.T) {
 	path, _ := validFile(t)
 	fi, err := os.Stat(path)

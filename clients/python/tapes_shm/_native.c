@@ -58,16 +58,16 @@ _Static_assert(__atomic_always_lock_free(8, 0), "tapes_shm needs lock-free 64-bi
  * ====================================================================== */
 
 #define MAGIC "TAPESHM\0"
-/* Layout versions this client writes: 2 (CLAIMING state, claimWaits and
- * refused header words, the doorbell, a 640-byte header, a 64-byte trailer)
- * and 1 (hosts built before it). */
-#define LAYOUT_VERSION 2u
+/* Layout versions this client writes: 3 (the doorbell, a 640-byte header),
+ * and, for hosts built before it, 2 (CLAIMING state, claimWaits and refused
+ * header words, a 64-byte trailer) and 1. */
+#define LAYOUT_VERSION 3u
 #define LAYOUT_VERSION_MIN 1u
 
 #define HEADER_SIZE 128u    /* the two lines that hold the geometry: what a reader validates */
-#define HEADER_SIZE_V1 128u
-#define HEADER_SIZE_V2 640u /* v2: the two lines, then the doorbell (512 bytes) */
-#define HDR_BELL 128        /* v2: u64[64], bit i%64 of word i/64 is slot i's (see ring_bell) */
+#define HEADER_SIZE_V1 128u /* versions 1 and 2 */
+#define HEADER_SIZE_V3 640u /* v3: the two lines, then the doorbell (512 bytes) */
+#define HDR_BELL 128        /* v3: u64[64], bit i%64 of word i/64 is slot i's (see ring_bell) */
 #define HDR_MAGIC 0         /* 8 bytes */
 #define HDR_VERSION 8       /* u32 */
 #define HDR_HEADER_SIZE 12  /* u32 */
@@ -191,7 +191,7 @@ typedef struct {
     uint64_t attach_epoch;
     uint64_t *reserve, *consumer, *dropped;
     uint32_t *host_wait;
-    uint64_t *bell, bit; /* v2: the doorbell word holding this slot's bit, and the bit; NULL on v1 */
+    uint64_t *bell, bit; /* v3: the doorbell word holding this slot's bit, and the bit; NULL before v3 */
     uint8_t *ring;
     uint64_t mask, size, limit; /* limit: claims below it fit (consumer + R at last look) */
 
@@ -250,11 +250,12 @@ static void wake_host(uint32_t *host_wait) {
         syscall(SYS_futex, host_wait, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-/* --- The doorbell (version 2): after every change the host must see (the
+/* --- The doorbell (version 3): after every change the host must see (the
  * claim, a defCount store, a record's claim CAS, the close CAS), OR this
- * slot's bit (a full barrier), then wake the host as above. A v2 host's
+ * slot's bit (a full barrier), then wake the host as above. A v3 host's
  * passes visit only the slots whose bit they take (docs/shm-layout.md, "The
- * doorbell"). On version 1 only the wake-up. */
+ * doorbell"). On versions 1 and 2 only the wake-up: their header is 128
+ * bytes, and byte 128 is the first slot's. */
 static void ring_bell(Client *c) {
     if (c->bell)
         __atomic_fetch_or(c->bell, c->bit, __ATOMIC_SEQ_CST);
@@ -273,12 +274,12 @@ static const char *validate_header(const uint8_t *h, uint64_t size, geometry *g,
         return "not a tapes shm file (bad magic)";
     memcpy(&v32, h + HDR_VERSION, 4);
     if (v32 < LAYOUT_VERSION_MIN || v32 > LAYOUT_VERSION) {
-        snprintf(buf, buflen, "unsupported layout version %u (this client writes %u and %u)", v32, LAYOUT_VERSION_MIN,
+        snprintf(buf, buflen, "unsupported layout version %u (this client writes %u to %u)", v32, LAYOUT_VERSION_MIN,
                  LAYOUT_VERSION);
         return buf;
     }
     g->version = v32;
-    g->header_size = g->version >= 2 ? HEADER_SIZE_V2 : HEADER_SIZE_V1;
+    g->header_size = g->version >= 3 ? HEADER_SIZE_V3 : HEADER_SIZE_V1;
     memcpy(&v32, h + HDR_HEADER_SIZE, 4);
     if (v32 != g->header_size) {
         snprintf(buf, buflen, "corrupt header: header size %u, layout %u has %u", v32, g->version,
@@ -435,15 +436,16 @@ static int claim_slot(Client *c) {
         scrub_slot(c);
         /* The start time tells a reused pid from this process. */
         store_rel(u64at(sb, SLOT_START), self_start_time());
+        c->bell = NULL;
         if (first == STATE_CLAIMING) {
             /* The CAS to ACTIVE is the release that publishes the scrub. */
             uint64_t want = pack_state(pid, gen, STATE_CLAIMING);
             if (!cas_sc(st, &want, pack_state(pid, gen, STATE_ACTIVE)))
                 continue; /* taken from us while claiming (a host reset it): look further */
+        }
+        if (c->g.version >= 3) {
             c->bell = u64at(c->map, HDR_BELL + (uint64_t)(i / 64) * 8);
             c->bit = (uint64_t)1 << (i % 64);
-        } else {
-            c->bell = NULL;
         }
         /* Step 4: local copies, and the ring's pages faulted in by one call
          * (optional; an old kernel refuses it and nothing is lost). */
@@ -457,7 +459,7 @@ static int claim_slot(Client *c) {
         for (uint32_t id = 0; id < c->ndefs; id++)
             write_def(c, id);
         store_sc(c->def_count, c->ndefs);
-        /* Ring the doorbell (v2; on v1 wake the host): the host binds the
+        /* Ring the doorbell (v3; on v1 and v2 wake the host): the host binds the
          * slot now. */
         ring_bell(c);
         c->attach_epoch = fork_epoch;
@@ -532,7 +534,7 @@ static inline void put(Client *c, uint64_t w0, uint64_t v) {
         if (LIKELY(cas_sc(c->reserve, &r, r + 1)))
             break; /* claimed index r; on failure r holds the current value */
     }
-    /* After the CAS, a full barrier. v2: ring unless the bit is already set
+    /* After the CAS, a full barrier. v3: ring unless the bit is already set
      * (a set bit will be taken by a host pass that reads reserve after it).
      * Whether to wake is decided here; the wake itself comes after the
      * commit, so that a woken host finds the record committed. */
@@ -587,7 +589,7 @@ static int close_slot(Client *c, uint64_t *was) {
         *was = want;
         return -1;
     }
-    ring_bell(c); /* v2: the host drains and frees the slot now */
+    ring_bell(c); /* v3: the host drains and frees the slot now (v1, v2: wakes it) */
     return 0;
 }
 

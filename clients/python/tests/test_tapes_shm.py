@@ -29,8 +29,8 @@ STATS = os.environ.get("TAPES_TEST_STATS")
 
 # docs/shm-layout.md, restated independently of the C source.
 def header(version):
-    """Layout 2's header is 640 bytes (two lines and the doorbell), 1's 128."""
-    return 640 if version >= 2 else 128
+    """Layout 3's header is 640 bytes (two lines and the doorbell), 2's and 1's 128."""
+    return 640 if version >= 3 else 128
 
 
 DEF_SIZE = 272
@@ -41,14 +41,14 @@ def align64(x):
     return (x + 63) // 64 * 64
 
 
-def geometry(slots, ring, max_defs, version=2):
+def geometry(slots, ring, max_defs, version=3):
     ring_off = align64(256 + max_defs * DEF_SIZE)
     slot_size = align64(ring_off + ring * REC)
     return ring_off, slot_size, header(version) + slots * slot_size + (64 if version >= 2 else 0)
 
 
-def make_file(path, slots=2, ring=8, max_defs=4, version=2, **overrides):
-    """A file as a host of layout version 2 (or 1) creates it."""
+def make_file(path, slots=2, ring=8, max_defs=4, version=3, **overrides):
+    """A file as a host of layout version 3 (or 2, or 1) creates it."""
     ring_off, slot_size, size = geometry(slots, ring, max_defs, version)
     f = dict(version=version, header_size=header(version), def_size=DEF_SIZE, slot_size=slot_size, file_size=size, def_off=256,
              ring_off=ring_off, reserved=b"\0" * 8, length=size)
@@ -508,7 +508,7 @@ class TestWithoutHost(Tmp):
         r.close()
 
     def test_no_free_slot(self):
-        for version in (1, 2):
+        for version in (1, 2, 3):
             p = self.path("v%d" % version)
             make_file(p, slots=1, version=version)
             a = tapes_shm.Registry(p)
@@ -520,7 +520,7 @@ class TestWithoutHost(Tmp):
             self.assertGreaterEqual(time.monotonic() - t0, 0.05, "it waited for a slot")
             raw = RawFile(p)
             claim_waits, refused = struct.unpack_from("<QQ", raw.m, 72)
-            if version == 2:
+            if version >= 2:
                 self.assertGreater(claim_waits, 1)  # one per scan
                 self.assertEqual(refused, 1)
             else:
@@ -547,6 +547,29 @@ class TestWithoutHost(Tmp):
         r.close()
         # The trailer (the host's canary) is never touched.
         self.assertEqual(bytes(raw.m[-64:]), b"\0" * 64)
+
+    def test_doorbell_only_from_v3(self):
+        # Slot 0 is held by a live process, so the client claims slot 1,
+        # whose doorbell bit is bit 1 of the word at file byte 128: in
+        # layout 3 the doorbell, in layouts 1 and 2 slot 0's state word,
+        # where that bit would turn ACTIVE into another state.
+        held = (os.getppid() << 32) | (1 << 8) | 1
+        for version in (1, 2, 3):
+            p = self.path("bell%d" % version)
+            make_file(p, slots=2, version=version)
+            raw = RawFile(p)
+            raw.put64(0, 0, held)
+            r = tapes_shm.Registry(p)
+            c = r.counter("b.c")
+            for _ in range(3):
+                c.increment()
+            self.assertEqual(raw.state(1)[0], os.getpid(), "version %d: slot 1 claimed" % version)
+            r.close()
+            self.assertEqual(raw.u64(0, 0), held, "version %d: slot 0's state word" % version)
+            if version >= 3:
+                bell, = struct.unpack_from("<Q", raw.m, 128)
+                self.assertEqual(bell, 2, "version 3: slot 1's doorbell bit")
+            raw.close()
 
     def test_reserved_names(self):
         p = self.path()
@@ -598,10 +621,11 @@ class TestWithoutHost(Tmp):
     def test_bad_files_refused_clearly(self):
         cases = {
             "garbage": (None, "bad magic"),
-            "version": (dict(version=3), "unsupported layout version 3"),
+            "version": (dict(version=4), "unsupported layout version 4"),
             "v1size": (dict(version=1, file_size=header(1) + 2 * geometry(2, 8, 4)[1] + 64), "file size field"),
-            # Layout 2 before its doorbell: a 128-byte header.
-            "v2header128": (dict(header_size=128), "header size 128, layout 2 has 640"),
+            # Each version's header size is its own: 3 has the doorbell, 2 not.
+            "v3header128": (dict(header_size=128), "header size 128, layout 3 has 640"),
+            "v2header640": (dict(version=2, header_size=640), "header size 640, layout 2 has 128"),
             "reserved": (dict(reserved=b"\1" + b"\0" * 7), "reserved bytes"),
             "short": (dict(length=1000), "its header describes"),
             "slotsize": (dict(slot_size=64), "slot size"),
@@ -653,7 +677,7 @@ class TestWithoutHost(Tmp):
             (1, 2, 3, 4, 5))
         self.assertEqual((tapes_shm.SUM, tapes_shm.MIN, tapes_shm.MAX, tapes_shm.LAST, tapes_shm.PER_WORKER),
                          (1, 2, 3, 4, 5))
-        self.assertEqual(_native.LAYOUT_VERSION, 2)  # and reads 1
+        self.assertEqual(_native.LAYOUT_VERSION, 3)  # and writes 1 and 2 too
 
 
 if __name__ == "__main__":

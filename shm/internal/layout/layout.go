@@ -68,9 +68,11 @@ const (
 	// Magic is the first 8 bytes of every file.
 	Magic = "TAPESHM\x00"
 	// Version is the layout version this package reads and writes. Version
-	// 2 added the CLAIMING state, the claimWaits and refused header words,
-	// the doorbell and the trailer's canary.
-	Version = 2
+	// 2 added the CLAIMING state, the claimWaits and refused header words
+	// and the trailer's canary; 3 the doorbell, which made the header 640
+	// bytes: a client of version 2 would take the doorbell for its first
+	// slot, so it must refuse the file, not misread it.
+	Version = 3
 
 	// HeaderSize is the Geometry and wake-up lines (128 bytes) and the
 	// doorbell (BellSize).
