@@ -355,6 +355,38 @@ func TestTrickleOnePassPerEvent(t *testing.T) {
 	t.Logf("%d passes for %d events", passes, events)
 }
 
+// TestHotPassesKeepTheirDistance: a host hot from a backlog, behind a
+// worker that writes in bursts faster than one pass a burst but pauses in
+// between, catches up with it; it must then leave chaseGap between passes
+// that find few records instead of passing back to back on the worker's
+// heels (see chase). Without the gap this host made ~20 passes a pause.
+func TestHotPassesKeepTheirDistance(t *testing.T) {
+	h, ctr, stop := sleepingHost(t, Config{Slots: 2, RingRecords: 1 << 16}, "hot.n")
+	r := h.Registry()
+	const burst = 1000
+	sent := 0
+	p0, t0 := h.Passes(), time.Now()
+	for time.Since(t0) < 200*time.Millisecond {
+		for k := 0; k < burst; k++ {
+			ctr.Inc()
+		}
+		sent += burst
+		for p := time.Now(); time.Since(p) < 100*time.Microsecond; {
+		}
+	}
+	passes, took := h.Passes()-p0, time.Since(t0)
+	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("hot.n").Value() == int64(sent) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// One pass may follow a pass that found a backlog at once; every other
+	// waits the gap.
+	if limit := 2 * uint64(took/chaseGap); passes > limit {
+		t.Fatalf("%d passes in %v of bursts, want at most %d (2 per %v)", passes, took, limit, chaseGap)
+	}
+	t.Logf("%d passes in %v of bursts (%d events)", passes, took, sent)
+}
+
 // TestRelayEndsWithDrain: the relay's thread, started by the first sleep,
 // ends when Drain returns (its context cancelled) and when the host is
 // closed under a sleeping Drain, without waiting for the sleep's timeout.
