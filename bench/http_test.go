@@ -416,12 +416,7 @@ func httpGetCount(url string) (uint64, error) {
 
 // httpFreePort returns a loopback address no one listened on a moment ago.
 func httpFreePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreeLoopbackPort(t, "tcp")))
 }
 
 func httpbenchBin(t testing.TB) string {

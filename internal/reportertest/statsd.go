@@ -180,20 +180,7 @@ func mustAtoi(s string) int {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB, network string) int {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testenv.FreeLoopbackPort(t, network)
 }
 
 func (s *StatsD) start() {
