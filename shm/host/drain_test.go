@@ -355,36 +355,62 @@ func TestTrickleOnePassPerEvent(t *testing.T) {
 	t.Logf("%d passes for %d events", passes, events)
 }
 
-// TestHotPassesKeepTheirDistance: a host hot from a backlog, behind a
-// worker that writes in bursts faster than one pass a burst but pauses in
-// between, catches up with it; it must then leave chaseGap between passes
-// that find few records instead of passing back to back on the worker's
-// heels (see chase). Without the gap this host made ~20 passes a pause.
+// TestHotPassesKeepTheirDistance: a worker writing in bursts faster than
+// one pass a burst, pausing in between, lets the host catch up with it; the
+// host must then pace its passes (see pacer, chase) instead of passing back
+// to back on the worker's heels. Without pacing this host made ~660,000
+// passes in 200 ms.
 func TestHotPassesKeepTheirDistance(t *testing.T) {
-	h, ctr, stop := sleepingHost(t, Config{Slots: 2, RingRecords: 1 << 16}, "hot.n")
+	passes, took := burstyWorker(t, 1<<16, 200*time.Millisecond, 1000, 100*time.Microsecond)
+	if limit := 2 * uint64(took/minTimerNap); passes > limit {
+		t.Fatalf("%d passes in %v of bursts, want at most %d (2 per %v)", passes, took, limit, minTimerNap)
+	}
+}
+
+// TestPacedPassesFollowTheRate: a worker writing 1,000 records a
+// millisecond (a busy service, or one that wants the host's CPU) costs
+// the host a few passes per coalescing window, not a core: the host used
+// to pass back to back (at last 20 µs apart) for 10 ms after every pass
+// that found 256 records, 14,800 passes in 300 ms.
+func TestPacedPassesFollowTheRate(t *testing.T) {
+	passes, took := burstyWorker(t, 0, 300*time.Millisecond, 1000, time.Millisecond)
+	if limit := 3 * uint64(took/defaultCoalesce); passes > limit {
+		t.Fatalf("%d passes in %v of bursts, want at most %d (3 per %v window)", passes, took, limit, defaultCoalesce)
+	}
+}
+
+// burstyWorker runs a host on a file of rings of ring records (0: the
+// default) and a worker that records burst events, then pauses for
+// pause (spun below a millisecond, slept above), for span; it returns the
+// host's passes meanwhile, once every event arrived.
+func burstyWorker(t *testing.T, ring int, span time.Duration, burst int, pause time.Duration) (uint64, time.Duration) {
+	t.Helper()
+	h, ctr, stop := sleepingHost(t, Config{Slots: 2, RingRecords: ring}, "bursty.n")
 	r := h.Registry()
-	const burst = 1000
 	sent := 0
 	p0, t0 := h.Passes(), time.Now()
-	for time.Since(t0) < 200*time.Millisecond {
+	for time.Since(t0) < span {
 		for k := 0; k < burst; k++ {
 			ctr.Inc()
 		}
 		sent += burst
-		for p := time.Now(); time.Since(p) < 100*time.Microsecond; {
+		if pause >= time.Millisecond {
+			time.Sleep(pause)
+			continue
+		}
+		for p := time.Now(); time.Since(p) < pause; {
 		}
 	}
 	passes, took := h.Passes()-p0, time.Since(t0)
-	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("hot.n").Value() == int64(sent) })
+	waitFor(t, "the events", 10*time.Second, func() bool { return r.Counter("bursty.n").Value() == int64(sent) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	// One pass may follow a pass that found a backlog at once; every other
-	// waits the gap.
-	if limit := 2 * uint64(took/chaseGap); passes > limit {
-		t.Fatalf("%d passes in %v of bursts, want at most %d (2 per %v)", passes, took, limit, chaseGap)
+	if d := r.Counter(DefaultPrefix + ".dropped.all").Value(); d != 0 {
+		t.Errorf("%d events dropped", d)
 	}
 	t.Logf("%d passes in %v of bursts (%d events)", passes, took, sent)
+	return passes, took
 }
 
 // TestRelayEndsWithDrain: the relay's thread, started by the first sleep,

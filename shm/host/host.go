@@ -201,7 +201,8 @@ type Host struct {
 	silentZeros int // sleeps in a row that ran to their end and found the word at 0
 	silentRings int // sleeps in a row that ran to their end and found a bell rung
 	via         string
-	ticking     bool          // the relay answers every coalescing window (see window)
+	ticking     bool // the relay answers every tickEvery (see window)
+	tickEvery   time.Duration
 	touched     uint64        // what touch loaded
 	stopping    bool          // Drain's context ended: wait returns at once
 	active      int           // bound slots in state ACTIVE at their last visit: the workers gauge

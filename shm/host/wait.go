@@ -70,8 +70,7 @@ func (h *Host) Drain(ctx context.Context) error {
 		}
 	}
 	coalescing := false
-	lastPass := time.Now()
-	var lastBig time.Time // the last pass that found a backlog
+	var pace pacer
 	pendNap := time.Duration(0)
 	var spinTill time.Time
 	early := false // the last wait ended before its deadline: something woke it
@@ -110,8 +109,7 @@ func (h *Host) Drain(ctx context.Context) error {
 			early = false
 		}
 		h.mu.Unlock()
-		since := now.Sub(lastPass)
-		lastPass = now
+		peak := pace.add(busiest, now)
 		if n > 0 {
 			// Progress: a slot still pending is a worker writing, not one
 			// stuck between claim and commit. (Keeping the naps of an
@@ -120,27 +118,23 @@ func (h *Host) Drain(ctx context.Context) error {
 			pendNap, spinTill = 0, time.Time{}
 		}
 		if n >= 256 || more {
-			lastBig = now
 			continue // a backlog: drain back to back, as fast as the workers write
 		}
-		if now.Sub(lastBig) < hotFor {
-			// Just out of a backlog: workers writing flat out that were
-			// off the CPU for this pass fill a ring within a nap (with
-			// 1 ms naps, BenchmarkTransportE2E/shm-default-ring lost 88%
-			// of its events against 76%). Keep passing, but not on the
-			// workers' heels: a pass that found a few records let them
-			// gather for chaseGap first.
-			if n < 256 {
-				chase(now)
-			} else {
-				runtime.Gosched()
+		// The busiest worker's pace (see pacer) would fill an eighth of its
+		// ring within hotFor: the next pass comes when it has, or after a
+		// window, without the futex (a worker writing that fast rings at
+		// its first record after each pass) and not on the worker's heels,
+		// even over a record it has claimed and not yet committed (pending,
+		// below: the next is always on its way). A ring must outlast the
+		// nap several times over: on a loaded machine the next pass may
+		// come late.
+		if d := pacedNap(h.g.RingRecs, peak); d < hotFor {
+			d = min(d, h.coalesce)
+			if d < minTimerNap {
+				chase(now, d)
+			} else if err := h.window(d, nap); err != nil {
+				return err
 			}
-			continue
-		}
-		// A worker whose rate since the last pass would fill a quarter of
-		// its ring during a nap is starting a burst: no nap (a 1 ms nap
-		// against a worker writing flat out dropped events).
-		if busiest > 0 && time.Duration(busiest)*burstHorizon > since*time.Duration(h.g.RingRecs/4) {
 			continue
 		}
 		if pending {
@@ -171,7 +165,7 @@ func (h *Host) Drain(ctx context.Context) error {
 			// host serving one worker at 100 events/s in timer naps,
 			// about three wake-ups per event.)
 			if n > 0 {
-				if err := h.window(nap); err != nil {
+				if err := h.window(h.coalesce, nap); err != nil {
 					return err
 				}
 				continue
@@ -200,31 +194,75 @@ func (h *Host) Drain(ctx context.Context) error {
 // testHookBeforeWait runs in Drain just before each wait.
 var testHookBeforeWait func()
 
-// chase waits chaseGap from now without touching the file. A host that
-// passes back to back behind workers writing flat out can catch up with
-// them and then read every line they are writing as they write it: each
-// read moves the line to the host's CPU and back at the worker's next
-// store (a worker's reserve word at each of its records). Both slow down,
-// passes shrink to a few records and the host stays on the workers'
-// heels: BenchmarkTransportE2E/shm fell, in 3 of 8 runs, into 1.2 M passes
-// a second of ~17 records, 21 M events/s and 94 CPU ns an event, against
-// 8 passes in all, 105 M events/s and 16.5 ns when the host stayed
-// behind; shm-default-ring lost 67% of its events. With the gap no run of
-// 50 fell into it, and shm-default-ring lost 38% (5 µs: 57%; a 10-20 µs
+// chase waits d from now without touching the file. A host that passes
+// back to back behind workers writing flat out can catch up with them and
+// then read every line they are writing as they write it: each read moves
+// the line to the host's CPU and back at the worker's next store (a
+// worker's reserve word at each of its records). Both slow down, passes
+// shrink to a few records and the host stays on the workers' heels:
+// BenchmarkTransportE2E/shm fell, in 3 of 8 runs, into 1.2 M passes a
+// second of ~17 records, 21 M events/s and 94 CPU ns an event, against 8
+// passes in all, 105 M events/s and 16.5 ns when the host stayed behind;
+// shm-default-ring lost 67% of its events. A gap of 20 µs: no run of 50
+// fell into it, and shm-default-ring lost 38% (5 µs: 57%; a 10-20 µs
 // nanosleep, which gives the CPU to the workers but comes back later:
 // 57%). The gap is spun, yielding to the process's other goroutines: a Go
-// timer shorter than a millisecond often sleeps one. A worker writing flat
-// out fills a ring of 16 Ki records in ~100 µs.
-func chase(now time.Time) {
-	for time.Since(now) < chaseGap {
+// timer shorter than a millisecond often sleeps one, and the relay's
+// timerfd costs a wake-up of the process per nap.
+func chase(now time.Time, d time.Duration) {
+	d = min(max(d, minChase), minTimerNap)
+	for time.Since(now) < d {
 		runtime.Gosched()
 	}
 }
 
-const chaseGap = 20 * time.Microsecond
+// pacer follows the busiest worker's pace: the records the busiest slot of
+// each pass gave, over spans of at least paceSpan (over one burst a worker
+// writing in bursts looks many times faster than it is: a span must hold
+// several of a worker that writes a burst a millisecond), and the highest
+// such pace within hotFor, since workers writing flat out that were off
+// the CPU for a pass come back at it.
+type pacer struct {
+	from time.Time // the span being measured began
+	recs int       // records in it
+	peak float64   // records a second
+	at   time.Time // when peak was measured
+}
 
-// hotFor is how long after a pass that found a backlog the host keeps
-// passing back to back, whatever the passes in between find.
+// add counts a pass's busiest slot's records and returns the peak pace.
+func (p *pacer) add(recs int, now time.Time) float64 {
+	p.recs += recs
+	if el := now.Sub(p.from); el >= paceSpan {
+		r := float64(p.recs) / el.Seconds()
+		if r >= p.peak || now.Sub(p.at) > hotFor {
+			p.peak, p.at = r, now
+		}
+		p.from, p.recs = now, 0
+	}
+	return p.peak
+}
+
+// pacedNap is how long a worker at pace (records a second) takes to fill
+// an eighth of a ring of recs records.
+func pacedNap(recs int, pace float64) time.Duration {
+	if pace <= 0 {
+		return time.Hour
+	}
+	return time.Duration(float64(recs/8) / pace * float64(time.Second))
+}
+
+// Pacing's bounds. A paced nap shorter than minTimerNap is spun (chase),
+// at least minChase; a longer one is a tick of the relay's timer, rounded
+// down to a power-of-two multiple of minTimerNap so that a pace that moves
+// a little keeps the timer's period.
+const (
+	paceSpan    = 2 * time.Millisecond
+	minChase    = 5 * time.Microsecond
+	minTimerNap = 64 * time.Microsecond
+)
+
+// hotFor is how long a pace is remembered: a worker writing flat out may
+// be off the CPU for a few scheduler slices, then come back at it.
 const hotFor = 10 * time.Millisecond
 
 // idleCheckEvery is the liveness interval of a host with no worker
@@ -236,13 +274,7 @@ const idleCheckEvery = time.Second
 // defaultCoalesce is how long a host woken back to back lets events gather
 // before its next pass: the latency an event may wait under a steady
 // trickle, traded for one pass and no wake-up system calls per window.
-// burstHorizon is how long a ring must last at its worker's latest rate
-// (the burst rule in Drain): longer than a window or a pending nap, since
-// on a loaded machine the host's next pass may come late.
-const (
-	defaultCoalesce = 1500 * time.Microsecond
-	burstHorizon    = 8 * time.Millisecond
-)
+const defaultCoalesce = 1500 * time.Microsecond
 
 // pendingSpin is how long the host passes back to back over a slot that
 // holds a record claimed but not committed; pendingNap and maxPendingNap
@@ -585,25 +617,36 @@ func (h *Host) startRelay() relayhook.Relay {
 	return h.relay
 }
 
-// window sleeps for a coalescing window, with hostWait left 0. With the
-// relay it waits for the relay's next tick, which goes on every window
-// until the next wait: two thread wake-ups a window, where a Go timer
-// reset and fired a window costs the runtime a few more (netpollBreak
-// and spinning Ms: 200 workers at 100 events/s, ~1000 windows a second).
-func (h *Host) window(nap func(time.Duration)) error {
+// window sleeps for a coalescing window or a paced nap of d, with
+// hostWait left 0. With the relay it waits for the relay's next tick,
+// which goes on every d until the next wait or another d: two thread
+// wake-ups a window, where a Go timer reset and fired a window costs the
+// runtime a few more (netpollBreak and spinning Ms: 200 workers at 100
+// events/s, ~1000 windows a second), and a Go timer shorter than a
+// millisecond often sleeps one. A d below the window is rounded down to a
+// power-of-two multiple of minTimerNap, so that a pace that moves a little
+// keeps the timer's period.
+func (h *Host) window(d time.Duration, nap func(time.Duration)) error {
+	if d < h.coalesce {
+		q := minTimerNap
+		for 2*q <= d {
+			q *= 2
+		}
+		d = q
+	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return ErrClosed
 	}
 	rl := h.startRelay()
-	if rl != nil && !h.ticking {
-		rl.Tick(h.coalesce)
-		h.ticking = true
+	if rl != nil && (!h.ticking || h.tickEvery != d) {
+		rl.Tick(d)
+		h.ticking, h.tickEvery = true, d
 	}
 	h.mu.Unlock()
 	if rl == nil {
-		nap(h.coalesce)
+		nap(d)
 		return nil
 	}
 	if err := rl.Await(); err != nil {
