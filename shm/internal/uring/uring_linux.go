@@ -205,10 +205,19 @@ func Start(word *uint32) (*Waiter, error) {
 		// expirations (timerfd_read), so every tick must be read: a
 		// signal that finds the clock before nextTick would leave it
 		// stopped for good. nextTick is therefore a bound the kernel's
-		// next tick cannot precede, never an estimate.
+		// next tick cannot precede, never an estimate, and only a read
+		// that took a tick moves it: the kernel then re-armed the timer
+		// past the read, on its grid. A read that found none says
+		// nothing of when the next comes: a tick whose grid point the
+		// clock has passed can still be on its way (a timer interrupt
+		// comes late, in a virtual machine by tens of microseconds), and
+		// its signal must then be read (TestTickDeliveredLate).
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.tbuf[0])), uintptr(len(w.tbuf)))
+		if errno != 0 || n != 8 {
+			return false
+		}
 		w.nextTick = w.tickBound(now)
-		return errno == 0 && n == 8
+		return true
 	}
 	runtime.LockOSThread()
 	w.mu.Lock()
@@ -544,7 +553,12 @@ func (w *Waiter) tickBound(t time.Time) time.Time {
 
 // testHookSetTimer runs between tickFrom and timerfd_settime: a test
 // widens there the gap between the clock's grid and the kernel's.
-var testHookSetTimer func()
+// testHookTickGrid may move the times setTimer took around the call: a
+// test moves them earlier, as if every tick were delivered that late.
+var (
+	testHookSetTimer func()
+	testHookTickGrid func(from, to time.Time) (time.Time, time.Time)
+)
 
 // setTimer arms the timerfd to tick every d from now, or disarms it (0).
 // Through the RawConn's Control, which
@@ -566,6 +580,9 @@ func (w *Waiter) setTimer(d time.Duration) error {
 		_, _, errno = syscall.RawSyscall6(syscall.SYS_TIMERFD_SETTIME, fd, 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
 	})
 	w.tickTo = time.Now()
+	if testHookTickGrid != nil {
+		w.tickFrom, w.tickTo = testHookTickGrid(w.tickFrom, w.tickTo)
+	}
 	w.nextTick = w.tickFrom.Add(d)
 	if w.stopped.Load() {
 		return os.ErrClosed
