@@ -120,7 +120,7 @@ func (h *Host) Drain(ctx context.Context) error {
 		if n >= 256 || more {
 			continue // a backlog: drain back to back, as fast as the workers write
 		}
-		// The busiest worker's pace (see pacer) would fill an eighth of its
+		// The busiest worker's pace (see pacer) would fill a quarter of its
 		// ring within hotFor: the next pass comes when it has, or after a
 		// window, without the futex (a worker writing that fast rings at
 		// its first record after each pass) and not on the worker's heels,
@@ -130,7 +130,10 @@ func (h *Host) Drain(ctx context.Context) error {
 		// come late.
 		if d := pacedNap(h.g.RingRecs, peak); d < hotFor {
 			d = min(d, h.coalesce)
-			if d < minTimerNap {
+			// Spun only behind a worker that just gave records: a pace
+			// remembered from a burst that stopped costs timer wake-ups
+			// (at most 1/minTimerNap a second), not a core, for hotFor.
+			if d < minTimerNap && n > 0 {
 				chase(now, d)
 			} else if err := h.window(d, nap); err != nil {
 				return err
@@ -243,12 +246,12 @@ func (p *pacer) add(recs int, now time.Time) float64 {
 }
 
 // pacedNap is how long a worker at pace (records a second) takes to fill
-// an eighth of a ring of recs records.
+// a quarter of a ring of recs records.
 func pacedNap(recs int, pace float64) time.Duration {
 	if pace <= 0 {
 		return time.Hour
 	}
-	return time.Duration(float64(recs/8) / pace * float64(time.Second))
+	return time.Duration(float64(recs/4) / pace * float64(time.Second))
 }
 
 // Pacing's bounds. A paced nap shorter than minTimerNap is spun (chase),
