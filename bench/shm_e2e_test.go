@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -243,6 +244,12 @@ func benchE2EShm(b *testing.B, ring, perWorker int) {
 		}
 		for applied()+dropped < sent {
 			time.Sleep(50 * time.Microsecond)
+			if time.Since(t0) > 30*time.Second {
+				// A host that stopped draining: say where, instead of
+				// waiting for the test binary's timeout.
+				pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+				b.Fatalf("after 30 s, %d applied + %d dropped of %d sent", applied(), dropped, sent)
+			}
 		}
 		wall := time.Since(t0)
 		cancel()
