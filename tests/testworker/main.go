@@ -22,6 +22,7 @@ func main() {
 	prefix := flag.String("prefix", "test", "metric name prefix")
 	crash := flag.Bool("crash", false, "exit with status 3 without closing the client (a crash)")
 	hold := flag.Bool("hold", false, "after the sequence, keep recording one counter event every 10ms until SIGTERM")
+	rate := flag.Int("rate", 100, "with -hold, counter events a second: one every 1/rate s up to 1,000, else rate/1,000 at once every millisecond (a busy worker's bursts)")
 	fleet := flag.Uint64("fleet", 0, "instead of the sequence, record fleetdata.Values(seed, route, n) as timer fleet.<route>.latency for every route, with this seed")
 	flag.Parse()
 
@@ -68,14 +69,20 @@ func main() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 		ticks := c.Counter(*prefix + ".ticks")
-		t := time.NewTicker(10 * time.Millisecond)
+		every, burst := time.Second/time.Duration(max(*rate, 1)), 1
+		if *rate > 1000 {
+			every, burst = time.Millisecond, *rate/1000
+		}
+		t := time.NewTicker(every)
 	loop:
 		for {
 			select {
 			case <-sig:
 				break loop
 			case <-t.C:
-				ticks.Inc()
+				for range burst {
+					ticks.Inc()
+				}
 			}
 		}
 		// The last events before the signal must reach the host's final

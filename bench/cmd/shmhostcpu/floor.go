@@ -44,10 +44,10 @@ var (
 	floorWindow time.Duration
 )
 
-// startFloor starts the floor waiter and wakes it as often as a host with k
-// workers at 100 events/s each wakes: per event for one worker, per window
-// for more (the host's coalescing), never for none.
-func startFloor(k int, window time.Duration) (pid int, err error) {
+// startFloor starts the floor waiter and wakes it as often as a host whose
+// workers record rate events a second in all wakes: per event up to one a
+// window, then per window (the host's coalescing), never for none.
+func startFloor(rate int, window time.Duration) (pid int, err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -67,11 +67,11 @@ func startFloor(k int, window time.Duration) (pid int, err error) {
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
-		if k == 0 {
+		if rate == 0 {
 			<-done
 			return
 		}
-		t := time.NewTicker(max(time.Second/time.Duration(100*k), window))
+		t := time.NewTicker(max(time.Second/time.Duration(rate), window))
 		defer t.Stop()
 		for {
 			select {

@@ -13,7 +13,9 @@
 //	shmhostcpu -build old=/tmp/old -build new=/tmp/new -rounds 5 \
 //	    -scenarios 0x64,0x1024,1x64,1x1024,200x256
 //
-// A scenario KxN is K workers on a file of N slots.
+// A scenario KxN is K workers on a file of N slots; KxN@R has each worker
+// record R events a second instead of 100 (above 1,000 in bursts every
+// millisecond: testworker -rate).
 //
 // With -floor a third column, "go-floor", measures what no host built in Go
 // can go below on the same machine: the same workers run against a host
@@ -78,7 +80,7 @@ func (b *builds) Set(s string) error {
 func main() {
 	var bs builds
 	flag.Var(&bs, "build", "NAME=DIR holding tapes-host and testworker (repeat)")
-	scen := flag.String("scenarios", "0x64,0x1024,1x64,1x1024,200x256", "comma-separated KxN: K workers, N slots")
+	scen := flag.String("scenarios", "0x64,0x1024,1x64,1x1024,200x256", "comma-separated KxN or KxN@R: K workers, N slots, R events/s per worker (default 100)")
 	rounds := flag.Int("rounds", 5, "rounds; builds alternate their order every round")
 	measure := flag.Duration("measure", 5*time.Second, "how long to measure the host's CPU")
 	settle := flag.Duration("settle", time.Second, "wait after the workers started before measuring")
@@ -111,8 +113,8 @@ func main() {
 	scens := strings.Split(*scen, ",")
 	for r := 0; r < *rounds; r++ {
 		for _, sc := range scens {
-			var k, n int
-			if _, err := fmt.Sscanf(sc, "%dx%d", &k, &n); err != nil {
+			k, n, rate, err := parseScenario(sc)
+			if err != nil {
 				fmt.Fprintf(os.Stderr, "shmhostcpu: scenario %q: %v\n", sc, err)
 				os.Exit(2)
 			}
@@ -121,7 +123,7 @@ func main() {
 				slices.Reverse(order)
 			}
 			for _, b := range order {
-				pct, err := run(b, k, n, *settle, *measure)
+				pct, err := run(b, k, n, rate, *settle, *measure)
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "shmhostcpu: %s %s: %v\n", sc, b.name, err)
 					os.Exit(1)
@@ -146,7 +148,22 @@ func main() {
 	}
 }
 
-func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
+// parseScenario reads KxN or KxN@R.
+func parseScenario(sc string) (k, n, rate int, err error) {
+	rate = 100
+	kn, r, rated := strings.Cut(sc, "@")
+	if rated {
+		if rate, err = strconv.Atoi(r); err != nil || rate < 1 {
+			return 0, 0, 0, fmt.Errorf("rate %q: want events a second, at least 1", r)
+		}
+	}
+	if _, err := fmt.Sscanf(kn, "%dx%d", &k, &n); err != nil {
+		return 0, 0, 0, err
+	}
+	return k, n, rate, nil
+}
+
+func run(b build, k, n, rate int, settle, measure time.Duration) (float64, error) {
 	dir, err := os.MkdirTemp("/dev/shm", "shmhostcpu-")
 	if err != nil {
 		return 0, err
@@ -191,7 +208,11 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 		}
 	}()
 	for i := 0; i < k; i++ {
-		w := exec.Command(filepath.Join(b.dir, "testworker"), "-hold", "-n", "0", "-prefix", fmt.Sprintf("w%d", i))
+		args := []string{"-hold", "-n", "0", "-prefix", fmt.Sprintf("w%d", i)}
+		if rate != 100 {
+			args = append(args, "-rate", strconv.Itoa(rate)) // a build from before -rate records 100/s
+		}
+		w := exec.Command(filepath.Join(b.dir, "testworker"), args...)
 		w.Env = append(os.Environ(), "TAPES_SHM="+path)
 		out, err := w.StdoutPipe()
 		if err != nil {
@@ -214,7 +235,7 @@ func run(b build, k, n int, settle, measure time.Duration) (float64, error) {
 		// would not act on.
 		host.Process.Signal(syscall.SIGSTOP)
 		defer host.Process.Signal(syscall.SIGCONT)
-		if pid, err = startFloor(k, floorWindow); err != nil {
+		if pid, err = startFloor(k*rate, floorWindow); err != nil {
 			return 0, err
 		}
 		defer stopFloor()
