@@ -251,7 +251,13 @@ func pacedNap(recs int, pace float64) time.Duration {
 	if pace <= 0 {
 		return time.Hour
 	}
-	return time.Duration(float64(recs/4) / pace * float64(time.Second))
+	// A ring of 2 or 3 records still gets a nap, and a pace measured
+	// across a long sleep no overflowing duration.
+	sec := float64(max(recs/4, 1)) / pace
+	if sec >= time.Hour.Seconds() {
+		return time.Hour
+	}
+	return time.Duration(sec * float64(time.Second))
 }
 
 // Pacing's bounds. A paced nap shorter than minTimerNap is spun (chase),
