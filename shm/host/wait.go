@@ -121,18 +121,18 @@ func (h *Host) Drain(ctx context.Context) error {
 			continue // a backlog: drain back to back, as fast as the workers write
 		}
 		// The busiest worker's pace (see pacer) would fill a quarter of its
-		// ring within hotFor: the next pass comes when it has, or after a
+		// ring within paceMemory: the next pass comes when it has, or after a
 		// window, without the futex (a worker writing that fast rings at
 		// its first record after each pass) and not on the worker's heels,
 		// even over a record it has claimed and not yet committed (pending,
 		// below: the next is always on its way). A ring must outlast the
 		// nap several times over: on a loaded machine the next pass may
 		// come late.
-		if d := pacedNap(h.g.RingRecs, peak); d < hotFor {
+		if d := pacedNap(h.g.RingRecs, peak); d < paceMemory {
 			d = min(d, h.coalesce)
 			// Spun only behind a worker that just gave records: a pace
 			// remembered from a burst that stopped costs timer wake-ups
-			// (at most 1/minTimerNap a second), not a core, for hotFor.
+			// (at most 1/minTimerNap a second), not a core, for paceMemory.
 			if d < minTimerNap && n > 0 {
 				chase(now, d)
 			} else if err := h.window(d, nap); err != nil {
@@ -198,20 +198,15 @@ func (h *Host) Drain(ctx context.Context) error {
 var testHookBeforeWait func()
 
 // chase waits d from now without touching the file. A host that passes
-// back to back behind workers writing flat out can catch up with them and
-// then read every line they are writing as they write it: each read moves
-// the line to the host's CPU and back at the worker's next store (a
-// worker's reserve word at each of its records). Both slow down, passes
-// shrink to a few records and the host stays on the workers' heels:
-// BenchmarkTransportE2E/shm fell, in 3 of 8 runs, into 1.2 M passes a
-// second of ~17 records, 21 M events/s and 94 CPU ns an event, against 8
-// passes in all, 105 M events/s and 16.5 ns when the host stayed behind;
-// shm-default-ring lost 67% of its events. A gap of 20 µs: no run of 50
-// fell into it, and shm-default-ring lost 38% (5 µs: 57%; a 10-20 µs
-// nanosleep, which gives the CPU to the workers but comes back later:
-// 57%). The gap is spun, yielding to the process's other goroutines: a Go
-// timer shorter than a millisecond often sleeps one, and the relay's
-// timerfd costs a wake-up of the process per nap.
+// back to back behind workers writing flat out catches up with them and
+// then reads every line they write as they write it: each read moves the
+// line to the host's CPU and back at the worker's next store. Both slow
+// down and the host stays on their heels (BenchmarkTransportE2E/shm fell
+// to 21 M events/s at 94 CPU ns an event, from 105 M at 16.5 ns; see
+// docs/RATIONALE.md, "Against the code issue 19 was filed on"). The gap is
+// spun, yielding to the process's other goroutines: a Go timer shorter
+// than a millisecond often sleeps one, and a 10-20 µs nanosleep lost more
+// of a flat-out worker's events.
 func chase(now time.Time, d time.Duration) {
 	d = min(max(d, minChase), minTimerNap)
 	for time.Since(now) < d {
@@ -223,7 +218,7 @@ func chase(now time.Time, d time.Duration) {
 // each pass gave, over spans of at least paceSpan (over one burst a worker
 // writing in bursts looks many times faster than it is: a span must hold
 // several of a worker that writes a burst a millisecond), and the highest
-// such pace within hotFor, since workers writing flat out that were off
+// such pace within paceMemory, since workers writing flat out that were off
 // the CPU for a pass come back at it.
 type pacer struct {
 	from time.Time // the span being measured began
@@ -237,7 +232,7 @@ func (p *pacer) add(recs int, now time.Time) float64 {
 	p.recs += recs
 	if el := now.Sub(p.from); el >= paceSpan {
 		r := float64(p.recs) / el.Seconds()
-		if r >= p.peak || now.Sub(p.at) > hotFor {
+		if r >= p.peak || now.Sub(p.at) > paceMemory {
 			p.peak, p.at = r, now
 		}
 		p.from, p.recs = now, 0
@@ -270,9 +265,9 @@ const (
 	minTimerNap = 64 * time.Microsecond
 )
 
-// hotFor is how long a pace is remembered: a worker writing flat out may
+// paceMemory is how long a pace is remembered: a worker writing flat out may
 // be off the CPU for a few scheduler slices, then come back at it.
-const hotFor = 10 * time.Millisecond
+const paceMemory = 10 * time.Millisecond
 
 // idleCheckEvery is the liveness interval of a host with no worker
 // attached: each wake-up from the futex costs the process more than the
