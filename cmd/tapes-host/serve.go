@@ -35,16 +35,19 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	rl := &reloader{log: log, cur: fs, cfg: cfg, h: h, parse: parse}
 	log.Info("tapes-host running", "shm", h.shm.Path(), "http", h.httpAddr, "version", versionString())
-	failed := false
-	for ctx.Err() == nil && !failed {
+	// The loop ends only through a case that says why: a signal that
+	// arrives before the first select is still logged as the reason.
+loop:
+	for {
 		select {
 		case <-ctx.Done():
 			log.Info("stopping: draining and reporting one last time")
+			break loop
 		case <-hup:
 			rl.reload()
 		case <-h.failed():
 			log.Error("stopping: the shm drain stopped (see above)")
-			failed = true
+			break loop
 		}
 	}
 	h.shutdown()
