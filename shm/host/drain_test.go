@@ -1006,3 +1006,61 @@ func visits(h *Host) uint64 {
 	defer h.mu.Unlock()
 	return h.visits
 }
+
+// TestRememberedPaceNotChased: a worker that bursts flat out (a pace
+// remembered for paceMemory) and then stops, or gives a record a pass, must
+// not keep the host spinning behind it. The spin is for a worker that
+// fills its ring at that pace; after a burst that stopped it would buy, for
+// next to nothing, a core's worth of the host's passes, and a trickle a
+// fifth of one, for as long as the worker kept bursting.
+func TestRememberedPaceNotChased(t *testing.T) {
+	var spun atomic.Int64
+	testHookChase = func(d time.Duration) { spun.Add(int64(d)) }
+	defer func() { testHookChase = nil }()
+	// A ring of 256: a quarter (64 records) in under minTimerNap is a pace
+	// above 1 M records a second, which one goroutine writes with ease.
+	h, ctr, stop := sleepingHost(t, Config{Slots: 2, RingRecords: 256}, "after.n")
+	burst := func() {
+		for b := time.Now(); time.Since(b) < 3*time.Millisecond; {
+			for k := 0; k < 64; k++ {
+				ctr.Inc()
+			}
+		}
+	}
+	// After each burst, nothing for a paceMemory: a pass at most every
+	// minTimerNap (a relay tick), twice that for a busy machine's slack.
+	var quiet, spunQuiet time.Duration
+	var quietPasses uint64
+	for round := 0; round < 10; round++ {
+		burst()
+		s0, p0, t0 := spun.Load(), h.Passes(), time.Now()
+		time.Sleep(paceMemory)
+		quiet += time.Since(t0)
+		quietPasses += h.Passes() - p0
+		spunQuiet += time.Duration(spun.Load() - s0)
+	}
+	// After each burst, a record every 20 µs for most of a paceMemory.
+	var trickled, spunThen time.Duration
+	for round := 0; round < 20; round++ {
+		burst()
+		s0, t0 := spun.Load(), time.Now()
+		for time.Since(t0) < 8*time.Millisecond {
+			ctr.Inc()
+			for p := time.Now(); time.Since(p) < 20*time.Microsecond; {
+			}
+		}
+		trickled += time.Since(t0)
+		spunThen += time.Duration(spun.Load() - s0)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d passes, %v spun in %v of silence after bursts; spun %v in %v of trickles, %v in all",
+		quietPasses, spunQuiet, quiet, spunThen, trickled, time.Duration(spun.Load()))
+	if limit := 2 * uint64(quiet/minTimerNap); quietPasses > limit || spunQuiet > quiet/20 {
+		t.Errorf("%d passes, %v spun in %v of silence after bursts, want at most %d and a twentieth", quietPasses, spunQuiet, quiet, limit)
+	}
+	if spunThen > trickled/20 {
+		t.Errorf("the host spun %v behind %v of one-record trickles after bursts, want at most a twentieth", spunThen, trickled)
+	}
+}

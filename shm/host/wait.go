@@ -130,10 +130,13 @@ func (h *Host) Drain(ctx context.Context) error {
 		// come late.
 		if d := pacedNap(h.g.RingRecs, peak); d < paceMemory {
 			d = min(d, h.coalesce)
-			// Spun only behind a worker that just gave records: a pace
-			// remembered from a burst that stopped costs timer wake-ups
-			// (at most 1/minTimerNap a second), not a core, for paceMemory.
-			if d < minTimerNap && n > 0 {
+			// Spun only behind a worker that just gave a good part of what
+			// the pace says (a sixteenth of its ring; at the pace, a pass
+			// finds a quarter): a pace remembered from a burst that
+			// stopped, or that goes on as a record a pass, costs timer
+			// wake-ups (at most 1/minTimerNap a second) for paceMemory,
+			// not a spinning core (TestRememberedPaceNotChased).
+			if d < minTimerNap && busiest*16 >= h.g.RingRecs {
 				chase(now, d)
 			} else if err := h.window(d, nap); err != nil {
 				return err
@@ -197,6 +200,9 @@ func (h *Host) Drain(ctx context.Context) error {
 // testHookBeforeWait runs in Drain just before each wait.
 var testHookBeforeWait func()
 
+// testHookChase runs as chase begins, with the time it will spin.
+var testHookChase func(time.Duration)
+
 // chase waits d from now without touching the file. A host that passes
 // back to back behind workers writing flat out catches up with them and
 // then reads every line they write as they write it: each read moves the
@@ -209,6 +215,9 @@ var testHookBeforeWait func()
 // of a flat-out worker's events.
 func chase(now time.Time, d time.Duration) {
 	d = min(max(d, minChase), minTimerNap)
+	if testHookChase != nil {
+		testHookChase(d)
+	}
 	for time.Since(now) < d {
 		runtime.Gosched()
 	}

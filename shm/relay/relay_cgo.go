@@ -25,6 +25,8 @@ struct relay {
 	uint32_t seq;   // requests made; the thread waits on it (private futex)
 	uint32_t stop;  // set once, by relay_stop
 	int64_t ns;     // the latest request: a timeout, or minus a tick period
+	uint32_t unread; // 1: an answer written that Await has not read yet
+	uint32_t parked; // 1: ticking stopped on an unread answer, until Await reads it
 	int32_t tid;    // the thread's id, for tests
 	pthread_t th;
 };
@@ -35,6 +37,7 @@ static long tapes_futex(uint32_t *addr, int op, uint32_t val, const struct times
 
 static void tapes_relay_answer(struct relay *r) {
 	uint64_t one = 1;
+	__atomic_store_n(&r->unread, 1, __ATOMIC_SEQ_CST);
 	while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR) {
 	}
 }
@@ -53,8 +56,25 @@ static void *tapes_relay_main(void *p) {
 			// this load missed makes the wait return at once.
 			if (tick > 0) {
 				struct timespec ts = {tick / 1000000000, tick % 1000000000};
-				if (tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, &ts) < 0 && errno == ETIMEDOUT)
-					tapes_relay_answer(r);
+				if (tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, &ts) < 0 && errno == ETIMEDOUT) {
+					if (!__atomic_load_n(&r->unread, __ATOMIC_SEQ_CST)) {
+						tapes_relay_answer(r);
+						continue;
+					}
+					// The last tick is still unread: the host is not
+					// waiting for ticks (it passes back to back, or naps
+					// another way, for as long as a worker makes it).
+					// Stop, as a periodic timerfd does until it is read,
+					// rather than wake every period for nobody. Dekker's
+					// handshake with Await: it clears unread and then
+					// takes parked; this sets parked and then loads
+					// unread. Either this sees the read, or Await sees
+					// parked and makes a request, which ends this wait.
+					__atomic_store_n(&r->parked, 1, __ATOMIC_SEQ_CST);
+					if (__atomic_load_n(&r->unread, __ATOMIC_SEQ_CST))
+						tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL);
+					__atomic_store_n(&r->parked, 0, __ATOMIC_SEQ_CST);
+				}
 			} else {
 				tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL);
 			}
@@ -150,12 +170,14 @@ const Available = true
 // deep sleep, and it then polls for a while, two more wake-ups per event.
 // Both calls they make cannot block (a futex wake, a nonblocking read).
 type Relay struct {
-	c   *C.struct_relay
-	seq *uint32
-	ns  *int64
-	f   *os.File // the eventfd
-	rc  syscall.RawConn
-	buf [8]byte
+	c      *C.struct_relay
+	seq    *uint32
+	ns     *int64
+	unread *uint32
+	parked *uint32
+	f      *os.File // the eventfd
+	rc     syscall.RawConn
+	buf    [8]byte
 	// stopped is set before Stop closes the eventfd: RawConn reports the
 	// closing with an error of the internal poll package.
 	stopped atomic.Bool
@@ -178,7 +200,8 @@ func Start(word *uint32) (*Relay, error) {
 		C.tapes_relay_stop(c)
 		return nil, fmt.Errorf("wake-up relay: %w", err)
 	}
-	return &Relay{c: c, seq: (*uint32)(unsafe.Pointer(&c.seq)), ns: (*int64)(unsafe.Pointer(&c.ns)), f: f, rc: rc}, nil
+	return &Relay{c: c, seq: (*uint32)(unsafe.Pointer(&c.seq)), ns: (*int64)(unsafe.Pointer(&c.ns)),
+		unread: (*uint32)(unsafe.Pointer(&c.unread)), parked: (*uint32)(unsafe.Pointer(&c.parked)), f: f, rc: rc}, nil
 }
 
 // Arm asks the thread to sleep on the word for at most d. It does not block;
@@ -190,7 +213,10 @@ func (r *Relay) Arm(d time.Duration) { r.request(max(int64(d), 0)) }
 // until the next request: the host's coalescing windows, two thread
 // wake-ups each (this one's timeout, the netpoller's), where a Go timer
 // costs the runtime a few more (netpollBreak, spinning Ms). Answers that
-// Await has not read add up to one.
+// Await has not read add up to one, and a tick that finds the last one
+// unread stops the ticking until Await reads it: a host kept from
+// awaiting (passing back to back, or napping on a Go timer while a
+// worker scribbles) costs the thread one wake-up, not one a period.
 func (r *Relay) Tick(d time.Duration) { r.request(-max(int64(d), 1)) }
 
 func (r *Relay) request(ns int64) {
@@ -222,6 +248,12 @@ func (r *Relay) Await() error {
 	}
 	if errno != 0 {
 		return errno
+	}
+	// Read: a ticking thread that stopped on this answer ticks again
+	// (see Tick). Only this goroutine makes requests, so ns is Tick's.
+	atomic.StoreUint32(r.unread, 0)
+	if atomic.SwapUint32(r.parked, 0) == 1 {
+		r.request(atomic.LoadInt64(r.ns))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -173,5 +174,74 @@ func TestRelayTick(t *testing.T) {
 	case err := <-got:
 		t.Fatalf("an answer with no request outstanding (%v): still ticking", err)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// switches returns how often thread tid has slept (voluntary context
+// switches): each of the relay thread's futex waits that blocks is one.
+func switches(t *testing.T, tid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no voluntary_ctxt_switches in %s", b)
+	return 0
+}
+
+// TestRelayTickStopsUnread: a host that stops awaiting while ticking (it
+// passes back to back, or naps on a Go timer while a worker scribbles the
+// word) costs the thread one more wake-up, not one a period; its next
+// Await reads the answer left and the ticks go on.
+func TestRelayTickStopsUnread(t *testing.T) {
+	w := word(t)
+	atomic.StoreUint32(w, 0)
+	r, err := Start(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	for r.TID() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	await := func(what string) {
+		t.Helper()
+		got := make(chan error, 1)
+		go func() { got <- r.Await() }()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never came: the ticking stopped for good", what)
+		}
+	}
+	const period = time.Millisecond
+	r.Tick(period)
+	await("the first tick")
+	before := switches(t, r.TID())
+	time.Sleep(200 * period) // not awaiting
+	if n := switches(t, r.TID()) - before; n > 5 {
+		t.Errorf("the thread woke %d times in 200 periods with its last tick unread, want at most a few", n)
+	}
+	await("the tick left unread")
+	before = switches(t, r.TID())
+	for i := 0; i < 20; i++ {
+		await("a tick after the unread one was read")
+	}
+	// Each came from a timeout of the thread's (the first may be the one
+	// left unread).
+	if n := switches(t, r.TID()) - before; n < 15 {
+		t.Errorf("20 ticks awaited in %d thread wake-ups", n)
 	}
 }
