@@ -169,6 +169,9 @@ type Host struct {
 	// there are any.
 	pend []int
 	more bool // the last pass stopped in a slot at its budget (one ring's worth)
+	// pendLive counts the slots of pend that are not stalled: what the
+	// host looks again for at once (see addPend).
+	pendLive int
 	// busiest is the most records the last pass drained from one slot:
 	// a worker writing that fast may fill its ring during a nap.
 	busiest int
@@ -243,6 +246,14 @@ type hslot struct {
 	// the process exits, so a check of all workers is one poll(2).
 	pidfd  int
 	exited bool // its pidfd was readable at the last liveness check
+	// Waits on a record (see Host.addPend): pendAt is the consumer index
+	// the last visit found waiting, pendSince that visit's clock (zero:
+	// none waiting), and stallSum the time spent waiting on one record
+	// without progress since stallFrom.
+	pendAt    uint64
+	pendSince time.Time
+	stallFrom time.Time
+	stallSum  time.Duration
 }
 
 // boundTo reports whether the host has bound this slot to the worker the

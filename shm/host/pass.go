@@ -258,6 +258,36 @@ func (h *Host) touch(visit []int) {
 	h.touched = sum // kept, so that the loads are too
 }
 
+// addPend keeps slot i, whose ring holds a record claimed but not
+// committed yet (or that is closed and waits for one), for the next pass.
+// was is the clock of the last pass, if it found the slot waiting too.
+//
+// A record's commit is usually microseconds behind its claim, so while a
+// slot waits the host looks again at once and then at growing intervals
+// (Drain). But a worker can claim and not commit, for free: one that never
+// did kept the host passing 450 times a second (2.3% of a core) for as
+// long as it lived, and one that commits and claims again every few
+// milliseconds would restart those quick looks each time. So a slot is a
+// reason to look again (pendLive) only while its waits without progress
+// (the same record, pass after pass) add up to less than pendingStall
+// within stallMemory. A stalled slot is still visited by every pass made
+// for another reason, by its own doorbell (its worker's next claim rings
+// it) and by the liveness checks, which also reclaim it if its worker
+// dies: its record, once committed, waits at most a LivenessInterval.
+func (h *Host) addPend(i int, hs *hslot, was, now time.Time) {
+	h.pend = append(h.pend, i)
+	if now.Sub(hs.stallFrom) > stallMemory {
+		hs.stallFrom, hs.stallSum = now, 0
+	}
+	if !was.IsZero() && hs.pendAt == hs.consumer {
+		hs.stallSum += now.Sub(was)
+	}
+	hs.pendAt, hs.pendSince = hs.consumer, now
+	if hs.stallSum < pendingStall {
+		h.pendLive++
+	}
+}
+
 // pass drains the slots whose doorbell rang and those the last pass left
 // pending. With live (a liveness check) it also visits every bound slot
 // and every slot being claimed, checks that their workers still run and
@@ -345,7 +375,7 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 		h.touch(visit)
 	}
 	h.visits += uint64(len(visit))
-	h.pend = h.pend[:0]
+	h.pend, h.pendLive = h.pend[:0], 0
 	todo := h.todo[:0]
 	for _, i := range visit {
 		hs := &h.slots[i]
@@ -409,6 +439,8 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 	for _, t := range todo {
 		i, w, hs := t.i, t.w, &h.slots[t.i]
 		h.busiest = max(h.busiest, int(hs.consumer-t.c0))
+		was := hs.pendSince
+		hs.pendSince = time.Time{}
 		pid, _, st := unpackState(w)
 		// Metrics a worker defined but has not recorded yet appear within
 		// a pass, as they would in an in-process registry (Client.define
@@ -422,13 +454,13 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 			}
 			if closed || !h.running(i, hs) {
 				if !h.finish(i, hs, w, &ps) {
-					h.pend = append(h.pend, i) // a closed slot waiting for a record
+					h.addPend(i, hs, was, now) // a closed slot waiting for a record
 				}
 				continue
 			}
 		}
 		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.RingRecs) {
-			h.pend = append(h.pend, i) // claimed, not committed yet
+			h.addPend(i, hs, was, now) // claimed, not committed yet
 		}
 	}
 	if freeRung >= suspectRings {

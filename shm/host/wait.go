@@ -100,7 +100,7 @@ func (h *Host) Drain(ctx context.Context) error {
 		now := time.Now()
 		h.mu.Lock()
 		ended = h.stopping
-		more, pending, busiest := h.more, len(h.pend) > 0, h.busiest
+		more, pending, busiest := h.more, h.pendLive > 0, h.busiest
 		if h.idlePass = n == 0 && !more && !pending; !h.idlePass {
 			h.idleRings = 0
 		}
@@ -299,6 +299,15 @@ const (
 	maxPendingNap = 2 * time.Millisecond
 )
 
+// pendingStall is how long a slot's waits on uncommitted records may keep
+// the host looking again within stallMemory (see addPend): far longer
+// than a commit takes, and than a worker preempted between its claim and
+// its commit on a busy machine usually stays off the CPU.
+const (
+	pendingStall = 20 * time.Millisecond
+	stallMemory  = time.Second
+)
+
 // wait sleeps in futex wait on the header's hostWait word until a worker
 // rings a doorbell (see Client.ringBell), the liveness interval or the
 // maximum idle sleep passes, or Drain's context ends. The handshake is
@@ -329,7 +338,7 @@ func (h *Host) wait(now time.Time) (woken, early bool, woke time.Time, err error
 		woken, err = h.guardedNap(w, h.idleNap(guardSleep))
 		return woken, false, woke, err
 	}
-	busy := len(h.pend) > 0
+	busy := h.pendLive > 0
 	claiming := false // a worker waits for a slot
 	if !busy {
 		err = h.protect(func() {
@@ -345,7 +354,7 @@ func (h *Host) wait(now time.Time) (woken, early bool, woke time.Time, err error
 		h.mu.Unlock()
 		return false, false, woke, err
 	}
-	if busy && h.idlePass && len(h.pend) == 0 {
+	if busy && h.idlePass && h.pendLive == 0 {
 		// Doorbells rang again, yet the pass just made found nothing:
 		// honest rings come with work, and any worker can ring every
 		// slot's bell in a loop, which made the host pass back to back
