@@ -256,3 +256,48 @@ func TestStalledClaimsCostTheHostNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A worker with one record stuck between claim and commit (a goroutine
+// preempted there on a busy machine) while its other goroutines go on
+// writing: each of their claims rings and wakes the host, whose pass finds
+// nothing it can drain yet. Those are a worker's work, not a worker waking
+// the host for nothing: no abuse is counted, and every record arrives.
+func TestStalledSlotClaimsAreNotAbuse(t *testing.T) {
+	h := newHost(t, Config{Slots: 2, RingRecords: 4096})
+	c, err := Open(h.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id, err := c.Define(wire.KindCounter, "behind.n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.Registry()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour)) }()
+	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
+	word0 := wire.Word0(id, wire.KindCounter)
+	ctr := c.Counter("behind.n")
+	stuck := atomic.LoadUint64(c.reserve)
+	if !atomic.CompareAndSwapUint64(c.reserve, stuck, stuck+1) {
+		t.Fatal("claim failed")
+	}
+	c.ringBell()
+	sent := 0
+	for t0 := time.Now(); time.Since(t0) < 1200*time.Millisecond; sent++ {
+		ctr.Inc() // claims, rings when the bit is clear, commits
+		time.Sleep(2 * time.Millisecond)
+	}
+	commit(unsafe.Add(c.ring, (stuck&c.mask)*wire.RecordSize), word0, 1)
+	waitFor(t, "every record", 10*time.Second, func() bool { return r.Counter("behind.n").Value() == int64(sent+1) })
+	if n := r.Counter(DefaultPrefix + ".malformed").Value(); n != 0 {
+		t.Errorf("%d abuses counted beside a worker writing behind its own stuck record", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

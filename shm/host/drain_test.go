@@ -1063,4 +1063,8 @@ func TestRememberedPaceNotChased(t *testing.T) {
 	if spunThen > trickled/20 {
 		t.Errorf("the host spun %v behind %v of one-record trickles after bursts, want at most a twentieth", spunThen, trickled)
 	}
+	// What the rule is for: behind a worker writing at the pace, it spins.
+	if time.Duration(spun.Load()) == spunQuiet+spunThen {
+		t.Errorf("the host never spun behind the bursts themselves: the test no longer reaches chase")
+	}
 }

@@ -164,14 +164,16 @@ type Host struct {
 	visit []int      // the slots a pass looks at (doorbell and pending), likewise kept
 	// pend is the slots the last pass left with work the doorbell will not
 	// announce again: a record claimed but not yet committed (the worker
-	// rang before committing), or a closed slot waiting for one. The next
+	// rang before committing), or a closed slot waiting for one. Every
 	// pass visits them, and the host does not sleep in the futex while
-	// there are any.
+	// any is not stalled (pendLive).
 	pend []int
 	more bool // the last pass stopped in a slot at its budget (one ring's worth)
 	// pendLive counts the slots of pend that are not stalled: what the
-	// host looks again for at once (see addPend).
-	pendLive int
+	// host looks again for at once; pendMoved, that the last pass found a
+	// slot of pend with a new wait or claims past it (see addPend).
+	pendLive  int
+	pendMoved bool
 	// busiest is the most records the last pass drained from one slot:
 	// a worker writing that fast may fill its ring during a nap.
 	busiest int
@@ -248,9 +250,11 @@ type hslot struct {
 	exited bool // its pidfd was readable at the last liveness check
 	// Waits on a record (see Host.addPend): pendAt is the consumer index
 	// the last visit found waiting, pendSince that visit's clock (zero:
-	// none waiting), and stallSum the time spent waiting on one record
-	// without progress since stallFrom.
+	// none waiting), pendHigh the furthest reserve seen meanwhile, and
+	// stallSum the time spent waiting on one record without progress
+	// since stallFrom.
 	pendAt    uint64
+	pendHigh  uint64
 	pendSince time.Time
 	stallFrom time.Time
 	stallSum  time.Duration

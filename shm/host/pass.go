@@ -273,14 +273,30 @@ func (h *Host) touch(visit []int) {
 // within stallMemory. A stalled slot is still visited by every pass made
 // for another reason, by its own doorbell (its worker's next claim rings
 // it) and by the liveness checks, which also reclaim it if its worker
-// dies: its record, once committed, waits at most a LivenessInterval.
-func (h *Host) addPend(i int, hs *hslot, was, now time.Time) {
+// dies: its record, once committed, waits for the next liveness check at
+// most. The wait counted is from the last pass that found the slot
+// waiting, however long ago: a record that waited across a Drain's
+// restart or a liveness interval stalls the slot at once.
+//
+// res is the slot's reserve: a claim past the furthest seen while this
+// record waits is the worker writing behind it (a goroutine stuck between
+// claim and commit, its others going on), which wakes the host with
+// nothing it can drain yet; pendMoved keeps such a wake-up from counting
+// as one that found nothing (wokenIdle). A furthest mark, not any change,
+// so that a scribbler moving reserve to and fro gets at most a ring's
+// worth of such wake-ups per record it holds.
+func (h *Host) addPend(i int, hs *hslot, res uint64, was, now time.Time) {
 	h.pend = append(h.pend, i)
 	if now.Sub(hs.stallFrom) > stallMemory {
 		hs.stallFrom, hs.stallSum = now, 0
 	}
 	if !was.IsZero() && hs.pendAt == hs.consumer {
 		hs.stallSum += now.Sub(was)
+		if res-hs.consumer > hs.pendHigh-hs.consumer {
+			hs.pendHigh, h.pendMoved = res, true
+		}
+	} else {
+		hs.pendHigh, h.pendMoved = res, true
 	}
 	hs.pendAt, hs.pendSince = hs.consumer, now
 	if hs.stallSum < pendingStall {
@@ -375,7 +391,7 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 		h.touch(visit)
 	}
 	h.visits += uint64(len(visit))
-	h.pend, h.pendLive = h.pend[:0], 0
+	h.pend, h.pendLive, h.pendMoved = h.pend[:0], 0, false
 	todo := h.todo[:0]
 	for _, i := range visit {
 		hs := &h.slots[i]
@@ -454,13 +470,13 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 			}
 			if closed || !h.running(i, hs) {
 				if !h.finish(i, hs, w, &ps) {
-					h.addPend(i, hs, was, now) // a closed slot waiting for a record
+					h.addPend(i, hs, hs.consumer, was, now) // a closed slot waiting for a record
 				}
 				continue
 			}
 		}
 		if res := atomic.LoadUint64(h.slotU64(i, slotReserve)); res != hs.consumer && res-hs.consumer <= uint64(h.g.RingRecs) {
-			h.addPend(i, hs, was, now) // claimed, not committed yet
+			h.addPend(i, hs, res, was, now) // claimed, not committed yet
 		}
 	}
 	if freeRung >= suspectRings {

@@ -71,6 +71,7 @@ func (h *Host) Drain(ctx context.Context) error {
 	}
 	coalescing := false
 	var pace pacer
+	var lastPass time.Time // when the last pass ended
 	pendNap := time.Duration(0)
 	var spinTill time.Time
 	early := false // the last wait ended before its deadline: something woke it
@@ -101,7 +102,7 @@ func (h *Host) Drain(ctx context.Context) error {
 		h.mu.Lock()
 		ended = h.stopping
 		more, pending, busiest := h.more, h.pendLive > 0, h.busiest
-		if h.idlePass = n == 0 && !more && !pending; !h.idlePass {
+		if h.idlePass = n == 0 && !more && !pending && !h.pendMoved; !h.idlePass {
 			h.idleRings = 0
 		}
 		if early {
@@ -110,6 +111,8 @@ func (h *Host) Drain(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 		peak := pace.add(busiest, now)
+		since := now.Sub(lastPass)
+		lastPass = now
 		if n > 0 {
 			// Progress: a slot still pending is a worker writing, not one
 			// stuck between claim and commit. (Keeping the naps of an
@@ -130,13 +133,13 @@ func (h *Host) Drain(ctx context.Context) error {
 		// come late.
 		if d := pacedNap(h.g.RingRecs, peak); d < paceMemory {
 			d = min(d, h.coalesce)
-			// Spun only behind a worker that just gave a good part of what
-			// the pace says (a sixteenth of its ring; at the pace, a pass
-			// finds a quarter): a pace remembered from a burst that
-			// stopped, or that goes on as a record a pass, costs timer
-			// wake-ups (at most 1/minTimerNap a second) for paceMemory,
-			// not a spinning core (TestRememberedPaceNotChased).
-			if d < minTimerNap && busiest*16 >= h.g.RingRecs {
+			// Spun only behind a worker that just gave at least a quarter
+			// of what the pace says it wrote since the last pass: a pace
+			// remembered from a burst that stopped, or that goes on as a
+			// record a pass, costs timer wake-ups (at most 1/minTimerNap a
+			// second) for paceMemory, not a spinning core
+			// (TestRememberedPaceNotChased).
+			if d < minTimerNap && 4*float64(busiest) >= peak*since.Seconds() {
 				chase(now, d)
 			} else if err := h.window(d, nap); err != nil {
 				return err
@@ -709,8 +712,8 @@ func (h *Host) stopRelay() {
 }
 
 // unseen reports whether slot i has work the host's next pass will visit:
-// its doorbell bit is set or the last pass left it pending. What wait
-// checks for every slot at once.
+// its doorbell bit is set or the last pass left it pending (stalled or
+// not; wait looks only at the bits and pendLive).
 func (h *Host) unseen(i int) bool {
 	if atomic.LoadUint64(u64(h.m, hdrBell+i/64*8))&(1<<(i%64)) != 0 {
 		return true

@@ -68,11 +68,14 @@ static void *tapes_relay_main(void *p) {
 					// rather than wake every period for nobody. Dekker's
 					// handshake with Await: it clears unread and then
 					// takes parked; this sets parked and then loads
-					// unread. Either this sees the read, or Await sees
-					// parked and makes a request, which ends this wait.
+					// unread. Either this sees the read (and answers
+					// the tick that is due), or Await sees parked and
+					// makes a request, which ends this wait.
 					__atomic_store_n(&r->parked, 1, __ATOMIC_SEQ_CST);
 					if (__atomic_load_n(&r->unread, __ATOMIC_SEQ_CST))
 						tapes_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL);
+					else
+						tapes_relay_answer(r);
 					__atomic_store_n(&r->parked, 0, __ATOMIC_SEQ_CST);
 				}
 			} else {
@@ -132,16 +135,19 @@ static struct relay *tapes_relay_start(uint32_t *word, int *err) {
 	return r;
 }
 
-// tapes_relay_stop ends the thread and waits for it. The caller has stored
+// tapes_relay_join ends the thread and waits for it. The caller has stored
 // 0 in the word and woken it, so a wait in progress or about to start
-// returns at once. The eventfd stays open: the Go side owns it.
-static void tapes_relay_stop(struct relay *r) {
+// returns at once. The eventfd stays open, and the struct allocated: the
+// Go side owns the one, and Await may still touch the other until the
+// eventfd is closed (then tapes_relay_free).
+static void tapes_relay_join(struct relay *r) {
 	__atomic_store_n(&r->stop, 1, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&r->seq, 1, __ATOMIC_SEQ_CST);
 	tapes_futex(&r->seq, FUTEX_WAKE_PRIVATE, 1, NULL);
 	pthread_join(r->th, NULL);
-	free(r);
 }
+
+static void tapes_relay_free(struct relay *r) { free(r); }
 */
 import "C"
 
@@ -197,7 +203,8 @@ func Start(word *uint32) (*Relay, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
-		C.tapes_relay_stop(c)
+		C.tapes_relay_join(c)
+		C.tapes_relay_free(c)
 		return nil, fmt.Errorf("wake-up relay: %w", err)
 	}
 	return &Relay{c: c, seq: (*uint32)(unsafe.Pointer(&c.seq)), ns: (*int64)(unsafe.Pointer(&c.ns)),
@@ -235,6 +242,9 @@ func (r *Relay) Await() error {
 	err := r.rc.Read(func(fd uintptr) bool {
 		for {
 			_, _, errno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
+			if errno == 0 {
+				r.read()
+			}
 			if errno != syscall.EINTR {
 				return errno != syscall.EAGAIN
 			}
@@ -249,13 +259,20 @@ func (r *Relay) Await() error {
 	if errno != 0 {
 		return errno
 	}
-	// Read: a ticking thread that stopped on this answer ticks again
-	// (see Tick). Only this goroutine makes requests, so ns is Tick's.
+	return nil
+}
+
+// read tells the thread that its answer was read: a ticking thread that
+// stopped on it ticks again (see Tick); a request made since has already
+// woken it. It runs inside the eventfd's read callback, which Stop's close
+// of the eventfd waits for before the thread's struct is freed.
+func (r *Relay) read() {
 	atomic.StoreUint32(r.unread, 0)
 	if atomic.SwapUint32(r.parked, 0) == 1 {
-		r.request(atomic.LoadInt64(r.ns))
+		if ns := atomic.LoadInt64(r.ns); ns < 0 {
+			r.request(ns)
+		}
 	}
-	return nil
 }
 
 // TID returns the thread's id once it has started (0 before), so that
@@ -267,8 +284,12 @@ func (r *Relay) TID() int { return int(atomic.LoadInt32((*int32)(unsafe.Pointer(
 // that a wait in progress or about to start returns at once (a wait on a
 // page cut from the file under the host may last its timeout).
 func (r *Relay) Stop() {
-	C.tapes_relay_stop(r.c)
-	r.c = nil
+	C.tapes_relay_join(r.c)
 	r.stopped.Store(true)
+	// Close waits for an Await inside its read callback (a nonblocking
+	// descriptor's close waits for every operation in flight), which may
+	// still write the struct.
 	r.f.Close()
+	C.tapes_relay_free(r.c)
+	r.c = nil
 }

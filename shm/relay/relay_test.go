@@ -245,3 +245,86 @@ func TestRelayTickStopsUnread(t *testing.T) {
 		t.Errorf("20 ticks awaited in %d thread wake-ups", n)
 	}
 }
+
+// TestRelayParkedThenArmedOrStopped: a thread that stopped ticking on an
+// unread answer takes an Arm as any request (one stale answer, then
+// nothing until the word is woken), and Stop ends it.
+func TestRelayParkedThenArmedOrStopped(t *testing.T) {
+	w := word(t)
+	atomic.StoreUint32(w, 0)
+	r, err := Start(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Tick(time.Millisecond)
+	if err := r.Await(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // parked on the unread tick
+	atomic.StoreUint32(w, 1)
+	r.Arm(time.Hour)
+	got := make(chan error, 1)
+	go func() { got <- r.Await() }()
+	select {
+	case <-got: // the tick left unread
+		go func() { got <- r.Await() }()
+	case <-time.After(50 * time.Millisecond):
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("an answer after Arm with nobody waking the word (%v): the tick came back", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	wake(w)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	r.Tick(time.Millisecond)
+	if err := r.Await(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // parked again
+	done := make(chan struct{})
+	go func() { r.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end a parked thread")
+	}
+}
+
+// TestRelayStopUnderTicks: Stop while a goroutine awaits ticks of the
+// shortest period the host uses, over and over: Await's last read may
+// still be telling the thread about it as Stop runs, so the thread's
+// memory must outlive the eventfd (a use after free crashed or corrupted
+// the heap, not always).
+func TestRelayStopUnderTicks(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		w := word(t)
+		atomic.StoreUint32(w, 0)
+		r, err := Start(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Tick(64 * time.Microsecond)
+		done := make(chan error, 1)
+		go func() {
+			for {
+				if err := r.Await(); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(i%8) * 100 * time.Microsecond)
+		r.Stop()
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrClosed) {
+				t.Fatalf("Await after Stop: %v, want os.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Stop did not end Await")
+		}
+	}
+}
