@@ -1,7 +1,6 @@
 package host
 
 import (
-	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,22 +110,12 @@ func TestDoorbell(t *testing.T) {
 // the host's pending set, and the record is drained without another ring.
 // Without the pending set this host would sleep for the hour it is given.
 func TestPendingClaimDrained(t *testing.T) {
-	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, c, stop := sleepingWorker(t, Config{Slots: 2, RingRecords: 64})
 	id, err := c.Define(wire.KindCounter, "pend.n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
-	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	// put, cut in two: claim and ring, ...
 	res := atomic.LoadUint64(c.reserve)
 	if !atomic.CompareAndSwapUint64(c.reserve, res, res+1) {
@@ -140,8 +129,7 @@ func TestPendingClaimDrained(t *testing.T) {
 	waitFor(t, "the pending record", 10*time.Second, func() bool { return r.Counter("pend.n").Value() == 7 })
 	// Nothing pending any more: the host goes back to its futex sleep.
 	waitFor(t, "the host to sleep again", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -184,23 +172,13 @@ func TestLivenessByPidfd(t *testing.T) {
 // of a core, for as long as it went on. Its records still arrive: a
 // stalled slot is visited by its own doorbell and every liveness check.
 func TestStalledClaimsCostTheHostNothing(t *testing.T) {
-	h := newHost(t, Config{Slots: 2, RingRecords: 64})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	const live = 100 * time.Millisecond
+	h, c, stop := sleepingWorker(t, Config{Slots: 2, RingRecords: 64}, WithLivenessInterval(live))
 	id, err := c.Define(wire.KindCounter, "stall.n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	const live = 100 * time.Millisecond
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(live)) }()
-	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	claim := func() uint64 {
 		res := atomic.LoadUint64(c.reserve)
 		if !atomic.CompareAndSwapUint64(c.reserve, res, res+1) {
@@ -251,8 +229,7 @@ func TestStalledClaimsCostTheHostNothing(t *testing.T) {
 		t.Errorf("%d passes beside %d claims each committed 10 ms later, in %v; want at most %d", passes, claims-c0, took, limit)
 	}
 	waitFor(t, "every record", 10*time.Second, func() bool { return r.Counter("stall.n").Value() == int64(1+claims) })
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -263,22 +240,12 @@ func TestStalledClaimsCostTheHostNothing(t *testing.T) {
 // nothing it can drain yet. Those are a worker's work, not a worker waking
 // the host for nothing: no abuse is counted, and every record arrives.
 func TestStalledSlotClaimsAreNotAbuse(t *testing.T) {
-	h := newHost(t, Config{Slots: 2, RingRecords: 4096})
-	c, err := Open(h.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, c, stop := sleepingWorker(t, Config{Slots: 2, RingRecords: 4096}, WithLivenessInterval(250*time.Millisecond))
 	id, err := c.Define(wire.KindCounter, "behind.n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := h.Registry()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour)) }()
-	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
 	word0 := wire.Word0(id, wire.KindCounter)
 	ctr := c.Counter("behind.n")
 	stuck := atomic.LoadUint64(c.reserve)
@@ -296,8 +263,7 @@ func TestStalledSlotClaimsAreNotAbuse(t *testing.T) {
 	if n := r.Counter(DefaultPrefix + ".malformed").Value(); n != 0 {
 		t.Errorf("%d abuses counted beside a worker writing behind its own stuck record", n)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }

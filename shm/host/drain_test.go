@@ -713,6 +713,16 @@ func TestCoalesceWindowConfigured(t *testing.T) {
 // tests of when the host passes. stop ends Drain and returns its error.
 func sleepingHost(t *testing.T, cfg Config, name string) (h *Host, ctr wire.CounterHandle, stop func() error) {
 	t.Helper()
+	h, c, stop := sleepingWorker(t, cfg)
+	return h, c.Counter(name), stop
+}
+
+// sleepingWorker runs a host of cfg, drained with opts after idle sleeps
+// and liveness intervals of an hour, and one worker client of its file,
+// all until the test ends; it returns once the host sleeps. stop ends the
+// Drain and returns its error.
+func sleepingWorker(t *testing.T, cfg Config, opts ...drainOpt) (h *Host, c *Client, stop func() error) {
+	t.Helper()
 	h = newHost(t, cfg)
 	c, err := Open(h.Path())
 	if err != nil {
@@ -721,10 +731,11 @@ func sleepingHost(t *testing.T, cfg Config, name string) (h *Host, ctr wire.Coun
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- testDrain(h, ctx, WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)) }()
+	opts = append([]drainOpt{WithMaxIdleSleep(time.Hour), WithLivenessInterval(time.Hour)}, opts...)
+	go func() { done <- testDrain(h, ctx, opts...) }()
 	t.Cleanup(cancel)
 	waitFor(t, "the host to sleep", 10*time.Second, func() bool { return atomic.LoadUint32(u32(h.m, hdrWait)) == 1 })
-	return h, c.Counter(name), func() error { cancel(); return <-done }
+	return h, c, func() error { cancel(); return <-done }
 }
 
 // TestDrainStopsBetweenLookAndWait: a context that ends after Drain's last

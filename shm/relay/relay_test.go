@@ -4,6 +4,7 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -116,13 +117,7 @@ func TestRelayStopWakesWait(t *testing.T) {
 	r.Arm(time.Hour)
 	time.Sleep(20 * time.Millisecond) // asleep by now
 	wake(w)
-	done := make(chan struct{})
-	go func() { r.Stop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Stop did not return")
-	}
+	stopWithin(t, r)
 }
 
 // TestRelayTick: Tick answers every period without a wake-up of the word,
@@ -137,38 +132,11 @@ func TestRelayTick(t *testing.T) {
 	defer r.Stop()
 	r.Tick(5 * time.Millisecond)
 	for i := 0; i < 5; i++ {
-		got := make(chan error, 1)
-		go func() { got <- r.Await() }()
-		select {
-		case err := <-got:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("tick %d never came", i)
-		}
+		awaitWithin(t, r, fmt.Sprintf("tick %d", i))
 	}
-	atomic.StoreUint32(w, 1)
-	r.Arm(time.Hour)
-	// A tick may have been answered just before the Arm: read it, then
-	// nothing may come until the word is woken.
-	got := make(chan error, 1)
-	go func() { got <- r.Await() }()
-	select {
-	case <-got:
-		go func() { got <- r.Await() }()
-	case <-time.After(50 * time.Millisecond):
-	}
-	select {
-	case err := <-got:
-		t.Fatalf("an answer after Arm with nobody waking the word (%v): still ticking", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	wake(w)
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
+	armAfterTicks(t, r, w)
 	// Answered, and not asked again: nothing more.
+	got := make(chan error, 1)
 	go func() { got <- r.Await() }()
 	select {
 	case err := <-got:
@@ -213,19 +181,7 @@ func TestRelayTickStopsUnread(t *testing.T) {
 	for r.TID() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	await := func(what string) {
-		t.Helper()
-		got := make(chan error, 1)
-		go func() { got <- r.Await() }()
-		select {
-		case err := <-got:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s never came: the ticking stopped for good", what)
-		}
-	}
+	await := func(what string) { t.Helper(); awaitWithin(t, r, what) }
 	const period = time.Millisecond
 	r.Tick(period)
 	await("the first tick")
@@ -261,35 +217,64 @@ func TestRelayParkedThenArmedOrStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // parked on the unread tick
+	armAfterTicks(t, r, w)
+	r.Tick(time.Millisecond)
+	if err := r.Await(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // parked again
+	stopWithin(t, r)
+}
+
+// armAfterTicks arms r, which was ticking, for an hour on w: a tick may
+// have been answered just before the Arm (Await reads it), then nothing
+// may come until the word is woken, and then the answer does.
+func armAfterTicks(t *testing.T, r *Relay, w *uint32) {
+	t.Helper()
 	atomic.StoreUint32(w, 1)
 	r.Arm(time.Hour)
 	got := make(chan error, 1)
 	go func() { got <- r.Await() }()
 	select {
-	case <-got: // the tick left unread
+	case <-got:
 		go func() { got <- r.Await() }()
 	case <-time.After(50 * time.Millisecond):
 	}
 	select {
 	case err := <-got:
-		t.Fatalf("an answer after Arm with nobody waking the word (%v): the tick came back", err)
+		t.Fatalf("an answer after Arm with nobody waking the word (%v): still ticking", err)
 	case <-time.After(100 * time.Millisecond):
 	}
 	wake(w)
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	r.Tick(time.Millisecond)
-	if err := r.Await(); err != nil {
-		t.Fatal(err)
+}
+
+// awaitWithin requires an answer of r within 10 s.
+func awaitWithin(t *testing.T, r *Relay, what string) {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() { got <- r.Await() }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s never came", what)
 	}
-	time.Sleep(20 * time.Millisecond) // parked again
+}
+
+// stopWithin requires r.Stop to return within 10 s.
+func stopWithin(t *testing.T, r *Relay) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() { r.Stop(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Stop did not end a parked thread")
+		t.Fatal("Stop did not return")
 	}
 }
 
