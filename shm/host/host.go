@@ -233,29 +233,31 @@ type hslot struct {
 	pid      uint32
 	gen      uint32
 	consumer uint64
-	dropped  uint64
-	droppedC *registry.Counter
-	defs     []hdef      // what the host bound each definition to, by id
-	tab      apply.Table // the same ids as the applier's table
-	gaugeBad int         // NaN or ±Inf gauge values the applier was given (see slotGauge)
-	badDefs  uint64      // last out-of-range definition count reported
-	holeAt   time.Time
-	active   bool // state ACTIVE at the last visit (counted in Host.active)
-	marked   bool // in the visit list of the pass under way
-	claiming bool // CLAIMING at the last visit
+	// pendSince is the clock of the last visit that found the slot
+	// waiting on a record (zero: it did not; see Host.addPend), beside
+	// consumer, on the line every visit reads anyway.
+	pendSince time.Time
+	dropped   uint64
+	droppedC  *registry.Counter
+	defs      []hdef      // what the host bound each definition to, by id
+	tab       apply.Table // the same ids as the applier's table
+	gaugeBad  int         // NaN or ±Inf gauge values the applier was given (see slotGauge)
+	badDefs   uint64      // last out-of-range definition count reported
+	holeAt    time.Time
+	active    bool // state ACTIVE at the last visit (counted in Host.active)
+	marked    bool // in the visit list of the pass under way
+	claiming  bool // CLAIMING at the last visit
 	// pidfd is a descriptor of the worker's process plus one (0: none,
 	// and liveness reads /proc at every check): it becomes readable when
 	// the process exits, so a check of all workers is one poll(2).
 	pidfd  int
 	exited bool // its pidfd was readable at the last liveness check
-	// Waits on a record (see Host.addPend): pendAt is the consumer index
-	// the last visit found waiting, pendSince that visit's clock (zero:
-	// none waiting), pendHigh the furthest reserve seen meanwhile, and
-	// stallSum the time spent waiting on one record without progress
-	// since stallFrom.
+	// The rest of a wait on a record (see Host.addPend): pendAt is the
+	// consumer index the last visit found waiting, pendHigh the furthest
+	// reserve seen meanwhile, and stallSum the time spent waiting on one
+	// record without progress since stallFrom.
 	pendAt    uint64
 	pendHigh  uint64
-	pendSince time.Time
 	stallFrom time.Time
 	stallSum  time.Duration
 }

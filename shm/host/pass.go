@@ -456,7 +456,9 @@ func (h *Host) pass(live, full bool, now time.Time) int {
 		i, w, hs := t.i, t.w, &h.slots[t.i]
 		h.busiest = max(h.busiest, int(hs.consumer-t.c0))
 		was := hs.pendSince
-		hs.pendSince = time.Time{}
+		if !was.IsZero() {
+			hs.pendSince = time.Time{}
+		}
 		pid, _, st := unpackState(w)
 		// Metrics a worker defined but has not recorded yet appear within
 		// a pass, as they would in an in-process registry (Client.define
