@@ -267,3 +267,31 @@ func TestStalledSlotClaimsAreNotAbuse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A scribbler holds a record claimed and never committed, then moves
+// reserve past it, out of the ring's reach (the slot is then not pending
+// for a pass) and back, ringing and waking the host each time. Claims past
+// a stalled record count as work found only up to a ring's worth per
+// record: after that the wake-ups are what they are, for nothing, and the
+// host takes them for abuse (before, each return into the ring started
+// the count afresh, and the host passed at every wake-up it was sent).
+func TestReserveScribblerStillAbuse(t *testing.T) {
+	const ring = 64
+	h, c, stop := sleepingWorker(t, Config{Slots: 2, RingRecords: ring}, WithLivenessInterval(250*time.Millisecond))
+	r := h.Registry()
+	stuck := atomic.LoadUint64(c.reserve)
+	atomic.StoreUint64(c.reserve, stuck+1)
+	c.ringBell()
+	time.Sleep(2 * pendingStall)
+	for k, t0 := 0, time.Now(); time.Since(t0) < 2*time.Second; k++ {
+		atomic.StoreUint64(c.reserve, stuck+1+uint64(k%(ring+2)))
+		c.ringBell()
+		time.Sleep(100 * time.Microsecond)
+	}
+	if n := r.Counter(DefaultPrefix + ".malformed").Value(); n == 0 {
+		t.Errorf("a worker moving reserve to and fro past a stuck record, waking the host each time, was not taken for an abuser")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

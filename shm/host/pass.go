@@ -282,23 +282,28 @@ func (h *Host) touch(visit []int) {
 // record waits is the worker writing behind it (a goroutine stuck between
 // claim and commit, its others going on), which wakes the host with
 // nothing it can drain yet; pendMoved keeps such a wake-up from counting
-// as one that found nothing (wokenIdle). A furthest mark, not any change,
-// so that a scribbler moving reserve to and fro gets at most a ring's
-// worth of such wake-ups per record it holds.
+// as one that found nothing (wokenIdle). The furthest mark belongs to the
+// record (pendAt), not to one run of passes that found it waiting, and
+// only rises: a scribbler moving reserve to and fro, or out of the ring's
+// reach and back, gets at most a ring's worth of such wake-ups per record
+// it holds (TestReserveScribblerStillAbuse).
 func (h *Host) addPend(i int, hs *hslot, res uint64, was, now time.Time) {
 	h.pend = append(h.pend, i)
 	if now.Sub(hs.stallFrom) > stallMemory {
 		hs.stallFrom, hs.stallSum = now, 0
 	}
-	if !was.IsZero() && hs.pendAt == hs.consumer {
-		hs.stallSum += now.Sub(was)
-		if res-hs.consumer > hs.pendHigh-hs.consumer {
-			hs.pendHigh, h.pendMoved = res, true
-		}
-	} else {
+	switch {
+	case hs.pendAt != hs.consumer: // progress: another record waits
+		hs.pendAt, hs.pendHigh, h.pendMoved = hs.consumer, res, true
+	case res-hs.consumer > hs.pendHigh-hs.consumer:
 		hs.pendHigh, h.pendMoved = res, true
+		fallthrough
+	default:
+		if !was.IsZero() {
+			hs.stallSum += now.Sub(was)
+		}
 	}
-	hs.pendAt, hs.pendSince = hs.consumer, now
+	hs.pendSince = now
 	if hs.stallSum < pendingStall {
 		h.pendLive++
 	}

@@ -94,6 +94,6 @@ func (h *Host) bind(r *registry.Registry) error {
 		h.unwatch(&h.slots[i])
 		h.slots[i] = hslot{}
 	}
-	h.active, h.shown, h.pend, h.pendLive = 0, -1, h.pend[:0], 0
+	h.active, h.shown, h.pend, h.pendLive, h.pendMoved = 0, -1, h.pend[:0], 0, false
 	return nil
 }

@@ -23,7 +23,7 @@ struct relay {
 	uint32_t *word; // hostWait, in the host's mapping
 	int efd;        // eventfd, nonblocking; the thread writes 1 per answered request
 	uint32_t seq;   // requests made; the thread waits on it (private futex)
-	uint32_t stop;  // set once, by relay_stop
+	uint32_t stop;  // set once, by tapes_relay_join
 	int64_t ns;     // the latest request: a timeout, or minus a tick period
 	uint32_t unread; // 1: an answer written that Await has not read yet
 	uint32_t parked; // 1: ticking stopped on an unread answer, until Await reads it
@@ -52,7 +52,7 @@ static void *tapes_relay_main(void *p) {
 		if (__atomic_load_n(&r->stop, __ATOMIC_SEQ_CST))
 			break;
 		if (s == seen) {
-			// relay_stop stores stop before it bumps seq, so a stop that
+			// tapes_relay_join stores stop before it bumps seq, so a stop that
 			// this load missed makes the wait return at once.
 			if (tick > 0) {
 				struct timespec ts = {tick / 1000000000, tick % 1000000000};
